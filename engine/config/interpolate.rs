@@ -1,0 +1,201 @@
+//! `${env:NAME}` and `${file:PATH}` interpolation, with redaction.
+//!
+//! Secrets never live in TOML: a value such as
+//! `url = "postgres://loader:${env:PGPASSWORD}@db/warehouse"` is kept as written (the
+//! *template*) everywhere Sluice prints it — `plan`, errors, reports — and is resolved only when a
+//! connection or file is opened. Every resolved piece is registered with a [`Redactor`], which
+//! replaces it by `***` in any message that might quote it (a driver error echoing a URL, say).
+//!
+//! `$$` writes a literal `$`.
+
+use std::sync::{Arc, Mutex};
+
+/// A resolved template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The value with every `${...}` replaced.
+    pub value: String,
+    /// The pieces that came from the environment or a file, to redact from messages.
+    pub secrets: Vec<String>,
+}
+
+/// Resolves `template`, reading variables with `env` (normally `std::env::var`) and files with
+/// `read_file` (normally `std::fs::read_to_string`, trailing newline trimmed).
+///
+/// # Errors
+/// A message naming the first unresolved reference (`environment variable PGPASSWORD is not
+/// set`), or a malformed `${...}`. The message never contains a resolved value.
+pub fn resolve_with(
+    template: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Resolved, String> {
+    let mut value = String::with_capacity(template.len());
+    let mut secrets = Vec::new();
+    let mut rest = template;
+    while let Some(pos) = rest.find('$') {
+        value.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            value.push('$');
+            rest = r;
+            continue;
+        }
+        let Some(body) = after.strip_prefix('{') else {
+            value.push('$');
+            rest = after;
+            continue;
+        };
+        let Some(end) = body.find('}') else {
+            return Err(
+                "unclosed `${`: write `${env:NAME}`, `${file:PATH}` or `$$` for a literal `$`"
+                    .into(),
+            );
+        };
+        let reference = &body[..end];
+        let piece = match reference.split_once(':') {
+            Some(("env", name)) if is_env_name(name) => {
+                env(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?
+            }
+            Some(("env", name)) => {
+                return Err(format!("`{name}` is not an environment variable name"))
+            }
+            Some(("file", path)) if !path.is_empty() => read_file(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read secret file `{path}`: {e}"))?,
+            _ => {
+                return Err(format!(
+                    "unknown reference `${{{reference}}}`: use `${{env:NAME}}` or `${{file:PATH}}`"
+                ))
+            }
+        };
+        if !piece.is_empty() {
+            secrets.push(piece.clone());
+        }
+        value.push_str(&piece);
+        rest = &body[end + 1..];
+    }
+    value.push_str(rest);
+    Ok(Resolved { value, secrets })
+}
+
+/// [`resolve_with`] on the process environment and file system.
+///
+/// # Errors
+/// As [`resolve_with`].
+pub fn resolve(template: &str) -> Result<Resolved, String> {
+    resolve_with(template, &|name| std::env::var(name).ok(), &|path| {
+        std::fs::read_to_string(path).map_err(|e| e.to_string())
+    })
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// True when a URL carries a password written in plain text (`scheme://user:pass@host`) rather
+/// than through `${env:...}`/`${file:...}`.
+pub fn has_plaintext_password(url_template: &str) -> bool {
+    let Some((_, rest)) = url_template.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return false;
+    };
+    match userinfo.split_once(':') {
+        Some((_, password)) => !password.is_empty() && !password.starts_with("${"),
+        None => false,
+    }
+}
+
+/// Replaces every registered secret by `***` in messages. Cheap to clone; shared by a run.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<Mutex<Vec<String>>>,
+}
+
+impl Redactor {
+    /// Registers secrets to hide.
+    pub fn add(&self, secrets: &[String]) {
+        if let Ok(mut s) = self.secrets.lock() {
+            for secret in secrets {
+                if !secret.is_empty() && !s.contains(secret) {
+                    s.push(secret.clone());
+                }
+            }
+            // Longest first, so a secret containing another is hidden whole.
+            s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+        }
+    }
+
+    /// `message` with every registered secret replaced by `***`.
+    pub fn redact(&self, message: &str) -> String {
+        let mut out = message.to_string();
+        if let Ok(s) = self.secrets.lock() {
+            for secret in s.iter() {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "PGPASSWORD").then(|| "s3cr3t".to_string())
+    }
+    fn no_files(_: &str) -> Result<String, String> {
+        Err("no such file".into())
+    }
+
+    #[test]
+    fn resolves_env_and_records_secret() {
+        let r = resolve_with("postgres://u:${env:PGPASSWORD}@h/db", &env, &no_files).unwrap();
+        assert_eq!(r.value, "postgres://u:s3cr3t@h/db");
+        assert_eq!(r.secrets, vec!["s3cr3t".to_string()]);
+    }
+
+    #[test]
+    fn missing_variable_is_named_without_values() {
+        let e = resolve_with("${env:NOPE}", &env, &no_files).unwrap_err();
+        assert!(e.contains("`NOPE` is not set"), "{e}");
+    }
+
+    #[test]
+    fn dollar_escapes_and_bad_references() {
+        assert_eq!(resolve_with("a$$b", &env, &no_files).unwrap().value, "a$b");
+        assert_eq!(
+            resolve_with("cost $5", &env, &no_files).unwrap().value,
+            "cost $5"
+        );
+        assert!(resolve_with("${env:PGPASSWORD", &env, &no_files).is_err());
+        assert!(resolve_with("${vault:x}", &env, &no_files).is_err());
+        assert!(resolve_with("${file:/x}", &env, &no_files)
+            .unwrap_err()
+            .contains("/x"));
+    }
+
+    #[test]
+    fn detects_plaintext_passwords() {
+        assert!(has_plaintext_password("postgres://u:hunter2@h/db"));
+        assert!(!has_plaintext_password("postgres://u:${env:P}@h/db"));
+        assert!(!has_plaintext_password("postgres://u@h/db"));
+        assert!(!has_plaintext_password("sqlite://data/x.db"));
+    }
+
+    #[test]
+    fn redactor_hides_every_occurrence() {
+        let r = Redactor::default();
+        r.add(&["s3cr3t".to_string()]);
+        assert_eq!(
+            r.redact("auth failed for u:s3cr3t (s3cr3t)"),
+            "auth failed for u:*** (***)"
+        );
+    }
+}

@@ -1,0 +1,1277 @@
+//! Loading and validating a Sluice project: `sluice.toml`, canonical models, mappings, jobs.
+//!
+//! ```text
+//! sluice.toml                      project: warehouse and state folders, connections, defaults
+//! mappings/canonical/<entity>.toml canonical models          → model::CanonicalModel
+//! mappings/<name>.toml             mappings                  → Mapping
+//! jobs/<name>.toml                 jobs                      → Job
+//! ```
+//!
+//! Loading reads every file, reports every problem at once ([`Diagnostics`]) and checks the
+//! references between files (a job's mapping exists, a mapping's model exists and its fields
+//! cover the model's required fields, ...). Checks that need source schemas — expression types,
+//! unknown columns — happen when a job is planned ([`crate::plan`]).
+
+pub mod interpolate;
+pub mod reader;
+pub mod spec;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde_spanned::Spanned;
+use toml_edit::{Item, Table};
+
+use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceText};
+use crate::model::{CanonicalModel, Field, FieldType, Literal, Version, TYPE_NAMES};
+use reader::{join_key, Reader};
+use spec::*;
+
+/// Name of the project file at the project root.
+pub const PROJECT_FILE: &str = "sluice.toml";
+
+/// What kind of file a path holds, from where it sits in the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `sluice.toml`.
+    Project,
+    /// `mappings/canonical/*.toml`.
+    Model,
+    /// `mappings/*.toml`.
+    Mapping,
+    /// `jobs/*.toml`.
+    Job,
+}
+
+/// Settings from `sluice.toml`.
+#[derive(Debug, Clone)]
+pub struct ProjectSettings {
+    /// Project name, for reports.
+    pub name: String,
+    /// Warehouse folder for Parquet targets and the quarantine, relative to the root.
+    pub warehouse: PathBuf,
+    /// State folder for run reports and locks, relative to the root.
+    pub state_dir: PathBuf,
+    /// Defaults for every job.
+    pub defaults: DefaultsSpec,
+    /// Named connections, URLs kept as templates (never resolved here).
+    pub connections: BTreeMap<String, ConnectionSpec>,
+}
+
+/// How a mapping names its model: `flight` or `flight@1` (major version pinned).
+#[derive(Debug, Clone)]
+pub struct ModelRef {
+    /// Model name.
+    pub name: String,
+    /// Pinned major version, if any.
+    pub major: Option<u64>,
+    /// Where the reference is written.
+    pub span: Option<Range<usize>>,
+}
+
+/// A source as a mapping uses it: the source name a job binds, and its alias in expressions.
+#[derive(Debug, Clone)]
+pub struct SourceUse {
+    /// Name the job binds under `[sources.<name>]`.
+    pub source: String,
+    /// Table alias in expressions.
+    pub alias: String,
+    /// Where the use is written.
+    pub span: Option<Range<usize>>,
+}
+
+/// One join of a mapping.
+#[derive(Debug, Clone)]
+pub struct Join {
+    /// The joined source.
+    pub source: SourceUse,
+    /// Join type.
+    pub kind: JoinKind,
+    /// Join condition (SQL), with its span.
+    pub on: Spanned<String>,
+}
+
+/// A named SQL expression of a mapping (a `[let]` or a `[fields]` entry).
+#[derive(Debug, Clone)]
+pub struct NamedExpr {
+    /// The name (let name or canonical field name).
+    pub name: String,
+    /// SQL text.
+    pub sql: String,
+    /// Span of the SQL text in the mapping file.
+    pub span: Option<Range<usize>>,
+}
+
+/// A business rule of a mapping.
+#[derive(Debug, Clone)]
+pub struct BusinessRule {
+    /// Rule name, as shown in the quarantine.
+    pub name: String,
+    /// SQL boolean check.
+    pub check: NamedExpr,
+    /// Reason template.
+    pub reason: Option<String>,
+    /// Null policy.
+    pub nulls: NullPolicy,
+}
+
+/// A validated mapping.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// File stem (`nycflights13_to_flight`).
+    pub name: String,
+    /// The file's text, for locating errors found while planning.
+    pub src: SourceText,
+    /// The model it produces.
+    pub model: ModelRef,
+    /// The driving source: one canonical row per row of it (before joins).
+    pub from: SourceUse,
+    /// Joins in order.
+    pub joins: Vec<Join>,
+    /// Helper expressions, computed in order; each may use the ones before it.
+    pub lets: Vec<NamedExpr>,
+    /// One expression per canonical field, in the file's order.
+    pub fields: Vec<NamedExpr>,
+    /// Business rules.
+    pub rules: Vec<BusinessRule>,
+}
+
+impl Mapping {
+    /// Every source name the mapping reads (the driving one first, then joins, deduplicated).
+    pub fn source_names(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = vec![self.from.source.as_str()];
+        for j in &self.joins {
+            if !out.contains(&j.source.source.as_str()) {
+                out.push(j.source.source.as_str());
+            }
+        }
+        out
+    }
+}
+
+/// A validated job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// File stem (`flights`).
+    pub name: String,
+    /// The file's text.
+    pub src: SourceText,
+    /// Free text.
+    pub description: Option<String>,
+    /// Who to call when it fails.
+    pub owner: Option<String>,
+    /// Mapping name.
+    pub mapping: String,
+    /// Concrete sources by the mapping's source names.
+    pub sources: BTreeMap<String, SourceSpec>,
+    /// Target.
+    pub target: TargetSpec,
+    /// Quarantine settings.
+    pub quarantine: QuarantineSpec,
+    /// Dataset checks.
+    pub checks: ChecksSpec,
+}
+
+/// A loaded project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Folder holding `sluice.toml`; relative paths in the project are relative to it.
+    pub root: PathBuf,
+    /// Project settings.
+    pub settings: ProjectSettings,
+    /// Models by name.
+    pub models: BTreeMap<String, CanonicalModel>,
+    /// Mappings by name.
+    pub mappings: BTreeMap<String, Mapping>,
+    /// Jobs by name.
+    pub jobs: BTreeMap<String, Job>,
+}
+
+impl Project {
+    /// Finds the project root: the nearest folder at or above `start` holding `sluice.toml`.
+    pub fn find_root(start: &Path) -> Option<PathBuf> {
+        let start = if start.is_file() {
+            start.parent()?.to_path_buf()
+        } else {
+            start.to_path_buf()
+        };
+        let start = std::fs::canonicalize(&start).unwrap_or(start);
+        start
+            .ancestors()
+            .find(|p| p.join(PROJECT_FILE).is_file())
+            .map(Path::to_path_buf)
+    }
+
+    /// Loads and validates every file of the project at `root`.
+    ///
+    /// # Errors
+    /// Every problem found, each with file, line and hint.
+    pub fn load(root: &Path) -> Result<Project, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        let settings = load_project_file(root, &mut diags);
+        let mut models = BTreeMap::new();
+        for path in toml_files(&root.join("mappings").join("canonical")) {
+            if let Some(src) = read_source(root, &path, &mut diags) {
+                if let Some(m) = load_model(&src, &mut diags) {
+                    models.insert(m.name.clone(), m);
+                }
+            }
+        }
+        let mut mappings = BTreeMap::new();
+        for path in toml_files(&root.join("mappings")) {
+            if let Some(src) = read_source(root, &path, &mut diags) {
+                if let Some(m) = load_mapping(&src, &mut diags) {
+                    mappings.insert(m.name.clone(), m);
+                }
+            }
+        }
+        let mut jobs = BTreeMap::new();
+        for path in toml_files(&root.join("jobs")) {
+            if let Some(src) = read_source(root, &path, &mut diags) {
+                if let Some(j) = load_job(&src, &mut diags) {
+                    jobs.insert(j.name.clone(), j);
+                }
+            }
+        }
+        let project = Project {
+            root: root.to_path_buf(),
+            settings: settings.unwrap_or_else(|| default_settings(root)),
+            models,
+            mappings,
+            jobs,
+        };
+        project.check_references(&mut diags);
+        diags.into_result(project)
+    }
+
+    /// The job named `name_or_path`: a job name (`flights`) or a path to its file.
+    ///
+    /// # Errors
+    /// A diagnostic listing the known jobs.
+    pub fn job(&self, name_or_path: &str) -> Result<&Job, Diagnostic> {
+        let name = Path::new(name_or_path)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|_| name_or_path.ends_with(".toml"))
+            .unwrap_or(name_or_path);
+        self.jobs.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+            let hint = match did_you_mean(name, known.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("jobs in this project: {}", known.join(", ")),
+            };
+            Diagnostic::file_level(
+                self.root.join("jobs"),
+                format!("no job named `{name}` in jobs/"),
+            )
+            .with_hint(hint)
+        })
+    }
+
+    /// Absolute path of a project-relative path.
+    pub fn path(&self, relative: impl AsRef<Path>) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Checks references between files: job → mapping → model, source bindings, field coverage.
+    fn check_references(&self, diags: &mut Diagnostics) {
+        for m in self.mappings.values() {
+            let Some(model) = self.models.get(&m.model.name) else {
+                let known: Vec<&str> = self.models.keys().map(String::as_str).collect();
+                let mut d = m.src.diagnostic(
+                    m.model.span.clone(),
+                    "model",
+                    format!("no canonical model named `{}`", m.model.name),
+                );
+                d.hint = Some(match did_you_mean(&m.model.name, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "models are files in mappings/canonical/; known: {}",
+                        known.join(", ")
+                    ),
+                });
+                diags.push(d);
+                continue;
+            };
+            if let Some(major) = m.model.major {
+                if major != model.version.major {
+                    let mut d = m.src.diagnostic(
+                        m.model.span.clone(),
+                        "model",
+                        format!(
+                            "mapping pins `{}@{major}` but the model is version {}",
+                            model.name, model.version
+                        ),
+                    );
+                    d.hint = Some(format!(
+                        "update the mapping for the model's breaking changes, then pin `{}@{}`",
+                        model.name, model.version.major
+                    ));
+                    diags.push(d);
+                }
+            }
+            let mapped: BTreeSet<&str> = m.fields.iter().map(|f| f.name.as_str()).collect();
+            for f in &m.fields {
+                if model.field(&f.name).is_none() {
+                    let names = model.fields.iter().map(|f| f.name.as_str());
+                    let mut d = m.src.diagnostic(
+                        f.span.clone(),
+                        format!("fields.{}", f.name),
+                        format!("`{}` is not a field of model `{}`", f.name, model.name),
+                    );
+                    d.hint = Some(match did_you_mean(&f.name, names) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("add it to {} first", model.file.display()),
+                    });
+                    diags.push(d);
+                }
+            }
+            let missing: Vec<&str> = model
+                .fields
+                .iter()
+                .filter(|f| f.required && !mapped.contains(f.name.as_str()))
+                .map(|f| f.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                let span = m.src.text.find("[fields]").map(|s| s..s + 8);
+                let mut d = m.src.diagnostic(
+                    span,
+                    "fields",
+                    format!(
+                        "required field{} of model `{}` not mapped: {}",
+                        if missing.len() == 1 { "" } else { "s" },
+                        model.name,
+                        missing.join(", ")
+                    ),
+                );
+                d.hint = Some(format!(
+                    "add `{} = \"<SQL expression>\"` under [fields]",
+                    missing[0]
+                ));
+                diags.push(d);
+            }
+        }
+        for j in self.jobs.values() {
+            let Some(m) = self.mappings.get(&j.mapping) else {
+                let known: Vec<&str> = self.mappings.keys().map(String::as_str).collect();
+                let span = Reader::key_span_in_text(&j.src, "mapping");
+                let mut d =
+                    j.src
+                        .diagnostic(span, "mapping", format!("no mapping named `{}`", j.mapping));
+                d.hint = Some(match did_you_mean(&j.mapping, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "mappings are files in mappings/; known: {}",
+                        known.join(", ")
+                    ),
+                });
+                diags.push(d);
+                continue;
+            };
+            let needed = m.source_names();
+            for name in &needed {
+                if !j.sources.contains_key(*name) {
+                    let span = j.src.text.find("[sources").map(|s| s..s + 8);
+                    let mut d = j.src.diagnostic(
+                        span,
+                        format!("sources.{name}"),
+                        format!(
+                            "mapping `{}` reads source `{name}`, which this job does not bind",
+                            m.name
+                        ),
+                    );
+                    d.hint = Some(format!("add [sources.{name}] with `format` and `path`"));
+                    diags.push(d);
+                }
+            }
+            for name in j.sources.keys() {
+                if !needed.contains(&name.as_str()) {
+                    let span = j
+                        .src
+                        .text
+                        .find(&format!("[sources.{name}]"))
+                        .map(|s| s..s + 1);
+                    let mut d = j.src.diagnostic(
+                        span,
+                        format!("sources.{name}"),
+                        format!("source `{name}` is not read by mapping `{}`", m.name),
+                    );
+                    d.hint = Some(match did_you_mean(name, needed.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("the mapping reads: {}", needed.join(", ")),
+                    });
+                    diags.push(d);
+                }
+            }
+            if let Some(model) = self.models.get(&m.model.name) {
+                for p in &j.target.partition_by {
+                    if model.field(p.get_ref()).is_none() {
+                        let names = model.fields.iter().map(|f| f.name.as_str());
+                        let mut d = j.src.diagnostic(
+                            Some(p.span()),
+                            "target.partition_by",
+                            format!("`{}` is not a field of model `{}`", p.get_ref(), model.name),
+                        );
+                        d.hint = did_you_mean(p.get_ref(), names)
+                            .map(|s| format!("did you mean `{s}`?"));
+                        diags.push(d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Reader<'_> {
+    /// Span of the first `key =` at the start of a line, for entries read into plain values.
+    pub fn key_span_in_text(src: &SourceText, key: &str) -> Option<Range<usize>> {
+        let mut offset = 0;
+        for line in src.text.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if let Some(rest) = trimmed.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    let start = offset + (line.len() - trimmed.len());
+                    return Some(start..start + key.len());
+                }
+            }
+            offset += line.len();
+        }
+        None
+    }
+}
+
+/// The `*.toml` files directly in `dir`, sorted; none when `dir` does not exist.
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Reads a file; the displayed path is relative to `root` when possible.
+pub fn read_source(root: &Path, path: &Path, diags: &mut Diagnostics) -> Option<SourceText> {
+    let shown = path.strip_prefix(root).unwrap_or(path).to_path_buf();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(SourceText::new(shown, text)),
+        Err(e) => {
+            diags.push(Diagnostic::file_level(
+                shown,
+                format!("cannot read file: {e}"),
+            ));
+            None
+        }
+    }
+}
+
+/// Classifies a file by its place in the project, or by its keys when it sits elsewhere.
+pub fn file_kind(root: &Path, path: &Path, text: &str) -> Option<FileKind> {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    if abs.file_name().is_some_and(|n| n == PROJECT_FILE) {
+        return Some(FileKind::Project);
+    }
+    if let Ok(rel) = abs.strip_prefix(&root) {
+        let parent: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
+        let parts: Vec<&str> = parent
+            .iter()
+            .filter_map(|c| c.as_os_str().to_str())
+            .collect();
+        match parts.as_slice() {
+            ["mappings", "canonical"] => return Some(FileKind::Model),
+            ["mappings"] => return Some(FileKind::Mapping),
+            ["jobs"] => return Some(FileKind::Job),
+            _ => {}
+        }
+    }
+    let table = toml_edit::ImDocument::parse(text.to_string())
+        .ok()?
+        .into_table();
+    if table.contains_key("mapping") || table.contains_key("target") {
+        Some(FileKind::Job)
+    } else if table.contains_key("from") || table.contains_key("model") {
+        Some(FileKind::Mapping)
+    } else if table.contains_key("version") {
+        Some(FileKind::Model)
+    } else {
+        None
+    }
+}
+
+/// Loads one file of a known kind on its own (for `sluice validate FILE`), reporting problems
+/// that the file has by itself (not its references).
+pub fn load_file(kind: FileKind, src: &SourceText, diags: &mut Diagnostics) {
+    match kind {
+        FileKind::Project => {
+            parse_project(src, diags);
+        }
+        FileKind::Model => {
+            load_model(src, diags);
+        }
+        FileKind::Mapping => {
+            load_mapping(src, diags);
+        }
+        FileKind::Job => {
+            load_job(src, diags);
+        }
+    }
+}
+
+fn default_settings(root: &Path) -> ProjectSettings {
+    ProjectSettings {
+        name: root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("sluice")
+            .to_string(),
+        warehouse: PathBuf::from("warehouse"),
+        state_dir: PathBuf::from(".sluice"),
+        defaults: DefaultsSpec::default(),
+        connections: BTreeMap::new(),
+    }
+}
+
+fn load_project_file(root: &Path, diags: &mut Diagnostics) -> Option<ProjectSettings> {
+    let src = read_source(root, &root.join(PROJECT_FILE), diags)?;
+    parse_project(&src, diags)
+}
+
+const PROJECT_KEYS: &[&str] = &["name", "warehouse", "state_dir", "defaults", "connections"];
+
+fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSettings> {
+    let mut r = Reader::new(src, diags);
+    let table = r.parse()?;
+    let mut s = default_settings(Path::new(""));
+    s.name = String::new();
+    for (key, item) in table.iter() {
+        match key {
+            "name" => s.name = r.entry::<String>(key, item).unwrap_or_default(),
+            "warehouse" => {
+                if let Some(p) = r.entry::<String>(key, item) {
+                    s.warehouse = PathBuf::from(p)
+                }
+            }
+            "state_dir" => {
+                if let Some(p) = r.entry::<String>(key, item) {
+                    s.state_dir = PathBuf::from(p)
+                }
+            }
+            "defaults" => {
+                if let Some(d) = r.entry::<DefaultsSpec>(key, item) {
+                    s.defaults = d
+                }
+            }
+            "connections" => {
+                for (name, c, _) in entries::<ConnectionSpec>(&mut r, &table, key) {
+                    if interpolate::has_plaintext_password(c.url.get_ref()) {
+                        r.error(
+                            Some(c.url.span()),
+                            &format!("connections.{name}.url"),
+                            "password written in plain text",
+                            Some("write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project".into()),
+                        );
+                    }
+                    s.connections.insert(name, c);
+                }
+            }
+            other => r.unknown_key(&table, other, "", PROJECT_KEYS),
+        }
+    }
+    if s.name.is_empty() {
+        r.missing_key(
+            None,
+            "",
+            "name",
+            "add `name = \"my_project\"` at the top of sluice.toml",
+        );
+    }
+    Some(s)
+}
+
+/// Reads every entry of the sub-table `key` of `table` (`[fields.x]`, `[sources.y]`, ...)
+/// individually. Returns (name, value, span of the entry's key).
+fn entries<T: serde::de::DeserializeOwned>(
+    r: &mut Reader<'_>,
+    table: &Table,
+    key: &str,
+) -> Vec<(String, T, Option<Range<usize>>)> {
+    let mut out = Vec::new();
+    let Some(item) = table.get(key) else {
+        return out;
+    };
+    let Some(sub) = item.as_table_like() else {
+        r.error(
+            Reader::key_span(table, key),
+            key,
+            format!("`{key}` must be a table"),
+            Some(format!("write `[{key}.<name>]` sections")),
+        );
+        return out;
+    };
+    for (name, entry) in sub.iter() {
+        let span = sub
+            .key(name)
+            .and_then(|k| k.span())
+            .or_else(|| entry.span());
+        if let Some(v) = r.entry::<T>(&join_key(key, name), entry) {
+            out.push((name.to_string(), v, span));
+        }
+    }
+    out
+}
+
+/// Reads each element of an array of tables (`[[rule]]`) individually.
+fn array_entries<T: serde::de::DeserializeOwned>(
+    r: &mut Reader<'_>,
+    table: &Table,
+    key: &str,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    match table.get(key) {
+        Some(Item::ArrayOfTables(arr)) => {
+            for (i, t) in arr.iter().enumerate() {
+                if let Some(v) = r.entry::<T>(&format!("{key}[{i}]"), &Item::Table(t.clone())) {
+                    out.push(v);
+                }
+            }
+        }
+        Some(Item::Value(toml_edit::Value::Array(arr))) => {
+            for (i, v) in arr.iter().enumerate() {
+                if let Some(v) = r.entry::<T>(&format!("{key}[{i}]"), &Item::Value(v.clone())) {
+                    out.push(v);
+                }
+            }
+        }
+        Some(_) => r.error(
+            Reader::key_span(table, key),
+            key,
+            format!("`{key}` must be an array of tables"),
+            Some(format!("write each entry as a `[[{key}]]` section")),
+        ),
+        None => {}
+    }
+    out
+}
+
+/// Reads a table of `name = "SQL"` entries, keeping each expression's span.
+fn expressions(r: &mut Reader<'_>, table: &Table, key: &str) -> Vec<NamedExpr> {
+    entries::<Spanned<String>>(r, table, key)
+        .into_iter()
+        .map(|(name, sql, _)| NamedExpr {
+            name,
+            span: Some(sql.span()),
+            sql: sql.into_inner(),
+        })
+        .collect()
+}
+
+fn stem(src: &SourceText) -> String {
+    src.path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// True for names usable as columns without quoting: `[a-z_][a-z0-9_]*`.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+const MODEL_KEYS: &[&str] = &["name", "version", "description", "fields"];
+
+fn load_model(src: &SourceText, diags: &mut Diagnostics) -> Option<CanonicalModel> {
+    let before = diags.len();
+    let mut r = Reader::new(src, diags);
+    let table = r.parse()?;
+    let mut name = None;
+    let mut version = None;
+    let mut description = None;
+    let mut fields = Vec::new();
+    for (key, item) in table.iter() {
+        match key {
+            "name" => name = r.entry::<Spanned<String>>(key, item),
+            "version" => {
+                if let Some(v) = r.entry::<Spanned<String>>(key, item) {
+                    match Version::parse(v.get_ref()) {
+                        Some(parsed) => version = Some(parsed),
+                        None => r.error(
+                            Some(v.span()),
+                            "version",
+                            format!("`{}` is not a semantic version", v.get_ref()),
+                            Some(
+                                "write MAJOR.MINOR.PATCH, e.g. \"1.0.0\" (https://semver.org)"
+                                    .into(),
+                            ),
+                        ),
+                    }
+                }
+            }
+            "description" => description = r.entry::<String>(key, item),
+            "fields" => {
+                for (fname, spec, span) in entries::<FieldSpec>(&mut r, &table, key) {
+                    if let Some(f) = validate_field(&mut r, &fname, spec, span) {
+                        fields.push(f);
+                    }
+                }
+            }
+            other => r.unknown_key(&table, other, "", MODEL_KEYS),
+        }
+    }
+    let expected = stem(src);
+    match &name {
+        None => r.missing_key(None, "", "name", &format!("add `name = \"{expected}\"`")),
+        Some(n) if n.get_ref() != &expected => r.error(
+            Some(n.span()),
+            "name",
+            format!(
+                "model name `{}` differs from its file name `{expected}.toml`",
+                n.get_ref()
+            ),
+            Some("name the file after the model, so it can be found".into()),
+        ),
+        Some(_) => {}
+    }
+    if version.is_none() && !table.contains_key("version") {
+        r.missing_key(None, "", "version", "add `version = \"1.0.0\"`");
+    }
+    if fields.is_empty() && !table.contains_key("fields") {
+        r.missing_key(
+            None,
+            "",
+            "fields",
+            "add at least one `[fields.<name>]` section with a `type`",
+        );
+    }
+    if r.diags.len() > before {
+        return None;
+    }
+    Some(CanonicalModel {
+        name: name?.into_inner(),
+        version: version?,
+        description,
+        fields,
+        file: src.path.clone(),
+    })
+}
+
+fn validate_field(
+    r: &mut Reader<'_>,
+    name: &str,
+    spec: FieldSpec,
+    key_span: Option<Range<usize>>,
+) -> Option<Field> {
+    let path = format!("fields.{name}");
+    let mut ok = true;
+    if !is_identifier(name) {
+        r.error(
+            key_span.clone(),
+            &path,
+            format!("field name `{name}` is not snake_case"),
+            Some("use lowercase letters, digits and `_`, starting with a letter".into()),
+        );
+        ok = false;
+    }
+    let data_type = match FieldType::parse(spec.data_type.get_ref()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let hint = match did_you_mean(spec.data_type.get_ref(), TYPE_NAMES.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("types: {}", TYPE_NAMES.join(", ")),
+            };
+            r.error(
+                Some(spec.data_type.span()),
+                &format!("{path}.type"),
+                e,
+                Some(hint),
+            );
+            None
+        }
+    };
+    let data_type = data_type?;
+    let mut check_bound = |r: &mut Reader<'_>, which: &str, b: &Option<Spanned<Literal>>| {
+        if let Some(b) = b {
+            if !data_type.is_ordered() {
+                r.error(
+                    Some(b.span()),
+                    &format!("{path}.{which}"),
+                    format!("`{which}` does not apply to {data_type} fields"),
+                    None,
+                );
+                ok = false;
+            } else if let Err(e) = crate::quality::literal_for(b.get_ref(), data_type) {
+                r.error(Some(b.span()), &format!("{path}.{which}"), e, None);
+                ok = false;
+            }
+        }
+    };
+    check_bound(r, "min", &spec.min);
+    check_bound(r, "max", &spec.max);
+    if let Some(values) = &spec.allowed {
+        for v in values.get_ref() {
+            if let Err(e) = crate::quality::literal_for(v, data_type) {
+                r.error(Some(values.span()), &format!("{path}.enum"), e, None);
+                ok = false;
+            }
+        }
+    }
+    if let Some(p) = &spec.pattern {
+        if data_type != FieldType::String {
+            r.error(
+                Some(p.span()),
+                &format!("{path}.pattern"),
+                "`pattern` applies only to string fields",
+                None,
+            );
+            ok = false;
+        } else if let Err(e) = regex::Regex::new(p.get_ref()) {
+            r.error(
+                Some(p.span()),
+                &format!("{path}.pattern"),
+                format!(
+                    "invalid regular expression: {}",
+                    e.to_string().lines().last().unwrap_or("")
+                ),
+                Some("the syntax is Rust `regex` (https://docs.rs/regex/#syntax)".into()),
+            );
+            ok = false;
+        }
+    }
+    if spec.max_length.is_some() && data_type != FieldType::String {
+        r.error(
+            key_span,
+            &format!("{path}.max_length"),
+            "`max_length` applies only to string fields",
+            None,
+        );
+        ok = false;
+    }
+    ok.then(|| Field {
+        name: name.to_string(),
+        data_type,
+        required: spec.required || spec.primary_key,
+        primary_key: spec.primary_key,
+        allowed: spec.allowed.map(Spanned::into_inner),
+        min: spec.min.map(Spanned::into_inner),
+        max: spec.max.map(Spanned::into_inner),
+        pattern: spec.pattern.map(Spanned::into_inner),
+        max_length: spec.max_length,
+        missing_values: spec.missing_values,
+        description: spec.description,
+    })
+}
+
+const MAPPING_KEYS: &[&str] = &[
+    "model",
+    "description",
+    "from",
+    "join",
+    "let",
+    "fields",
+    "rule",
+];
+
+fn load_mapping(src: &SourceText, diags: &mut Diagnostics) -> Option<Mapping> {
+    let before = diags.len();
+    let mut r = Reader::new(src, diags);
+    let table = r.parse()?;
+    let mut model = None;
+    let mut from = None;
+    let mut joins = Vec::new();
+    let mut lets = Vec::new();
+    let mut fields = Vec::new();
+    let mut rules = Vec::new();
+    for (key, item) in table.iter() {
+        match key {
+            "model" => {
+                if let Some(m) = r.entry::<Spanned<String>>(key, item) {
+                    let span = Some(m.span());
+                    let text = m.into_inner();
+                    let (name, major) = match text.split_once('@') {
+                        Some((n, v)) => match v.parse::<u64>() {
+                            Ok(v) => (n.to_string(), Some(v)),
+                            Err(_) => {
+                                r.error(
+                                    span.clone(),
+                                    "model",
+                                    format!("`{text}`: the part after `@` must be a major version"),
+                                    Some("write `flight@1` to pin major version 1".into()),
+                                );
+                                (n.to_string(), None)
+                            }
+                        },
+                        None => (text.clone(), None),
+                    };
+                    model = Some(ModelRef { name, major, span });
+                }
+            }
+            "description" => {
+                r.entry::<String>(key, item);
+            }
+            "from" => {
+                if let Some(s) = r.entry::<Spanned<String>>(key, item) {
+                    from = Some(SourceUse {
+                        source: s.get_ref().clone(),
+                        alias: s.get_ref().clone(),
+                        span: Some(s.span()),
+                    });
+                }
+            }
+            "join" => {
+                for j in array_entries::<JoinSpec>(&mut r, &table, key) {
+                    let alias = j.alias.as_ref().unwrap_or(&j.source);
+                    joins.push(Join {
+                        source: SourceUse {
+                            source: j.source.get_ref().clone(),
+                            alias: alias.get_ref().clone(),
+                            span: Some(alias.span()),
+                        },
+                        kind: j.kind,
+                        on: j.on,
+                    });
+                }
+            }
+            "let" => lets = expressions(&mut r, &table, key),
+            "fields" => fields = expressions(&mut r, &table, key),
+            "rule" => {
+                for rule in array_entries::<RuleSpec>(&mut r, &table, key) {
+                    rules.push(rule);
+                }
+            }
+            other => r.unknown_key(&table, other, "", MAPPING_KEYS),
+        }
+    }
+    if model.is_none() && !table.contains_key("model") {
+        r.missing_key(
+            None,
+            "",
+            "model",
+            "add `model = \"<entity>@<major>\"`, e.g. `model = \"flight@1\"`",
+        );
+    }
+    if from.is_none() && !table.contains_key("from") {
+        r.missing_key(
+            None,
+            "",
+            "from",
+            "add `from = \"<source>\"`: the source with one row per canonical row",
+        );
+    }
+    // Aliases must be unique and identifiers; rule names too.
+    let mut aliases: Vec<(String, Option<Range<usize>>)> = Vec::new();
+    if let Some(f) = &from {
+        aliases.push((f.alias.clone(), f.span.clone()));
+    }
+    aliases.extend(
+        joins
+            .iter()
+            .map(|j| (j.source.alias.clone(), j.source.span.clone())),
+    );
+    let mut seen = BTreeSet::new();
+    for (alias, span) in &aliases {
+        if !is_identifier(alias) {
+            r.error(
+                span.clone(),
+                "join",
+                format!("`{alias}` is not a valid source alias"),
+                Some("use lowercase letters, digits and `_`".into()),
+            );
+        } else if !seen.insert(alias.clone()) {
+            r.error(
+                span.clone(),
+                "join",
+                format!("alias `{alias}` is used twice"),
+                Some("give the second use its own name with `as = \"...\"`".into()),
+            );
+        }
+    }
+    let mut let_names = BTreeSet::new();
+    for l in &lets {
+        if !is_identifier(&l.name) {
+            r.error(
+                l.span.clone(),
+                &format!("let.{}", l.name),
+                format!("`{}` is not snake_case", l.name),
+                None,
+            );
+        }
+        if seen.contains(&l.name) || !let_names.insert(l.name.clone()) {
+            r.error(
+                l.span.clone(),
+                &format!("let.{}", l.name),
+                format!("`{}` is already a source alias or let name", l.name),
+                Some("give it another name".into()),
+            );
+        }
+    }
+    let mut rule_names = BTreeSet::new();
+    let mut business = Vec::new();
+    for rule in rules {
+        let name = rule.name.get_ref().clone();
+        if !is_identifier(&name) {
+            r.error(
+                Some(rule.name.span()),
+                "rule.name",
+                format!("rule name `{name}` is not snake_case"),
+                None,
+            );
+        } else if !rule_names.insert(name.clone()) {
+            r.error(
+                Some(rule.name.span()),
+                "rule.name",
+                format!("rule `{name}` is defined twice"),
+                None,
+            );
+        }
+        if let Some(reason) = &rule.reason {
+            if let Err(e) = crate::quality::ReasonTemplate::parse(reason.get_ref()) {
+                r.error(
+                    Some(reason.span()),
+                    &format!("rule.{name}.reason"),
+                    e,
+                    Some("quote a value as `{field}`; write `{{` for a literal brace".into()),
+                );
+            }
+        }
+        business.push(BusinessRule {
+            check: NamedExpr {
+                name: name.clone(),
+                span: Some(rule.check.span()),
+                sql: rule.check.into_inner(),
+            },
+            name,
+            reason: rule.reason.map(Spanned::into_inner),
+            nulls: rule.nulls,
+        });
+    }
+    if r.diags.len() > before {
+        return None;
+    }
+    Some(Mapping {
+        name: stem(src),
+        src: src.clone(),
+        model: model?,
+        from: from?,
+        joins,
+        lets,
+        fields,
+        rules: business,
+    })
+}
+
+const JOB_KEYS: &[&str] = &[
+    "description",
+    "owner",
+    "mapping",
+    "sources",
+    "target",
+    "quarantine",
+    "checks",
+];
+
+fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
+    let before = diags.len();
+    let mut r = Reader::new(src, diags);
+    let table = r.parse()?;
+    let mut description = None;
+    let mut owner = None;
+    let mut mapping = None;
+    let mut sources = BTreeMap::new();
+    let mut target: Option<TargetSpec> = None;
+    let mut quarantine = QuarantineSpec::default();
+    let mut checks = ChecksSpec::default();
+    for (key, item) in table.iter() {
+        match key {
+            "description" => description = r.entry::<String>(key, item),
+            "owner" => owner = r.entry::<String>(key, item),
+            "mapping" => mapping = r.entry::<String>(key, item),
+            "sources" => {
+                for (name, s, _) in entries::<SourceSpec>(&mut r, &table, key) {
+                    validate_source(&mut r, &name, &s);
+                    sources.insert(name, s);
+                }
+            }
+            "target" => target = r.entry::<TargetSpec>(key, item),
+            "quarantine" => quarantine = r.entry::<QuarantineSpec>(key, item).unwrap_or_default(),
+            "checks" => {
+                if let Some(c) = r.entry::<ChecksSpec>(key, item) {
+                    validate_checks(&mut r, &c);
+                    checks = c;
+                }
+            }
+            other => r.unknown_key(&table, other, "", JOB_KEYS),
+        }
+    }
+    if !table.contains_key("mapping") {
+        r.missing_key(
+            None,
+            "",
+            "mapping",
+            "add `mapping = \"<file name in mappings/ without .toml>\"`",
+        );
+    }
+    if !table.contains_key("target") {
+        r.missing_key(
+            None,
+            "",
+            "target",
+            "add a [target] section with `format`, `table` and `mode`",
+        );
+    }
+    if let Some(t) = &target {
+        match (&t.table, &t.path) {
+            (None, None) => r.missing_key(
+                Reader::key_span(&table, "target"),
+                "target",
+                "table",
+                "add `table = \"<name>\"` (a folder under the warehouse) or `path = \"...\"`",
+            ),
+            (Some(tb), Some(_)) => r.error(
+                Some(tb.span()),
+                "target.table",
+                "`table` and `path` both given",
+                Some(
+                    "keep one: `table` for the warehouse folder, `path` for any other folder"
+                        .into(),
+                ),
+            ),
+            (Some(tb), None) if !is_identifier(tb.get_ref()) => r.error(
+                Some(tb.span()),
+                "target.table",
+                format!("table name `{}` is not snake_case", tb.get_ref()),
+                None,
+            ),
+            _ => {}
+        }
+    }
+    if r.diags.len() > before {
+        return None;
+    }
+    Some(Job {
+        name: stem(src),
+        src: src.clone(),
+        description,
+        owner,
+        mapping: mapping?,
+        sources,
+        target: target?,
+        quarantine,
+        checks,
+    })
+}
+
+fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
+    let path = format!("sources.{name}");
+    let format = *s.format.get_ref();
+    let csv_only: [(&str, Option<Range<usize>>); 4] = [
+        ("delimiter", s.delimiter.as_ref().map(Spanned::span)),
+        ("quote", s.quote.as_ref().map(Spanned::span)),
+        ("has_header", s.has_header.map(|_| s.format.span())),
+        (
+            "null_values",
+            s.null_values.as_ref().map(|_| s.format.span()),
+        ),
+    ];
+    if format != SourceFormat::Csv {
+        for (key, span) in csv_only {
+            if let Some(span) = span {
+                r.error(
+                    Some(span),
+                    &format!("{path}.{key}"),
+                    format!("`{key}` applies only to CSV sources"),
+                    Some("remove it, or set `format = \"csv\"`".into()),
+                );
+            }
+        }
+    }
+    for (key, v) in [("delimiter", &s.delimiter), ("quote", &s.quote)] {
+        if let Some(v) = v {
+            if v.get_ref().len() != 1 {
+                r.error(
+                    Some(v.span()),
+                    &format!("{path}.{key}"),
+                    format!("`{key}` must be exactly one byte, got {:?}", v.get_ref()),
+                    Some("for tab-separated files write \"\\t\"".into()),
+                );
+            }
+        }
+    }
+    if s.path.get_ref().trim().is_empty() {
+        r.error(
+            Some(s.path.span()),
+            &format!("{path}.path"),
+            "`path` is empty",
+            None,
+        );
+    }
+    if let Some(n) = s.infer_schema_rows {
+        if n == 0 {
+            r.error(
+                Some(s.format.span()),
+                &format!("{path}.infer_schema_rows"),
+                "`infer_schema_rows` must be at least 1",
+                None,
+            );
+        }
+    }
+}
+
+fn validate_checks(r: &mut Reader<'_>, c: &ChecksSpec) {
+    let span_of = |key: &str| {
+        let text = &r.src.text;
+        text.find(&format!("[checks.{key}]"))
+            .or_else(|| text.find(key))
+            .map(|s| s..s + 1)
+    };
+    if let Some(v) = &c.row_count {
+        let rc_span = span_of("row_count");
+        if let (Some(w), Some(f)) = (v.warn_below, v.fail_below) {
+            if f > w {
+                r.error(
+                    rc_span.clone(),
+                    "checks.row_count",
+                    format!("fail_below ({f}) is above warn_below ({w})"),
+                    Some(
+                        "the fail threshold should be the stricter one: fail_below ≤ warn_below"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        if let (Some(w), Some(f)) = (v.warn_above, v.fail_above) {
+            if f < w {
+                r.error(
+                    rc_span.clone(),
+                    "checks.row_count",
+                    format!("fail_above ({f}) is below warn_above ({w})"),
+                    Some("fail_above should be ≥ warn_above".into()),
+                );
+            }
+        }
+    }
+    if let Some(v) = &c.quarantine_ratio {
+        let q_span = span_of("quarantine_ratio");
+        for (name, x) in [("fail_above", v.fail_above), ("warn_above", v.warn_above)] {
+            if let Some(x) = x {
+                if !(0.0..=1.0).contains(&x) {
+                    r.error(
+                        q_span.clone(),
+                        &format!("checks.quarantine_ratio.{name}"),
+                        format!("{name} = {x} is not a fraction between 0 and 1"),
+                        Some("write 0.05 for 5%".into()),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Reading one TOML file into typed specs while collecting every mistake.
+//!
+//! serde stops at the first error of a value it deserializes. To report every mistake in a file
+//! at once, the top level of each file is walked by hand and each *entry* (a table such as
+//! `[target]`, one `[[rule]]`, one field of `[fields]`) is deserialized on its own: a mistake in
+//! one entry does not hide mistakes in the others. Spans come from `toml_edit`, which keeps the
+//! byte range of every key and value, so each diagnostic names its line.
+
+use std::ops::Range;
+
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use toml_edit::{ImDocument, Item, Table, Value};
+
+use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceText};
+
+/// Collects diagnostics for one file while its entries are read.
+pub struct Reader<'a> {
+    /// The file being read.
+    pub src: &'a SourceText,
+    /// Problems found so far (in this file and possibly others).
+    pub diags: &'a mut Diagnostics,
+}
+
+impl<'a> Reader<'a> {
+    /// Starts reading `src`, reporting into `diags`.
+    pub fn new(src: &'a SourceText, diags: &'a mut Diagnostics) -> Self {
+        Reader { src, diags }
+    }
+
+    /// Parses the file; a syntax error becomes one diagnostic and `None`.
+    pub fn parse(&mut self) -> Option<Table> {
+        match ImDocument::parse(self.src.text.clone()) {
+            Ok(doc) => Some(doc.into_table()),
+            Err(e) => {
+                let d = self
+                    .src
+                    .diagnostic(
+                        e.span(),
+                        "",
+                        format!("invalid TOML: {}", first_line(e.message())),
+                    )
+                    .with_hint("see https://toml.io/en/v1.0.0 for the syntax");
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    /// Reports a problem at `span` under `key`.
+    pub fn error(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        let mut d = self.src.diagnostic(span, key, message);
+        d.hint = hint;
+        self.diags.push(d);
+    }
+
+    /// Reports a problem with a ready diagnostic.
+    pub fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    /// Reports an unknown top-level or section key, suggesting the closest known one.
+    pub fn unknown_key(&mut self, table: &Table, key: &str, prefix: &str, known: &[&str]) {
+        let span = table.key(key).and_then(|k| k.span());
+        let hint = match did_you_mean(key, known.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("known keys here: {}", quoted_list(known)),
+        };
+        self.error(
+            span,
+            &join_key(prefix, key),
+            format!("unknown key `{key}`"),
+            Some(hint),
+        );
+    }
+
+    /// Reports a missing required key of `table` (at the table's header when known).
+    pub fn missing_key(&mut self, span: Option<Range<usize>>, prefix: &str, key: &str, hint: &str) {
+        self.error(
+            span,
+            &join_key(prefix, key),
+            format!("missing required key `{key}`"),
+            Some(hint.to_string()),
+        );
+    }
+
+    /// Deserializes one entry; on failure reports a diagnostic (with a did-you-mean hint for
+    /// unknown keys) and returns `None`.
+    pub fn entry<T: DeserializeOwned>(&mut self, key_path: &str, item: &Item) -> Option<T> {
+        let fallback_span = item.span();
+        let value = item_to_value(item.clone())?;
+        match T::deserialize(value.into_deserializer()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let span = e.span().or(fallback_span);
+                let (message, hint) = explain_serde_error(e.message());
+                self.error(span, key_path, message, hint);
+                None
+            }
+        }
+    }
+
+    /// Span of the key `key` in `table`, falling back to its value's span.
+    pub fn key_span(table: &Table, key: &str) -> Option<Range<usize>> {
+        table
+            .key(key)
+            .and_then(|k| k.span())
+            .or_else(|| table.get(key).and_then(Item::span))
+    }
+}
+
+/// Converts any item into a value that `serde` can read, keeping spans of the leaves.
+fn item_to_value(item: Item) -> Option<Value> {
+    match item {
+        Item::None => None,
+        Item::Value(v) => Some(v),
+        Item::Table(t) => Some(Value::InlineTable(t.into_inline_table())),
+        Item::ArrayOfTables(a) => Some(Value::Array(a.into_array())),
+    }
+}
+
+/// Joins a dotted key path.
+pub fn join_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn quoted_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim()
+}
+
+/// Turns serde's messages into ours: `unknown field `x`, expected one of `a`, `b`` becomes
+/// "unknown key `x`" with a did-you-mean hint computed from the expected list.
+fn explain_serde_error(message: &str) -> (String, Option<String>) {
+    let message = first_line(message);
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let names = backticked(rest);
+        if let Some((unknown, expected)) = names.split_first() {
+            let hint = match did_you_mean(unknown, expected.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!(
+                    "known keys here: {}",
+                    quoted_list(&expected.iter().map(String::as_str).collect::<Vec<_>>())
+                ),
+            };
+            return (format!("unknown key `{unknown}`"), Some(hint));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let names = backticked(rest);
+        if let Some((unknown, expected)) = names.split_first() {
+            let hint = match did_you_mean(unknown, expected.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!(
+                    "expected one of {}",
+                    quoted_list(&expected.iter().map(String::as_str).collect::<Vec<_>>())
+                ),
+            };
+            return (format!("unknown value `{unknown}`"), Some(hint));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        return (format!("missing required key {rest}"), None);
+    }
+    if message.starts_with("invalid type") {
+        return (
+            message.replace("invalid type", "wrong type"),
+            Some("check the value's TOML type: quotes make a string, [..] an array".into()),
+        );
+    }
+    (message.to_string(), None)
+}
+
+/// Every `backticked` word of a serde message, in order.
+fn backticked(s: &str) -> Vec<String> {
+    s.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, w)| w.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Target {
+        path: String,
+        #[serde(default)]
+        partition_by: Vec<String>,
+    }
+
+    #[test]
+    fn unknown_nested_key_gets_line_and_suggestion() {
+        let src = SourceText::new(
+            "job.toml",
+            "a = 1\n\n[target]\npath = \"x\"\npartiton_by = [\"y\"]\n".to_string(),
+        );
+        let mut diags = Diagnostics::default();
+        let mut r = Reader::new(&src, &mut diags);
+        let table = r.parse().expect("valid toml");
+        let got: Option<Target> = r.entry("target", &table["target"]);
+        assert!(got.is_none());
+        assert_eq!(diags.len(), 1);
+        let d = &diags.0[0];
+        assert_eq!(d.line, 5, "{d}");
+        assert_eq!(d.message, "unknown key `partiton_by`");
+        assert_eq!(d.hint.as_deref(), Some("did you mean `partition_by`?"));
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let src = SourceText::new("job.toml", "[target]\npath = 3\n".to_string());
+        let mut diags = Diagnostics::default();
+        let mut r = Reader::new(&src, &mut diags);
+        let table = r.parse().expect("valid toml");
+        let got: Option<Target> = r.entry("target", &table["target"]);
+        assert!(got.is_none());
+        assert_eq!(diags.0[0].line, 2, "{}", diags.0[0]);
+        assert!(diags.0[0].message.contains("wrong type"), "{}", diags.0[0]);
+    }
+
+    #[test]
+    fn syntax_error_is_one_diagnostic_with_line() {
+        let src = SourceText::new("x.toml", "a = 1\nb = \n".to_string());
+        let mut diags = Diagnostics::default();
+        assert!(Reader::new(&src, &mut diags).parse().is_none());
+        assert_eq!(diags.0[0].line, 2, "{}", diags.0[0]);
+    }
+}

@@ -1,0 +1,142 @@
+//! Errors, classed by whose fault they are, each mapped to a documented exit code.
+//!
+//! | class    | whose fault                                   | exit code |
+//! |----------|-----------------------------------------------|-----------|
+//! | Config   | the TOML a user wrote (file, line, hint)       | 2         |
+//! | Usage    | the command line                              | 2         |
+//! | Source   | a source file: missing, unreadable, malformed  | 1         |
+//! | Target   | writing or publishing the target               | 1         |
+//! | State    | the state folder (reports, locks)              | 1         |
+//! | Engine   | DataFusion failed while executing a plan       | 1         |
+//! | Internal | a bug in Sluice                               | 1         |
+//!
+//! A failed dataset check is not an error: the run completes, writes its quarantine and report,
+//! does not commit the target, and `sluice run` exits 3 (see [`crate::run::RunStatus`]).
+
+use std::path::PathBuf;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+
+/// Exit code: success, warnings allowed.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run failed (source, target, engine, state or internal error).
+pub const EXIT_RUN_FAILED: i32 = 1;
+/// Exit code: invalid config or command line.
+pub const EXIT_INVALID: i32 = 2;
+/// Exit code: a dataset check failed; the target was not committed.
+pub const EXIT_CHECK_FAILED: i32 = 3;
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can stop a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Problems in what the user wrote, all of them.
+    #[error("{0}")]
+    Config(Diagnostics),
+    /// A bad command line (unknown job, missing project).
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        hint: Option<String>,
+    },
+    /// A source could not be read.
+    #[error("source `{source_name}` ({path}): {message}")]
+    Source {
+        /// Source name in the job.
+        source_name: String,
+        /// Path as written in the job (template, never the resolved secret).
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Writing or publishing the target failed; the previous published state is intact.
+    #[error("target {path}: {message}")]
+    Target {
+        /// Target folder.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The state folder could not be used.
+    #[error("state {path}: {message}")]
+    State {
+        /// File or folder involved.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// DataFusion failed while running the plan (a source value it could not read, say).
+    #[error("while executing the plan of job `{job}`: {message}")]
+    Engine {
+        /// Job name.
+        job: String,
+        /// DataFusion's message, secrets redacted.
+        message: String,
+    },
+    /// A violated invariant: a bug in Sluice. Please report it.
+    #[error("internal error (a bug in Sluice, please report it): {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A source error.
+    pub fn source(name: &str, path: &str, message: impl Into<String>) -> Error {
+        Error::Source {
+            source_name: name.to_string(),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A target error.
+    pub fn target(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
+        Error::Target {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A state error.
+    pub fn state(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
+        Error::State {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// One config diagnostic as an error.
+    pub fn config(d: Diagnostic) -> Error {
+        Error::Config(Diagnostics(vec![d]))
+    }
+
+    /// The documented exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Usage { .. } => EXIT_INVALID,
+            _ => EXIT_RUN_FAILED,
+        }
+    }
+
+    /// Short class name for reports (`config`, `source`, ...).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Usage { .. } => "usage",
+            Error::Source { .. } => "source",
+            Error::Target { .. } => "target",
+            Error::State { .. } => "state",
+            Error::Engine { .. } => "engine",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<Diagnostics> for Error {
+    fn from(d: Diagnostics) -> Self {
+        Error::Config(d)
+    }
+}

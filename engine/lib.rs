@@ -1,0 +1,24 @@
+//! Sluice: a declarative ETL/batch engine on Apache DataFusion.
+//!
+//! ```text
+//! TOML files ──config──▶ Project ──plan::compile──▶ CompiledJob (DataFusion LogicalPlan)
+//!            (every error at once,   (pure: schema lookups only)
+//!             with file and line)
+//! CompiledJob ──run::run──▶ valid rows ──▶ sink (staged, committed atomically)
+//!                      └──▶ rejected rows + reasons ──▶ quarantine
+//!                      └──▶ dataset checks ──▶ run report (state folder)
+//! ```
+//!
+//! The library is the product; `engine/main.rs` is a thin command line over it.
+
+pub mod config;
+pub mod diagnostic;
+pub mod error;
+pub mod functions;
+pub mod model;
+pub mod plan;
+pub mod quality;
+pub mod quarantine;
+pub mod run;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,325 @@
+//! `sluice`: the command line. Parses arguments, calls the library, maps errors to exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use sluice::config::{file_kind, load_file, read_source, Project};
+use sluice::diagnostic::{Diagnostic, Diagnostics};
+use sluice::error::{Error, EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED};
+use sluice::run::{NoProgress, Progress, RunReport, TerminalProgress};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success (dataset checks may have warned)
+  1  the run failed (source, target or engine error); the target is unchanged
+  2  invalid configuration or command line
+  3  a dataset check failed; the quarantine and report were written, the target is unchanged
+
+Examples:
+  sluice validate                  check every file of the project
+  sluice plan flights              show schemas, rules and the DataFusion plans of jobs/flights.toml
+  sluice run flights               run it; a summary table at the end
+  sluice run flights --json        print the run report as JSON (for schedulers)
+
+Docs: docs/getting-started.md and docs/reference.md in the project repository.";
+
+/// Sluice: declarative ETL. TOML models, mappings and jobs compiled to Apache DataFusion plans.
+#[derive(Parser)]
+#[command(name = "sluice", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Project folder (holding sluice.toml). Default: the nearest one at or above the current
+    /// folder.
+    #[arg(long, global = true, value_name = "DIR")]
+    project: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check config files and report every problem at once, with file, line and a hint.
+    ///
+    /// Without PATHS: every file of the project, and every job compiled against its sources'
+    /// schemas. With PATHS: those files (models, mappings, jobs or sluice.toml).
+    Validate {
+        /// Files to check.
+        paths: Vec<PathBuf>,
+    },
+    /// Compile a job and print its resolved schemas, row rules, and the DataFusion logical and
+    /// physical plans. Reads only source headers/schemas.
+    Plan {
+        /// Job name (file stem in jobs/) or path to the job file.
+        job: String,
+    },
+    /// Run a job: read, map, check, quarantine failing rows, commit the target atomically.
+    Run {
+        /// Job name (file stem in jobs/) or path to the job file.
+        job: String,
+        /// Print the run report as JSON on standard output instead of the summary table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUN_FAILED as u8);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    ExitCode::from(code as u8)
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Validate { paths } => validate(cli.project.as_deref(), &paths).await,
+        Command::Plan { job } => plan(cli.project.as_deref(), &job).await,
+        Command::Run { job, json } => run(cli.project.as_deref(), &job, json).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report_error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn report_error(e: &Error) {
+    match e {
+        Error::Config(d) => eprintln!("{d}"),
+        Error::Usage { message, hint } => {
+            eprintln!("error: {message}");
+            if let Some(h) = hint {
+                eprintln!("   = hint: {h}");
+            }
+        }
+        other => eprintln!("error: {other}"),
+    }
+}
+
+fn project_root(explicit: Option<&Path>, near: Option<&Path>) -> Result<PathBuf, Error> {
+    if let Some(p) = explicit {
+        if p.join(sluice::config::PROJECT_FILE).is_file() {
+            return Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+        }
+        return Err(Error::Usage {
+            message: format!("{} has no sluice.toml", p.display()),
+            hint: Some("pass the folder that holds sluice.toml to --project".into()),
+        });
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let start = near.map(Path::to_path_buf).unwrap_or(cwd);
+    Project::find_root(&start).ok_or_else(|| Error::Usage {
+        message: format!(
+            "no sluice.toml in {} or any folder above it",
+            start.display()
+        ),
+        hint: Some("run sluice inside a project, or pass --project DIR".into()),
+    })
+}
+
+fn load(root: &Path) -> Result<Project, Error> {
+    Project::load(root).map_err(Error::Config)
+}
+
+async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Error> {
+    let mut diags = Diagnostics::default();
+    if paths.is_empty() {
+        let root = project_root(explicit, None)?;
+        let project = load(&root)?;
+        for job in project.jobs.values() {
+            match sluice::plan::compile(&project, job).await {
+                Ok(_) => {}
+                Err(Error::Config(d)) => diags.extend(d),
+                Err(e) => diags.push(Diagnostic::file_level(job.src.path.clone(), e.to_string())),
+            }
+        }
+        if diags.is_empty() {
+            println!(
+                "ok: {} model(s), {} mapping(s), {} job(s) valid",
+                project.models.len(),
+                project.mappings.len(),
+                project.jobs.len()
+            );
+            return Ok(EXIT_OK);
+        }
+    } else {
+        let root = project_root(explicit, paths.first().map(PathBuf::as_path)).ok();
+        for p in paths {
+            let base = root.clone().unwrap_or_else(|| PathBuf::from("."));
+            let Some(src) = read_source(&base, p, &mut diags) else {
+                continue;
+            };
+            match file_kind(&base, p, &src.text) {
+                Some(kind) => load_file(kind, &src, &mut diags),
+                None => diags.push(
+                    Diagnostic::file_level(
+                        src.path.clone(),
+                        "cannot tell what kind of Sluice file this is",
+                    )
+                    .with_hint(
+                        "models live in mappings/canonical/, mappings in mappings/, jobs in jobs/",
+                    ),
+                ),
+            }
+        }
+        // Cross-file problems of these files (a missing mapping, say), when the files themselves
+        // are fine.
+        if diags.is_empty() {
+            if let Some(root) = &root {
+                if let Err(all) = Project::load(root) {
+                    let wanted: Vec<PathBuf> = paths
+                        .iter()
+                        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                        .collect();
+                    for d in all.0 {
+                        let abs = std::fs::canonicalize(root.join(&d.file))
+                            .unwrap_or_else(|_| d.file.clone());
+                        if wanted.contains(&abs) {
+                            diags.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        if diags.is_empty() {
+            println!("ok: {} file(s) valid", paths.len());
+            return Ok(EXIT_OK);
+        }
+    }
+    eprintln!("{diags}");
+    Ok(EXIT_INVALID)
+}
+
+async fn plan(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {
+    let root = project_root(explicit, None)?;
+    let project = load(&root)?;
+    let job = project.job(job).map_err(Error::config)?;
+    let compiled = sluice::plan::compile(&project, job).await?;
+    print!(
+        "{}",
+        sluice::plan::describe(&compiled, &project.root).await?
+    );
+    Ok(EXIT_OK)
+}
+
+async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Error> {
+    let started = chrono::Utc::now();
+    let t0 = Instant::now();
+    let root = project_root(explicit, None)?;
+    let project = load(&root)?;
+    let job = project.job(job).map_err(Error::config)?;
+    let compiled = sluice::plan::compile(&project, job).await?;
+    let mut terminal = if json { None } else { TerminalProgress::new() };
+    let mut quiet = NoProgress;
+    let progress: &mut dyn Progress = match terminal.as_mut() {
+        Some(t) => t,
+        None => &mut quiet,
+    };
+    let report = sluice::run::run(&project, compiled, started, t0.elapsed(), progress).await?;
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return Err(Error::Internal(e.to_string())),
+        }
+    } else {
+        print_summary(&report, &project);
+    }
+    Ok(report.exit_code())
+}
+
+fn print_summary(r: &RunReport, project: &Project) {
+    use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+    println!(
+        "run {}  job {}  model {} {}  status {}",
+        r.run_id,
+        r.job,
+        r.model,
+        r.model_version,
+        serde_json::to_value(r.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    );
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(vec!["rows read", "written", "quarantined", "duration"]);
+    t.add_row(vec![
+        r.rows.read.to_string(),
+        r.rows.written.to_string(),
+        r.rows.quarantined.to_string(),
+        format!("{:.2} s", r.duration_ms as f64 / 1000.0),
+    ]);
+    println!("{t}");
+    if r.rows.produced != r.rows.read && r.error.is_none() {
+        println!(
+            "warning: joins produced {} rows from {} source rows; check that join keys are unique",
+            r.rows.produced, r.rows.read
+        );
+    }
+    let failing: Vec<_> = r.rules.iter().filter(|x| x.failed_rows > 0).collect();
+    if !failing.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_BORDERS_ONLY);
+        t.set_header(vec!["rule", "rows failed", "example reason"]);
+        for x in failing {
+            t.add_row(vec![
+                x.rule.clone(),
+                x.failed_rows.to_string(),
+                x.samples.first().cloned().unwrap_or_default(),
+            ]);
+        }
+        println!("{t}");
+    }
+    if !r.checks.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_BORDERS_ONLY);
+        t.set_header(vec!["check", "status", "detail"]);
+        for c in &r.checks {
+            t.add_row(vec![
+                c.check.clone(),
+                c.status.to_string(),
+                c.message.clone(),
+            ]);
+        }
+        println!("{t}");
+    }
+    for o in &r.outputs {
+        println!(
+            "{:<10} {}  {} rows{}",
+            o.kind,
+            o.path,
+            o.rows,
+            if o.committed { "" } else { "  (not committed)" }
+        );
+    }
+    if let Some(e) = &r.error {
+        println!("error ({}): {}", e.class, e.message);
+    }
+    let report = sluice::run::report_path(project, &r.job, &r.run_id);
+    println!(
+        "report     {}",
+        report
+            .strip_prefix(&project.root)
+            .unwrap_or(&report)
+            .display()
+    );
+}

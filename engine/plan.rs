@@ -1,0 +1,1124 @@
+//! The mapping compiler: a job's mapping, model and sources become one DataFusion `LogicalPlan`.
+//!
+//! ```text
+//!  from source ─┐
+//!  join source ─┼─ JOIN … ON (mapping [[join]])
+//!  join source ─┘
+//!        │  Projection  [let] helpers                      __let.<name>
+//!        │  Projection  field expressions as written        __v.<field>
+//!        │  Projection  missing values → NULL, cast to the   __canonical.<field>
+//!        │              model type (TRY_CAST when it can fail per row)
+//!        ▼  Projection  one boolean per row rule: true = the row fails     __flag.<n>
+//!   output: canonical fields, source file/line, raw source values, reason values, flags
+//! ```
+//!
+//! Only built-in plan nodes are used (scans, window, union, join, projection), so the same plan
+//! can run distributed. The executor ([`crate::run`]) splits the output stream into valid rows
+//! and quarantined rows in one pass.
+//!
+//! Every expression is parsed by DataFusion's SQL parser and type-checked here, before any row
+//! is read: an unknown column, a type that does not fit the field, or a lossy implicit cast is a
+//! [`Diagnostic`] naming the mapping file, line and field.
+//!
+//! Names in expressions: source columns as `alias.column` (or bare when only one source has
+//! that column), `[let]` names bare; rules may also use canonical fields bare. Bare names are
+//! resolved in this order: canonical field (rules only), let, source column.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{
+    Column, DFSchema, DataFusionError, ScalarValue, SchemaError, TableReference,
+};
+use datafusion::logical_expr::{
+    cast, lit, try_cast, when, Expr, ExprSchemable, JoinType, LogicalPlan,
+};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr as SqlExpr, Ident};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use crate::config::interpolate::{resolve, Redactor};
+use crate::config::spec::{JoinKind, LoadMode, SourceFormat};
+use crate::config::{Job, Mapping, NamedExpr, Project};
+use crate::diagnostic::{did_you_mean, Diagnostics};
+use crate::error::{Error, Result};
+use crate::model::{CanonicalModel, FieldType};
+use crate::quality::{failed_when_not, model_rules, ReasonTemplate, RowRule, RuleKind};
+use crate::source::{
+    self, qualified_col, ScannedSource, DRIVING_ROW_COLUMN, FILE_COLUMN, LINE_COLUMN,
+    PARSE_FAILED_PREFIX, RAW_PREFIX,
+};
+
+const LET: &str = "__let";
+const VALUE: &str = "__v";
+const CANONICAL: &str = "__canonical";
+const FLAG: &str = "__flag";
+
+/// How a field expression's type reaches the field's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CastClass {
+    /// Already the field's type.
+    Same,
+    /// Every value converts exactly (int32 → int64; Avro's promotion rules, plus exact decimals).
+    Widen,
+    /// Text parsed per row; a value that does not parse fails rule `cast.<field>`.
+    Parse,
+    /// Would lose information; needs an explicit conversion in the expression.
+    Lossy(String),
+    /// Not convertible at all.
+    Incompatible(String),
+}
+
+fn int_digits(t: &DataType) -> Option<u8> {
+    Some(match t {
+        DataType::Int8 | DataType::UInt8 => 3,
+        DataType::Int16 | DataType::UInt16 => 5,
+        DataType::Int32 | DataType::UInt32 => 10,
+        DataType::Int64 => 19,
+        DataType::UInt64 => 20,
+        _ => return None,
+    })
+}
+
+/// Classifies the conversion of an expression of type `from` into field type `to`.
+pub fn classify_cast(from: &DataType, to: FieldType) -> CastClass {
+    use DataType as D;
+    if from == &to.to_arrow() {
+        return CastClass::Same;
+    }
+    if matches!(from, D::Null) {
+        return CastClass::Widen;
+    }
+    let is_text = matches!(from, D::Utf8 | D::LargeUtf8 | D::Utf8View);
+    if is_text {
+        return if to == FieldType::String {
+            CastClass::Same
+        } else {
+            CastClass::Parse
+        };
+    }
+    let lossy = |why: &str| CastClass::Lossy(format!("{from} to {to} {why}"));
+    let wrong = || CastClass::Incompatible(format!("the expression is {from}, the field is {to}"));
+    match to {
+        FieldType::String => wrong(),
+        FieldType::Int32 => match from {
+            D::Int8 | D::Int16 | D::UInt8 | D::UInt16 => CastClass::Widen,
+            D::Int64 | D::UInt32 | D::UInt64 => lossy("can overflow"),
+            D::Float16 | D::Float32 | D::Float64 | D::Decimal128(..) | D::Decimal256(..) => {
+                lossy("drops the fractional part")
+            }
+            _ => wrong(),
+        },
+        FieldType::Int64 => match from {
+            D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 => CastClass::Widen,
+            D::UInt64 => lossy("can overflow"),
+            D::Float16 | D::Float32 | D::Float64 | D::Decimal128(..) | D::Decimal256(..) => {
+                lossy("drops the fractional part")
+            }
+            _ => wrong(),
+        },
+        FieldType::Float64 => match from {
+            D::Float16 | D::Float32 => CastClass::Widen,
+            // Avro promotes int and long to double; so do we.
+            t if int_digits(t).is_some() => CastClass::Widen,
+            D::Decimal128(..) | D::Decimal256(..) => lossy("rounds decimal digits"),
+            _ => wrong(),
+        },
+        FieldType::Decimal { precision, scale } => {
+            let int_room = precision as i16 - scale as i16;
+            match from {
+                t if int_digits(t).is_some() => {
+                    if int_digits(t).unwrap_or(u8::MAX) as i16 <= int_room {
+                        CastClass::Widen
+                    } else {
+                        lossy("can overflow the integer digits")
+                    }
+                }
+                D::Decimal128(p, s) | D::Decimal256(p, s) => {
+                    if *s <= scale && (*p as i16 - *s as i16) <= int_room {
+                        CastClass::Widen
+                    } else {
+                        lossy("does not fit exactly")
+                    }
+                }
+                D::Float16 | D::Float32 | D::Float64 => lossy("is not exact (binary floating point)"),
+                _ => wrong(),
+            }
+        }
+        FieldType::Boolean => wrong(),
+        FieldType::Date => match from {
+            D::Date64 => CastClass::Widen,
+            D::Timestamp(..) => lossy("drops the time of day"),
+            _ => wrong(),
+        },
+        FieldType::Timestamp => match from {
+            // Sub-microsecond digits are truncated, as Parquet and Spark do.
+            D::Timestamp(_, Some(_)) => CastClass::Widen,
+            D::Timestamp(_, None) => CastClass::Incompatible(format!(
+                "the expression is {from}, a timestamp without time zone; the field is an instant in UTC"
+            )),
+            D::Date32 | D::Date64 => CastClass::Incompatible(
+                "the expression is a date; the field is an instant (timestamp with time zone)".into(),
+            ),
+            _ => wrong(),
+        },
+        FieldType::Time => match from {
+            D::Time32(_) | D::Time64(_) => CastClass::Widen,
+            _ => wrong(),
+        },
+    }
+}
+
+/// Hint for a cast that cannot be implicit.
+fn cast_hint(to: FieldType, class: &CastClass) -> String {
+    match (to, class) {
+        (FieldType::Timestamp, CastClass::Incompatible(m)) if m.contains("without time zone") => {
+            "say which zone the wall-clock time is in: to_utc_timestamp(<expression>, 'America/New_York') or a zone column".into()
+        }
+        (FieldType::String, _) => "convert explicitly: CAST(<expression> AS VARCHAR)".into(),
+        (FieldType::Int32 | FieldType::Int64, CastClass::Lossy(m)) if m.contains("fraction") => {
+            "round explicitly, e.g. CAST(round(<expression>) AS BIGINT)".into()
+        }
+        (_, CastClass::Lossy(_)) => format!(
+            "if the loss is intended, convert explicitly: CAST(<expression> AS {})",
+            sql_type_name(to)
+        ),
+        _ => format!("the field is declared `{to}` in the model"),
+    }
+}
+
+fn sql_type_name(t: FieldType) -> String {
+    match t {
+        FieldType::String => "VARCHAR".into(),
+        FieldType::Int32 => "INT".into(),
+        FieldType::Int64 => "BIGINT".into(),
+        FieldType::Float64 => "DOUBLE".into(),
+        FieldType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+        FieldType::Boolean => "BOOLEAN".into(),
+        FieldType::Date => "DATE".into(),
+        FieldType::Timestamp => "TIMESTAMP".into(),
+        FieldType::Time => "TIME".into(),
+    }
+}
+
+/// Where each part of a row sits in the plan's output.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Output column of each model field, in model order.
+    pub canonical: Vec<usize>,
+    /// Source file of the driving row.
+    pub file: usize,
+    /// Source line of the driving row.
+    pub line: usize,
+    /// Driving source values for the quarantine: (source column name, output column).
+    pub source_values: Vec<(String, usize)>,
+    /// Output column of each rule's flag, parallel to `CompiledJob::rules`.
+    pub flags: Vec<usize>,
+    /// Output column of each value a reason template quotes, by placeholder text.
+    pub reason_values: Vec<(String, usize)>,
+}
+
+/// What a canonical field's expression compiled to.
+#[derive(Debug, Clone)]
+pub struct FieldPlan {
+    /// Field name.
+    pub name: String,
+    /// The SQL as written, or `NULL` for an unmapped optional field.
+    pub sql: String,
+    /// Type of the expression before the cast.
+    pub expr_type: DataType,
+    /// How it reaches the field type.
+    pub cast: CastClass,
+}
+
+/// A job compiled to a plan, ready to execute.
+pub struct CompiledJob {
+    /// The job.
+    pub job: Job,
+    /// Its mapping.
+    pub mapping: Mapping,
+    /// The model it loads.
+    pub model: CanonicalModel,
+    /// Session the plan belongs to (functions registered).
+    pub ctx: SessionContext,
+    /// The plan, as a DataFrame.
+    pub frame: DataFrame,
+    /// Row rules, in flag order.
+    pub rules: Vec<RowRule>,
+    /// Field plans, in model order.
+    pub fields: Vec<FieldPlan>,
+    /// Scanned sources (driving first).
+    pub sources: Vec<ScannedSource>,
+    /// Output positions.
+    pub layout: Layout,
+    /// Target folder (resolved, absolute).
+    pub target_dir: PathBuf,
+    /// Target folder as written (template), for display.
+    pub target_shown: String,
+    /// Quarantine folder (resolved, absolute).
+    pub quarantine_dir: PathBuf,
+    /// Secrets to hide from messages.
+    pub redactor: Redactor,
+}
+
+impl CompiledJob {
+    /// The logical plan.
+    pub fn logical_plan(&self) -> &LogicalPlan {
+        self.frame.logical_plan()
+    }
+}
+
+/// A DataFusion session configured from the project's defaults, with Sluice's functions.
+pub fn session(project: &Project) -> SessionContext {
+    let d = &project.settings.defaults;
+    let mut cfg = SessionConfig::new()
+        .with_batch_size(d.batch_size.max(1))
+        // One partition per file keeps row_number() in file order (source lines).
+        .set_bool("datafusion.optimizer.repartition_file_scans", false)
+        // Canonical strings are Utf8; avoid view types so casts are no-ops.
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        );
+    if d.target_partitions > 0 {
+        cfg = cfg.with_target_partitions(d.target_partitions);
+    }
+    let ctx = SessionContext::new_with_config(cfg);
+    crate::functions::register(&ctx);
+    ctx
+}
+
+/// Resolves a project-relative folder template.
+fn resolve_dir(
+    project: &Project,
+    template: &str,
+    redactor: &Redactor,
+) -> std::result::Result<PathBuf, String> {
+    let r = resolve(template)?;
+    redactor.add(&r.secrets);
+    Ok(project.path(r.value))
+}
+
+/// Compiles `job` of `project` into a plan. Reads only source schemas (and the first rows to
+/// infer CSV types).
+///
+/// # Errors
+/// [`Error::Config`] with every problem found in the mapping's expressions; [`Error::Source`]
+/// when a source cannot be found or read.
+pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
+    let redactor = Redactor::default();
+    let mapping = project
+        .mappings
+        .get(&job.mapping)
+        .ok_or_else(|| Error::Internal(format!("job `{}` references missing mapping", job.name)))?
+        .clone();
+    let model = project
+        .models
+        .get(&mapping.model.name)
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "mapping `{}` references missing model",
+                mapping.name
+            ))
+        })?
+        .clone();
+    let ctx = session(project);
+    let mut diags = Diagnostics::default();
+
+    // Sources.
+    let mut sources = Vec::new();
+    let uses = std::iter::once((&mapping.from, true))
+        .chain(mapping.joins.iter().map(|j| (&j.source, false)));
+    for (u, driving) in uses {
+        let spec = job
+            .sources
+            .get(&u.source)
+            .ok_or_else(|| Error::Internal(format!("source `{}` not bound", u.source)))?;
+        sources.push(
+            source::scan(
+                &ctx,
+                &project.root,
+                &u.source,
+                &u.alias,
+                spec,
+                driving,
+                &redactor,
+            )
+            .await?,
+        );
+    }
+    let driving = sources[0].clone();
+
+    let err_at = |diags: &mut Diagnostics,
+                  span: Option<std::ops::Range<usize>>,
+                  key: String,
+                  msg: String,
+                  hint: Option<String>| {
+        let mut d = mapping.src.diagnostic(span, key, msg);
+        d.hint = hint;
+        diags.push(d);
+    };
+    let to_err = |e: DataFusionError| Error::Engine {
+        job: job.name.clone(),
+        message: redactor.redact(&e.to_string()),
+    };
+
+    // Joins.
+    let mut frame = driving.frame.clone();
+    for (j, scanned) in mapping.joins.iter().zip(sources.iter().skip(1)) {
+        let right = scanned.frame.clone();
+        let merged = frame.schema().join(right.schema()).map_err(to_err)?;
+        let on = match parse_expr(&ctx, j.on.get_ref(), &merged, &|_| None) {
+            Ok(e) => e,
+            Err(e) => {
+                let (msg, hint) = explain(&e, &visible_columns(&merged, &[]));
+                err_at(
+                    &mut diags,
+                    Some(j.on.span()),
+                    format!("join.{}.on", j.source.alias),
+                    format!("in join `{}`: {msg}", j.source.alias),
+                    hint,
+                );
+                continue;
+            }
+        };
+        let kind = match j.kind {
+            JoinKind::Left => JoinType::Left,
+            JoinKind::Inner => JoinType::Inner,
+        };
+        frame = frame.join_on(right, kind, vec![on]).map_err(to_err)?;
+    }
+    if !diags.is_empty() {
+        return Err(Error::Config(diags));
+    }
+
+    // Lets.
+    let mut let_names: Vec<String> = Vec::new();
+    for l in &mapping.lets {
+        let names = let_names.clone();
+        let resolver = move |n: &str| names.iter().any(|x| x == n).then_some(LET);
+        match parse_expr(&ctx, &l.sql, frame.schema(), &resolver) {
+            Ok(e) => {
+                if let Err(e) = e.get_type(frame.schema()) {
+                    let (msg, hint) = explain(&e, &visible_columns(frame.schema(), &let_names));
+                    err_at(
+                        &mut diags,
+                        l.span.clone(),
+                        format!("let.{}", l.name),
+                        format!("in `{}`: {msg}", l.name),
+                        hint,
+                    );
+                    continue;
+                }
+                let mut exprs = all_columns(frame.schema());
+                exprs.push(e.alias_qualified(Some(TableReference::bare(LET)), &l.name));
+                frame = frame.select(exprs).map_err(to_err)?;
+                let_names.push(l.name.clone());
+            }
+            Err(e) => {
+                let (msg, hint) = explain(&e, &visible_columns(frame.schema(), &let_names));
+                err_at(
+                    &mut diags,
+                    l.span.clone(),
+                    format!("let.{}", l.name),
+                    format!("in `{}`: {msg}", l.name),
+                    hint,
+                );
+            }
+        }
+    }
+
+    // Field expressions, as written.
+    let mut fields = Vec::new();
+    let mut value_exprs = all_columns(frame.schema());
+    let lets_for_fields = let_names.clone();
+    let field_resolver = move |n: &str| lets_for_fields.iter().any(|x| x == n).then_some(LET);
+    for f in &model.fields {
+        let written: Option<&NamedExpr> = mapping.fields.iter().find(|e| e.name == f.name);
+        let (expr, sql) = match written {
+            Some(w) => match parse_expr(&ctx, &w.sql, frame.schema(), &field_resolver) {
+                Ok(e) => (e, w.sql.clone()),
+                Err(e) => {
+                    let (msg, hint) = explain(&e, &visible_columns(frame.schema(), &let_names));
+                    err_at(
+                        &mut diags,
+                        w.span.clone(),
+                        format!("fields.{}", f.name),
+                        format!("in field `{}`: {msg}", f.name),
+                        hint,
+                    );
+                    continue;
+                }
+            },
+            None => (
+                lit(ScalarValue::try_from(&f.data_type.to_arrow()).map_err(to_err)?),
+                "NULL".to_string(),
+            ),
+        };
+        let expr_type = match expr.get_type(frame.schema()) {
+            Ok(t) => t,
+            Err(e) => {
+                let (msg, hint) = explain(&e, &visible_columns(frame.schema(), &let_names));
+                err_at(
+                    &mut diags,
+                    written.and_then(|w| w.span.clone()),
+                    format!("fields.{}", f.name),
+                    format!("in field `{}`: {msg}", f.name),
+                    hint,
+                );
+                continue;
+            }
+        };
+        let class = classify_cast(&expr_type, f.data_type);
+        if let CastClass::Lossy(m) | CastClass::Incompatible(m) = &class {
+            let what = if matches!(class, CastClass::Lossy(_)) {
+                "lossy implicit cast"
+            } else {
+                "wrong type"
+            };
+            err_at(
+                &mut diags,
+                written.and_then(|w| w.span.clone()),
+                format!("fields.{}", f.name),
+                format!("{what} for field `{}`: {m}", f.name),
+                Some(cast_hint(f.data_type, &class)),
+            );
+            continue;
+        }
+        value_exprs.push(expr.alias_qualified(Some(TableReference::bare(VALUE)), &f.name));
+        fields.push(FieldPlan {
+            name: f.name.clone(),
+            sql,
+            expr_type,
+            cast: class,
+        });
+    }
+    if !diags.is_empty() {
+        return Err(Error::Config(diags));
+    }
+    frame = frame.select(value_exprs).map_err(to_err)?;
+
+    // Canonical values: missing values → NULL, then cast; cast flags.
+    let mut rules: Vec<RowRule> = Vec::new();
+    let mut flag_exprs: Vec<Expr> = Vec::new();
+    let mut canonical_exprs: Vec<Expr> = all_columns(frame.schema())
+        .into_iter()
+        .filter(|e| !matches!(e, Expr::Column(c) if c.relation.as_ref().is_some_and(|r| r.table() == VALUE)))
+        .collect();
+    for (f, fp) in model.fields.iter().zip(&fields) {
+        let v = qualified_col(VALUE, &f.name);
+        let cleaned = if f.missing_values.is_empty() {
+            v.clone()
+        } else {
+            let null = lit(ScalarValue::try_from(&fp.expr_type).map_err(to_err)?);
+            when(
+                cast(v.clone(), DataType::Utf8).in_list(
+                    f.missing_values.iter().map(|m| lit(m.clone())).collect(),
+                    false,
+                ),
+                null,
+            )
+            .otherwise(v.clone())
+            .map_err(to_err)?
+        };
+        let target = f.data_type.to_arrow();
+        let typed = match fp.cast {
+            CastClass::Parse => try_cast(cleaned.clone(), target),
+            _ => cast(cleaned.clone(), target),
+        };
+        if fp.cast == CastClass::Parse {
+            rules.push(RowRule {
+                name: format!("cast.{}", f.name),
+                kind: RuleKind::Cast,
+                field: Some(f.name.clone()),
+                failed: cleaned.is_not_null().and(typed.clone().is_null()),
+                reason: ReasonTemplate::parse(&format!(
+                    "value '{{__v.{0}}}' of {0} is not a valid {1}",
+                    f.name, f.data_type
+                ))
+                .unwrap_or_else(|_| {
+                    ReasonTemplate::literal(format!("{} is not a valid {}", f.name, f.data_type))
+                }),
+                description: format!("{} parses as {}", f.name, f.data_type),
+            });
+            flag_exprs.push(rules.last().map(|r| r.failed.clone()).unwrap_or(lit(false)));
+        }
+        canonical_exprs.push(typed.alias_qualified(Some(TableReference::bare(CANONICAL)), &f.name));
+    }
+    // Keep the raw values for cast reasons.
+    for f in &fields {
+        if f.cast == CastClass::Parse {
+            canonical_exprs.push(qualified_col(VALUE, &f.name));
+        }
+    }
+    // Parse failures of source values: every column of the driving source, and the columns of
+    // lookup sources that the mapping uses.
+    let used = used_columns(&mapping);
+    for s in &sources {
+        for c in s.columns.iter().filter(|c| c.parsed) {
+            let is_driving = s.alias == driving.alias;
+            if !is_driving
+                && !used.contains(&(s.alias.clone(), c.name.clone()))
+                && !used.contains(&(String::new(), c.name.clone()))
+            {
+                continue;
+            }
+            let flag = qualified_col(&s.alias, &format!("{PARSE_FAILED_PREFIX}{}", c.name));
+            rules.push(RowRule {
+                name: format!("parse.{}.{}", s.alias, c.name),
+                kind: RuleKind::Cast,
+                field: None,
+                failed: flag.clone(),
+                reason: ReasonTemplate::parse(&format!(
+                    "{} value '{{{}.{RAW_PREFIX}{}}}' in column {} is not a valid {}",
+                    s.alias, s.alias, c.name, c.name, c.data_type
+                ))
+                .unwrap_or_else(|_| {
+                    ReasonTemplate::literal(format!("{}.{} does not parse", s.alias, c.name))
+                }),
+                description: format!("{}.{} parses as {}", s.alias, c.name, c.data_type),
+            });
+            flag_exprs.push(flag);
+        }
+    }
+    frame = frame.select(canonical_exprs).map_err(to_err)?;
+
+    // Model constraints and business rules, over canonical fields.
+    for r in model_rules(&model) {
+        let failed = requalify(r.failed.clone(), CANONICAL);
+        flag_exprs.push(failed.clone());
+        rules.push(RowRule { failed, ..r });
+    }
+    let field_names: Vec<String> = model.fields.iter().map(|f| f.name.clone()).collect();
+    let lets_for_rules = let_names.clone();
+    let rule_resolver = move |n: &str| {
+        if field_names.iter().any(|x| x == n) {
+            Some(CANONICAL)
+        } else if lets_for_rules.iter().any(|x| x == n) {
+            Some(LET)
+        } else {
+            None
+        }
+    };
+    let canonical_names: Vec<String> = model.fields.iter().map(|f| f.name.clone()).collect();
+    for b in &mapping.rules {
+        let visible = {
+            let mut v = canonical_names.clone();
+            v.extend(visible_columns(frame.schema(), &let_names));
+            v
+        };
+        let check = match parse_expr(&ctx, &b.check.sql, frame.schema(), &rule_resolver) {
+            Ok(e) => e,
+            Err(e) => {
+                let (msg, hint) = explain(&e, &visible);
+                err_at(
+                    &mut diags,
+                    b.check.span.clone(),
+                    format!("rule.{}", b.name),
+                    format!("in rule `{}`: {msg}", b.name),
+                    hint,
+                );
+                continue;
+            }
+        };
+        match check.get_type(frame.schema()) {
+            Ok(DataType::Boolean) | Ok(DataType::Null) => {}
+            Ok(t) => {
+                err_at(
+                    &mut diags,
+                    b.check.span.clone(),
+                    format!("rule.{}.check", b.name),
+                    format!("rule `{}` check is {t}, not a boolean", b.name),
+                    Some(
+                        "write a condition that is true for good rows, e.g. `distance_km > 0`"
+                            .into(),
+                    ),
+                );
+                continue;
+            }
+            Err(e) => {
+                let (msg, hint) = explain(&e, &visible);
+                err_at(
+                    &mut diags,
+                    b.check.span.clone(),
+                    format!("rule.{}", b.name),
+                    format!("in rule `{}`: {msg}", b.name),
+                    hint,
+                );
+                continue;
+            }
+        }
+        let reason = match &b.reason {
+            Some(t) => {
+                ReasonTemplate::parse(t).unwrap_or_else(|_| ReasonTemplate::literal(t.clone()))
+            }
+            None => ReasonTemplate::literal(format!("failed: {}", b.check.sql)),
+        };
+        let failed = failed_when_not(check, b.nulls);
+        flag_exprs.push(failed.clone());
+        rules.push(RowRule {
+            name: b.name.clone(),
+            kind: RuleKind::Business,
+            field: None,
+            failed,
+            reason,
+            description: b.check.sql.clone(),
+        });
+    }
+
+    // Reason placeholders must name something the row has.
+    let mut reason_exprs: Vec<(String, Expr)> = Vec::new();
+    for r in &rules {
+        for p in r.reason.placeholders() {
+            if reason_exprs.iter().any(|(n, _)| n == p) {
+                continue;
+            }
+            let e = match p.split_once('.') {
+                Some((q, n)) => qualified_col(q, n),
+                None if model.field(p).is_some() => qualified_col(CANONICAL, p),
+                None if let_names.iter().any(|l| l == p) => qualified_col(LET, p),
+                None => match unique_source_column(frame.schema(), p) {
+                    Some(c) => Expr::Column(c),
+                    None => Expr::Column(Column::new_unqualified(p)),
+                },
+            };
+            if e.get_type(frame.schema()).is_err() {
+                let rule = mapping.rules.iter().find(|b| b.name == r.name);
+                let span = rule.and_then(|b| b.check.span.clone());
+                let valid = visible_columns(frame.schema(), &let_names);
+                let mut all = canonical_names.clone();
+                all.extend(valid);
+                err_at(
+                    &mut diags,
+                    span,
+                    format!("rule.{}.reason", r.name),
+                    format!(
+                        "reason of rule `{}` quotes `{{{p}}}`, which is not a field or column",
+                        r.name
+                    ),
+                    Some(match did_you_mean(p, all.iter().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{{{s}}}`?"),
+                        None => format!("valid names: {}", all.join(", ")),
+                    }),
+                );
+                continue;
+            }
+            reason_exprs.push((p.to_string(), e));
+        }
+    }
+    if !diags.is_empty() {
+        return Err(Error::Config(diags));
+    }
+
+    // Final projection.
+    let mut out: Vec<Expr> = Vec::new();
+    for f in &model.fields {
+        out.push(qualified_col(CANONICAL, &f.name).alias(&f.name));
+    }
+    let file_idx = out.len();
+    out.push(qualified_col(&driving.alias, FILE_COLUMN).alias("__source_file"));
+    out.push(qualified_col(&driving.alias, LINE_COLUMN).alias("__source_line"));
+    out.push(qualified_col(&driving.alias, DRIVING_ROW_COLUMN).alias(DRIVING_ROW_COLUMN));
+    let mut source_values = Vec::new();
+    for c in &driving.columns {
+        let e = if driving.format == SourceFormat::Csv {
+            qualified_col(&driving.alias, &format!("{RAW_PREFIX}{}", c.name))
+        } else {
+            qualified_col(&driving.alias, &c.name)
+        };
+        source_values.push((c.name.clone(), out.len()));
+        out.push(e.alias(format!("__src_{}", source_values.len())));
+    }
+    let mut reason_values = Vec::new();
+    for (i, (p, e)) in reason_exprs.into_iter().enumerate() {
+        reason_values.push((p, out.len()));
+        out.push(e.alias(format!("__reason_{i}")));
+    }
+    let mut flags = Vec::new();
+    for (i, e) in flag_exprs.into_iter().enumerate() {
+        flags.push(out.len());
+        out.push(
+            datafusion::functions::expr_fn::coalesce(vec![e, lit(false)])
+                .alias_qualified(Some(TableReference::bare(FLAG)), i.to_string()),
+        );
+    }
+    let frame = frame.select(out).map_err(to_err)?;
+    // Catch anything the per-expression checks missed, before any row is read.
+    frame.clone().into_optimized_plan().map_err(to_err)?;
+
+    let layout = Layout {
+        canonical: (0..model.fields.len()).collect(),
+        file: file_idx,
+        line: file_idx + 1,
+        source_values,
+        flags,
+        reason_values,
+    };
+
+    // Target and quarantine folders.
+    let (target_template, target_dir) = match (&job.target.table, &job.target.path) {
+        (Some(t), _) => {
+            let rel = project.settings.warehouse.join(t.get_ref());
+            (rel.to_string_lossy().to_string(), project.path(rel))
+        }
+        (None, Some(p)) => {
+            let dir = resolve_dir(project, p.get_ref(), &redactor)
+                .map_err(|e| Error::target(p.get_ref(), e))?;
+            (p.get_ref().clone(), dir)
+        }
+        (None, None) => return Err(Error::Internal("target without table or path".into())),
+    };
+    let quarantine_dir = match &job.quarantine.path {
+        Some(p) => resolve_dir(project, p.get_ref(), &redactor)
+            .map_err(|e| Error::target(p.get_ref(), e))?,
+        None => project.path(
+            project
+                .settings
+                .warehouse
+                .join("_quarantine")
+                .join(&job.name),
+        ),
+    };
+    for p in &job.target.partition_by {
+        if let Some(f) = model.field(p.get_ref()) {
+            if matches!(
+                f.data_type,
+                FieldType::Timestamp | FieldType::Float64 | FieldType::Time
+            ) {
+                let mut d = job.src.diagnostic(
+                    Some(p.span()),
+                    "target.partition_by",
+                    format!("cannot partition by `{}`, a {} field", f.name, f.data_type),
+                );
+                d.hint = Some("partition by a date, string, integer or boolean field; add a date field (e.g. flight_date) if needed".into());
+                diags.push(d);
+            }
+        }
+    }
+    if job.target.mode == LoadMode::Append && !job.target.partition_by.is_empty() {
+        // Supported; nothing to check.
+    }
+    if !diags.is_empty() {
+        return Err(Error::Config(diags));
+    }
+
+    Ok(CompiledJob {
+        job: job.clone(),
+        mapping,
+        model,
+        ctx,
+        frame,
+        rules,
+        fields,
+        sources,
+        layout,
+        target_dir,
+        target_shown: target_template,
+        quarantine_dir,
+        redactor,
+    })
+}
+
+/// Every column of a schema as a column expression (qualifiers kept).
+fn all_columns(schema: &DFSchema) -> Vec<Expr> {
+    schema.columns().into_iter().map(Expr::Column).collect()
+}
+
+/// Names a user may write, for error hints: `alias.column` of sources, and let names.
+fn visible_columns(schema: &DFSchema, lets: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = schema
+        .iter()
+        .filter(|(q, f)| {
+            !f.name().starts_with("__") && q.is_some_and(|q| !q.table().starts_with("__"))
+        })
+        .map(|(q, f)| match q {
+            Some(q) => format!("{q}.{}", f.name()),
+            None => f.name().to_string(),
+        })
+        .collect();
+    out.extend(lets.iter().cloned());
+    out
+}
+
+/// The only source column named `name`, if exactly one source has it.
+fn unique_source_column(schema: &DFSchema, name: &str) -> Option<Column> {
+    let matches: Vec<Column> = schema
+        .columns()
+        .into_iter()
+        .filter(|c| {
+            c.name == name
+                && c.relation
+                    .as_ref()
+                    .is_some_and(|r| !r.table().starts_with("__"))
+        })
+        .collect();
+    (matches.len() == 1).then(|| matches[0].clone())
+}
+
+/// (alias, column) pairs the mapping mentions; alias empty for bare names. Approximate: used to
+/// decide which lookup columns get parse rules.
+fn used_columns(mapping: &Mapping) -> BTreeSet<(String, String)> {
+    let dialect = GenericDialect {};
+    let mut out = BTreeSet::new();
+    let texts = mapping
+        .joins
+        .iter()
+        .map(|j| j.on.get_ref().clone())
+        .chain(mapping.lets.iter().map(|l| l.sql.clone()))
+        .chain(mapping.fields.iter().map(|f| f.sql.clone()))
+        .chain(mapping.rules.iter().map(|r| r.check.sql.clone()));
+    for sql in texts {
+        let Ok(mut ast) = Parser::new(&dialect)
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+        else {
+            continue;
+        };
+        let _ = visit_expressions_mut(&mut ast, |e| {
+            match e {
+                SqlExpr::Identifier(i) => {
+                    out.insert((String::new(), normalize(i)));
+                }
+                SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                    out.insert((normalize(&parts[0]), normalize(&parts[1])));
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    out
+}
+
+fn normalize(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+/// Parses a SQL expression against `schema`, first qualifying bare names that `resolve` knows
+/// (canonical fields, lets) with their hidden qualifier.
+///
+/// # Errors
+/// DataFusion's parse or planning error.
+pub fn parse_expr(
+    ctx: &SessionContext,
+    sql: &str,
+    schema: &DFSchema,
+    resolve: &dyn Fn(&str) -> Option<&'static str>,
+) -> std::result::Result<Expr, DataFusionError> {
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| DataFusionError::SQL(Box::new(e), None))?;
+    let mut ast = parser
+        .parse_expr()
+        .map_err(|e| DataFusionError::SQL(Box::new(e), None))?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(DataFusionError::Plan(format!(
+            "unexpected `{}` after the end of the expression",
+            next.token
+        )));
+    }
+    let _ = visit_expressions_mut(&mut ast, |e| {
+        if let SqlExpr::Identifier(id) = e {
+            if let Some(q) = resolve(&normalize(id)) {
+                *e = SqlExpr::CompoundIdentifier(vec![Ident::new(q), id.clone()]);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    ctx.parse_sql_expr(&ast.to_string(), schema)
+}
+
+/// Qualifies every unqualified column of `e` with `qualifier`.
+fn requalify(e: Expr, qualifier: &str) -> Expr {
+    e.transform_up(|e| match e {
+        Expr::Column(c) if c.relation.is_none() => Ok(Transformed::yes(Expr::Column(Column::new(
+            Some(TableReference::bare(qualifier)),
+            c.name,
+        )))),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+    .unwrap_or_else(|_| lit(false))
+}
+
+/// A user-facing message and hint for a DataFusion error about an expression.
+fn explain(e: &DataFusionError, valid: &[String]) -> (String, Option<String>) {
+    let root = e.find_root();
+    if let DataFusionError::SchemaError(se, _) = root {
+        match se.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => {
+                let name = match &field.relation {
+                    Some(r) if !r.table().starts_with("__") => format!("{r}.{}", field.name),
+                    _ => field.name.clone(),
+                };
+                let hint = match did_you_mean(&name, valid.iter().map(String::as_str))
+                    .or_else(|| did_you_mean(&field.name, valid.iter().map(String::as_str)))
+                {
+                    Some(s) => format!("did you mean `{s}`? valid columns: {}", valid.join(", ")),
+                    None => format!("valid columns: {}", valid.join(", ")),
+                };
+                return (format!("unknown column `{name}`"), Some(hint));
+            }
+            SchemaError::AmbiguousReference { field } => {
+                return (
+                    format!("`{}` is ambiguous: more than one source has it", field.name),
+                    Some(format!(
+                        "qualify it with the source alias, e.g. `<alias>.{}`",
+                        field.name
+                    )),
+                );
+            }
+            _ => {}
+        }
+    }
+    let text = root.to_string();
+    let text = text
+        .strip_prefix("Error during planning: ")
+        .or_else(|| text.strip_prefix("SQL error: "))
+        .unwrap_or(&text)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    (text, None)
+}
+
+/// Text of the compiled plan for `sluice plan`: fields, rules, logical and physical plans.
+///
+/// # Errors
+/// When the physical plan cannot be created.
+pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<String> {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let job = &compiled.job;
+    let m = &compiled.model;
+    let _ = writeln!(s, "job:      {}", job.name);
+    let _ = writeln!(s, "mapping:  {}", compiled.mapping.name);
+    let _ = writeln!(s, "model:    {} {}", m.name, m.version);
+    let _ = writeln!(
+        s,
+        "target:   {} (parquet, {:?}{})",
+        compiled.target_shown,
+        job.target.mode,
+        if job.target.partition_by.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", partition_by = [{}]",
+                job.target
+                    .partition_by
+                    .iter()
+                    .map(|p| p.get_ref().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let _ = writeln!(
+        s,
+        "quarantine: {}",
+        compiled
+            .quarantine_dir
+            .strip_prefix(project_root)
+            .unwrap_or(&compiled.quarantine_dir)
+            .display()
+    );
+    let _ = writeln!(s, "\nsources:");
+    for src in &compiled.sources {
+        let _ = writeln!(
+            s,
+            "  {} (source `{}`, {:?}): {}",
+            src.alias,
+            src.name,
+            src.format,
+            src.files.join(", ")
+        );
+        for c in &src.columns {
+            let _ = writeln!(
+                s,
+                "    {:<16} {}{}",
+                c.name,
+                c.data_type,
+                if c.parsed { "  (parsed from text)" } else { "" }
+            );
+        }
+    }
+    let _ = writeln!(s, "\ncanonical schema ({} {}):", m.name, m.version);
+    for (f, fp) in m.fields.iter().zip(&compiled.fields) {
+        let cast = match &fp.cast {
+            CastClass::Same => String::new(),
+            CastClass::Widen => format!("  [widened from {}]", fp.expr_type),
+            CastClass::Parse => format!(
+                "  [parsed from {}; failures → cast.{}]",
+                fp.expr_type, f.name
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<28} {:<14} {}{}\n      = {}{}",
+            f.name,
+            f.data_type.to_string(),
+            if f.required { "required" } else { "nullable" },
+            if f.primary_key { ", primary key" } else { "" },
+            fp.sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            cast
+        );
+    }
+    let _ = writeln!(s, "\nrow rules ({}):", compiled.rules.len());
+    for r in &compiled.rules {
+        let _ = writeln!(s, "  {:<44} {}", r.name, r.description);
+    }
+    let _ = writeln!(s, "\ndataset checks:");
+    if let Some(rc) = &job.checks.row_count {
+        let _ = writeln!(
+            s,
+            "  row_count        {}",
+            serde_json::to_string(rc).unwrap_or_default()
+        );
+    }
+    if let Some(q) = &job.checks.quarantine_ratio {
+        let _ = writeln!(
+            s,
+            "  quarantine_ratio {}",
+            serde_json::to_string(q).unwrap_or_default()
+        );
+    }
+    let to_err = |e: DataFusionError| Error::Engine {
+        job: job.name.clone(),
+        message: compiled.redactor.redact(&e.to_string()),
+    };
+    let logical = compiled
+        .frame
+        .clone()
+        .into_optimized_plan()
+        .map_err(to_err)?;
+    let _ = writeln!(
+        s,
+        "\nlogical plan (optimized):\n{}",
+        logical.display_indent()
+    );
+    let physical = compiled
+        .frame
+        .clone()
+        .create_physical_plan()
+        .await
+        .map_err(to_err)?;
+    let _ = writeln!(
+        s,
+        "\nphysical plan:\n{}",
+        datafusion::physical_plan::displayable(physical.as_ref()).indent(false)
+    );
+    Ok(compiled.redactor.redact(&s))
+}

@@ -1,0 +1,605 @@
+//! Running a compiled job: one pass over the sources, split into valid and quarantined rows,
+//! dataset checks, atomic commit, run report.
+//!
+//! ```text
+//! plan output ──▶ per batch: OR of rule flags ──┬─ valid rows ──▶ target staging
+//!                                               └─ failing rows + reasons ──▶ quarantine staging
+//! end of stream ──▶ dataset checks ──pass/warn──▶ publish quarantine, commit target ──▶ report
+//!                                 └──fail──────▶ publish quarantine, discard target ──▶ report (exit 3)
+//! ```
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::compute::{filter, take};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::Project;
+use crate::error::{Error, Result};
+use crate::plan::CompiledJob;
+use crate::quality::{evaluate_checks, CheckResult, CheckStatus, RuleKind};
+use crate::quarantine::{self, QuarantineWriter, RejectedRow};
+use crate::sink::parquet::{ParquetSink, SinkMetrics};
+use crate::source::DRIVING_ROW_COLUMN;
+
+/// Reasons kept per rule in the report (the quarantine keeps all).
+const REPORT_SAMPLES_PER_RULE: usize = 3;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Committed; every check passed.
+    Succeeded,
+    /// Committed; at least one check warned.
+    SucceededWithWarnings,
+    /// A dataset check failed: quarantine and report written, target not committed (exit 3).
+    CheckFailed,
+    /// An error stopped the run; target not committed (exit 1).
+    Failed,
+}
+
+/// Row counts of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RowCounts {
+    /// Rows of the driving source read.
+    pub read: u64,
+    /// Rows the plan produced (equals `read` unless a join matched a row more than once).
+    pub produced: u64,
+    /// Valid rows staged for (and, if committed, loaded into) the target.
+    pub written: u64,
+    /// Rows sent to the quarantine.
+    pub quarantined: u64,
+}
+
+/// One row rule's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleReport {
+    /// Rule name.
+    pub rule: String,
+    /// Family.
+    pub kind: RuleKind,
+    /// Rows that failed it (a row failing several rules counts in each).
+    pub failed_rows: u64,
+    /// Up to three reasons, as written to the quarantine.
+    pub samples: Vec<String>,
+}
+
+/// An output of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputReport {
+    /// `target` or `quarantine`.
+    pub kind: String,
+    /// Folder or file, relative to the project root.
+    pub path: String,
+    /// Rows this run put there.
+    pub rows: u64,
+    /// Files this run wrote.
+    pub files: u64,
+    /// Whether it was published.
+    pub committed: bool,
+}
+
+/// Wall time per stage, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    /// Loading config, inferring schemas, planning.
+    pub compile_ms: u64,
+    /// Reading, mapping, checking rows, writing staging.
+    pub execute_ms: u64,
+    /// Dataset checks and publishing.
+    pub commit_ms: u64,
+}
+
+/// The run report: one JSON file per run under `<state_dir>/runs/<job>/<run_id>.json`, and
+/// the output of `sluice run --json`. Fields are stable; new ones may be added.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Unique id, sortable by start time: `YYYYMMDDTHHMMSSZ-xxxxxx`.
+    pub run_id: String,
+    /// Job name.
+    pub job: String,
+    /// Mapping name.
+    pub mapping: String,
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub model_version: String,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Start, RFC 3339 UTC.
+    pub started_at: String,
+    /// End, RFC 3339 UTC.
+    pub finished_at: String,
+    /// End minus start, milliseconds.
+    pub duration_ms: u64,
+    /// Row counts.
+    pub rows: RowCounts,
+    /// Rules with their failure counts, in plan order.
+    pub rules: Vec<RuleReport>,
+    /// Dataset checks.
+    pub checks: Vec<CheckResult>,
+    /// Time per stage.
+    pub stages: StageTimes,
+    /// Outputs.
+    pub outputs: Vec<OutputReport>,
+    /// The error that stopped the run, if any: class and message.
+    pub error: Option<ErrorReport>,
+}
+
+/// An error in a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReport {
+    /// Class (`source`, `target`, `engine`, ...).
+    pub class: String,
+    /// Message, secrets redacted.
+    pub message: String,
+}
+
+impl RunReport {
+    /// Exit code for `sluice run`: 0, 1 or 3 (see [`crate::error`]).
+    pub fn exit_code(&self) -> i32 {
+        match self.status {
+            RunStatus::Succeeded | RunStatus::SucceededWithWarnings => crate::error::EXIT_OK,
+            RunStatus::CheckFailed => crate::error::EXIT_CHECK_FAILED,
+            RunStatus::Failed => crate::error::EXIT_RUN_FAILED,
+        }
+    }
+}
+
+/// A new run id: UTC start time plus 6 random hex digits.
+pub fn new_run_id(started: DateTime<Utc>) -> String {
+    let rand = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{}-{}",
+        started.format("%Y%m%dT%H%M%SZ"),
+        &rand[rand.len() - 6..]
+    )
+}
+
+/// Progress shown while a run executes.
+pub trait Progress: Send {
+    /// Called after each batch with the rows produced so far.
+    fn rows(&mut self, produced: u64, quarantined: u64);
+    /// Called when a stage starts.
+    fn stage(&mut self, name: &str);
+    /// Called once at the end.
+    fn finish(&mut self);
+}
+
+/// No progress output.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn rows(&mut self, _: u64, _: u64) {}
+    fn stage(&mut self, _: &str) {}
+    fn finish(&mut self) {}
+}
+
+/// A spinner with row counts and rate on standard error, drawn only on a terminal.
+pub struct TerminalProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl TerminalProgress {
+    /// A spinner if standard error is a terminal, else `None`.
+    pub fn new() -> Option<TerminalProgress> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(TerminalProgress { bar })
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn rows(&mut self, produced: u64, quarantined: u64) {
+        let secs = self.bar.elapsed().as_secs_f64().max(0.001);
+        self.bar.set_message(format!(
+            "{} rows ({:.0} rows/s), {} quarantined",
+            produced,
+            produced as f64 / secs,
+            quarantined
+        ));
+    }
+    fn stage(&mut self, name: &str) {
+        self.bar.set_message(name.to_string());
+    }
+    fn finish(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+struct Outcome {
+    counts: RowCounts,
+    rule_counts: Vec<u64>,
+    samples: Vec<Vec<String>>,
+    sink_metrics: SinkMetrics,
+}
+
+/// Runs `compiled`: executes, splits, checks, commits, and writes the report.
+///
+/// Errors during execution do not escape: they are recorded in the report with
+/// [`RunStatus::Failed`]. The returned `Err` is only for a report that could not be written.
+///
+/// # Errors
+/// [`Error::State`] when the run report cannot be saved.
+pub async fn run(
+    project: &Project,
+    compiled: CompiledJob,
+    started: DateTime<Utc>,
+    compile_time: Duration,
+    progress: &mut dyn Progress,
+) -> Result<RunReport> {
+    let run_id = new_run_id(started);
+    let job_name = compiled.job.name.clone();
+    let exec_start = Instant::now();
+    let mut stages = StageTimes {
+        compile_ms: compile_time.as_millis() as u64,
+        ..Default::default()
+    };
+    let rel = |p: &Path| {
+        p.strip_prefix(&project.root)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    let lock_path = project
+        .path(&project.settings.state_dir)
+        .join("locks")
+        .join(format!("{}.lock", lock_name(&compiled.target_dir)));
+    let partition_by: Vec<String> = compiled
+        .job
+        .target
+        .partition_by
+        .iter()
+        .map(|p| p.get_ref().clone())
+        .collect();
+
+    let mut quarantine = QuarantineWriter::new(&compiled.quarantine_dir, &run_id);
+    let mut sink_opt: Option<ParquetSink> = None;
+    progress.stage("reading and mapping rows");
+    let outcome = async {
+        let sink = ParquetSink::begin(
+            &compiled.ctx,
+            &compiled.target_dir,
+            &lock_path,
+            &run_id,
+            compiled.job.target.mode,
+            compiled.model.arrow_schema(),
+            partition_by.clone(),
+        )?;
+        let sink = sink_opt.insert(sink);
+        execute(&compiled, &run_id, started, sink, &mut quarantine, progress).await
+    }
+    .await;
+    stages.execute_ms = exec_start.elapsed().as_millis() as u64;
+    let commit_start = Instant::now();
+    progress.stage("checking and committing");
+
+    let mut outputs = Vec::new();
+    let mut checks = Vec::new();
+    let mut error = None;
+    let (status, counts, rules) = match outcome {
+        Ok(o) => {
+            checks = evaluate_checks(
+                &compiled.job.checks,
+                o.counts.read,
+                o.counts.written,
+                o.counts.quarantined,
+            );
+            let worst = checks
+                .iter()
+                .map(|c| c.status)
+                .max()
+                .unwrap_or(CheckStatus::Pass);
+            let q_rows = quarantine.rows();
+            let q_path = rel(quarantine.path());
+            // The quarantine is kept whatever the checks say.
+            let q_result = quarantine.commit().await;
+            let mut status = match worst {
+                CheckStatus::Pass => RunStatus::Succeeded,
+                CheckStatus::Warn => RunStatus::SucceededWithWarnings,
+                CheckStatus::Fail => RunStatus::CheckFailed,
+            };
+            match q_result {
+                Ok(written) => outputs.push(OutputReport {
+                    kind: "quarantine".into(),
+                    path: q_path,
+                    rows: q_rows,
+                    files: u64::from(written.is_some()),
+                    committed: written.is_some(),
+                }),
+                Err(e) => {
+                    status = RunStatus::Failed;
+                    error = Some(ErrorReport {
+                        class: e.class().into(),
+                        message: compiled.redactor.redact(&e.to_string()),
+                    });
+                }
+            }
+            let mut committed = false;
+            if let Some(sink) = sink_opt.take() {
+                if status == RunStatus::Succeeded || status == RunStatus::SucceededWithWarnings {
+                    match sink.commit() {
+                        Ok(()) => committed = true,
+                        Err(e) => {
+                            status = RunStatus::Failed;
+                            error = Some(ErrorReport {
+                                class: e.class().into(),
+                                message: compiled.redactor.redact(&e.to_string()),
+                            });
+                        }
+                    }
+                } else {
+                    sink.abort().await;
+                }
+            }
+            outputs.insert(
+                0,
+                OutputReport {
+                    kind: "target".into(),
+                    path: rel(&compiled.target_dir),
+                    rows: o.sink_metrics.rows_written,
+                    files: o.sink_metrics.files_written,
+                    committed,
+                },
+            );
+            let rules = compiled
+                .rules
+                .iter()
+                .zip(o.rule_counts.iter().zip(o.samples))
+                .map(|(r, (n, samples))| RuleReport {
+                    rule: r.name.clone(),
+                    kind: r.kind,
+                    failed_rows: *n,
+                    samples,
+                })
+                .collect();
+            (status, o.counts, rules)
+        }
+        Err(e) => {
+            if let Some(sink) = sink_opt.take() {
+                sink.abort().await;
+            }
+            quarantine.abort();
+            error = Some(ErrorReport {
+                class: e.class().into(),
+                message: compiled.redactor.redact(&e.to_string()),
+            });
+            (RunStatus::Failed, RowCounts::default(), Vec::new())
+        }
+    };
+    stages.commit_ms = commit_start.elapsed().as_millis() as u64;
+    progress.finish();
+    let finished = Utc::now();
+    let report = RunReport {
+        run_id: run_id.clone(),
+        job: job_name.clone(),
+        mapping: compiled.mapping.name.clone(),
+        model: compiled.model.name.clone(),
+        model_version: compiled.model.version.to_string(),
+        status,
+        started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
+        finished_at: finished.to_rfc3339_opts(SecondsFormat::Millis, true),
+        duration_ms: (finished - started).num_milliseconds().max(0) as u64,
+        rows: counts,
+        rules,
+        checks,
+        stages,
+        outputs,
+        error,
+    };
+    save_report(project, &report)?;
+    Ok(report)
+}
+
+/// A file name for a target's lock: its path with separators replaced.
+fn lock_name(target: &Path) -> String {
+    target
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Path of a run's report.
+pub fn report_path(project: &Project, job: &str, run_id: &str) -> PathBuf {
+    project
+        .path(&project.settings.state_dir)
+        .join("runs")
+        .join(job)
+        .join(format!("{run_id}.json"))
+}
+
+fn save_report(project: &Project, report: &RunReport) -> Result<()> {
+    let path = report_path(project, &report.job, &report.run_id);
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::state(&dir, format!("cannot create: {e}")))?;
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(report).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&tmp, json).map_err(|e| Error::state(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| Error::state(&path, format!("cannot publish: {e}")))?;
+    Ok(())
+}
+
+async fn execute(
+    compiled: &CompiledJob,
+    run_id: &str,
+    started: DateTime<Utc>,
+    sink: &mut ParquetSink,
+    quarantine: &mut QuarantineWriter,
+    progress: &mut dyn Progress,
+) -> Result<Outcome> {
+    let engine_err = |e: datafusion::error::DataFusionError| Error::Engine {
+        job: compiled.job.name.clone(),
+        message: compiled.redactor.redact(&e.to_string()),
+    };
+    let physical = compiled
+        .frame
+        .clone()
+        .create_physical_plan()
+        .await
+        .map_err(engine_err)?;
+    let mut stream =
+        execute_stream(physical.clone(), compiled.ctx.task_ctx()).map_err(engine_err)?;
+    let layout = &compiled.layout;
+    let model_schema = compiled.model.arrow_schema();
+    let started_micros = started.timestamp_micros();
+    let mut counts = RowCounts::default();
+    let mut rule_counts = vec![0u64; compiled.rules.len()];
+    let mut samples: Vec<Vec<String>> = vec![Vec::new(); compiled.rules.len()];
+    let format = FormatOptions::default().with_null("NULL");
+
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(engine_err)?;
+        let n = batch.num_rows();
+        if n == 0 {
+            continue;
+        }
+        counts.produced += n as u64;
+        let mut any = BooleanBuffer::new_unset(n);
+        let mut flag_values = Vec::with_capacity(layout.flags.len());
+        for (i, idx) in layout.flags.iter().enumerate() {
+            let flag = batch.column(*idx).as_boolean();
+            let values = match flag.nulls() {
+                Some(nulls) => flag.values() & nulls.inner(),
+                None => flag.values().clone(),
+            };
+            rule_counts[i] += values.count_set_bits() as u64;
+            any = &any | &values;
+            flag_values.push(values);
+        }
+        let valid = BooleanArray::new(!&any, None);
+        let columns: Vec<ArrayRef> = layout
+            .canonical
+            .iter()
+            .map(|i| filter(batch.column(*i), &valid))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Internal(format!("filtering valid rows: {e}")))?;
+        let valid_batch = RecordBatch::try_new(model_schema.clone(), columns)
+            .map_err(|e| Error::Internal(format!("valid rows do not fit the model schema: {e}")))?;
+        counts.written += valid_batch.num_rows() as u64;
+        sink.write(valid_batch).await?;
+
+        let failing: Vec<u32> = any.set_indices().map(|i| i as u32).collect();
+        if failing.is_empty() {
+            progress.rows(counts.produced, counts.quarantined);
+            continue;
+        }
+        let indices = datafusion::arrow::array::UInt32Array::from(failing.clone());
+        let take_col = |i: usize| take(batch.column(i), &indices, None);
+        let file = take_col(layout.file).map_err(|e| Error::Internal(e.to_string()))?;
+        let line = take_col(layout.line).map_err(|e| Error::Internal(e.to_string()))?;
+        let file = file.as_string::<i32>();
+        let line = line.as_any().downcast_ref::<Int64Array>();
+        let src_cols: Vec<(String, ArrayRef)> = layout
+            .source_values
+            .iter()
+            .map(|(name, i)| take_col(*i).map(|a| (name.clone(), a)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let src_fmt: Vec<(String, &ArrayRef, ArrayFormatter)> = src_cols
+            .iter()
+            .map(|(n, a)| ArrayFormatter::try_new(a.as_ref(), &format).map(|f| (n.clone(), a, f)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let reason_cols: Vec<(String, ArrayRef)> = layout
+            .reason_values
+            .iter()
+            .map(|(name, i)| take_col(*i).map(|a| (name.clone(), a)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let reason_fmt: HashMap<&str, ArrayFormatter> = reason_cols
+            .iter()
+            .map(|(n, a)| ArrayFormatter::try_new(a.as_ref(), &format).map(|f| (n.as_str(), f)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+
+        let mut rows = Vec::with_capacity(failing.len());
+        for (k, &row) in failing.iter().enumerate() {
+            let mut values = serde_json::Map::new();
+            for (name, array, f) in &src_fmt {
+                let v = if array.is_null(k) {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::Value::String(f.value(k).to_string())
+                };
+                values.insert(name.clone(), v);
+            }
+            let mut failed = Vec::new();
+            for (i, (r, flags)) in compiled.rules.iter().zip(&flag_values).enumerate() {
+                if flags.value(row as usize) {
+                    let reason = r.reason.render(|p| {
+                        reason_fmt
+                            .get(p)
+                            .map(|f| f.value(k).to_string())
+                            .unwrap_or_else(|| "?".into())
+                    });
+                    if samples[i].len() < REPORT_SAMPLES_PER_RULE {
+                        samples[i].push(reason.clone());
+                    }
+                    failed.push((r.name.clone(), reason));
+                }
+            }
+            rows.push(RejectedRow {
+                source_file: file.is_valid(k).then(|| file.value(k).to_string()),
+                source_line: line.and_then(|l| l.is_valid(k).then(|| l.value(k))),
+                source_values: serde_json::Value::Object(values).to_string(),
+                failed,
+            });
+        }
+        counts.quarantined += rows.len() as u64;
+        let qb = quarantine::batch(run_id, &compiled.job.name, started_micros, &rows)?;
+        quarantine.write(&qb).await?;
+        progress.rows(counts.produced, counts.quarantined);
+    }
+    counts.read = driving_rows_read(&physical);
+    let sink_metrics = sink.finish().await?;
+    Ok(Outcome {
+        counts,
+        rule_counts,
+        samples,
+        sink_metrics,
+    })
+}
+
+/// Rows read from the driving source: the sum of `output_rows` of the plan nodes that create
+/// the driving row counter (one window per driving file).
+fn driving_rows_read(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        let makes_counter = node.schema().index_of(DRIVING_ROW_COLUMN).is_ok()
+            && node
+                .children()
+                .iter()
+                .all(|c| c.schema().index_of(DRIVING_ROW_COLUMN).is_err());
+        if makes_counter {
+            total += node.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    total
+}

@@ -1,0 +1,382 @@
+//! Parquet target: a folder of zstd-compressed Parquet files, optionally Hive-partitioned
+//! (`origin=JFK/part.parquet`), published atomically.
+//!
+//! ```text
+//! warehouse/
+//!   flights/                          ← published: what readers see
+//!   .flights.staging-<run_id>/        ← the next version, built here
+//!   .flights.new-<run_id>/            ← DataFusion's writer output for this run
+//! ```
+//!
+//! * **overwrite**: the staging folder holds only this run's files.
+//! * **append**: the staging folder first gets hard links to every published file (no data is
+//!   copied), then this run's files.
+//!
+//! Commit swaps the staging folder and the published folder in one `renameat2(RENAME_EXCHANGE)`,
+//! so a reader sees either the old version or the new one, never a mix; then the old version
+//! (now under the staging name) is deleted. The first publish of a target is a plain `rename`.
+//! Files are written by DataFusion's Parquet writer (parallel row-group encoding), fed from the
+//! run's stream through a channel.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::config::TableParquetOptions;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::fsutil::{exchange, files_under, sync_dir, sync_tree, Lock};
+use crate::config::spec::LoadMode;
+use crate::error::{Error, Result};
+
+/// Batches buffered between the run and the writer (bounds memory: ~8 × batch size rows).
+const CHANNEL_BATCHES: usize = 8;
+
+/// One partition of a streaming table whose batches arrive over a channel. Can be executed
+/// once; a second execution yields an error.
+struct ChannelPartition {
+    schema: SchemaRef,
+    receiver: Mutex<Option<mpsc::Receiver<RecordBatch>>>,
+}
+
+impl fmt::Debug for ChannelPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChannelPartition")
+    }
+}
+
+impl PartitionStream for ChannelPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let receiver = self.receiver.lock().ok().and_then(|mut r| r.take());
+        let stream =
+            match receiver {
+                Some(rx) => futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|b| (Ok(b), rx))
+                })
+                .boxed(),
+                None => futures::stream::once(async {
+                    Err(DataFusionError::Internal(
+                        "channel partition executed twice".into(),
+                    ))
+                })
+                .boxed(),
+            };
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// What a committed (or staged) target holds after the run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SinkMetrics {
+    /// Rows this run wrote.
+    pub rows_written: u64,
+    /// Files this run wrote.
+    pub files_written: u64,
+    /// Files in the published folder after commit (for append: old + new).
+    pub files_total: u64,
+}
+
+/// A Parquet target being written by one run. See the module docs and [`crate::sink`] for the
+/// contract.
+pub struct ParquetSink {
+    target: PathBuf,
+    staging: PathBuf,
+    new_dir: PathBuf,
+    sender: Option<mpsc::Sender<RecordBatch>>,
+    writer: Option<JoinHandle<std::result::Result<u64, DataFusionError>>>,
+    rows: u64,
+    lock: Option<Lock>,
+    committed: bool,
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::target(path, format!("{what}: {e}"))
+}
+
+fn sibling(target: &Path, tag: &str, run_id: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "target".into());
+    target.with_file_name(format!(".{name}.{tag}-{run_id}"))
+}
+
+impl ParquetSink {
+    /// Starts a run's write to `target` (see [`crate::sink`] step 1).
+    ///
+    /// `lock_path` is the target's lock file (under the state folder).
+    ///
+    /// # Errors
+    /// [`Error::Target`] when another run holds the lock, or staging cannot be prepared.
+    #[allow(clippy::too_many_arguments)]
+    pub fn begin(
+        ctx: &SessionContext,
+        target: &Path,
+        lock_path: &Path,
+        run_id: &str,
+        mode: LoadMode,
+        schema: SchemaRef,
+        partition_by: Vec<String>,
+    ) -> Result<ParquetSink> {
+        let lock = Lock::try_acquire(lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::target(
+                    target,
+                    format!(
+                        "another run is writing this target (lock {} is held); wait for it to finish",
+                        lock_path.display()
+                    ),
+                )
+            } else {
+                io_err(lock_path, "cannot take the target lock", e)
+            }
+        })?;
+        let parent = target
+            .parent()
+            .ok_or_else(|| Error::target(target, "target has no parent folder"))?;
+        fs::create_dir_all(parent).map_err(|e| io_err(parent, "cannot create folder", e))?;
+        remove_leftovers(target)?;
+        let staging = sibling(target, "staging", run_id);
+        let new_dir = sibling(target, "new", run_id);
+        fs::create_dir_all(&staging).map_err(|e| io_err(&staging, "cannot create staging", e))?;
+        if mode == LoadMode::Append && target.is_dir() {
+            for rel in files_under(target).map_err(|e| io_err(target, "cannot list target", e))? {
+                let dst = staging.join(&rel);
+                if let Some(p) = dst.parent() {
+                    fs::create_dir_all(p).map_err(|e| io_err(p, "cannot create staging", e))?;
+                }
+                fs::hard_link(target.join(&rel), &dst)
+                    .or_else(|_| fs::copy(target.join(&rel), &dst).map(|_| ()))
+                    .map_err(|e| io_err(&dst, "cannot stage existing file", e))?;
+            }
+        }
+
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let partition = Arc::new(ChannelPartition {
+            schema: schema.clone(),
+            receiver: Mutex::new(Some(rx)),
+        });
+        let table = StreamingTable::try_new(schema, vec![partition])
+            .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
+        let df = ctx
+            .read_table(Arc::new(table))
+            .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
+        let mut options = TableParquetOptions::default();
+        options.global.compression = Some("zstd(3)".into());
+        let out = format!("{}/", new_dir.display());
+        let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
+        let writer = tokio::spawn(async move {
+            let result = df.write_parquet(&out, write_options, Some(options)).await?;
+            let rows = result
+                .first()
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                        .map(|a| a.value(0))
+                })
+                .unwrap_or(0);
+            Ok(rows)
+        });
+        Ok(ParquetSink {
+            target: target.to_path_buf(),
+            staging,
+            new_dir,
+            sender: Some(tx),
+            writer: Some(writer),
+            rows: 0,
+            lock: Some(lock),
+            committed: false,
+        })
+    }
+
+    /// Stages one batch of valid canonical rows (step 2).
+    ///
+    /// # Errors
+    /// [`Error::Target`] when the writer failed (disk full, say); its message is returned.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let n = batch.num_rows() as u64;
+        let sent = match &self.sender {
+            Some(s) => s.send(batch).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The writer stopped early: surface its error.
+            return Err(self.finish_writer().await.err().unwrap_or_else(|| {
+                Error::target(&self.target, "the Parquet writer stopped unexpectedly")
+            }));
+        }
+        self.rows += n;
+        Ok(())
+    }
+
+    async fn finish_writer(&mut self) -> Result<u64> {
+        self.sender.take();
+        match self.writer.take() {
+            Some(h) => match h.await {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(e)) => Err(Error::target(
+                    &self.target,
+                    format!("writing Parquet failed: {e}"),
+                )),
+                Err(e) => Err(Error::Internal(format!("Parquet writer task: {e}"))),
+            },
+            None => Ok(self.rows),
+        }
+    }
+
+    /// Finishes writing: every staged file is complete and durable, nothing is published yet.
+    /// Call before evaluating dataset checks, then [`commit`](Self::commit) or
+    /// [`abort`](Self::abort).
+    ///
+    /// # Errors
+    /// [`Error::Target`] when writing or syncing failed.
+    pub async fn finish(&mut self) -> Result<SinkMetrics> {
+        let rows = self.finish_writer().await?;
+        if rows != self.rows {
+            return Err(Error::Internal(format!(
+                "Parquet writer wrote {rows} rows, {} were sent",
+                self.rows
+            )));
+        }
+        let mut new_files = 0;
+        if self.new_dir.is_dir() {
+            for rel in files_under(&self.new_dir)
+                .map_err(|e| io_err(&self.new_dir, "cannot list output", e))?
+            {
+                let dst = self.staging.join(&rel);
+                if let Some(p) = dst.parent() {
+                    fs::create_dir_all(p).map_err(|e| io_err(p, "cannot create staging", e))?;
+                }
+                fs::rename(self.new_dir.join(&rel), &dst)
+                    .map_err(|e| io_err(&dst, "cannot stage file", e))?;
+                new_files += 1;
+            }
+            let _ = fs::remove_dir_all(&self.new_dir);
+        }
+        sync_tree(&self.staging).map_err(|e| io_err(&self.staging, "cannot sync staging", e))?;
+        let total = files_under(&self.staging)
+            .map(|f| f.len() as u64)
+            .unwrap_or(0);
+        Ok(SinkMetrics {
+            rows_written: rows,
+            files_written: new_files,
+            files_total: total,
+        })
+    }
+
+    /// Publishes the staged version atomically (step 3). Call after [`finish`](Self::finish).
+    ///
+    /// # Errors
+    /// [`Error::Target`] when the exchange fails; the previous version is then still published.
+    pub fn commit(mut self) -> Result<()> {
+        let parent = self
+            .target
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        if self.target.exists() {
+            match exchange(&self.staging, &self.target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    // Fallback: two renames; between them the target is briefly absent (never
+                    // partial). A crash in between leaves the old version at `.old-*`, which the
+                    // next run's `begin` restores.
+                    let old = self.staging.with_extension("old");
+                    fs::rename(&self.target, &old)
+                        .map_err(|e| io_err(&self.target, "cannot move old version aside", e))?;
+                    fs::rename(&self.staging, &self.target)
+                        .map_err(|e| io_err(&self.target, "cannot publish", e))?;
+                    let _ = fs::remove_dir_all(&old);
+                    self.committed = true;
+                    return sync_dir(&parent).map_err(|e| io_err(&parent, "cannot sync", e));
+                }
+                Err(e) => return Err(io_err(&self.target, "cannot publish (rename exchange)", e)),
+            }
+        } else {
+            fs::rename(&self.staging, &self.target)
+                .map_err(|e| io_err(&self.target, "cannot publish", e))?;
+        }
+        self.committed = true;
+        sync_dir(&parent).map_err(|e| io_err(&parent, "cannot sync", e))?;
+        // The old version now sits under the staging name.
+        let _ = fs::remove_dir_all(&self.staging);
+        self.lock.take();
+        Ok(())
+    }
+
+    /// Discards everything staged (step 4). The published version is untouched.
+    pub async fn abort(mut self) {
+        self.sender.take();
+        if let Some(h) = self.writer.take() {
+            h.abort();
+            let _ = h.await;
+        }
+        self.cleanup();
+    }
+
+    fn cleanup(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+        let _ = fs::remove_dir_all(&self.new_dir);
+        self.lock.take();
+    }
+}
+
+impl Drop for ParquetSink {
+    fn drop(&mut self) {
+        if let Some(h) = self.writer.take() {
+            h.abort();
+        }
+        self.cleanup();
+    }
+}
+
+/// Removes staging left by crashed runs of `target`, restoring an old version that a crashed
+/// fallback commit moved aside. Called with the target's lock held.
+fn remove_leftovers(target: &Path) -> Result<()> {
+    let Some(parent) = target.parent() else {
+        return Ok(());
+    };
+    let Some(name) = target.file_name().map(|n| n.to_string_lossy().to_string()) else {
+        return Ok(());
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name().to_string_lossy().to_string();
+        let ours = file_name.starts_with(&format!(".{name}.staging-"))
+            || file_name.starts_with(&format!(".{name}.new-"));
+        if !ours {
+            continue;
+        }
+        if file_name.ends_with(".old") && !target.exists() {
+            fs::rename(e.path(), target)
+                .map_err(|err| io_err(target, "cannot restore the previous version", err))?;
+            continue;
+        }
+        let _ = fs::remove_dir_all(e.path());
+    }
+    Ok(())
+}

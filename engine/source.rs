@@ -1,0 +1,389 @@
+//! Sources: the files a job reads, as DataFusion `DataFrame`s with one column per source column.
+//!
+//! ```text
+//! path / glob ──expand──▶ files ──infer schema (all files)──▶ column types
+//!   per file: scan ──row_number()──▶ (+ __file, __line) ──┐
+//!                                                         ├─ UNION ALL ──▶ typed projection (alias.col)
+//!   per file: ...                                         ┘
+//! ```
+//!
+//! CSV columns are scanned as text and converted in a projection, for two reasons: DataFusion 55
+//! applies null markers (`NA`) only while inferring types, not while reading, and a value that
+//! does not parse must become a *row* failure (`parse.<alias>.<column>`, quarantined with its
+//! raw text) rather than abort the whole job. Parquet and JSON columns are used as typed.
+//!
+//! Each file is scanned as one partition so that `row_number()` follows the file order: for CSV
+//! the source line is `row + 1` (the header), which is exact unless quoted values contain line
+//! breaks. For Parquet it is the row's position in the file; for NDJSON the line.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema};
+use datafusion::common::{Column, TableReference};
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{cast, col, lit, try_cast, when, Expr};
+use datafusion::prelude::{
+    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
+};
+
+use crate::config::interpolate::{resolve, Redactor};
+use crate::config::spec::{Compression, SourceFormat, SourceSpec};
+use crate::error::{Error, Result};
+
+/// Hidden column: the file a row came from, as the user wrote it relative to the project.
+pub const FILE_COLUMN: &str = "__file";
+/// Hidden column: the row's line (CSV/NDJSON) or row index (Parquet), 1-based.
+pub const LINE_COLUMN: &str = "__line";
+/// Prefix of hidden columns holding a CSV column's raw text.
+pub const RAW_PREFIX: &str = "__raw_";
+/// Prefix of hidden boolean columns: true when a CSV value did not parse as its column type.
+pub const PARSE_FAILED_PREFIX: &str = "__parse_failed_";
+/// Name of the per-file row counter of the driving source; the executor sums it to count rows
+/// read (so a join that multiplies rows cannot hide it).
+pub const DRIVING_ROW_COLUMN: &str = "__sluice_driving_row";
+
+/// A column of a scanned source as mappings see it.
+#[derive(Debug, Clone)]
+pub struct SourceColumn {
+    /// Column name.
+    pub name: String,
+    /// Type after conversion.
+    pub data_type: DataType,
+    /// True when values are converted from text and may fail (`parse.<alias>.<name>`).
+    pub parsed: bool,
+}
+
+/// A source ready to plan with: a DataFrame whose columns are qualified by the alias.
+#[derive(Debug, Clone)]
+pub struct ScannedSource {
+    /// Alias in the mapping.
+    pub alias: String,
+    /// Source name in the job.
+    pub name: String,
+    /// Format.
+    pub format: SourceFormat,
+    /// Files read, relative to the project root when inside it.
+    pub files: Vec<String>,
+    /// Visible columns, in file order.
+    pub columns: Vec<SourceColumn>,
+    /// The plan: `alias.<column>` for each column, plus hidden `alias.__file`, `alias.__line`,
+    /// and for CSV `alias.__raw_<column>` and `alias.__parse_failed_<column>`.
+    pub frame: DataFrame,
+}
+
+/// Expands `path` (a file, a folder, or a glob) relative to `root` into sorted files.
+///
+/// # Errors
+/// [`Error::Source`] when nothing matches or the pattern is invalid.
+pub fn expand_files(
+    root: &Path,
+    source: &str,
+    template: &str,
+    redactor: &Redactor,
+) -> Result<Vec<PathBuf>> {
+    let resolved = resolve(template).map_err(|e| Error::source(source, template, e))?;
+    redactor.add(&resolved.secrets);
+    let full = root.join(&resolved.value);
+    let pattern = full.to_string_lossy().to_string();
+    let mut files: Vec<PathBuf> = if pattern.contains(['*', '?', '[']) {
+        glob::glob(&pattern)
+            .map_err(|e| Error::source(source, template, format!("invalid glob: {e}")))?
+            .filter_map(std::result::Result::ok)
+            .filter(|p| p.is_file())
+            .collect()
+    } else if full.is_dir() {
+        std::fs::read_dir(&full)
+            .map_err(|e| Error::source(source, template, format!("cannot list folder: {e}")))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && !is_hidden(p))
+            .collect()
+    } else if full.is_file() {
+        vec![full.clone()]
+    } else {
+        Vec::new()
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::source(
+            source,
+            template,
+            "no file matches this path (paths are relative to the folder holding sluice.toml)",
+        ));
+    }
+    Ok(files)
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
+}
+
+fn compression_of(spec: Option<Compression>, file: &Path) -> FileCompressionType {
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match spec.unwrap_or_default() {
+        Compression::Auto => match ext {
+            "gz" => FileCompressionType::GZIP,
+            "zst" | "zstd" => FileCompressionType::ZSTD,
+            "bz2" => FileCompressionType::BZIP2,
+            "xz" => FileCompressionType::XZ,
+            _ => FileCompressionType::UNCOMPRESSED,
+        },
+        Compression::None => FileCompressionType::UNCOMPRESSED,
+        Compression::Gzip => FileCompressionType::GZIP,
+        Compression::Zstd => FileCompressionType::ZSTD,
+        Compression::Bzip2 => FileCompressionType::BZIP2,
+        Compression::Xz => FileCompressionType::XZ,
+    }
+}
+
+fn csv_options<'a>(spec: &SourceSpec, file: &Path) -> CsvReadOptions<'a> {
+    let mut o = CsvReadOptions::new()
+        .has_header(spec.has_header.unwrap_or(true))
+        .file_extension("")
+        .file_compression_type(compression_of(spec.compression, file))
+        .schema_infer_max_records(spec.infer_schema_rows.unwrap_or(10_000));
+    if let Some(d) = &spec.delimiter {
+        o = o.delimiter(d.get_ref().as_bytes()[0]);
+    }
+    if let Some(q) = &spec.quote {
+        o = o.quote(q.get_ref().as_bytes()[0]);
+    }
+    let nulls = null_values(spec);
+    let alternatives: Vec<String> = nulls.iter().map(|n| regex::escape(n)).collect();
+    o.null_regex(Some(format!("^(?:{})$", alternatives.join("|"))))
+}
+
+/// The CSV null markers of a source (default: the empty field).
+pub fn null_values(spec: &SourceSpec) -> Vec<String> {
+    spec.null_values
+        .clone()
+        .unwrap_or_else(|| vec![String::new()])
+}
+
+fn shown(root: &Path, file: &Path) -> String {
+    file.strip_prefix(root)
+        .unwrap_or(file)
+        .to_string_lossy()
+        .to_string()
+}
+
+/// Scans a source for use under `alias`. `driving` marks the mapping's `from` source, whose
+/// rows are counted and whose raw values go to the quarantine.
+///
+/// Only schema inference reads data here (the first `infer_schema_rows` records).
+///
+/// # Errors
+/// [`Error::Source`] for missing files or unreadable headers, naming the source and path.
+pub async fn scan(
+    ctx: &SessionContext,
+    root: &Path,
+    name: &str,
+    alias: &str,
+    spec: &SourceSpec,
+    driving: bool,
+    redactor: &Redactor,
+) -> Result<ScannedSource> {
+    let template = spec.path.get_ref();
+    let files = expand_files(root, name, template, redactor)?;
+    let format = *spec.format.get_ref();
+    let err = |e: datafusion::error::DataFusionError| {
+        Error::source(name, template, redactor.redact(&e.to_string()))
+    };
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| f.to_string_lossy().to_string())
+        .collect();
+
+    // 1. Column types, inferred over every file.
+    let inferred: Schema = match format {
+        SourceFormat::Csv => {
+            let mut fields = Vec::new();
+            // Files may differ in compression, so infer each and merge by name.
+            for f in &files {
+                let df = ctx
+                    .read_csv(f.to_string_lossy().to_string(), csv_options(spec, f))
+                    .await
+                    .map_err(err)?;
+                fields.push(df.schema().as_arrow().clone());
+            }
+            Schema::try_merge(fields).map_err(|e| {
+                Error::source(
+                    name,
+                    template,
+                    format!("files disagree on column types: {e}"),
+                )
+            })?
+        }
+        SourceFormat::Parquet => ctx
+            .read_parquet(
+                paths.clone(),
+                ParquetReadOptions::default().file_extension(""),
+            )
+            .await
+            .map_err(err)?
+            .schema()
+            .as_arrow()
+            .clone(),
+        SourceFormat::Json => {
+            let f = &files[0];
+            ctx.read_json(
+                paths.clone(),
+                JsonReadOptions::default()
+                    .file_extension("")
+                    .file_compression_type(compression_of(spec.compression, f))
+                    .schema_infer_max_records(spec.infer_schema_rows.unwrap_or(10_000)),
+            )
+            .await
+            .map_err(err)?
+            .schema()
+            .as_arrow()
+            .clone()
+        }
+    };
+
+    // 2. One frame per file with its row number, then UNION ALL.
+    let text_schema = Schema::new(
+        inferred
+            .fields()
+            .iter()
+            .map(|f| ArrowField::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    );
+    let row_col = if driving { DRIVING_ROW_COLUMN } else { "__row" };
+    let header_lines: i64 = match format {
+        SourceFormat::Csv if spec.has_header.unwrap_or(true) => 1,
+        _ => 0,
+    };
+    let mut union: Option<DataFrame> = None;
+    for f in &files {
+        let p = f.to_string_lossy().to_string();
+        let df = match format {
+            SourceFormat::Csv => ctx
+                .read_csv(p, csv_options(spec, f).schema(&text_schema))
+                .await
+                .map_err(err)?,
+            SourceFormat::Parquet => ctx
+                .read_parquet(
+                    p,
+                    ParquetReadOptions::default()
+                        .file_extension("")
+                        .schema(&inferred),
+                )
+                .await
+                .map_err(err)?,
+            SourceFormat::Json => ctx
+                .read_json(
+                    p,
+                    JsonReadOptions::default()
+                        .file_extension("")
+                        .file_compression_type(compression_of(spec.compression, f))
+                        .schema(&inferred),
+                )
+                .await
+                .map_err(err)?,
+        };
+        let df = df.window(vec![row_number().alias(row_col)]).map_err(err)?;
+        let mut exprs: Vec<Expr> = inferred
+            .fields()
+            .iter()
+            .map(|c| ident_col(c.name()))
+            .collect();
+        exprs.push(lit(shown(root, f)).alias(FILE_COLUMN));
+        exprs.push((cast(col(row_col), DataType::Int64) + lit(header_lines)).alias(LINE_COLUMN));
+        if driving {
+            exprs.push(col(row_col));
+        }
+        let df = df.select(exprs).map_err(err)?;
+        union = Some(match union {
+            None => df,
+            Some(u) => u.union(df).map_err(err)?,
+        });
+    }
+    let frame = union.ok_or_else(|| Error::source(name, template, "no files"))?;
+
+    // 3. Typed view, qualified by the alias.
+    let nulls = null_values(spec);
+    let mut exprs = Vec::new();
+    let mut columns = Vec::new();
+    for f in inferred.fields() {
+        let raw = ident_col(f.name());
+        if format == SourceFormat::Csv {
+            let cleaned = if nulls.is_empty() {
+                raw.clone()
+            } else {
+                when(
+                    raw.clone()
+                        .in_list(nulls.iter().map(|n| lit(n.clone())).collect(), false),
+                    lit(datafusion::common::ScalarValue::Utf8(None)),
+                )
+                .otherwise(raw.clone())
+                .map_err(err)?
+            };
+            let target = match f.data_type() {
+                DataType::Null => DataType::Utf8,
+                t => t.clone(),
+            };
+            let parsed = target != DataType::Utf8;
+            let typed = if parsed {
+                try_cast(cleaned.clone(), target.clone())
+            } else {
+                cleaned.clone()
+            };
+            exprs.push(typed.clone().alias(f.name()));
+            if driving {
+                exprs.push(raw.clone().alias(format!("{RAW_PREFIX}{}", f.name())));
+            }
+            if parsed {
+                exprs.push(
+                    cleaned
+                        .is_not_null()
+                        .and(typed.is_null())
+                        .alias(format!("{PARSE_FAILED_PREFIX}{}", f.name())),
+                );
+            }
+            columns.push(SourceColumn {
+                name: f.name().clone(),
+                data_type: target,
+                parsed,
+            });
+        } else {
+            exprs.push(raw.alias(f.name()));
+            columns.push(SourceColumn {
+                name: f.name().clone(),
+                data_type: f.data_type().clone(),
+                parsed: false,
+            });
+        }
+    }
+    exprs.push(col(FILE_COLUMN));
+    exprs.push(col(LINE_COLUMN));
+    if driving {
+        exprs.push(col(DRIVING_ROW_COLUMN));
+    }
+    let frame = frame
+        .select(exprs)
+        .map_err(err)?
+        .alias(alias)
+        .map_err(err)?;
+    Ok(ScannedSource {
+        alias: alias.to_string(),
+        name: name.to_string(),
+        format,
+        files: files.iter().map(|f| shown(root, f)).collect(),
+        columns,
+        frame,
+    })
+}
+
+/// A column reference by exact name (no parsing of dots or case folding).
+pub fn ident_col(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// A column reference qualified by a table alias.
+pub fn qualified_col(alias: &str, name: &str) -> Expr {
+    Expr::Column(Column::new(Some(TableReference::bare(alias)), name))
+}
