@@ -101,7 +101,8 @@ pub fn make_timestamp_micros(
         u32::try_from(day).ok()?,
     )?;
     let end_of_day = hour == 24 && minute == 0 && second == 0.0;
-    if !end_of_day && !((0..24).contains(&hour) && (0..60).contains(&minute)) {
+    let within_day = (0..24).contains(&hour) && (0..60).contains(&minute);
+    if !(end_of_day || within_day) {
         return None;
     }
     if !(0.0..60.0).contains(&second) {

@@ -212,7 +212,7 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
 async fn plan(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
-    let job = project.job(job).map_err(Error::config)?;
+    let job = project.job(job).map_err(|d| Error::config(*d))?;
     let compiled = sluice::plan::compile(&project, job).await?;
     print!(
         "{}",
@@ -226,7 +226,7 @@ async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Erro
     let t0 = Instant::now();
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
-    let job = project.job(job).map_err(Error::config)?;
+    let job = project.job(job).map_err(|d| Error::config(*d))?;
     let compiled = sluice::plan::compile(&project, job).await?;
     let mut terminal = if json { None } else { TerminalProgress::new() };
     let mut quiet = NoProgress;

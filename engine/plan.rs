@@ -962,8 +962,18 @@ fn explain(e: &DataFusionError, valid: &[String]) -> (String, Option<String>) {
                     Some(r) if !r.table().starts_with("__") => format!("{r}.{}", field.name),
                     _ => field.name.clone(),
                 };
+                // Compare with whole names and with their column part (`nmae` ~ `airlines.name`).
+                let by_column = || {
+                    let short: Vec<&str> = valid
+                        .iter()
+                        .map(|v| v.rsplit('.').next().unwrap_or(v))
+                        .collect();
+                    did_you_mean(&field.name, short.iter().copied())
+                        .and_then(|s| valid.iter().find(|v| v.rsplit('.').next() == Some(s)))
+                        .map(String::as_str)
+                };
                 let hint = match did_you_mean(&name, valid.iter().map(String::as_str))
-                    .or_else(|| did_you_mean(&field.name, valid.iter().map(String::as_str)))
+                    .or_else(by_column)
                 {
                     Some(s) => format!("did you mean `{s}`? valid columns: {}", valid.join(", ")),
                     None => format!("valid columns: {}", valid.join(", ")),

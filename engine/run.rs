@@ -308,7 +308,7 @@ pub async fn run(
                 .max()
                 .unwrap_or(CheckStatus::Pass);
             let q_rows = quarantine.rows();
-            let q_path = rel(quarantine.path());
+            let q_path = compiled.redactor.redact(&rel(quarantine.path()));
             // The quarantine is kept whatever the checks say.
             let q_result = quarantine.commit().await;
             let mut status = match worst {
@@ -353,7 +353,7 @@ pub async fn run(
                 0,
                 OutputReport {
                     kind: "target".into(),
-                    path: rel(&compiled.target_dir),
+                    path: compiled.redactor.redact(&compiled.target_shown),
                     rows: o.sink_metrics.rows_written,
                     files: o.sink_metrics.files_written,
                     committed,

@@ -1,1 +1,12 @@
+//! Integration tests: one binary (link time matters with DataFusion), one module per area.
+//!
+//! Tests that run `sluice` copy the project's files (sluice.toml, mappings, jobs, samples) into
+//! a scratch folder and run the real binary there, showing its stdout and stderr on failure.
 
+mod common;
+
+mod config_errors;
+mod crash_safety;
+mod docs_reference;
+mod plan_golden;
+mod run_flights;

@@ -249,7 +249,7 @@ impl Project {
     ///
     /// # Errors
     /// A diagnostic listing the known jobs.
-    pub fn job(&self, name_or_path: &str) -> Result<&Job, Diagnostic> {
+    pub fn job(&self, name_or_path: &str) -> Result<&Job, Box<Diagnostic>> {
         let name = Path::new(name_or_path)
             .file_stem()
             .and_then(|s| s.to_str())
@@ -261,11 +261,13 @@ impl Project {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("jobs in this project: {}", known.join(", ")),
             };
-            Diagnostic::file_level(
-                self.root.join("jobs"),
-                format!("no job named `{name}` in jobs/"),
+            Box::new(
+                Diagnostic::file_level(
+                    self.root.join("jobs"),
+                    format!("no job named `{name}` in jobs/"),
+                )
+                .with_hint(hint),
             )
-            .with_hint(hint)
         })
     }
 

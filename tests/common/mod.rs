@@ -1,0 +1,144 @@
+//! A scratch copy of the project and a way to run the real binary in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+/// Root of the repository (where Cargo.toml is).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch project folder, removed when dropped.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    /// A copy of the repository's project: sluice.toml, mappings/, jobs/, samples/.
+    pub fn project() -> Workdir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for item in ["sluice.toml", "mappings", "jobs", "samples"] {
+            copy(&repo().join(item), &dir.path().join(item));
+        }
+        Workdir { dir }
+    }
+
+    /// An empty folder with only the given files.
+    pub fn with_files(files: &[(&str, &str)]) -> Workdir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = Workdir { dir };
+        for (path, text) in files {
+            w.write(path, text);
+        }
+        w
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+
+    /// A `sluice` command running in this folder.
+    pub fn sluice(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("SLUICE_LOG");
+        c
+    }
+
+    /// Runs `sluice ARGS` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.sluice(args).output().expect("run sluice")
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+/// stdout and stderr, for assertion messages.
+pub fn show(o: &Output) -> String {
+    format!(
+        "exit: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Reads a Parquet folder or file (Hive partitions become columns) and runs `sql` over it as
+/// table `t`.
+pub fn query(path: &Path, sql: &str) -> Vec<RecordBatch> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        let mut opts = ParquetReadOptions::default();
+        let partitioned = path.is_dir()
+            && std::fs::read_dir(path)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains('='));
+        if partitioned {
+            opts = opts.table_partition_cols(vec![(
+                "origin".to_string(),
+                datafusion::arrow::datatypes::DataType::Utf8,
+            )]);
+        }
+        ctx.register_parquet("t", path.to_str().unwrap(), opts)
+            .await
+            .unwrap();
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    })
+}
+
+/// The batches as text lines (one per row, columns joined by `|`).
+pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let fmts: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                fmts.iter()
+                    .map(|f| f.value(i).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out
+}
+
+/// The run report JSON printed by `sluice run --json`.
+pub fn report(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", show(o)))
+}

@@ -1,0 +1,235 @@
+//! Config mistakes: each names the file and line, all are reported at once, exit code 2.
+
+use crate::common::{show, Workdir};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn three_mistakes_in_one_file_are_all_reported_with_lines() {
+    let w = Workdir::project();
+    // Line 2: unknown key; line 9: wrong type; line 14: misspelled key in [target].
+    w.write(
+        "jobs/broken.toml",
+        r#"mapping = "nycflights13_to_carrier"
+onwer = "me"
+
+[sources.airlines]
+format = "csv"
+path = "samples/nycflights13/airlines.csv.gz"
+
+[checks.row_count]
+fail_below = "ten"
+
+[target]
+format = "parquet"
+table = "carriers_copy"
+partiton_by = ["name"]
+mode = "overwrite"
+"#,
+    );
+    let out = w.run(&["validate", "jobs/broken.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("jobs/broken.toml:2:1"), "{err}");
+    assert!(err.contains("unknown key `onwer`"), "{err}");
+    assert!(err.contains("did you mean `owner`?"), "{err}");
+    assert!(err.contains("jobs/broken.toml:9:"), "{err}");
+    assert!(err.contains("wrong type"), "{err}");
+    assert!(err.contains("jobs/broken.toml:14:1"), "{err}");
+    assert!(err.contains("did you mean `partition_by`?"), "{err}");
+    assert!(err.contains("3 problems found"), "{err}");
+}
+
+#[test]
+fn unknown_column_names_mapping_line_field_and_valid_columns() {
+    let w = Workdir::project();
+    let m = w
+        .read("mappings/nycflights13_to_carrier.toml")
+        .replace("name = \"name\"", "name = \"nmae\"");
+    w.write("mappings/nycflights13_to_carrier.toml", &m);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    let line = m.lines().position(|l| l.contains("nmae")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("mappings/nycflights13_to_carrier.toml:{line}:")),
+        "{err}"
+    );
+    assert!(
+        err.contains("in field `name`: unknown column `nmae`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `airlines.name`?"), "{err}");
+    assert!(
+        err.contains("valid columns: airlines.carrier, airlines.name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_and_lossy_cast_are_compile_errors() {
+    let w = Workdir::project();
+    let m = w.read("mappings/nycflights13_to_flight.toml");
+    let m = m
+        .replace(
+            "flight_number = \"CAST(flights.flight AS INT)\"",
+            "flight_number = \"flights.distance * 1.5\"",
+        )
+        .replace(
+            "cancelled = \"flights.dep_time IS NULL\"",
+            "cancelled = \"flights.dep_time\"",
+        )
+        .replace(
+            "scheduled_departure = \"sched_dep_utc\"",
+            "scheduled_departure = \"sched_dep_local\"",
+        );
+    w.write("mappings/nycflights13_to_flight.toml", &m);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    let line_of = |needle: &str| m.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    assert!(
+        err.contains("lossy implicit cast for field `flight_number`: Float64 to int32 drops the fractional part"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "nycflights13_to_flight.toml:{}:",
+            line_of("flights.distance * 1.5")
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "wrong type for field `cancelled`: the expression is Int64, the field is boolean"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("timestamp without time zone"), "{err}");
+    assert!(err.contains("to_utc_timestamp("), "{err}");
+    assert!(err.contains("3 problems found"), "{err}");
+}
+
+#[test]
+fn bad_expression_syntax_names_the_line() {
+    let w = Workdir::project();
+    let m = w.read("mappings/nycflights13_to_carrier.toml").replace(
+        "carrier_code = \"carrier\"",
+        "carrier_code = \"upper(carrier\"",
+    );
+    w.write("mappings/nycflights13_to_carrier.toml", &m);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    let line = m.lines().position(|l| l.contains("upper(carrier")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("nycflights13_to_carrier.toml:{line}:")),
+        "{err}"
+    );
+    assert!(err.contains("in field `carrier_code`"), "{err}");
+}
+
+#[test]
+fn missing_references_are_reported() {
+    let w = Workdir::project();
+    let j = w.read("jobs/carriers.toml").replace(
+        "mapping = \"nycflights13_to_carrier\"",
+        "mapping = \"nycflights13_to_carriers\"",
+    );
+    w.write("jobs/carriers.toml", &j);
+    let m = w
+        .read("mappings/nycflights13_to_airport.toml")
+        .replace("model = \"airport@1\"", "model = \"airprot@1\"");
+    w.write("mappings/nycflights13_to_airport.toml", &m);
+    // A required field left unmapped.
+    let f = w
+        .read("mappings/nycflights13_to_flight.toml")
+        .replace("distance_km = \"flights.distance * 1.609344\"\n", "");
+    w.write("mappings/nycflights13_to_flight.toml", &f);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    let line = j.lines().position(|l| l.starts_with("mapping")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("jobs/carriers.toml:{line}:1")),
+        "{err}"
+    );
+    assert!(
+        err.contains("no mapping named `nycflights13_to_carriers`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean `nycflights13_to_carrier`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mappings/nycflights13_to_airport.toml:"),
+        "{err}"
+    );
+    assert!(err.contains("no canonical model named `airprot`"), "{err}");
+    assert!(err.contains("did you mean `airport`?"), "{err}");
+    assert!(
+        err.contains("required field of model `flight` not mapped: distance_km"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_with_invalid_config_exits_2_and_writes_nothing() {
+    let w = Workdir::project();
+    let m = w
+        .read("mappings/canonical/carrier.toml")
+        .replace("type = \"string\"", "type = \"strng\"");
+    w.write("mappings/canonical/carrier.toml", &m);
+    let out = w.run(&["run", "carriers"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("mappings/canonical/carrier.toml:"), "{err}");
+    assert!(err.contains("did you mean `string`?"), "{err}");
+    assert!(!w.path().join("warehouse").exists());
+}
+
+#[test]
+fn secrets_from_the_environment_are_never_printed() {
+    let w = Workdir::project();
+    let p = w.read("sluice.toml")
+        + "\n[connections.ops]\nkind = \"postgres\"\nurl = \"postgres://loader:${env:SLUICE_TEST_PW}@db/ops\"\n";
+    w.write("sluice.toml", &p);
+    // A target path taken from the environment, pointing at a folder that cannot be created.
+    let j = w.read("jobs/carriers.toml").replace(
+        "table = \"carriers\"",
+        "path = \"${env:SLUICE_TEST_PW}/carriers\"",
+    );
+    w.write("jobs/carriers.toml", &j);
+    w.write("hunter2-secret", "a file where a folder should be");
+    let out = w
+        .sluice(&["run", "carriers", "--json"])
+        .env("SLUICE_TEST_PW", "hunter2-secret")
+        .output()
+        .unwrap();
+    let all = show(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(!all.contains("hunter2"), "secret leaked:\n{all}");
+    assert!(all.contains("***"), "{all}");
+    let plan = w
+        .sluice(&["plan", "carriers"])
+        .env("SLUICE_TEST_PW", "hunter2-secret")
+        .output()
+        .unwrap();
+    assert!(!show(&plan).contains("hunter2"), "{}", show(&plan));
+    // A password written in plain text is refused.
+    w.write(
+        "sluice.toml",
+        &(w.read("sluice.toml")
+            .replace("${env:SLUICE_TEST_PW}", "hunter2")),
+    );
+    let out = w.run(&["validate", "sluice.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("password written in plain text"),
+        "{}",
+        show(&out)
+    );
+}

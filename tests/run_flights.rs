@@ -1,0 +1,244 @@
+//! The real job on the bundled nycflights13 sample, run by the real binary.
+
+use crate::common::{query, report, rows, show, Workdir};
+
+/// Flights whose canonical times were worked out by hand from the source row and the airports'
+/// time zones (EST = UTC-5, EDT = UTC-4, CST = UTC-6, PST = UTC-8, HST = UTC-10).
+const HAND_CHECKED: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
+    // carrier, flight, local date, scheduled departure, actual departure, scheduled arrival, actual arrival
+    // UA1545 EWR 05:15 EST → IAH 08:19 CST; departed 2 min late, arrived 11 min late.
+    (
+        "UA",
+        "1545",
+        "2013-01-01",
+        "2013-01-01T10:15:00Z",
+        "2013-01-01T10:17:00Z",
+        "2013-01-01T14:19:00Z",
+        "2013-01-01T14:30:00Z",
+    ),
+    // B6 1816 JFK 22:50 EST, left at 2400 (midnight) → SYR 23:56 EST, landed 00:59 the next day.
+    (
+        "B6",
+        "1816",
+        "2013-12-09",
+        "2013-12-10T03:50:00Z",
+        "2013-12-10T05:00:00Z",
+        "2013-12-10T04:56:00Z",
+        "2013-12-10T05:59:00Z",
+    ),
+    // UA1482 EWR 20:30 EST → LAX 00:05 PST the next day (scheduled overnight), landed 28 min early.
+    (
+        "UA",
+        "1482",
+        "2013-01-01",
+        "2013-01-02T01:30:00Z",
+        "2013-01-02T01:35:00Z",
+        "2013-01-02T08:05:00Z",
+        "2013-01-02T07:37:00Z",
+    ),
+    // US1113 on the day DST starts: 05:00 is already EDT.
+    (
+        "US",
+        "1113",
+        "2013-03-10",
+        "2013-03-10T09:00:00Z",
+        "2013-03-10T08:54:00Z",
+        "2013-03-10T10:48:00Z",
+        "2013-03-10T10:28:00Z",
+    ),
+    // HA51 JFK 09:00 EST → HNL 15:30 HST.
+    (
+        "HA",
+        "51",
+        "2013-01-01",
+        "2013-01-01T14:00:00Z",
+        "2013-01-01T13:57:00Z",
+        "2013-01-02T01:30:00Z",
+        "2013-01-02T01:16:00Z",
+    ),
+];
+
+#[test]
+fn flights_job_loads_every_row_or_quarantines_it_with_reasons() {
+    let w = Workdir::project();
+    let out = w.run(&["run", "flights", "--json"]);
+    // The sample quarantines 2.26% of rows, above warn_above = 2%: a warning, exit 0.
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["status"], "succeeded_with_warnings", "{}", show(&out));
+    let read = r["rows"]["read"].as_u64().unwrap();
+    let written = r["rows"]["written"].as_u64().unwrap();
+    let quarantined = r["rows"]["quarantined"].as_u64().unwrap();
+    assert_eq!(read, 336_776, "every flight of nycflights13 is read");
+    assert_eq!(read, written + quarantined);
+    // Destinations missing from airports.csv (SJU, BQN, STT, PSE: 7,602 flights, counted
+    // with a script over the CSV files) are exactly the quarantined rows.
+    assert_eq!(quarantined, 7_602);
+
+    let target = w.path().join("warehouse/flights");
+    let n = query(&target, "SELECT count(*) FROM t");
+    assert_eq!(rows(&n), vec![written.to_string()]);
+    let partitions: Vec<String> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    for p in ["origin=EWR", "origin=JFK", "origin=LGA"] {
+        assert!(partitions.contains(&p.to_string()), "{partitions:?}");
+    }
+
+    // Quarantine: every row carries both reasons, and its file and line point at the raw row.
+    let qdir = w.path().join("warehouse/_quarantine/flights");
+    let q = query(
+        &qdir,
+        "SELECT source_file, source_line, source_values, failed_rules FROM t ORDER BY source_line LIMIT 1",
+    );
+    let first = rows(&q);
+    let line = &first[0];
+    assert!(
+        line.starts_with("samples/nycflights13/flights.csv.gz|"),
+        "{line}"
+    );
+    assert!(line.contains("destination_known"), "{line}");
+    assert!(line.contains("is not in the airports reference"), "{line}");
+    assert!(line.contains("flight.scheduled_arrival.required"), "{line}");
+    let source_line: usize = line.split('|').nth(1).unwrap().parse().unwrap();
+    let raw = flate_line(
+        &w.path().join("samples/nycflights13/flights.csv.gz"),
+        source_line,
+    );
+    let dest = raw.split(',').nth(13).unwrap();
+    assert!(
+        ["SJU", "BQN", "STT", "PSE"].contains(&dest),
+        "line {source_line}: {raw}"
+    );
+    assert!(
+        line.contains(&format!("\"dest\":\"{dest}\"")),
+        "{line} vs {raw}"
+    );
+    let per_rule = query(
+        &qdir,
+        "SELECT count(*) FROM t WHERE array_length(failed_rules) = 2",
+    );
+    assert_eq!(rows(&per_rule), vec!["7602".to_string()]);
+
+    for (carrier, flight, date, sd, ad, sa, aa) in HAND_CHECKED {
+        let got = query(
+            &target,
+            &format!(
+                "SELECT to_char(scheduled_departure, '%Y-%m-%dT%H:%M:%SZ'), to_char(actual_departure, '%Y-%m-%dT%H:%M:%SZ'), \
+                 to_char(scheduled_arrival, '%Y-%m-%dT%H:%M:%SZ'), to_char(actual_arrival, '%Y-%m-%dT%H:%M:%SZ') \
+                 FROM t WHERE carrier_code = '{carrier}' AND flight_number = {flight} AND flight_date = DATE '{date}'"
+            ),
+        );
+        assert_eq!(
+            rows(&got),
+            vec![format!("{sd}|{ad}|{sa}|{aa}")],
+            "{carrier}{flight} on {date}"
+        );
+    }
+
+    // The run report is saved in the state folder too.
+    let run_id = r["run_id"].as_str().unwrap();
+    let saved = w.read(&format!(".sluice/runs/flights/{run_id}.json"));
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["rows"], r["rows"]);
+}
+
+fn flate_line(path: &std::path::Path, line: usize) -> String {
+    use std::io::{BufRead, BufReader};
+    let f = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
+    BufReader::new(f).lines().nth(line - 1).unwrap().unwrap()
+}
+
+#[test]
+fn second_overwrite_run_gives_identical_data() {
+    let w = Workdir::project();
+    let target = w.path().join("warehouse/carriers");
+    let first = w.run(&["run", "carriers"]);
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
+    let before = rows(&query(&target, "SELECT * FROM t ORDER BY carrier_code"));
+    let second = w.run(&["run", "carriers"]);
+    assert_eq!(second.status.code(), Some(0), "{}", show(&second));
+    let after = rows(&query(&target, "SELECT * FROM t ORDER BY carrier_code"));
+    assert_eq!(before.len(), 16, "airlines.csv has 16 carriers");
+    assert_eq!(before, after);
+    assert!(
+        before.contains(&"UA|United Air Lines Inc.".to_string()),
+        "{before:?}"
+    );
+}
+
+#[test]
+fn failed_check_keeps_previous_target_and_exits_3() {
+    let w = Workdir::project();
+    let ok = w.run(&["run", "carriers"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", show(&ok));
+    let target = w.path().join("warehouse/carriers");
+    let before = rows(&query(&target, "SELECT * FROM t ORDER BY carrier_code"));
+    // Demand more carriers than exist: the row count check fails.
+    let job = w
+        .read("jobs/carriers.toml")
+        .replace("fail_below = 1", "fail_below = 100");
+    w.write("jobs/carriers.toml", &job);
+    let out = w.run(&["run", "carriers", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["status"], "check_failed");
+    assert_eq!(r["checks"][0]["status"], "fail");
+    assert_eq!(r["outputs"][0]["committed"], false);
+    let after = rows(&query(&target, "SELECT * FROM t ORDER BY carrier_code"));
+    assert_eq!(
+        before, after,
+        "the target must not change when a check fails"
+    );
+}
+
+#[test]
+fn append_adds_rows_and_keeps_old_files() {
+    let w = Workdir::project();
+    let job = w
+        .read("jobs/carriers.toml")
+        .replace("mode = \"overwrite\"", "mode = \"append\"");
+    w.write("jobs/carriers.toml", &job);
+    for _ in 0..2 {
+        let out = w.run(&["run", "carriers"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    }
+    let target = w.path().join("warehouse/carriers");
+    let n = query(
+        &target,
+        "SELECT count(*), count(DISTINCT carrier_code) FROM t",
+    );
+    assert_eq!(rows(&n), vec!["32|16".to_string()]);
+}
+
+#[test]
+fn malformed_values_are_quarantined_with_their_line_not_fatal() {
+    let w = Workdir::project();
+    w.write(
+        "samples/mini/airlines.csv",
+        "carrier,name\nAA,American Airlines Inc.\nU,Too Short Air\n9E,Endeavor Air Inc.\n,No Code\n",
+    );
+    let job = w.read("jobs/carriers.toml").replace(
+        "samples/nycflights13/airlines.csv.gz",
+        "samples/mini/airlines.csv",
+    );
+    w.write("jobs/carriers.toml", &job);
+    let out = w.run(&["run", "carriers", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["rows"]["read"], 4);
+    assert_eq!(r["rows"]["written"], 2);
+    assert_eq!(r["rows"]["quarantined"], 2);
+    let q = query(
+        &w.path().join("warehouse/_quarantine/carriers"),
+        "SELECT source_line, failed_rules[1]['rule'] FROM t ORDER BY source_line",
+    );
+    assert_eq!(
+        rows(&q),
+        vec![
+            "3|carrier.carrier_code.pattern".to_string(),
+            "5|carrier.carrier_code.required".to_string()
+        ]
+    );
+}
