@@ -13,7 +13,7 @@ use sluice::run::{NoProgress, Progress, RunReport, TerminalProgress};
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (dataset checks may have warned)
-  1  the run failed (source, target or engine error); the target is unchanged
+  1  the run failed (source, target, engine or state error); the target is unchanged
   2  invalid configuration or command line
   3  a dataset check failed; the quarantine and report were written, the target is unchanged
 
@@ -49,7 +49,8 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Compile a job and print its resolved schemas, row rules, and the DataFusion logical and
-    /// physical plans. Reads only source headers/schemas.
+    /// physical plans. Reads only what schema inference needs (CSV: the first
+    /// `infer_schema_rows` records).
     Plan {
         /// Job name (file stem in jobs/) or path to the job file.
         job: String,
@@ -65,6 +66,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools when stdout is closed early (`sluice plan x | head`): exit
+    // quietly instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -144,11 +152,39 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
     let mut diags = Diagnostics::default();
     if paths.is_empty() {
         let root = project_root(explicit, None)?;
-        let project = load(&root)?;
+        let (project, problems) = Project::load_partial(&root);
+        diags.extend(problems);
+        // Compile every job whose own files loaded, so expression errors show up even while
+        // other files still have problems.
         for job in project.jobs.values() {
+            let Some(mapping) = project.mappings.get(&job.mapping) else {
+                continue;
+            };
+            if !project.models.contains_key(&mapping.model.name)
+                || !mapping
+                    .source_names()
+                    .iter()
+                    .all(|s| job.sources.contains_key(*s))
+            {
+                continue;
+            }
             match sluice::plan::compile(&project, job).await {
                 Ok(_) => {}
                 Err(Error::Config(d)) => diags.extend(d),
+                Err(Error::Source {
+                    source_name,
+                    path,
+                    message,
+                }) => {
+                    let span = job.sources.get(&source_name).map(|s| s.path.span());
+                    let mut d = job.src.diagnostic(
+                        span,
+                        format!("sources.{source_name}.path"),
+                        format!("source `{source_name}` ({path}): {message}"),
+                    );
+                    d.hint = Some("check the path and that the files are in place".into());
+                    diags.push(d);
+                }
                 Err(e) => diags.push(Diagnostic::file_level(job.src.path.clone(), e.to_string())),
             }
         }
@@ -227,7 +263,21 @@ async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Erro
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
-    let compiled = sluice::plan::compile(&project, job).await?;
+    let compiled = match sluice::plan::compile(&project, job).await {
+        Ok(c) => c,
+        // Config errors mean the run never started: exit 2, no report.
+        Err(e @ Error::Config(_)) => return Err(e),
+        Err(e) => {
+            let redactor = sluice::config::interpolate::Redactor::default();
+            let report = sluice::run::failed_before_start(&project, job, started, &e, &redactor)?;
+            if json {
+                print_json(&report)?;
+            } else {
+                report_error(&e);
+            }
+            return Ok(report.exit_code());
+        }
+    };
     let mut terminal = if json { None } else { TerminalProgress::new() };
     let mut quiet = NoProgress;
     let progress: &mut dyn Progress = match terminal.as_mut() {
@@ -236,14 +286,17 @@ async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Erro
     };
     let report = sluice::run::run(&project, compiled, started, t0.elapsed(), progress).await?;
     if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return Err(Error::Internal(e.to_string())),
-        }
+        print_json(&report)?;
     } else {
         print_summary(&report, &project);
     }
     Ok(report.exit_code())
+}
+
+fn print_json(report: &RunReport) -> Result<(), Error> {
+    let s = serde_json::to_string_pretty(report).map_err(|e| Error::Internal(e.to_string()))?;
+    println!("{s}");
+    Ok(())
 }
 
 fn print_summary(r: &RunReport, project: &Project) {

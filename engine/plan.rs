@@ -43,7 +43,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::config::interpolate::{resolve, Redactor};
-use crate::config::spec::{JoinKind, LoadMode, SourceFormat};
+use crate::config::spec::{JoinKind, SourceFormat};
 use crate::config::{Job, Mapping, NamedExpr, Project};
 use crate::diagnostic::{did_you_mean, Diagnostics};
 use crate::error::{Error, Result};
@@ -57,7 +57,6 @@ use crate::source::{
 const LET: &str = "__let";
 const VALUE: &str = "__v";
 const CANONICAL: &str = "__canonical";
-const FLAG: &str = "__flag";
 
 /// How a field expression's type reaches the field's type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -575,8 +574,8 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 field: None,
                 failed: flag.clone(),
                 reason: ReasonTemplate::parse(&format!(
-                    "{} value '{{{}.{RAW_PREFIX}{}}}' in column {} is not a valid {}",
-                    s.alias, s.alias, c.name, c.name, c.data_type
+                    "value '{{{}.{RAW_PREFIX}{}}}' in column {}.{} is not a valid {}",
+                    s.alias, c.name, s.alias, c.name, c.data_type
                 ))
                 .unwrap_or_else(|_| {
                     ReasonTemplate::literal(format!("{}.{} does not parse", s.alias, c.name))
@@ -732,19 +731,19 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
             qualified_col(&driving.alias, &c.name)
         };
         source_values.push((c.name.clone(), out.len()));
-        out.push(e.alias(format!("__src_{}", source_values.len())));
+        out.push(e.alias(format!("__source:{}", c.name)));
     }
     let mut reason_values = Vec::new();
-    for (i, (p, e)) in reason_exprs.into_iter().enumerate() {
-        reason_values.push((p, out.len()));
-        out.push(e.alias(format!("__reason_{i}")));
+    for (p, e) in reason_exprs {
+        reason_values.push((p.clone(), out.len()));
+        out.push(e.alias(format!("__reason:{p}")));
     }
     let mut flags = Vec::new();
-    for (i, e) in flag_exprs.into_iter().enumerate() {
+    for (e, r) in flag_exprs.into_iter().zip(&rules) {
         flags.push(out.len());
         out.push(
             datafusion::functions::expr_fn::coalesce(vec![e, lit(false)])
-                .alias_qualified(Some(TableReference::bare(FLAG)), i.to_string()),
+                .alias(format!("__rule:{}", r.name)),
         );
     }
     let frame = frame.select(out).map_err(to_err)?;
@@ -799,9 +798,6 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 diags.push(d);
             }
         }
-    }
-    if job.target.mode == LoadMode::Append && !job.target.partition_by.is_empty() {
-        // Supported; nothing to check.
     }
     if !diags.is_empty() {
         return Err(Error::Config(diags));
@@ -1004,6 +1000,27 @@ fn explain(e: &DataFusionError, valid: &[String]) -> (String, Option<String>) {
     (text, None)
 }
 
+/// `fail_below = 1, warn_below = 300000`: the thresholds that are set.
+fn thresholds<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(m)) => m
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    }
+}
+
+/// The name a unit enum has in TOML (`overwrite`, `csv`).
+fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Text of the compiled plan for `sluice plan`: fields, rules, logical and physical plans.
 ///
 /// # Errors
@@ -1018,9 +1035,9 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
     let _ = writeln!(s, "model:    {} {}", m.name, m.version);
     let _ = writeln!(
         s,
-        "target:   {} (parquet, {:?}{})",
+        "target:   {} (parquet, {}{})",
         compiled.target_shown,
-        job.target.mode,
+        json_name(&job.target.mode),
         if job.target.partition_by.is_empty() {
             String::new()
         } else {
@@ -1048,10 +1065,10 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
     for src in &compiled.sources {
         let _ = writeln!(
             s,
-            "  {} (source `{}`, {:?}): {}",
+            "  {} (source `{}`, {}): {}",
             src.alias,
             src.name,
-            src.format,
+            json_name(&src.format),
             src.files.join(", ")
         );
         for c in &src.columns {
@@ -1092,18 +1109,10 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
     }
     let _ = writeln!(s, "\ndataset checks:");
     if let Some(rc) = &job.checks.row_count {
-        let _ = writeln!(
-            s,
-            "  row_count        {}",
-            serde_json::to_string(rc).unwrap_or_default()
-        );
+        let _ = writeln!(s, "  row_count        {}", thresholds(rc));
     }
     if let Some(q) = &job.checks.quarantine_ratio {
-        let _ = writeln!(
-            s,
-            "  quarantine_ratio {}",
-            serde_json::to_string(q).unwrap_or_default()
-        );
+        let _ = writeln!(s, "  quarantine_ratio {}", thresholds(q));
     }
     let to_err = |e: DataFusionError| Error::Engine {
         job: job.name.clone(),

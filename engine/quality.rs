@@ -135,7 +135,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                 field: Some(f.name.clone()),
                 failed: c.clone().in_list(list, true),
                 reason: ReasonTemplate::with_value(
-                    "",
+                    &format!("{} ", f.name),
                     &f.name,
                     format!(" is not one of {}", shown.join(", ")),
                 ),
@@ -149,7 +149,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                 field: Some(f.name.clone()),
                 failed: c.clone().lt(lit(min.clone())),
                 reason: ReasonTemplate::with_value(
-                    "",
+                    &format!("{} ", f.name),
                     &f.name,
                     format!(" is below the minimum {min}"),
                 ),
@@ -163,7 +163,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                 field: Some(f.name.clone()),
                 failed: c.clone().gt(lit(max.clone())),
                 reason: ReasonTemplate::with_value(
-                    "",
+                    &format!("{} ", f.name),
                     &f.name,
                     format!(" is above the maximum {max}"),
                 ),
@@ -182,7 +182,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                 )
                 .not(),
                 reason: ReasonTemplate::with_value(
-                    "'",
+                    &format!("{} '", f.name),
                     &f.name,
                     format!("' does not match pattern {p}"),
                 ),
@@ -197,7 +197,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                 failed: datafusion::functions::expr_fn::character_length(c.clone())
                     .gt(lit(n as i64)),
                 reason: ReasonTemplate::with_value(
-                    "'",
+                    &format!("{} '", f.name),
                     &f.name,
                     format!("' is longer than {n} characters"),
                 ),

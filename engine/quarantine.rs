@@ -172,6 +172,8 @@ impl QuarantineWriter {
             let level = ZstdLevel::try_new(3).map_err(|e| Error::Internal(e.to_string()))?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(level))
+                // Bounds memory when a broken mapping rejects every row.
+                .set_max_row_group_row_count(Some(64 * 1024))
                 .build();
             self.writer = Some(
                 AsyncArrowWriter::try_new(file, schema(), Some(props))

@@ -336,7 +336,10 @@ pub async fn run(
             if let Some(sink) = sink_opt.take() {
                 if status == RunStatus::Succeeded || status == RunStatus::SucceededWithWarnings {
                     match sink.commit() {
-                        Ok(()) => committed = true,
+                        Ok(()) => {
+                            tracing::info!(target_dir = %compiled.target_shown, "target committed");
+                            committed = true
+                        }
                         Err(e) => {
                             status = RunStatus::Failed;
                             error = Some(ErrorReport {
@@ -403,6 +406,49 @@ pub async fn run(
         stages,
         outputs,
         error,
+    };
+    save_report(project, &report)?;
+    Ok(report)
+}
+
+/// Records a run that failed before it could start executing (a source that cannot be found,
+/// say): saves and returns a report with status `failed`, zero counts and the error.
+///
+/// # Errors
+/// [`Error::State`] when the report cannot be saved.
+pub fn failed_before_start(
+    project: &Project,
+    job: &crate::config::Job,
+    started: DateTime<Utc>,
+    error: &Error,
+    redactor: &crate::config::interpolate::Redactor,
+) -> Result<RunReport> {
+    let finished = Utc::now();
+    let (model, model_version) = project
+        .mappings
+        .get(&job.mapping)
+        .and_then(|m| project.models.get(&m.model.name))
+        .map(|m| (m.name.clone(), m.version.to_string()))
+        .unwrap_or_default();
+    let report = RunReport {
+        run_id: new_run_id(started),
+        job: job.name.clone(),
+        mapping: job.mapping.clone(),
+        model,
+        model_version,
+        status: RunStatus::Failed,
+        started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
+        finished_at: finished.to_rfc3339_opts(SecondsFormat::Millis, true),
+        duration_ms: (finished - started).num_milliseconds().max(0) as u64,
+        rows: RowCounts::default(),
+        rules: Vec::new(),
+        checks: Vec::new(),
+        stages: StageTimes::default(),
+        outputs: Vec::new(),
+        error: Some(ErrorReport {
+            class: error.class().into(),
+            message: redactor.redact(&error.to_string()),
+        }),
     };
     save_report(project, &report)?;
     Ok(report)
@@ -576,6 +622,12 @@ async fn execute(
         progress.rows(counts.produced, counts.quarantined);
     }
     counts.read = driving_rows_read(&physical);
+    tracing::info!(
+        read = counts.read,
+        written = counts.written,
+        quarantined = counts.quarantined,
+        "all rows processed; finishing staged files"
+    );
     let sink_metrics = sink.finish().await?;
     Ok(Outcome {
         counts,

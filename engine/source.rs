@@ -244,6 +244,42 @@ pub async fn scan(
         }
     };
 
+    // Declared column types replace inferred ones.
+    let inferred = match (&spec.columns, format) {
+        (Some(declared), SourceFormat::Csv) => {
+            for column in declared.keys() {
+                if inferred.field_with_name(column).is_err() {
+                    let names: Vec<&str> = inferred
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect();
+                    return Err(Error::source(
+                        name,
+                        template,
+                        format!("`columns` declares `{column}`, which the file does not have; its columns: {}", names.join(", ")),
+                    ));
+                }
+            }
+            Schema::new(
+                inferred
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        match declared
+                            .get(f.name())
+                            .and_then(|t| crate::model::FieldType::parse(t.get_ref()).ok())
+                        {
+                            Some(t) => ArrowField::new(f.name(), t.to_arrow(), true),
+                            None => f.as_ref().clone(),
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+        _ => inferred,
+    };
+
     // 2. One frame per file with its row number, then UNION ALL.
     let text_schema = Schema::new(
         inferred

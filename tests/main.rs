@@ -10,3 +10,4 @@ mod crash_safety;
 mod docs_reference;
 mod plan_golden;
 mod run_flights;
+mod sources;

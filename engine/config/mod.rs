@@ -208,21 +208,40 @@ impl Project {
     /// # Errors
     /// Every problem found, each with file, line and hint.
     pub fn load(root: &Path) -> Result<Project, Diagnostics> {
+        let (project, diags) = Project::load_partial(root);
+        diags.into_result(project)
+    }
+
+    /// Loads what can be loaded: the project holds every file that is valid on its own, and
+    /// the diagnostics every problem found. Used by `validate` to go on checking the jobs whose
+    /// files are fine. A reference to a file that exists but has errors is not reported again.
+    pub fn load_partial(root: &Path) -> (Project, Diagnostics) {
         let mut diags = Diagnostics::default();
+        let mut broken = BTreeSet::new();
         let settings = load_project_file(root, &mut diags);
         let mut models = BTreeMap::new();
         for path in toml_files(&root.join("mappings").join("canonical")) {
             if let Some(src) = read_source(root, &path, &mut diags) {
-                if let Some(m) = load_model(&src, &mut diags) {
-                    models.insert(m.name.clone(), m);
+                match load_model(&src, &mut diags) {
+                    Some(m) => {
+                        models.insert(m.name.clone(), m);
+                    }
+                    None => {
+                        broken.insert(format!("model:{}", stem(&src)));
+                    }
                 }
             }
         }
         let mut mappings = BTreeMap::new();
         for path in toml_files(&root.join("mappings")) {
             if let Some(src) = read_source(root, &path, &mut diags) {
-                if let Some(m) = load_mapping(&src, &mut diags) {
-                    mappings.insert(m.name.clone(), m);
+                match load_mapping(&src, &mut diags) {
+                    Some(m) => {
+                        mappings.insert(m.name.clone(), m);
+                    }
+                    None => {
+                        broken.insert(format!("mapping:{}", stem(&src)));
+                    }
                 }
             }
         }
@@ -241,8 +260,8 @@ impl Project {
             mappings,
             jobs,
         };
-        project.check_references(&mut diags);
-        diags.into_result(project)
+        project.check_references(&broken, &mut diags);
+        (project, diags)
     }
 
     /// The job named `name_or_path`: a job name (`flights`) or a path to its file.
@@ -277,9 +296,13 @@ impl Project {
     }
 
     /// Checks references between files: job → mapping → model, source bindings, field coverage.
-    fn check_references(&self, diags: &mut Diagnostics) {
+    fn check_references(&self, broken: &BTreeSet<String>, diags: &mut Diagnostics) {
         for m in self.mappings.values() {
             let Some(model) = self.models.get(&m.model.name) else {
+                if broken.contains(&format!("model:{}", m.model.name)) {
+                    // Its own errors are reported; saying it is missing would mislead.
+                    continue;
+                }
                 let known: Vec<&str> = self.models.keys().map(String::as_str).collect();
                 let mut d = m.src.diagnostic(
                     m.model.span.clone(),
@@ -356,6 +379,9 @@ impl Project {
         }
         for j in self.jobs.values() {
             let Some(m) = self.mappings.get(&j.mapping) else {
+                if broken.contains(&format!("mapping:{}", j.mapping)) {
+                    continue;
+                }
                 let known: Vec<&str> = self.mappings.keys().map(String::as_str).collect();
                 let span = Reader::key_span_in_text(&j.src, "mapping");
                 let mut d =
@@ -372,20 +398,40 @@ impl Project {
                 continue;
             };
             let needed = m.source_names();
-            for name in &needed {
-                if !j.sources.contains_key(*name) {
-                    let span = j.src.text.find("[sources").map(|s| s..s + 8);
-                    let mut d = j.src.diagnostic(
-                        span,
-                        format!("sources.{name}"),
-                        format!(
-                            "mapping `{}` reads source `{name}`, which this job does not bind",
-                            m.name
-                        ),
-                    );
-                    d.hint = Some(format!("add [sources.{name}] with `format` and `path`"));
-                    diags.push(d);
+            let bound: Vec<&str> = j.sources.keys().map(String::as_str).collect();
+            let uses = std::iter::once(&m.from).chain(m.joins.iter().map(|x| &x.source));
+            let mut reported = BTreeSet::new();
+            for u in uses {
+                if j.sources.contains_key(&u.source) || !reported.insert(u.source.clone()) {
+                    continue;
                 }
+                let mut d = m.src.diagnostic(
+                    u.span.clone(),
+                    "from",
+                    format!(
+                        "source `{}` is not bound by job `{}` (it binds: {})",
+                        u.source,
+                        j.name,
+                        if bound.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            bound.join(", ")
+                        }
+                    ),
+                );
+                d.hint = Some(match did_you_mean(&u.source, bound.iter().copied()) {
+                    Some(s) => format!(
+                        "did you mean `{s}`? Otherwise add [sources.{}] to {}",
+                        u.source,
+                        j.src.path.display()
+                    ),
+                    None => format!(
+                        "add [sources.{}] with `format` and `path` to {}",
+                        u.source,
+                        j.src.path.display()
+                    ),
+                });
+                diags.push(d);
             }
             for name in j.sources.keys() {
                 if !needed.contains(&name.as_str()) {
@@ -399,10 +445,10 @@ impl Project {
                         format!("sources.{name}"),
                         format!("source `{name}` is not read by mapping `{}`", m.name),
                     );
-                    d.hint = Some(match did_you_mean(name, needed.iter().copied()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!("the mapping reads: {}", needed.join(", ")),
-                    });
+                    d.hint = Some(format!(
+                        "the mapping reads: {}; remove this source or fix the name",
+                        needed.join(", ")
+                    ));
                     diags.push(d);
                 }
             }
@@ -787,8 +833,11 @@ fn validate_field(
     let data_type = match FieldType::parse(spec.data_type.get_ref()) {
         Ok(t) => Some(t),
         Err(e) => {
-            let hint = match did_you_mean(spec.data_type.get_ref(), TYPE_NAMES.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
+            let written = spec.data_type.get_ref().to_ascii_lowercase();
+            let hint = match type_synonym(&written)
+                .or_else(|| did_you_mean(&written, TYPE_NAMES.iter().copied()))
+            {
+                Some(s) => format!("did you mean `{s}`? (types: {})", TYPE_NAMES.join(", ")),
                 None => format!("types: {}", TYPE_NAMES.join(", ")),
             };
             r.error(
@@ -870,6 +919,20 @@ fn validate_field(
         max_length: spec.max_length,
         missing_values: spec.missing_values,
         description: spec.description,
+    })
+}
+
+/// Sluice's name for a type name from SQL or other tools, for hints.
+fn type_synonym(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "int" | "integer" | "int4" => "int32",
+        "bigint" | "long" | "int8" => "int64",
+        "text" | "varchar" | "str" | "utf8" | "char" => "string",
+        "bool" => "boolean",
+        "double" | "float" | "float8" | "real" | "number" => "float64",
+        "numeric" | "decimal" => "decimal(p,s)",
+        "datetime" | "instant" => "timestamp",
+        _ => return None,
     })
 }
 
@@ -1175,7 +1238,13 @@ fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
 fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
     let path = format!("sources.{name}");
     let format = *s.format.get_ref();
-    let csv_only: [(&str, Option<Range<usize>>); 4] = [
+    let csv_only: [(&str, Option<Range<usize>>); 5] = [
+        (
+            "columns",
+            s.columns
+                .as_ref()
+                .and_then(|c| c.values().next().map(Spanned::span)),
+        ),
         ("delimiter", s.delimiter.as_ref().map(Spanned::span)),
         ("quote", s.quote.as_ref().map(Spanned::span)),
         ("has_header", s.has_header.map(|_| s.format.span())),
@@ -1206,6 +1275,22 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
                     Some("for tab-separated files write \"\\t\"".into()),
                 );
             }
+        }
+    }
+    for (column, t) in s.columns.iter().flatten() {
+        if let Err(e) = FieldType::parse(t.get_ref()) {
+            let hint = match type_synonym(&t.get_ref().to_ascii_lowercase())
+                .or_else(|| did_you_mean(t.get_ref(), TYPE_NAMES.iter().copied()))
+            {
+                Some(x) => format!("did you mean `{x}`?"),
+                None => format!("types: {}", TYPE_NAMES.join(", ")),
+            };
+            r.error(
+                Some(t.span()),
+                &format!("{path}.columns.{column}"),
+                e,
+                Some(hint),
+            );
         }
     }
     if s.path.get_ref().trim().is_empty() {

@@ -147,6 +147,9 @@ pub struct SourceSpec {
     pub null_values: Option<Vec<String>>,
     /// CSV/JSON: records read to infer column types (default 10000).
     pub infer_schema_rows: Option<usize>,
+    /// CSV: declared column types (`{ founded = "int32" }`, type names as in models), used
+    /// instead of inferred ones; a value that does not parse fails `parse.<alias>.<column>`.
+    pub columns: Option<IndexMap<String, Spanned<String>>>,
 }
 
 /// Load mode of a target.

@@ -301,7 +301,7 @@ impl ParquetSink {
                     // Fallback: two renames; between them the target is briefly absent (never
                     // partial). A crash in between leaves the old version at `.old-*`, which the
                     // next run's `begin` restores.
-                    let old = self.staging.with_extension("old");
+                    let old = PathBuf::from(format!("{}.old", self.staging.display()));
                     fs::rename(&self.target, &old)
                         .map_err(|e| io_err(&self.target, "cannot move old version aside", e))?;
                     fs::rename(&self.staging, &self.target)

@@ -1,0 +1,181 @@
+//! Source formats other than the shipped CSV jobs use: NDJSON, Parquet, text that must cast.
+
+use crate::common::{query, report, rows, show, Workdir};
+
+const PROJECT: &str = "name = \"t\"\n";
+
+const MODEL: &str = r#"
+name = "carrier"
+version = "1.0.0"
+
+[fields.carrier_code]
+type = "string"
+primary_key = true
+pattern = "^[A-Z0-9]{2}$"
+
+[fields.name]
+type = "string"
+required = true
+
+[fields.founded_year]
+type = "int32"
+min = 1900
+"#;
+
+fn job(format: &str, path: &str) -> String {
+    format!(
+        r#"
+mapping = "m"
+
+[sources.src]
+format = "{format}"
+path = "{path}"
+
+[target]
+format = "parquet"
+table = "carriers"
+mode = "overwrite"
+"#
+    )
+}
+
+#[test]
+fn ndjson_source_loads_and_quarantines_with_line_numbers() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/carrier.toml", MODEL),
+        (
+            "mappings/m.toml",
+            "model = \"carrier@1\"\nfrom = \"src\"\n[fields]\ncarrier_code = \"code\"\nname = \"name\"\nfounded_year = \"CAST(founded AS INT)\"\n",
+        ),
+        ("jobs/j.toml", &job("json", "data/*.jsonl")),
+        (
+            "data/a.jsonl",
+            "{\"code\":\"AA\",\"name\":\"American\",\"founded\":1926}\n{\"code\":\"DL\",\"name\":\"Delta\",\"founded\":1925}\n{\"code\":\"B6\",\"name\":null,\"founded\":1998}\n",
+        ),
+    ]);
+    let out = w.run(&["run", "j", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["rows"]["read"], 3);
+    assert_eq!(r["rows"]["written"], 2);
+    let q = query(
+        &w.path().join("warehouse/_quarantine/j"),
+        "SELECT source_file, source_line, failed_rules[1]['rule'] FROM t",
+    );
+    assert_eq!(
+        rows(&q),
+        vec!["data/a.jsonl|3|carrier.name.required".to_string()]
+    );
+}
+
+#[test]
+fn parquet_source_reads_another_jobs_output() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/carrier.toml", MODEL),
+        (
+            "mappings/m.toml",
+            "model = \"carrier@1\"\nfrom = \"src\"\n[fields]\ncarrier_code = \"code\"\nname = \"name\"\nfounded_year = \"CAST(founded AS INT)\"\n",
+        ),
+        (
+            "mappings/copy.toml",
+            "model = \"carrier@1\"\nfrom = \"src\"\n[fields]\ncarrier_code = \"lower(carrier_code)\"\nname = \"name\"\nfounded_year = \"founded_year\"\n",
+        ),
+        ("jobs/j.toml", &job("csv", "data/a.csv")),
+        (
+            "jobs/copy.toml",
+            &job("parquet", "warehouse/carriers").replace("mapping = \"m\"", "mapping = \"copy\"").replace("table = \"carriers\"", "table = \"copies\""),
+        ),
+        ("data/a.csv", "code,name,founded\nAA,American,1926\nDL,Delta,1925\n"),
+    ]);
+    let out = w.run(&["run", "j"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = w.run(&["run", "copy", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["rows"]["read"], 2);
+    // Lower-case codes fail the model's pattern: both rows are quarantined, with the Parquet
+    // row number as their line.
+    assert_eq!(r["rows"]["quarantined"], 2);
+    let q = query(
+        &w.path().join("warehouse/_quarantine/copy"),
+        "SELECT source_line, failed_rules[1]['reason'] FROM t ORDER BY source_line",
+    );
+    assert_eq!(
+        rows(&q),
+        vec![
+            "1|carrier_code 'aa' does not match pattern ^[A-Z0-9]{2}$".to_string(),
+            "2|carrier_code 'dl' does not match pattern ^[A-Z0-9]{2}$".to_string()
+        ]
+    );
+}
+
+#[test]
+fn text_that_does_not_cast_to_the_field_type_is_a_row_failure() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/carrier.toml", MODEL),
+        (
+            "mappings/m.toml",
+            "model = \"carrier@1\"\nfrom = \"src\"\n[fields]\ncarrier_code = \"code\"\nname = \"name\"\nfounded_year = \"founded\"\n",
+        ),
+        ("jobs/j.toml", &job("csv", "data/a.csv")),
+        ("data/a.csv", "code,name,founded\nAA,American,1926\nX,Broken,unknown\nDL,Delta,1850\n"),
+    ]);
+    let out = w.run(&["run", "j", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["rows"]["written"], 1);
+    assert_eq!(r["rows"]["quarantined"], 2);
+    let q = query(
+        &w.path().join("warehouse/_quarantine/j"),
+        "SELECT source_line, source_values, failed_rules FROM t ORDER BY source_line",
+    );
+    let got = rows(&q);
+    // Line 3: `founded` is text (one value is not a number), so the field is parsed per row.
+    assert!(
+        got[0].starts_with("3|{\"code\":\"X\",\"name\":\"Broken\",\"founded\":\"unknown\"}|"),
+        "{got:?}"
+    );
+    assert!(got[0].contains("cast.founded_year"), "{got:?}");
+    assert!(
+        got[0].contains("value 'unknown' of founded_year is not a valid int32"),
+        "{got:?}"
+    );
+    assert!(got[0].contains("carrier.carrier_code.pattern"), "{got:?}");
+    // Line 4: parsed fine, but below the model's minimum.
+    assert!(got[1].starts_with("4|"), "{got:?}");
+    assert!(
+        got[1].contains("founded_year 1850 is below the minimum 1900"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn missing_source_file_fails_the_run_with_a_report() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/carrier.toml", MODEL),
+        (
+            "mappings/m.toml",
+            "model = \"carrier@1\"\nfrom = \"src\"\n[fields]\ncarrier_code = \"code\"\nname = \"name\"\n",
+        ),
+        ("jobs/j.toml", &job("csv", "data/nothing-*.csv")),
+    ]);
+    let out = w.run(&["run", "j", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["error"]["class"], "source");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("source `src` (data/nothing-*.csv): no file matches"),
+        "{msg}"
+    );
+    let run_id = r["run_id"].as_str().unwrap();
+    assert!(w
+        .path()
+        .join(format!(".sluice/runs/j/{run_id}.json"))
+        .is_file());
+}
