@@ -386,11 +386,16 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 continue;
             }
         };
+        // DataFusion builds its hash table from the join's left input and streams the right
+        // one. Sources have no row-count statistics for the optimizer to swap sides by, so put
+        // the lookup on the left and keep the driving rows streaming: a left join from the
+        // mapping's point of view is a right join here. Memory then scales with the lookup
+        // tables, not with the source.
         let kind = match j.kind {
-            JoinKind::Left => JoinType::Left,
+            JoinKind::Left => JoinType::Right,
             JoinKind::Inner => JoinType::Inner,
         };
-        frame = frame.join_on(right, kind, vec![on]).map_err(to_err)?;
+        frame = right.join_on(frame, kind, vec![on]).map_err(to_err)?;
     }
     if !diags.is_empty() {
         return Err(Error::Config(diags));

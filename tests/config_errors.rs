@@ -233,3 +233,49 @@ fn secrets_from_the_environment_are_never_printed() {
         show(&out)
     );
 }
+
+#[test]
+fn a_broken_model_is_reported_once_not_as_missing_everywhere() {
+    let w = Workdir::project();
+    let m = w
+        .read("mappings/canonical/carrier.toml")
+        .replace("version = \"1.0.0\"", "version = \"1.0\"");
+    w.write("mappings/canonical/carrier.toml", &m);
+    // An independent mistake in another job's mapping is still found by compiling that job.
+    let a = w
+        .read("mappings/nycflights13_to_airport.toml")
+        .replace("latitude = \"lat\"", "latitude = \"latt\"");
+    w.write("mappings/nycflights13_to_airport.toml", &a);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`1.0` is not a semantic version"), "{err}");
+    assert!(!err.contains("no canonical model named"), "{err}");
+    assert!(
+        err.contains("in field `latitude`: unknown column `latt`"),
+        "{err}"
+    );
+    assert!(err.contains("2 problems found"), "{err}");
+}
+
+#[test]
+fn an_unbound_source_is_reported_at_the_mapping_with_the_jobs_bindings() {
+    let w = Workdir::project();
+    let m = w
+        .read("mappings/nycflights13_to_carrier.toml")
+        .replace("from = \"airlines\"", "from = \"airline\"");
+    w.write("mappings/nycflights13_to_carrier.toml", &m);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    let line = m.lines().position(|l| l.starts_with("from")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("mappings/nycflights13_to_carrier.toml:{line}:")),
+        "{err}"
+    );
+    assert!(
+        err.contains("source `airline` is not bound by job `carriers` (it binds: airlines)"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `airlines`?"), "{err}");
+}

@@ -179,3 +179,52 @@ fn missing_source_file_fails_the_run_with_a_report() {
         .join(format!(".sluice/runs/j/{run_id}.json"))
         .is_file());
 }
+
+#[test]
+fn declared_column_types_replace_inference_and_bad_values_are_quarantined() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/carrier.toml", MODEL),
+        (
+            "mappings/m.toml",
+            "model = \"carrier@1\"\nfrom = \"src\"\n[fields]\ncarrier_code = \"code\"\nname = \"name\"\nfounded_year = \"founded\"\n",
+        ),
+        (
+            "jobs/j.toml",
+            &job("csv", "data/a.csv").replace(
+                "path = \"data/a.csv\"",
+                "path = \"data/a.csv\"\ncolumns = { founded = \"int32\" }",
+            ),
+        ),
+        ("data/a.csv", "code,name,founded\nAA,American,1926\nUA,United,unknown\n"),
+    ]);
+    let plan = w.run(&["plan", "j"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
+    assert!(
+        String::from_utf8_lossy(&plan.stdout)
+            .contains("founded          Int32  (parsed from text)"),
+        "{}",
+        show(&plan)
+    );
+    let out = w.run(&["run", "j", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let q = query(
+        &w.path().join("warehouse/_quarantine/j"),
+        "SELECT source_line, failed_rules[1]['rule'], failed_rules[1]['reason'] FROM t",
+    );
+    assert_eq!(
+        rows(&q),
+        vec![
+            "3|parse.src.founded|value 'unknown' in column src.founded is not a valid Int32"
+                .to_string()
+        ]
+    );
+    // A declared column the file does not have is an error naming the file's columns.
+    let j = w
+        .read("jobs/j.toml")
+        .replace("founded = \"int32\"", "foundd = \"int32\"");
+    w.write("jobs/j.toml", &j);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(show(&out).contains("`columns` declares `foundd`, which the file does not have; its columns: code, name, founded"), "{}", show(&out));
+}
