@@ -367,6 +367,8 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         message: redactor.redact(&e.to_string()),
     };
 
+    let aliases: Vec<String> = sources.iter().map(|s| s.alias.clone()).collect();
+
     // Joins.
     let mut frame = driving.frame.clone();
     for (j, scanned) in mapping.joins.iter().zip(sources.iter().skip(1)) {
@@ -375,7 +377,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         let on = match parse_expr(&ctx, j.on.get_ref(), &merged, &|_| None) {
             Ok(e) => e,
             Err(e) => {
-                let (msg, hint) = explain(&e, &visible_columns(&merged, &[]));
+                let (msg, hint) = explain(&e, &visible_columns(&merged, &[], &aliases));
                 err_at(
                     &mut diags,
                     Some(j.on.span()),
@@ -409,7 +411,8 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         match parse_expr(&ctx, &l.sql, frame.schema(), &resolver) {
             Ok(e) => {
                 if let Err(e) = e.get_type(frame.schema()) {
-                    let (msg, hint) = explain(&e, &visible_columns(frame.schema(), &let_names));
+                    let (msg, hint) =
+                        explain(&e, &visible_columns(frame.schema(), &let_names, &aliases));
                     err_at(
                         &mut diags,
                         l.span.clone(),
@@ -425,7 +428,8 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 let_names.push(l.name.clone());
             }
             Err(e) => {
-                let (msg, hint) = explain(&e, &visible_columns(frame.schema(), &let_names));
+                let (msg, hint) =
+                    explain(&e, &visible_columns(frame.schema(), &let_names, &aliases));
                 err_at(
                     &mut diags,
                     l.span.clone(),
@@ -448,7 +452,8 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
             Some(w) => match parse_expr(&ctx, &w.sql, frame.schema(), &field_resolver) {
                 Ok(e) => (e, w.sql.clone()),
                 Err(e) => {
-                    let (msg, hint) = explain(&e, &visible_columns(frame.schema(), &let_names));
+                    let (msg, hint) =
+                        explain(&e, &visible_columns(frame.schema(), &let_names, &aliases));
                     err_at(
                         &mut diags,
                         w.span.clone(),
@@ -467,7 +472,8 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         let expr_type = match expr.get_type(frame.schema()) {
             Ok(t) => t,
             Err(e) => {
-                let (msg, hint) = explain(&e, &visible_columns(frame.schema(), &let_names));
+                let (msg, hint) =
+                    explain(&e, &visible_columns(frame.schema(), &let_names, &aliases));
                 err_at(
                     &mut diags,
                     written.and_then(|w| w.span.clone()),
@@ -613,7 +619,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
     for b in &mapping.rules {
         let visible = {
             let mut v = canonical_names.clone();
-            v.extend(visible_columns(frame.schema(), &let_names));
+            v.extend(visible_columns(frame.schema(), &let_names, &aliases));
             v
         };
         let check = match parse_expr(&ctx, &b.check.sql, frame.schema(), &rule_resolver) {
@@ -694,7 +700,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
             if e.get_type(frame.schema()).is_err() {
                 let rule = mapping.rules.iter().find(|b| b.name == r.name);
                 let span = rule.and_then(|b| b.check.span.clone());
-                let valid = visible_columns(frame.schema(), &let_names);
+                let valid = visible_columns(frame.schema(), &let_names, &aliases);
                 let mut all = canonical_names.clone();
                 all.extend(valid);
                 err_at(
@@ -830,10 +836,17 @@ fn all_columns(schema: &DFSchema) -> Vec<Expr> {
     schema.columns().into_iter().map(Expr::Column).collect()
 }
 
-/// Names a user may write, for error hints: `alias.column` of sources, and let names.
-fn visible_columns(schema: &DFSchema, lets: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = schema
-        .iter()
+/// Names a user may write, for error hints: `alias.column` of sources (in the mapping's order
+/// of `from` and joins), then let names.
+fn visible_columns(schema: &DFSchema, lets: &[String], aliases: &[String]) -> Vec<String> {
+    let rank = |q: Option<&TableReference>| {
+        q.and_then(|q| aliases.iter().position(|a| a == q.table()))
+            .unwrap_or(usize::MAX)
+    };
+    let mut fields: Vec<_> = schema.iter().collect();
+    fields.sort_by_key(|(q, _)| rank(*q));
+    let mut out: Vec<String> = fields
+        .into_iter()
         .filter(|(q, f)| {
             !f.name().starts_with("__") && q.is_some_and(|q| !q.table().starts_with("__"))
         })
