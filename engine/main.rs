@@ -322,11 +322,19 @@ fn print_summary(r: &RunReport, project: &Project) {
         format!("{:.2} s", r.duration_ms as f64 / 1000.0),
     ]);
     println!("{t}");
-    if r.rows.produced != r.rows.read && r.error.is_none() {
-        println!(
-            "warning: joins produced {} rows from {} source rows; check that join keys are unique",
-            r.rows.produced, r.rows.read
-        );
+    if r.error.is_none() {
+        if r.rows.produced > r.rows.read {
+            println!(
+                "warning: joins produced {} rows from {} source rows: a join key matched more than one row; check that lookup keys are unique",
+                r.rows.produced, r.rows.read
+            );
+        } else if r.rows.produced < r.rows.read {
+            println!(
+                "warning: inner joins dropped {} of {} source rows (they are neither loaded nor quarantined); use `type = \"left\"` and a rule to quarantine them instead",
+                r.rows.read - r.rows.produced,
+                r.rows.read
+            );
+        }
     }
     let failing: Vec<_> = r.rules.iter().filter(|x| x.failed_rows > 0).collect();
     if !failing.is_empty() {

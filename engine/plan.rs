@@ -42,7 +42,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use crate::config::interpolate::{resolve, Redactor};
+use crate::config::interpolate::Redactor;
 use crate::config::spec::{JoinKind, SourceFormat};
 use crate::config::{Job, Mapping, NamedExpr, Project};
 use crate::diagnostic::{did_you_mean, Diagnostics};
@@ -184,7 +184,9 @@ fn cast_hint(to: FieldType, class: &CastClass) -> String {
             "round explicitly, e.g. CAST(round(<expression>) AS BIGINT)".into()
         }
         (_, CastClass::Lossy(_)) => format!(
-            "if the loss is intended, convert explicitly: CAST(<expression> AS {})",
+            "if the loss is intended, convert explicitly: TRY_CAST(<expression> AS {0}) gives NULL \
+             for a value that does not fit (a `required` field then quarantines the row); \
+             CAST(<expression> AS {0}) stops the run on such a value",
             sql_type_name(to)
         ),
         _ => format!("the field is declared `{to}` in the model"),
@@ -298,9 +300,7 @@ fn resolve_dir(
     template: &str,
     redactor: &Redactor,
 ) -> std::result::Result<PathBuf, String> {
-    let r = resolve(template)?;
-    redactor.add(&r.secrets);
-    Ok(project.path(r.value))
+    Ok(project.path(redactor.resolve(template, &project.root)?))
 }
 
 /// Compiles `job` of `project` into a plan. Reads only source schemas (and the first rows to

@@ -95,14 +95,22 @@ pub fn literal_for(l: &Literal, ty: FieldType) -> Result<ScalarValue, String> {
     }
     // A decimal literal with more digits than the type allows casts lossily; refuse it.
     if let (ScalarValue::Decimal128(..), Literal::Str(_) | Literal::Float(_)) = (&v, l) {
-        let back = v.to_string();
-        if back.trim_end_matches('0').trim_end_matches('.')
-            != text.trim_end_matches('0').trim_end_matches('.')
-        {
+        if normalize_decimal(&v.to_string()) != normalize_decimal(&text) {
             return Err(format!("{l} does not fit {ty} exactly"));
         }
     }
     Ok(v)
+}
+
+/// `12.500` → `12.5`, `100` → `100`, `-0.0` → `-0`: a decimal's text without trailing zeros
+/// after the point, for comparing a literal with its parsed value.
+fn normalize_decimal(s: &str) -> String {
+    let s = s.trim();
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// The constraint rules a model declares, in field order.

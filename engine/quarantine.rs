@@ -135,6 +135,15 @@ pub struct QuarantineWriter {
 impl QuarantineWriter {
     /// Prepares `<dir>/<run_id>.parquet`. Nothing is created until the first row.
     pub fn new(dir: &Path, run_id: &str) -> QuarantineWriter {
+        // Staging files of runs that crashed are never published: remove them.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with('.') && name.ends_with(".parquet.staging") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         QuarantineWriter {
             dir: dir.to_path_buf(),
             staging: dir.join(format!(".{run_id}.parquet.staging")),

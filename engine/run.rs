@@ -454,19 +454,37 @@ pub fn failed_before_start(
     Ok(report)
 }
 
-/// A file name for a target's lock: its path with separators replaced.
+/// A file name for a target's lock: the folder's name plus a hash of its canonical path, so
+/// every spelling of one target (`table = "x"`, `path = "warehouse/x/"`, a symlink) shares one
+/// lock, and no secret in the path appears in the lock's name.
 fn lock_name(target: &Path) -> String {
-    target
-        .to_string_lossy()
+    let canonical = match (target.parent(), target.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| target.to_path_buf()),
+        _ => target.to_path_buf(),
+    };
+    // FNV-1a, 64 bit: stable across builds and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.to_string_lossy().as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let name: String = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
             } else {
                 '_'
             }
         })
-        .collect()
+        .take(40)
+        .collect();
+    format!("{name}-{hash:016x}")
 }
 
 /// Path of a run's report.

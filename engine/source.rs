@@ -27,7 +27,7 @@ use datafusion::prelude::{
     CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
 };
 
-use crate::config::interpolate::{resolve, Redactor};
+use crate::config::interpolate::Redactor;
 use crate::config::spec::{Compression, SourceFormat, SourceSpec};
 use crate::error::{Error, Result};
 
@@ -82,15 +82,25 @@ pub fn expand_files(
     template: &str,
     redactor: &Redactor,
 ) -> Result<Vec<PathBuf>> {
-    let resolved = resolve(template).map_err(|e| Error::source(source, template, e))?;
-    redactor.add(&resolved.secrets);
-    let full = root.join(&resolved.value);
-    let pattern = full.to_string_lossy().to_string();
-    let mut files: Vec<PathBuf> = if pattern.contains(['*', '?', '[']) {
-        glob::glob(&pattern)
+    let resolved = redactor
+        .resolve(template, root)
+        .map_err(|e| Error::source(source, template, e))?;
+    let full = root.join(&resolved);
+    let mut files: Vec<PathBuf> = if resolved.contains(['*', '?', '[']) {
+        // Only the user's part is a pattern; the project root is taken literally.
+        let base = if Path::new(&resolved).is_absolute() {
+            String::new()
+        } else {
+            format!("{}/", glob::Pattern::escape(&root.to_string_lossy()))
+        };
+        let options = glob::MatchOptions {
+            require_literal_leading_dot: true,
+            ..Default::default()
+        };
+        glob::glob_with(&format!("{base}{resolved}"), options)
             .map_err(|e| Error::source(source, template, format!("invalid glob: {e}")))?
             .filter_map(std::result::Result::ok)
-            .filter(|p| p.is_file())
+            .filter(|p| p.is_file() && !is_hidden(p))
             .collect()
     } else if full.is_dir() {
         std::fs::read_dir(&full)
@@ -207,7 +217,30 @@ pub async fn scan(
                     .read_csv(f.to_string_lossy().to_string(), csv_options(spec, f))
                     .await
                     .map_err(err)?;
-                fields.push(df.schema().as_arrow().clone());
+                let schema = df.schema().as_arrow().clone();
+                // Files are read by column position, so their headers must agree.
+                if let Some(first) = fields.first() {
+                    let names = |s: &Schema| {
+                        s.fields()
+                            .iter()
+                            .map(|f| f.name().clone())
+                            .collect::<Vec<_>>()
+                    };
+                    if names(first) != names(&schema) {
+                        return Err(Error::source(
+                            name,
+                            template,
+                            format!(
+                                "{} has columns [{}], but {} has [{}]; files of one source must have the same columns in the same order",
+                                redactor.redact(&shown(root, f)),
+                                names(&schema).join(", "),
+                                redactor.redact(&shown(root, &files[0])),
+                                names(first).join(", ")
+                            ),
+                        ));
+                    }
+                }
+                fields.push(schema);
             }
             Schema::try_merge(fields).map_err(|e| {
                 Error::source(
@@ -228,19 +261,27 @@ pub async fn scan(
             .as_arrow()
             .clone(),
         SourceFormat::Json => {
-            let f = &files[0];
-            ctx.read_json(
-                paths.clone(),
-                JsonReadOptions::default()
-                    .file_extension("")
-                    .file_compression_type(compression_of(spec.compression, f))
-                    .schema_infer_max_records(spec.infer_schema_rows.unwrap_or(10_000)),
-            )
-            .await
-            .map_err(err)?
-            .schema()
-            .as_arrow()
-            .clone()
+            let mut schemas = Vec::new();
+            for f in &files {
+                let df = ctx
+                    .read_json(
+                        f.to_string_lossy().to_string(),
+                        JsonReadOptions::default()
+                            .file_extension("")
+                            .file_compression_type(compression_of(spec.compression, f))
+                            .schema_infer_max_records(spec.infer_schema_rows.unwrap_or(10_000)),
+                    )
+                    .await
+                    .map_err(err)?;
+                schemas.push(df.schema().as_arrow().clone());
+            }
+            Schema::try_merge(schemas).map_err(|e| {
+                Error::source(
+                    name,
+                    template,
+                    format!("files disagree on column types: {e}"),
+                )
+            })?
         }
     };
 
@@ -327,7 +368,7 @@ pub async fn scan(
             .iter()
             .map(|c| ident_col(c.name()))
             .collect();
-        exprs.push(lit(shown(root, f)).alias(FILE_COLUMN));
+        exprs.push(lit(redactor.redact(&shown(root, f))).alias(FILE_COLUMN));
         exprs.push((cast(col(row_col), DataType::Int64) + lit(header_lines)).alias(LINE_COLUMN));
         if driving {
             exprs.push(col(row_col));
@@ -369,9 +410,9 @@ pub async fn scan(
                 cleaned.clone()
             };
             exprs.push(typed.clone().alias(f.name()));
-            if driving {
-                exprs.push(raw.clone().alias(format!("{RAW_PREFIX}{}", f.name())));
-            }
+            // Raw text: the driving row's values for the quarantine, and every source's values
+            // for `parse.*` reasons. Unused ones are pruned by the optimizer.
+            exprs.push(raw.clone().alias(format!("{RAW_PREFIX}{}", f.name())));
             if parsed {
                 exprs.push(
                     cleaned
@@ -408,7 +449,10 @@ pub async fn scan(
         alias: alias.to_string(),
         name: name.to_string(),
         format,
-        files: files.iter().map(|f| shown(root, f)).collect(),
+        files: files
+            .iter()
+            .map(|f| redactor.redact(&shown(root, f)))
+            .collect(),
         columns,
         frame,
     })

@@ -228,3 +228,55 @@ fn declared_column_types_replace_inference_and_bad_values_are_quarantined() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(show(&out).contains("`columns` declares `foundd`, which the file does not have; its columns: code, name, founded"), "{}", show(&out));
 }
+
+#[test]
+fn numeric_lookup_columns_parse_and_report_bad_values() {
+    let model = r#"
+name = "plane"
+version = "1.0.0"
+
+[fields.tail_number]
+type = "string"
+primary_key = true
+
+[fields.seats]
+type = "int64"
+"#;
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/plane.toml", model),
+        (
+            "mappings/m.toml",
+            "model = \"plane@1\"\nfrom = \"flights\"\n[[join]]\nsource = \"planes\"\non = \"planes.tailnum = flights.tailnum\"\n[fields]\ntail_number = \"flights.tailnum\"\nseats = \"planes.seats\"\n",
+        ),
+        (
+            "jobs/j.toml",
+            "mapping = \"m\"\n[sources.flights]\nformat = \"csv\"\npath = \"data/flights.csv\"\n[sources.planes]\nformat = \"csv\"\npath = \"data/planes*.csv\"\ncolumns = { seats = \"int64\" }\n[target]\nformat = \"parquet\"\ntable = \"planes\"\nmode = \"overwrite\"\n",
+        ),
+        ("data/flights.csv", "tailnum\nN1\nN2\nN3\n"),
+        ("data/planes.csv", "tailnum,seats\nN1,180\nN2,many\n"),
+    ]);
+    let out = w.run(&["run", "j", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["rows"]["read"], 3);
+    assert_eq!(r["rows"]["quarantined"], 1);
+    let q = query(
+        &w.path().join("warehouse/_quarantine/j"),
+        "SELECT source_line, failed_rules[1]['reason'] FROM t",
+    );
+    assert_eq!(
+        rows(&q),
+        vec!["3|value 'many' in column planes.seats is not a valid Int64".to_string()]
+    );
+
+    // A second planes file with its columns in another order is refused, not misread.
+    w.write("data/planes2.csv", "seats,tailnum\n50,N3\n");
+    let out = w.run(&["run", "j", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let msg = report(&out)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("data/planes2.csv has columns [seats, tailnum], but data/planes.csv has [tailnum, seats]"), "{msg}");
+}

@@ -79,13 +79,14 @@ pub fn resolve_with(
     Ok(Resolved { value, secrets })
 }
 
-/// [`resolve_with`] on the process environment and file system.
+/// [`resolve_with`] on the process environment and file system; `${file:PATH}` is relative to
+/// `root` (the project root) unless absolute.
 ///
 /// # Errors
 /// As [`resolve_with`].
-pub fn resolve(template: &str) -> Result<Resolved, String> {
+pub fn resolve(template: &str, root: &std::path::Path) -> Result<Resolved, String> {
     resolve_with(template, &|name| std::env::var(name).ok(), &|path| {
-        std::fs::read_to_string(path).map_err(|e| e.to_string())
+        std::fs::read_to_string(root.join(path)).map_err(|e| e.to_string())
     })
 }
 
@@ -118,12 +119,26 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Registers secrets to hide.
+    /// Resolves `template` (see [`resolve`]) and registers its secrets.
+    ///
+    /// # Errors
+    /// As [`resolve_with`].
+    pub fn resolve(&self, template: &str, root: &std::path::Path) -> Result<String, String> {
+        let r = resolve(template, root)?;
+        self.add(&r.secrets);
+        Ok(r.value)
+    }
+
+    /// Registers secrets to hide. A secret that is an absolute path is also hidden without its
+    /// leading `/`, the form DataFusion prints file locations in.
     pub fn add(&self, secrets: &[String]) {
         if let Ok(mut s) = self.secrets.lock() {
             for secret in secrets {
-                if !secret.is_empty() && !s.contains(secret) {
-                    s.push(secret.clone());
+                let trimmed = secret.trim_start_matches('/').to_string();
+                for v in [secret.clone(), trimmed] {
+                    if !v.is_empty() && !s.contains(&v) {
+                        s.push(v);
+                    }
                 }
             }
             // Longest first, so a secret containing another is hidden whole.

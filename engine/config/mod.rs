@@ -1265,13 +1265,31 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
             }
         }
     }
+    if format == SourceFormat::Parquet {
+        for (key, set) in [
+            ("compression", s.compression.is_some()),
+            ("infer_schema_rows", s.infer_schema_rows.is_some()),
+        ] {
+            if set {
+                r.error(
+                    Some(s.format.span()),
+                    &format!("{path}.{key}"),
+                    format!("`{key}` does not apply to Parquet sources (Parquet files carry their own compression and schema)"),
+                    Some(format!("remove `{key}`")),
+                );
+            }
+        }
+    }
     for (key, v) in [("delimiter", &s.delimiter), ("quote", &s.quote)] {
         if let Some(v) = v {
             if v.get_ref().len() != 1 {
                 r.error(
                     Some(v.span()),
                     &format!("{path}.{key}"),
-                    format!("`{key}` must be exactly one byte, got {:?}", v.get_ref()),
+                    format!(
+                        "`{key}` must be exactly one ASCII character, got {:?}",
+                        v.get_ref()
+                    ),
                     Some("for tab-separated files write \"\\t\"".into()),
                 );
             }

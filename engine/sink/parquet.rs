@@ -158,9 +158,20 @@ impl ParquetSink {
         let staging = sibling(target, "staging", run_id);
         let new_dir = sibling(target, "new", run_id);
         fs::create_dir_all(&staging).map_err(|e| io_err(&staging, "cannot create staging", e))?;
+        // From here on, dropping the sink removes staging, whatever fails.
+        let mut sink = ParquetSink {
+            target: target.to_path_buf(),
+            staging,
+            new_dir,
+            sender: None,
+            writer: None,
+            rows: 0,
+            lock: Some(lock),
+            committed: false,
+        };
         if mode == LoadMode::Append && target.is_dir() {
             for rel in files_under(target).map_err(|e| io_err(target, "cannot list target", e))? {
-                let dst = staging.join(&rel);
+                let dst = sink.staging.join(&rel);
                 if let Some(p) = dst.parent() {
                     fs::create_dir_all(p).map_err(|e| io_err(p, "cannot create staging", e))?;
                 }
@@ -185,7 +196,7 @@ impl ParquetSink {
         // A row group is buffered in memory until it is complete; DataFusion's default of
         // 1M rows made peak memory grow with the load (measured in the issue 2 closing note).
         options.global.max_row_group_size = ROW_GROUP_ROWS;
-        let out = format!("{}/", new_dir.display());
+        let out = format!("{}/", sink.new_dir.display());
         let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
         let writer = tokio::spawn(async move {
             let result = df.write_parquet(&out, write_options, Some(options)).await?;
@@ -200,16 +211,9 @@ impl ParquetSink {
                 .unwrap_or(0);
             Ok(rows)
         });
-        Ok(ParquetSink {
-            target: target.to_path_buf(),
-            staging,
-            new_dir,
-            sender: Some(tx),
-            writer: Some(writer),
-            rows: 0,
-            lock: Some(lock),
-            committed: false,
-        })
+        sink.sender = Some(tx);
+        sink.writer = Some(writer);
+        Ok(sink)
     }
 
     /// Stages one batch of valid canonical rows (step 2).
@@ -264,6 +268,15 @@ impl ParquetSink {
                 self.rows
             )));
         }
+        if !self.staging.is_dir() {
+            return Err(Error::target(
+                &self.target,
+                format!(
+                    "staging folder {} disappeared during the run",
+                    self.staging.display()
+                ),
+            ));
+        }
         let mut new_files = 0;
         if self.new_dir.is_dir() {
             for rel in files_under(&self.new_dir)
@@ -305,16 +318,20 @@ impl ParquetSink {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
                     // Fallback: two renames; between them the target is briefly absent (never
-                    // partial). A crash in between leaves the old version at `.old-*`, which the
-                    // next run's `begin` restores.
+                    // partial). A crash in between leaves the old version at `<staging>.old`,
+                    // which the next run's `begin` restores.
                     let old = PathBuf::from(format!("{}.old", self.staging.display()));
                     fs::rename(&self.target, &old)
                         .map_err(|e| io_err(&self.target, "cannot move old version aside", e))?;
-                    fs::rename(&self.staging, &self.target)
-                        .map_err(|e| io_err(&self.target, "cannot publish", e))?;
-                    let _ = fs::remove_dir_all(&old);
+                    if let Err(e) = fs::rename(&self.staging, &self.target) {
+                        // Put the old version back before reporting.
+                        let _ = fs::rename(&old, &self.target);
+                        return Err(io_err(&self.target, "cannot publish", e));
+                    }
                     self.committed = true;
-                    return sync_dir(&parent).map_err(|e| io_err(&parent, "cannot sync", e));
+                    let _ = fs::remove_dir_all(&old);
+                    self.synced(&parent);
+                    return Ok(());
                 }
                 Err(e) => return Err(io_err(&self.target, "cannot publish (rename exchange)", e)),
             }
@@ -322,12 +339,21 @@ impl ParquetSink {
             fs::rename(&self.staging, &self.target)
                 .map_err(|e| io_err(&self.target, "cannot publish", e))?;
         }
+        // Published: from here on nothing may report failure, or a retry would load twice.
         self.committed = true;
-        sync_dir(&parent).map_err(|e| io_err(&parent, "cannot sync", e))?;
+        self.synced(&parent);
         // The old version now sits under the staging name.
         let _ = fs::remove_dir_all(&self.staging);
         self.lock.take();
         Ok(())
+    }
+
+    /// Flushes the rename to disk; a failure is logged, not returned (the new version is
+    /// already visible, and may only be lost to a power cut, not to a process crash).
+    fn synced(&self, parent: &Path) {
+        if let Err(e) = sync_dir(parent) {
+            tracing::warn!(folder = %parent.display(), error = %e, "published, but syncing the folder failed");
+        }
     }
 
     /// Discards everything staged (step 4). The published version is untouched.
