@@ -92,6 +92,18 @@ impl Error {
         }
     }
 
+    /// An engine error from DataFusion while running `job`'s plan, secrets redacted.
+    pub fn engine(
+        job: &str,
+        redactor: &crate::config::interpolate::Redactor,
+        e: &datafusion::error::DataFusionError,
+    ) -> Error {
+        Error::Engine {
+            job: job.to_string(),
+            message: redactor.redact(&e.to_string()),
+        }
+    }
+
     /// A target error.
     pub fn target(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
         Error::Target {

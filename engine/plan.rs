@@ -362,10 +362,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         d.hint = hint;
         diags.push(d);
     };
-    let to_err = |e: DataFusionError| Error::Engine {
-        job: job.name.clone(),
-        message: redactor.redact(&e.to_string()),
-    };
+    let to_err = |e: DataFusionError| Error::engine(&job.name, &redactor, &e);
 
     let aliases: Vec<String> = sources.iter().map(|s| s.alias.clone()).collect();
 
@@ -1132,10 +1129,7 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
     if let Some(q) = &job.checks.quarantine_ratio {
         let _ = writeln!(s, "  quarantine_ratio {}", thresholds(q));
     }
-    let to_err = |e: DataFusionError| Error::Engine {
-        job: job.name.clone(),
-        message: compiled.redactor.redact(&e.to_string()),
-    };
+    let to_err = |e: DataFusionError| Error::engine(&job.name, &compiled.redactor, &e);
     let logical = compiled
         .frame
         .clone()

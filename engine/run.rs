@@ -145,6 +145,16 @@ pub struct ErrorReport {
     pub message: String,
 }
 
+impl ErrorReport {
+    /// The report of `e`, secrets redacted.
+    pub fn new(e: &Error, redactor: &crate::config::interpolate::Redactor) -> ErrorReport {
+        ErrorReport {
+            class: e.class().into(),
+            message: redactor.redact(&e.to_string()),
+        }
+    }
+}
+
 impl RunReport {
     /// Exit code for `sluice run`: 0, 1 or 3 (see [`crate::error`]).
     pub fn exit_code(&self) -> i32 {
@@ -326,10 +336,7 @@ pub async fn run(
                 }),
                 Err(e) => {
                     status = RunStatus::Failed;
-                    error = Some(ErrorReport {
-                        class: e.class().into(),
-                        message: compiled.redactor.redact(&e.to_string()),
-                    });
+                    error = Some(ErrorReport::new(&e, &compiled.redactor));
                 }
             }
             let mut committed = false;
@@ -342,10 +349,7 @@ pub async fn run(
                         }
                         Err(e) => {
                             status = RunStatus::Failed;
-                            error = Some(ErrorReport {
-                                class: e.class().into(),
-                                message: compiled.redactor.redact(&e.to_string()),
-                            });
+                            error = Some(ErrorReport::new(&e, &compiled.redactor));
                         }
                     }
                 } else {
@@ -380,10 +384,7 @@ pub async fn run(
                 sink.abort().await;
             }
             quarantine.abort();
-            error = Some(ErrorReport {
-                class: e.class().into(),
-                message: compiled.redactor.redact(&e.to_string()),
-            });
+            error = Some(ErrorReport::new(&e, &compiled.redactor));
             (RunStatus::Failed, RowCounts::default(), Vec::new())
         }
     };
@@ -445,10 +446,7 @@ pub fn failed_before_start(
         checks: Vec::new(),
         stages: StageTimes::default(),
         outputs: Vec::new(),
-        error: Some(ErrorReport {
-            class: error.class().into(),
-            message: redactor.redact(&error.to_string()),
-        }),
+        error: Some(ErrorReport::new(error, redactor)),
     };
     save_report(project, &report)?;
     Ok(report)
@@ -516,9 +514,8 @@ async fn execute(
     quarantine: &mut QuarantineWriter,
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
-    let engine_err = |e: datafusion::error::DataFusionError| Error::Engine {
-        job: compiled.job.name.clone(),
-        message: compiled.redactor.redact(&e.to_string()),
+    let engine_err = |e: datafusion::error::DataFusionError| {
+        Error::engine(&compiled.job.name, &compiled.redactor, &e)
     };
     let physical = compiled
         .frame

@@ -833,13 +833,7 @@ fn validate_field(
     let data_type = match FieldType::parse(spec.data_type.get_ref()) {
         Ok(t) => Some(t),
         Err(e) => {
-            let written = spec.data_type.get_ref().to_ascii_lowercase();
-            let hint = match type_synonym(&written)
-                .or_else(|| did_you_mean(&written, TYPE_NAMES.iter().copied()))
-            {
-                Some(s) => format!("did you mean `{s}`? (types: {})", TYPE_NAMES.join(", ")),
-                None => format!("types: {}", TYPE_NAMES.join(", ")),
-            };
+            let hint = type_hint(spec.data_type.get_ref());
             r.error(
                 Some(spec.data_type.span()),
                 &format!("{path}.type"),
@@ -920,6 +914,15 @@ fn validate_field(
         missing_values: spec.missing_values,
         description: spec.description,
     })
+}
+
+/// Hint for an unknown type name: a synonym or a close spelling, and the list of types.
+fn type_hint(written: &str) -> String {
+    let written = written.trim().to_ascii_lowercase();
+    match type_synonym(&written).or_else(|| did_you_mean(&written, TYPE_NAMES.iter().copied())) {
+        Some(s) => format!("did you mean `{s}`? (types: {})", TYPE_NAMES.join(", ")),
+        None => format!("types: {}", TYPE_NAMES.join(", ")),
+    }
 }
 
 /// Sluice's name for a type name from SQL or other tools, for hints.
@@ -1297,12 +1300,7 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
     }
     for (column, t) in s.columns.iter().flatten() {
         if let Err(e) = FieldType::parse(t.get_ref()) {
-            let hint = match type_synonym(&t.get_ref().to_ascii_lowercase())
-                .or_else(|| did_you_mean(t.get_ref(), TYPE_NAMES.iter().copied()))
-            {
-                Some(x) => format!("did you mean `{x}`?"),
-                None => format!("types: {}", TYPE_NAMES.join(", ")),
-            };
+            let hint = type_hint(t.get_ref());
             r.error(
                 Some(t.span()),
                 &format!("{path}.columns.{column}"),
