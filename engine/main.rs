@@ -365,10 +365,11 @@ fn print_summary(r: &RunReport, project: &Project) {
     }
     for o in &r.outputs {
         println!(
-            "{:<10} {}  {} rows{}",
+            "{:<10} {}  {} row{}{}",
             o.kind,
             o.path,
             o.rows,
+            if o.rows == 1 { "" } else { "s" },
             if o.committed { "" } else { "  (not committed)" }
         );
     }

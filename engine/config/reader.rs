@@ -99,10 +99,30 @@ impl<'a> Reader<'a> {
             Err(e) => {
                 let span = e.span().or(fallback_span);
                 let (message, hint) = explain_serde_error(e.message());
-                self.error(span, key_path, message, hint);
+                // Name the innermost table the mistake is in (`checks.quarantine_ratio`), not
+                // just the entry (`checks`).
+                let key = span
+                    .as_ref()
+                    .and_then(|s| self.table_header_before(s.start))
+                    .filter(|h| h.starts_with(key_path))
+                    .unwrap_or_else(|| key_path.to_string());
+                self.error(span, &key, message, hint);
                 None
             }
         }
+    }
+
+    /// The `[table.header]` (or `[[array]]`) in force at byte `offset`, if any.
+    fn table_header_before(&self, offset: usize) -> Option<String> {
+        let before = self.src.text.get(..offset)?;
+        before.lines().rev().find_map(|line| {
+            let t = line.trim();
+            let inner = t
+                .strip_prefix("[[")
+                .and_then(|r| r.strip_suffix("]]"))
+                .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()))?;
+            Some(inner.trim().replace([' ', '"'], ""))
+        })
     }
 
     /// Span of the key `key` in `table`, falling back to its value's span.
@@ -226,6 +246,35 @@ mod tests {
         assert_eq!(d.line, 5, "{d}");
         assert_eq!(d.message, "unknown key `partiton_by`");
         assert_eq!(d.hint.as_deref(), Some("did you mean `partition_by`?"));
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Checks {
+        quarantine_ratio: Option<Ratio>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Ratio {
+        warn_above: Option<f64>,
+    }
+
+    #[test]
+    fn unknown_key_in_a_nested_table_names_that_table() {
+        let src = SourceText::new(
+            "job.toml",
+            "[checks.quarantine_ratio]\nwarn_above = 0.1\nonwer = \"me\"\n".to_string(),
+        );
+        let mut diags = Diagnostics::default();
+        let mut r = Reader::new(&src, &mut diags);
+        let table = r.parse().expect("valid toml");
+        let got: Option<Checks> = r.entry("checks", &table["checks"]);
+        assert!(got.is_none());
+        assert_eq!(diags.0[0].line, 3, "{}", diags.0[0]);
+        assert_eq!(diags.0[0].key, "checks.quarantine_ratio", "{}", diags.0[0]);
     }
 
     #[test]
