@@ -362,6 +362,16 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         d.hint = hint;
         diags.push(d);
     };
+    // A DataFusion error about one expression, with the names the user could have meant.
+    let expr_err = |diags: &mut Diagnostics,
+                    span: Option<std::ops::Range<usize>>,
+                    key: String,
+                    what: String,
+                    e: &DataFusionError,
+                    valid: &[String]| {
+        let (msg, hint) = explain(e, valid);
+        err_at(diags, span, key, format!("{what}: {msg}"), hint);
+    };
     let to_err = |e: DataFusionError| Error::engine(&job.name, &redactor, &e);
 
     let aliases: Vec<String> = sources.iter().map(|s| s.alias.clone()).collect();
@@ -374,13 +384,13 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         let on = match parse_expr(&ctx, j.on.get_ref(), &merged, &|_| None) {
             Ok(e) => e,
             Err(e) => {
-                let (msg, hint) = explain(&e, &visible_columns(&merged, &[], &aliases));
-                err_at(
+                expr_err(
                     &mut diags,
                     Some(j.on.span()),
                     format!("join.{}.on", j.source.alias),
-                    format!("in join `{}`: {msg}", j.source.alias),
-                    hint,
+                    format!("in join `{}`", j.source.alias),
+                    &e,
+                    &visible_columns(&merged, &[], &aliases),
                 );
                 continue;
             }
@@ -408,14 +418,13 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         match parse_expr(&ctx, &l.sql, frame.schema(), &resolver) {
             Ok(e) => {
                 if let Err(e) = e.get_type(frame.schema()) {
-                    let (msg, hint) =
-                        explain(&e, &visible_columns(frame.schema(), &let_names, &aliases));
-                    err_at(
+                    expr_err(
                         &mut diags,
                         l.span.clone(),
                         format!("let.{}", l.name),
-                        format!("in `{}`: {msg}", l.name),
-                        hint,
+                        format!("in `{}`", l.name),
+                        &e,
+                        &visible_columns(frame.schema(), &let_names, &aliases),
                     );
                     continue;
                 }
@@ -425,14 +434,13 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 let_names.push(l.name.clone());
             }
             Err(e) => {
-                let (msg, hint) =
-                    explain(&e, &visible_columns(frame.schema(), &let_names, &aliases));
-                err_at(
+                expr_err(
                     &mut diags,
                     l.span.clone(),
                     format!("let.{}", l.name),
-                    format!("in `{}`: {msg}", l.name),
-                    hint,
+                    format!("in `{}`", l.name),
+                    &e,
+                    &visible_columns(frame.schema(), &let_names, &aliases),
                 );
             }
         }
@@ -449,14 +457,13 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
             Some(w) => match parse_expr(&ctx, &w.sql, frame.schema(), &field_resolver) {
                 Ok(e) => (e, w.sql.clone()),
                 Err(e) => {
-                    let (msg, hint) =
-                        explain(&e, &visible_columns(frame.schema(), &let_names, &aliases));
-                    err_at(
+                    expr_err(
                         &mut diags,
                         w.span.clone(),
                         format!("fields.{}", f.name),
-                        format!("in field `{}`: {msg}", f.name),
-                        hint,
+                        format!("in field `{}`", f.name),
+                        &e,
+                        &visible_columns(frame.schema(), &let_names, &aliases),
                     );
                     continue;
                 }
@@ -469,14 +476,13 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         let expr_type = match expr.get_type(frame.schema()) {
             Ok(t) => t,
             Err(e) => {
-                let (msg, hint) =
-                    explain(&e, &visible_columns(frame.schema(), &let_names, &aliases));
-                err_at(
+                expr_err(
                     &mut diags,
                     written.and_then(|w| w.span.clone()),
                     format!("fields.{}", f.name),
-                    format!("in field `{}`: {msg}", f.name),
-                    hint,
+                    format!("in field `{}`", f.name),
+                    &e,
+                    &visible_columns(frame.schema(), &let_names, &aliases),
                 );
                 continue;
             }
@@ -622,13 +628,13 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         let check = match parse_expr(&ctx, &b.check.sql, frame.schema(), &rule_resolver) {
             Ok(e) => e,
             Err(e) => {
-                let (msg, hint) = explain(&e, &visible);
-                err_at(
+                expr_err(
                     &mut diags,
                     b.check.span.clone(),
                     format!("rule.{}", b.name),
-                    format!("in rule `{}`: {msg}", b.name),
-                    hint,
+                    format!("in rule `{}`", b.name),
+                    &e,
+                    &visible,
                 );
                 continue;
             }
@@ -649,13 +655,13 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 continue;
             }
             Err(e) => {
-                let (msg, hint) = explain(&e, &visible);
-                err_at(
+                expr_err(
                     &mut diags,
                     b.check.span.clone(),
                     format!("rule.{}", b.name),
-                    format!("in rule `{}`: {msg}", b.name),
-                    hint,
+                    format!("in rule `{}`", b.name),
+                    &e,
+                    &visible,
                 );
                 continue;
             }

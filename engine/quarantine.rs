@@ -135,21 +135,26 @@ pub struct QuarantineWriter {
 impl QuarantineWriter {
     /// Prepares `<dir>/<run_id>.parquet`. Nothing is created until the first row.
     pub fn new(dir: &Path, run_id: &str) -> QuarantineWriter {
-        // Staging files of runs that crashed are never published: remove them.
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with('.') && name.ends_with(".parquet.staging") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
         QuarantineWriter {
             dir: dir.to_path_buf(),
             staging: dir.join(format!(".{run_id}.parquet.staging")),
             final_path: dir.join(format!("{run_id}.parquet")),
             writer: None,
             rows: 0,
+        }
+    }
+
+    /// Removes staging files that crashed runs left (they are never published). Call only
+    /// while holding the job's target lock, so no live run's staging file is touched; a
+    /// quarantine folder belongs to one job.
+    pub fn sweep_crashed(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with('.') && name.ends_with(".parquet.staging") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
     }
 

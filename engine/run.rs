@@ -294,6 +294,8 @@ pub async fn run(
             partition_by.clone(),
         )?;
         let sink = sink_opt.insert(sink);
+        // The target lock is held now.
+        quarantine.sweep_crashed();
         execute(&compiled, &run_id, started, sink, &mut quarantine, progress).await
     }
     .await;

@@ -193,8 +193,8 @@ impl ParquetSink {
             .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
         let mut options = TableParquetOptions::default();
         options.global.compression = Some("zstd(3)".into());
-        // A row group is buffered in memory until it is complete; DataFusion's default of
-        // 1M rows made peak memory grow with the load (measured in the issue 2 closing note).
+        // A row group is buffered until complete; keep it at a size readers handle well
+        // rather than DataFusion's 1M-row default.
         options.global.max_row_group_size = ROW_GROUP_ROWS;
         let out = format!("{}/", sink.new_dir.display());
         let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
