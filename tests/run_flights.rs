@@ -150,26 +150,13 @@ fn flate_line(path: &std::path::Path, line: usize) -> String {
     BufReader::new(f).lines().nth(line - 1).unwrap().unwrap()
 }
 
-/// Copies a folder tree.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn second_overwrite_run_of_flights_gives_identical_rows() {
     let w = Workdir::project();
     let first = w.run(&["run", "flights"]);
     assert_eq!(first.status.code(), Some(0), "{}", show(&first));
     let snapshot = w.path().join("first-run");
-    copy_tree(&w.path().join("warehouse/flights"), &snapshot);
+    crate::common::copy(&w.path().join("warehouse/flights"), &snapshot);
     let second = w.run(&["run", "flights"]);
     assert_eq!(second.status.code(), Some(0), "{}", show(&second));
     // Same rows as a multiset, compared both ways with EXCEPT ALL.

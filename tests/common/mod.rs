@@ -65,7 +65,8 @@ impl Workdir {
     }
 }
 
-fn copy(from: &Path, to: &Path) {
+/// Copies a file or a folder tree.
+pub fn copy(from: &Path, to: &Path) {
     if from.is_dir() {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap() {
