@@ -15,6 +15,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod error;
 pub mod functions;
+pub mod inspect;
 pub mod model;
 pub mod plan;
 pub mod quality;

@@ -22,6 +22,7 @@ Examples:
   sluice plan flights              show schemas, rules and the DataFusion plans of jobs/flights.toml
   sluice run flights               run it; a summary table at the end
   sluice run flights --json        print the run report as JSON (for schedulers)
+  sluice quarantine flights        rejected rows of the latest run: counts per rule, samples
 
 Docs: docs/getting-started.md and docs/reference.md in the project repository.";
 
@@ -63,6 +64,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a job's quarantine: rows per run, rows per failed rule, and sample rows with their
+    /// file, line and reasons.
+    Quarantine {
+        /// Job name (file stem in jobs/) or path to the job file.
+        job: String,
+        /// The run to show rules and samples of (default: the latest run with rejected rows).
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// Sample rows to show.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        samples: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +113,9 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Validate { paths } => validate(cli.project.as_deref(), &paths).await,
         Command::Plan { job } => plan(cli.project.as_deref(), &job).await,
         Command::Run { job, json } => run(cli.project.as_deref(), &job, json).await,
+        Command::Quarantine { job, run, samples } => {
+            quarantine(cli.project.as_deref(), &job, run.as_deref(), samples).await
+        }
     };
     match result {
         Ok(code) => code,
@@ -254,6 +270,25 @@ async fn plan(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {
         "{}",
         sluice::plan::describe(&compiled, &project.root).await?
     );
+    Ok(EXIT_OK)
+}
+
+async fn quarantine(
+    explicit: Option<&Path>,
+    job: &str,
+    run: Option<&str>,
+    samples: usize,
+) -> Result<i32, Error> {
+    let root = project_root(explicit, None)?;
+    let project = load(&root)?;
+    let job = project.job(job).map_err(|d| Error::config(*d))?;
+    let redactor = sluice::config::interpolate::Redactor::default();
+    let dir = sluice::plan::quarantine_dir(&project, job, &redactor)?;
+    let summary = sluice::inspect::quarantine_summary(&job.name, &dir, run, samples).await?;
+    let text = summary
+        .text
+        .replace(&format!("{}/", project.root.display()), "");
+    print!("{}", redactor.redact(&text));
     Ok(EXIT_OK)
 }
 

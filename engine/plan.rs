@@ -294,6 +294,25 @@ pub fn session(project: &Project) -> SessionContext {
     ctx
 }
 
+/// The job's quarantine folder: `[quarantine] path`, or `<warehouse>/_quarantine/<job>`.
+///
+/// # Errors
+/// [`Error::Target`] when the path's `${...}` references cannot be resolved.
+pub fn quarantine_dir(project: &Project, job: &Job, redactor: &Redactor) -> Result<PathBuf> {
+    match &job.quarantine.path {
+        Some(p) => {
+            resolve_dir(project, p.get_ref(), redactor).map_err(|e| Error::target(p.get_ref(), e))
+        }
+        None => Ok(project.path(
+            project
+                .settings
+                .warehouse
+                .join("_quarantine")
+                .join(&job.name),
+        )),
+    }
+}
+
 /// Resolves a project-relative folder template.
 fn resolve_dir(
     project: &Project,
@@ -786,17 +805,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         }
         (None, None) => return Err(Error::Internal("target without table or path".into())),
     };
-    let quarantine_dir = match &job.quarantine.path {
-        Some(p) => resolve_dir(project, p.get_ref(), &redactor)
-            .map_err(|e| Error::target(p.get_ref(), e))?,
-        None => project.path(
-            project
-                .settings
-                .warehouse
-                .join("_quarantine")
-                .join(&job.name),
-        ),
-    };
+    let quarantine_dir = quarantine_dir(project, job, &redactor)?;
     for p in &job.target.partition_by {
         if let Some(f) = model.field(p.get_ref()) {
             if matches!(

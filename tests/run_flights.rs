@@ -279,3 +279,47 @@ fn malformed_values_are_quarantined_with_their_line_not_fatal() {
         ]
     );
 }
+
+#[test]
+fn quarantine_command_summarises_runs_rules_and_samples() {
+    let w = Workdir::project();
+    let empty = w.run(&["quarantine", "carriers"]);
+    assert_eq!(empty.status.code(), Some(0), "{}", show(&empty));
+    assert!(
+        String::from_utf8_lossy(&empty.stdout).contains("no quarantined rows for job `carriers`")
+    );
+    w.write(
+        "samples/mini/airlines.csv",
+        "carrier,name\nAA,American Airlines Inc.\nU,Too Short Air\n9E,Endeavor Air Inc.\n,No Code\n",
+    );
+    let job = w.read("jobs/carriers.toml").replace(
+        "samples/nycflights13/airlines.csv.gz",
+        "samples/mini/airlines.csv",
+    );
+    w.write("jobs/carriers.toml", &job);
+    let run = w.run(&["run", "carriers", "--json"]);
+    let run_id = report(&run)["run_id"].as_str().unwrap().to_string();
+    let out = w.run(&["quarantine", "carriers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("rules failed in run {run_id}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("| carrier.carrier_code.pattern  | 1    |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| carrier.carrier_code.required | 1    |"),
+        "{text}"
+    );
+    assert!(text.contains("| samples/mini/airlines.csv | 3           | carrier_code 'U' does not match pattern ^[A-Z0-9]{2}$"), "{text}");
+    let bad = w.run(&["quarantine", "carriers", "--run", "nope"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(&run_id),
+        "{}",
+        show(&bad)
+    );
+}

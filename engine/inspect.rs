@@ -1,0 +1,139 @@
+//! Reading the quarantine back: `sluice quarantine JOB [--run RUN_ID]`.
+//!
+//! The quarantine is a folder of Parquet files, one per run (see [`crate::quarantine`]); this
+//! module queries it with DataFusion and returns text tables: rows per run, rows per failed
+//! rule, and sample rows with their file, line and reasons.
+
+use std::path::Path;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::error::{Error, Result};
+
+/// What `sluice quarantine` prints.
+#[derive(Debug, Clone)]
+pub struct QuarantineSummary {
+    /// The run summarised (the given one, or the latest); `None` when the folder is empty.
+    pub run_id: Option<String>,
+    /// Text: one table of runs, one of rules, one of samples.
+    pub text: String,
+}
+
+/// Summarises the quarantine folder `dir` for `run` (default: the latest run), with up to
+/// `samples` sample rows.
+///
+/// # Errors
+/// [`Error::Usage`] for an unknown run id; [`Error::Engine`] when the files cannot be read.
+pub async fn quarantine_summary(
+    job: &str,
+    dir: &Path,
+    run: Option<&str>,
+    samples: usize,
+) -> Result<QuarantineSummary> {
+    let has_files = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                !n.starts_with('.') && n.ends_with(".parquet")
+            })
+        })
+        .unwrap_or(false);
+    if !has_files {
+        return Ok(QuarantineSummary {
+            run_id: None,
+            text: format!(
+                "no quarantined rows for job `{job}` (folder {})\n",
+                dir.display()
+            ),
+        });
+    }
+    let ctx = SessionContext::new();
+    let err = |e: datafusion::error::DataFusionError| Error::Engine {
+        job: job.to_string(),
+        message: format!("reading the quarantine: {e}"),
+    };
+    ctx.register_parquet(
+        "q",
+        &format!("{}/", dir.display()),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .map_err(err)?;
+    let sql = |q: String| {
+        let ctx = ctx.clone();
+        async move {
+            let batches: Vec<RecordBatch> = ctx.sql(&q).await?.collect().await?;
+            Ok::<_, datafusion::error::DataFusionError>(batches)
+        }
+    };
+    let runs = sql(
+        "SELECT run_id, min(quarantined_at) AS started_at, count(*) AS rows \
+         FROM q GROUP BY run_id ORDER BY run_id"
+            .into(),
+    )
+    .await
+    .map_err(err)?;
+    let run_ids: Vec<String> = crate::inspect::strings(&runs, 0);
+    let run_id = match run {
+        Some(r) if run_ids.iter().any(|x| x == r) => r.to_string(),
+        Some(r) => {
+            return Err(Error::Usage {
+                message: format!("job `{job}` has no quarantined rows from run `{r}`"),
+                hint: Some(format!(
+                    "runs with quarantined rows: {}",
+                    run_ids.join(", ")
+                )),
+            })
+        }
+        None => run_ids.last().cloned().unwrap_or_default(),
+    };
+    let quoted = run_id.replace('\'', "''");
+    let rules = sql(format!(
+        "SELECT get_field(r, 'rule') AS rule, count(*) AS rows \
+         FROM (SELECT unnest(failed_rules) AS r FROM q WHERE run_id = '{quoted}') \
+         GROUP BY 1 ORDER BY 2 DESC, 1"
+    ))
+    .await
+    .map_err(err)?;
+    let sample = sql(format!(
+        "SELECT source_file, source_line, string_agg(get_field(r, 'reason'), '; ') AS reasons, \
+                source_values \
+         FROM (SELECT source_file, source_line, source_values, unnest(failed_rules) AS r \
+               FROM q WHERE run_id = '{quoted}') \
+         GROUP BY source_file, source_line, source_values \
+         ORDER BY source_file, source_line LIMIT {samples}"
+    ))
+    .await
+    .map_err(err)?;
+    let table = |b: &[RecordBatch]| {
+        pretty_format_batches(b)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
+    let text = format!(
+        "quarantine of job `{job}`: {}\n\nruns:\n{}\n\nrules failed in run {run_id}:\n{}\n\nsample rows of run {run_id} (first {samples} by file and line):\n{}\n",
+        dir.display(),
+        table(&runs),
+        table(&rules),
+        table(&sample)
+    );
+    Ok(QuarantineSummary {
+        run_id: Some(run_id),
+        text,
+    })
+}
+
+/// Column `i` of every batch as strings.
+fn strings(batches: &[RecordBatch], i: usize) -> Vec<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default();
+    let mut out = Vec::new();
+    for b in batches {
+        if let Ok(f) = ArrayFormatter::try_new(b.column(i).as_ref(), &opts) {
+            out.extend((0..b.num_rows()).map(|r| f.value(r).to_string()));
+        }
+    }
+    out
+}
