@@ -249,9 +249,9 @@ fn append_adds_rows_and_keeps_old_files() {
     assert_eq!(rows(&n), vec!["32|16".to_string()]);
 }
 
-#[test]
-fn malformed_values_are_quarantined_with_their_line_not_fatal() {
-    let w = Workdir::project();
+/// Points the carriers job at a 4-row airlines file whose lines 3 (code `U`, too short) and 5
+/// (no code) break the carrier model.
+fn use_bad_airlines(w: &Workdir) {
     w.write(
         "samples/mini/airlines.csv",
         "carrier,name\nAA,American Airlines Inc.\nU,Too Short Air\n9E,Endeavor Air Inc.\n,No Code\n",
@@ -261,6 +261,12 @@ fn malformed_values_are_quarantined_with_their_line_not_fatal() {
         "samples/mini/airlines.csv",
     );
     w.write("jobs/carriers.toml", &job);
+}
+
+#[test]
+fn malformed_values_are_quarantined_with_their_line_not_fatal() {
+    let w = Workdir::project();
+    use_bad_airlines(&w);
     let out = w.run(&["run", "carriers", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let r = report(&out);
@@ -288,15 +294,7 @@ fn quarantine_command_summarises_runs_rules_and_samples() {
     assert!(
         String::from_utf8_lossy(&empty.stdout).contains("no quarantined rows for job `carriers`")
     );
-    w.write(
-        "samples/mini/airlines.csv",
-        "carrier,name\nAA,American Airlines Inc.\nU,Too Short Air\n9E,Endeavor Air Inc.\n,No Code\n",
-    );
-    let job = w.read("jobs/carriers.toml").replace(
-        "samples/nycflights13/airlines.csv.gz",
-        "samples/mini/airlines.csv",
-    );
-    w.write("jobs/carriers.toml", &job);
+    use_bad_airlines(&w);
     let run = w.run(&["run", "carriers", "--json"]);
     let run_id = report(&run)["run_id"].as_str().unwrap().to_string();
     let out = w.run(&["quarantine", "carriers"]);
