@@ -137,3 +137,83 @@ fn strings(batches: &[RecordBatch], i: usize) -> Vec<String> {
     }
     out
 }
+
+/// The text of `sluice quality JOB`: the last `last` runs of a job (oldest first) and, per row
+/// rule and dataset check, the value of each run and the latest status.
+///
+/// Rules show rows failed; checks show their measured value (rows, a fraction, hours...).
+/// Read from the state store (see [`crate::state`]).
+///
+/// # Errors
+/// [`Error::State`] when the store cannot be read.
+pub fn quality_trend(store: &crate::state::StateStore, job: &str, last: usize) -> Result<String> {
+    use comfy_table::{presets::UTF8_BORDERS_ONLY, Cell, Table};
+    use std::fmt::Write as _;
+    let mut runs = store.runs(job, last.max(1), false)?;
+    runs.reverse();
+    let mut out = String::new();
+    if runs.is_empty() {
+        let _ = writeln!(out, "no runs of job `{job}` recorded yet");
+        return Ok(out);
+    }
+    let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
+    let records = store.quality(job, &ids)?;
+    let _ = writeln!(out, "job {job}: last {} run(s), oldest first", runs.len());
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(vec!["#", "run", "status", "rows loaded"]);
+    for (i, r) in runs.iter().enumerate() {
+        table.add_row(vec![
+            Cell::new(i + 1),
+            Cell::new(&r.run_id),
+            Cell::new(&r.status),
+            Cell::new(r.rows_written),
+        ]);
+    }
+    let _ = writeln!(out, "{table}\n");
+    // One row per rule/check, in the order first seen (newest run's order wins).
+    let mut names: Vec<(String, String)> = Vec::new();
+    for r in records.iter().rev() {
+        let key = (r.kind.clone(), r.name.clone());
+        if !names.contains(&key) {
+            names.push(key);
+        }
+    }
+    names.reverse();
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    let mut header = vec!["kind".to_string(), "name".to_string()];
+    header.extend((1..=runs.len()).map(|i| format!("#{i}")));
+    header.push("latest".into());
+    table.set_header(header);
+    for (kind, name) in &names {
+        let mut row = vec![kind.clone(), name.clone()];
+        let mut latest = String::from("-");
+        for id in &ids {
+            let rec = records
+                .iter()
+                .find(|r| &r.run_id == id && &r.kind == kind && &r.name == name);
+            row.push(match rec {
+                None => "-".into(),
+                Some(r) => {
+                    latest = r.status.clone();
+                    match (r.kind.as_str(), r.rows_failed, r.measured) {
+                        ("rule", Some(n), _) => n.to_string(),
+                        (_, _, Some(m)) if m.fract() == 0.0 && m.abs() < 1e15 => {
+                            format!("{m:.0}")
+                        }
+                        (_, _, Some(m)) => format!("{m:.4}"),
+                        _ => "-".into(),
+                    }
+                }
+            });
+        }
+        row.push(latest);
+        table.add_row(row);
+    }
+    let _ = writeln!(
+        out,
+        "rules: rows failed per run; checks: the measured value per run\n{table}"
+    );
+    Ok(out)
+}

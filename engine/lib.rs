@@ -11,7 +11,10 @@
 //!
 //! The library is the product; `engine/main.rs` is a thin command line over it.
 
+pub mod checks;
 pub mod config;
+pub mod contract;
+pub mod csv_reader;
 pub mod diagnostic;
 pub mod error;
 pub mod functions;
@@ -23,3 +26,4 @@ pub mod quarantine;
 pub mod run;
 pub mod sink;
 pub mod source;
+pub mod state;

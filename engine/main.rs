@@ -76,6 +76,42 @@ enum Command {
         #[arg(long, default_value_t = 10, value_name = "N")]
         samples: usize,
     },
+    /// Show a job's quality history: per row rule the rows failed in each of the last runs,
+    /// per dataset check the measured value, and the latest status. Read from the state store
+    /// (`.sluice/state.db`, SQLite), which every run appends to.
+    Quality {
+        /// Job name (file stem in jobs/) or path to the job file.
+        job: String,
+        /// Runs to show.
+        #[arg(long, default_value_t = 7, value_name = "N")]
+        last: usize,
+    },
+    /// Canonical models as contracts.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Compare two versions of a model file and classify each change as breaking or additive
+    /// (Avro / Schema Registry full-compatibility rules); print the version the change needs.
+    ///
+    /// Exit code 0 when NEW's version is right for the changes, 2 when it is not (a breaking
+    /// change without a major bump, say).
+    ///
+    /// Example: git show HEAD~1:mappings/canonical/flight.toml > /tmp/old.toml &&
+    ///          sluice model diff /tmp/old.toml mappings/canonical/flight.toml
+    Diff {
+        /// The older model file.
+        old: PathBuf,
+        /// The newer model file.
+        new: PathBuf,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,6 +152,10 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Quarantine { job, run, samples } => {
             quarantine(cli.project.as_deref(), &job, run.as_deref(), samples).await
         }
+        Command::Quality { job, last } => quality(cli.project.as_deref(), &job, last),
+        Command::Model {
+            command: ModelCommand::Diff { old, new, json },
+        } => model_diff(&old, &new, json),
     };
     match result {
         Ok(code) => code,
@@ -290,6 +330,47 @@ async fn quarantine(
         .replace(&format!("{}/", project.root.display()), "");
     print!("{}", redactor.redact(&text));
     Ok(EXIT_OK)
+}
+
+fn quality(explicit: Option<&Path>, job: &str, last: usize) -> Result<i32, Error> {
+    let root = project_root(explicit, None)?;
+    let project = load(&root)?;
+    let job = project.job(job).map_err(|d| Error::config(*d))?;
+    let store = sluice::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    print!(
+        "{}",
+        sluice::inspect::quality_trend(&store, &job.name, last)?
+    );
+    Ok(EXIT_OK)
+}
+
+fn model_diff(old: &Path, new: &Path, json: bool) -> Result<i32, Error> {
+    let read = |p: &Path| -> Result<sluice::model::CanonicalModel, Error> {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::Usage {
+            message: format!("cannot read {}: {e}", p.display()),
+            hint: None,
+        })?;
+        sluice::config::parse_model(&sluice::diagnostic::SourceText::new(p, text))
+            .map_err(Error::Config)
+    };
+    let diff = sluice::contract::diff(&read(old)?, &read(new)?);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&diff).map_err(|e| Error::Internal(e.to_string()))?
+        );
+    } else {
+        print!("{diff}");
+    }
+    Ok(match diff.check_version() {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            if json {
+                eprintln!("error: {e}");
+            }
+            EXIT_INVALID
+        }
+    })
 }
 
 async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Error> {

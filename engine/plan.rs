@@ -43,8 +43,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::config::interpolate::Redactor;
-use crate::config::spec::{JoinKind, SourceFormat};
-use crate::config::{Job, Mapping, NamedExpr, Project};
+use crate::config::spec::{JoinKind, NullPolicy, RuleAction, SourceFormat};
+use crate::config::{Job, Mapping, NamedExpr, Project, ReferenceTarget, RuleTest};
 use crate::diagnostic::{did_you_mean, Diagnostics};
 use crate::error::{Error, Result};
 use crate::model::{CanonicalModel, FieldType};
@@ -53,10 +53,128 @@ use crate::source::{
     self, qualified_col, ScannedSource, DRIVING_ROW_COLUMN, FILE_COLUMN, LINE_COLUMN,
     PARSE_FAILED_PREFIX, RAW_PREFIX,
 };
+use datafusion::functions_window::expr_fn::{first_value, row_number};
+use datafusion::logical_expr::ExprFunctionExt;
+use std::ops::Not;
 
 const LET: &str = "__let";
 const VALUE: &str = "__v";
 const CANONICAL: &str = "__canonical";
+const DUPLICATE: &str = "__dup";
+
+/// `"updated_at DESC NULLS LAST"` → (`"updated_at"`, ascending?, nulls first?). SQL defaults:
+/// ascending; nulls last when ascending, first when descending.
+fn split_sort(sql: &str) -> (&str, bool, bool) {
+    let mut rest = sql.trim();
+    let mut nulls_first = None;
+    let upper = rest.to_ascii_uppercase();
+    if upper.ends_with(" NULLS FIRST") {
+        nulls_first = Some(true);
+        rest = rest[..rest.len() - 12].trim_end();
+    } else if upper.ends_with(" NULLS LAST") {
+        nulls_first = Some(false);
+        rest = rest[..rest.len() - 11].trim_end();
+    }
+    let upper = rest.to_ascii_uppercase();
+    let mut asc = true;
+    if upper.ends_with(" DESC") {
+        asc = false;
+        rest = rest[..rest.len() - 5].trim_end();
+    } else if upper.ends_with(" ASC") {
+        rest = rest[..rest.len() - 4].trim_end();
+    }
+    (rest, asc, nulls_first.unwrap_or(!asc))
+}
+
+/// Why a reference could not be planned: a mistake in the mapping or job, or a run error.
+enum RefError {
+    Config(String, Option<String>),
+    Run(Error),
+}
+
+/// The valid values of a `references` rule as a frame with the columns `<q>.key` (distinct)
+/// and `<q>.hit` (true), and how to name the reference in reasons (`airports.faa`).
+async fn reference_frame(
+    project: &Project,
+    job: &Job,
+    ctx: &SessionContext,
+    target: &ReferenceTarget,
+    column: &str,
+    q: &str,
+    redactor: &Redactor,
+) -> std::result::Result<(DataFrame, String), RefError> {
+    let to_err = |e: DataFusionError| RefError::Run(Error::engine(&job.name, redactor, &e));
+    let (frame, value, shown, columns) = match target {
+        ReferenceTarget::Source(name) => {
+            let spec = job.sources.get(name).ok_or_else(|| {
+                RefError::Run(Error::Internal(format!("source `{name}` not bound")))
+            })?;
+            let alias = format!("{q}_source");
+            let scanned = source::scan(ctx, &project.root, name, &alias, spec, false, redactor)
+                .await
+                .map_err(RefError::Run)?;
+            let columns: Vec<String> = scanned.columns.iter().map(|c| c.name.clone()).collect();
+            (
+                scanned.frame,
+                qualified_col(&alias, column),
+                format!("{name}.{column}"),
+                columns,
+            )
+        }
+        ReferenceTarget::Table(table) => {
+            let dir = project.path(project.settings.warehouse.join(table));
+            if !dir.is_dir() {
+                return Err(RefError::Config(
+                    format!("table `{table}` is not loaded: {} does not exist", dir.display()),
+                    Some("run the job that loads it first, or reference its source with `source = \"...\"`".into()),
+                ));
+            }
+            let frame = ctx
+                .read_parquet(
+                    dir.to_string_lossy().to_string(),
+                    datafusion::prelude::ParquetReadOptions::default(),
+                )
+                .await
+                .map_err(to_err)?;
+            let columns: Vec<String> = frame
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            (
+                frame,
+                source::ident_col(column),
+                format!("table {table}.{column}"),
+                columns,
+            )
+        }
+    };
+    if !columns.iter().any(|c| c == column) {
+        return Err(RefError::Config(
+            format!("{shown} does not exist"),
+            Some(
+                match did_you_mean(column, columns.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("columns: {}", columns.join(", ")),
+                },
+            ),
+        ));
+    }
+    let qr = TableReference::bare(q);
+    let frame = frame
+        .select(vec![value.alias_qualified(Some(qr.clone()), "key")])
+        .map_err(to_err)?
+        .distinct()
+        .map_err(to_err)?;
+    let frame = frame
+        .select(vec![
+            qualified_col(q, "key"),
+            lit(true).alias_qualified(Some(qr), "hit"),
+        ])
+        .map_err(to_err)?;
+    Ok((frame, shown))
+}
 
 /// How a field expression's type reaches the field's type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +340,9 @@ pub struct Layout {
     pub flags: Vec<usize>,
     /// Output column of each value a reason template quotes, by placeholder text.
     pub reason_values: Vec<(String, usize)>,
+    /// For a CSV driving source: the index of the `malformed.<alias>` rule in
+    /// `CompiledJob::rules` and the output column of the record's raw text.
+    pub malformed: Option<(usize, usize)>,
 }
 
 /// What a canonical field's expression compiled to.
@@ -267,7 +388,36 @@ pub struct CompiledJob {
     pub redactor: Redactor,
 }
 
+/// The column of a target that lists the `flag` rules each loaded row failed.
+pub const DQ_FLAGS_COLUMN: &str = "_dq_flags";
+
 impl CompiledJob {
+    /// Whether any rule has `action = "flag"` (then the target has a `_dq_flags` column).
+    pub fn has_flag_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.action == RuleAction::Flag)
+    }
+
+    /// The target's Arrow schema: the model's, plus `_dq_flags: list<utf8>` (never null; an
+    /// empty list for a row without flags) when a rule flags.
+    pub fn target_schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        let model = self.model.arrow_schema();
+        if !self.has_flag_rules() {
+            return model;
+        }
+        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
+            model.fields().iter().cloned().collect();
+        fields.push(std::sync::Arc::new(
+            datafusion::arrow::datatypes::Field::new(
+                DQ_FLAGS_COLUMN,
+                DataType::List(std::sync::Arc::new(
+                    datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, false),
+                )),
+                false,
+            ),
+        ));
+        std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+    }
+
     /// The logical plan.
     pub fn logical_plan(&self) -> &LogicalPlan {
         self.frame.logical_plan()
@@ -577,6 +727,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                     ReasonTemplate::literal(format!("{} is not a valid {}", f.name, f.data_type))
                 }),
                 description: format!("{} parses as {}", f.name, f.data_type),
+                action: RuleAction::Quarantine,
             });
             flag_exprs.push(rules.last().map(|r| r.failed.clone()).unwrap_or(lit(false)));
         }
@@ -614,6 +765,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                     ReasonTemplate::literal(format!("{}.{} does not parse", s.alias, c.name))
                 }),
                 description: format!("{}.{} parses as {}", s.alias, c.name, c.data_type),
+                action: RuleAction::Quarantine,
             });
             flag_exprs.push(flag);
         }
@@ -638,69 +790,290 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         }
     };
     let canonical_names: Vec<String> = model.fields.iter().map(|f| f.name.clone()).collect();
-    for b in &mapping.rules {
+
+    // A malformed CSV record of the driving source has no values: one rule says why.
+    if driving.records.is_some() {
+        let a = &driving.alias;
+        rules.push(RowRule {
+            name: format!("malformed.{a}"),
+            kind: RuleKind::Malformed,
+            field: None,
+            failed: qualified_col(a, crate::csv_reader::MALFORMED_COLUMN).is_not_null(),
+            reason: ReasonTemplate::parse(&format!(
+                "malformed record: {{{a}.{}}}",
+                crate::csv_reader::MALFORMED_COLUMN
+            ))
+            .unwrap_or_else(|_| ReasonTemplate::literal("malformed record".into())),
+            description: "the record is well-formed CSV (RFC 4180, one field per column, UTF-8)"
+                .into(),
+            action: RuleAction::Quarantine,
+        });
+        flag_exprs.push(rules.last().map(|r| r.failed.clone()).unwrap_or(lit(false)));
+    }
+
+    // Mapping rules: custom checks and references first, then duplicate keys (which prefer
+    // to keep a row that passes every other rule).
+    let ordered = mapping
+        .rules
+        .iter()
+        .filter(|b| !matches!(b.test, RuleTest::Unique { .. }))
+        .chain(
+            mapping
+                .rules
+                .iter()
+                .filter(|b| matches!(b.test, RuleTest::Unique { .. })),
+        );
+    for b in ordered {
         let visible = {
             let mut v = canonical_names.clone();
             v.extend(visible_columns(frame.schema(), &let_names, &aliases));
             v
         };
-        let check = match parse_expr(&ctx, &b.check.sql, frame.schema(), &rule_resolver) {
-            Ok(e) => e,
-            Err(e) => {
-                expr_err(
-                    &mut diags,
-                    b.check.span.clone(),
-                    format!("rule.{}", b.name),
-                    format!("in rule `{}`", b.name),
-                    &e,
-                    &visible,
-                );
-                continue;
+        let key = format!("rule.{}", b.name);
+        let unknown_field = |diags: &mut Diagnostics, f: &str, what: &str| {
+            let mut d = mapping.src.diagnostic(
+                b.span.clone(),
+                key.clone(),
+                format!(
+                    "{what} of rule `{}` names `{f}`, which is not a field of model `{}`",
+                    b.name, model.name
+                ),
+            );
+            d.hint = Some(
+                match did_you_mean(f, canonical_names.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("fields: {}", canonical_names.join(", ")),
+                },
+            );
+            diags.push(d);
+        };
+        let (kind, failed, default_reason, description) = match &b.test {
+            RuleTest::Check(c) => {
+                let check = match parse_expr(&ctx, &c.sql, frame.schema(), &rule_resolver) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        expr_err(
+                            &mut diags,
+                            c.span.clone(),
+                            key,
+                            format!("in rule `{}`", b.name),
+                            &e,
+                            &visible,
+                        );
+                        continue;
+                    }
+                };
+                match check.get_type(frame.schema()) {
+                    Ok(DataType::Boolean) | Ok(DataType::Null) => {}
+                    Ok(t) => {
+                        err_at(
+                            &mut diags,
+                            c.span.clone(),
+                            format!("{key}.check"),
+                            format!("rule `{}` check is {t}, not a boolean", b.name),
+                            Some("write a condition that is true for good rows, e.g. `distance_km > 0`".into()),
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        expr_err(
+                            &mut diags,
+                            c.span.clone(),
+                            key,
+                            format!("in rule `{}`", b.name),
+                            &e,
+                            &visible,
+                        );
+                        continue;
+                    }
+                }
+                (
+                    RuleKind::Business,
+                    failed_when_not(check, b.nulls),
+                    ReasonTemplate::literal(format!("failed: {}", c.sql)),
+                    c.sql.clone(),
+                )
+            }
+            RuleTest::References {
+                field,
+                target,
+                column,
+            } => {
+                let Some(f) = model.field(field) else {
+                    unknown_field(&mut diags, field, "`field`");
+                    continue;
+                };
+                let q = format!("__ref_{}", b.name);
+                let (lookup, shown) = match reference_frame(
+                    project, job, &ctx, target, column, &q, &redactor,
+                )
+                .await
+                {
+                    Ok(x) => x,
+                    Err(RefError::Config(msg, hint)) => {
+                        err_at(
+                            &mut diags,
+                            b.span.clone(),
+                            format!("{key}.references"),
+                            msg,
+                            hint,
+                        );
+                        continue;
+                    }
+                    Err(RefError::Run(e)) => return Err(e),
+                };
+                let value = qualified_col(CANONICAL, &f.name);
+                let on =
+                    try_cast(qualified_col(&q, "key"), f.data_type.to_arrow()).eq(value.clone());
+                frame = lookup
+                    .join_on(frame, JoinType::Right, vec![on])
+                    .map_err(to_err)?;
+                let missing = qualified_col(&q, "hit").is_null();
+                let failed = match b.nulls {
+                    NullPolicy::Pass => value.is_not_null().and(missing),
+                    NullPolicy::Fail => missing,
+                };
+                (
+                    RuleKind::References,
+                    failed,
+                    ReasonTemplate::with_value(
+                        &format!("{field} '"),
+                        field,
+                        format!("' is not in {shown}"),
+                    ),
+                    format!("{field} exists in {shown}"),
+                )
+            }
+            RuleTest::Unique {
+                fields: keys,
+                order_by,
+            } => {
+                let mut ok = true;
+                for k in keys {
+                    if model.field(k).is_none() {
+                        unknown_field(&mut diags, k, "`unique`");
+                        ok = false;
+                    }
+                }
+                let mut sorts = Vec::new();
+                // Rows that fail another rule sort last, so the kept row is a loadable one.
+                let other_failed = flag_exprs
+                    .iter()
+                    .map(|e| datafusion::functions::expr_fn::coalesce(vec![e.clone(), lit(false)]))
+                    .reduce(Expr::or)
+                    .unwrap_or(lit(false));
+                sorts.push(other_failed.sort(true, false));
+                for o in order_by {
+                    let (sql, asc, nulls_first) = split_sort(&o.sql);
+                    match parse_expr(&ctx, sql, frame.schema(), &rule_resolver) {
+                        Ok(e) => sorts.push(e.sort(asc, nulls_first)),
+                        Err(e) => {
+                            expr_err(
+                                &mut diags,
+                                o.span.clone(),
+                                format!("{key}.order_by"),
+                                format!("in `order_by` of rule `{}`", b.name),
+                                &e,
+                                &visible,
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                sorts.push(qualified_col(&driving.alias, FILE_COLUMN).sort(true, true));
+                sorts.push(qualified_col(&driving.alias, LINE_COLUMN).sort(true, true));
+                let partition: Vec<Expr> =
+                    keys.iter().map(|k| qualified_col(CANONICAL, k)).collect();
+                let q = TableReference::bare(DUPLICATE);
+                let rn = row_number()
+                    .partition_by(partition.clone())
+                    .order_by(sorts.clone())
+                    .build()
+                    .map_err(to_err)?
+                    .alias_qualified(Some(q.clone()), format!("{}_rank", b.name));
+                let first = first_value(qualified_col(&driving.alias, LINE_COLUMN))
+                    .partition_by(partition.clone())
+                    .order_by(sorts)
+                    .build()
+                    .map_err(to_err)?
+                    .alias_qualified(Some(q), format!("{}_kept_line", b.name));
+                frame = frame.window(vec![rn, first]).map_err(to_err)?;
+                let any_null = partition
+                    .iter()
+                    .map(|k| k.clone().is_null())
+                    .reduce(Expr::or)
+                    .unwrap_or(lit(false));
+                let later = qualified_col(DUPLICATE, &format!("{}_rank", b.name)).gt(lit(1u64));
+                let failed = match b.nulls {
+                    NullPolicy::Pass => any_null.not().and(later),
+                    NullPolicy::Fail => any_null.or(later),
+                };
+                let key_text = keys
+                    .iter()
+                    .map(|k| format!("{k}={{{k}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (
+                    RuleKind::Unique,
+                    failed,
+                    ReasonTemplate::parse(&format!(
+                        "duplicate key ({key_text}); the row at line {{{DUPLICATE}.{}_kept_line}} is kept",
+                        b.name
+                    ))
+                    .unwrap_or_else(|_| ReasonTemplate::literal("duplicate key".into())),
+                    format!("({}) unique within the run", keys.join(", ")),
+                )
             }
         };
-        match check.get_type(frame.schema()) {
-            Ok(DataType::Boolean) | Ok(DataType::Null) => {}
-            Ok(t) => {
-                err_at(
-                    &mut diags,
-                    b.check.span.clone(),
-                    format!("rule.{}.check", b.name),
-                    format!("rule `{}` check is {t}, not a boolean", b.name),
-                    Some(
-                        "write a condition that is true for good rows, e.g. `distance_km > 0`"
-                            .into(),
-                    ),
-                );
-                continue;
-            }
-            Err(e) => {
-                expr_err(
-                    &mut diags,
-                    b.check.span.clone(),
-                    format!("rule.{}", b.name),
-                    format!("in rule `{}`", b.name),
-                    &e,
-                    &visible,
-                );
-                continue;
-            }
-        }
         let reason = match &b.reason {
             Some(t) => {
                 ReasonTemplate::parse(t).unwrap_or_else(|_| ReasonTemplate::literal(t.clone()))
             }
-            None => ReasonTemplate::literal(format!("failed: {}", b.check.sql)),
+            None => default_reason,
         };
-        let failed = failed_when_not(check, b.nulls);
         flag_exprs.push(failed.clone());
         rules.push(RowRule {
             name: b.name.clone(),
-            kind: RuleKind::Business,
+            kind,
             field: None,
             failed,
             reason,
-            description: b.check.sql.clone(),
+            description,
+            action: b.action,
         });
+    }
+
+    // `[actions]` set the action of built-in rules.
+    for (name, action, span) in &mapping.actions {
+        let Some(r) = rules.iter_mut().find(|r| &r.name == name) else {
+            let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+            err_at(
+                &mut diags,
+                span.clone(),
+                format!("actions.{name}"),
+                format!("no rule named `{name}` in this mapping"),
+                Some(match did_you_mean(name, names.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("rules: {}", names.join(", ")),
+                }),
+            );
+            continue;
+        };
+        if *action == RuleAction::Flag && matches!(r.kind, RuleKind::Required | RuleKind::Malformed)
+        {
+            err_at(
+                &mut diags,
+                span.clone(),
+                format!("actions.{name}"),
+                format!("rule `{name}` cannot be `flag`: the row has no value to load"),
+                Some("use `quarantine` or `drop`".into()),
+            );
+            continue;
+        }
+        r.action = *action;
     }
 
     // Reason placeholders must name something the row has.
@@ -721,7 +1094,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
             };
             if e.get_type(frame.schema()).is_err() {
                 let rule = mapping.rules.iter().find(|b| b.name == r.name);
-                let span = rule.and_then(|b| b.check.span.clone());
+                let span = rule.and_then(|b| b.span.clone());
                 let valid = visible_columns(frame.schema(), &let_names, &aliases);
                 let mut all = canonical_names.clone();
                 all.extend(valid);
@@ -766,6 +1139,16 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         source_values.push((c.name.clone(), out.len()));
         out.push(e.alias(format!("__source:{}", c.name)));
     }
+    let malformed = match rules.iter().position(|r| r.kind == RuleKind::Malformed) {
+        Some(i) => {
+            out.push(
+                qualified_col(&driving.alias, crate::csv_reader::RAW_RECORD_COLUMN)
+                    .alias(crate::csv_reader::RAW_RECORD_COLUMN),
+            );
+            Some((i, out.len() - 1))
+        }
+        None => None,
+    };
     let mut reason_values = Vec::new();
     for (p, e) in reason_exprs {
         reason_values.push((p.clone(), out.len()));
@@ -790,6 +1173,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         source_values,
         flags,
         reason_values,
+        malformed,
     };
 
     // Target and quarantine folders.
@@ -821,6 +1205,11 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 diags.push(d);
             }
         }
+    }
+    for (key, msg, hint) in crate::checks::validate(&ctx, &model, &job.checks) {
+        let mut d = job.src.diagnostic(None, key, msg);
+        d.hint = hint;
+        diags.push(d);
     }
     if !diags.is_empty() {
         return Err(Error::Config(diags));
@@ -897,7 +1286,10 @@ fn used_columns(mapping: &Mapping) -> BTreeSet<(String, String)> {
         .map(|j| j.on.get_ref().clone())
         .chain(mapping.lets.iter().map(|l| l.sql.clone()))
         .chain(mapping.fields.iter().map(|f| f.sql.clone()))
-        .chain(mapping.rules.iter().map(|r| r.check.sql.clone()));
+        .chain(mapping.rules.iter().filter_map(|r| match &r.test {
+            RuleTest::Check(c) => Some(c.sql.clone()),
+            _ => None,
+        }));
     for sql in texts {
         let Ok(mut ast) = Parser::new(&dialect)
             .try_with_sql(&sql)
@@ -1044,7 +1436,7 @@ fn thresholds<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// The name a unit enum has in TOML (`overwrite`, `csv`).
-fn json_name<T: serde::Serialize>(v: &T) -> String {
+pub fn json_name<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -1135,7 +1527,13 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
     }
     let _ = writeln!(s, "\nrow rules ({}):", compiled.rules.len());
     for r in &compiled.rules {
-        let _ = writeln!(s, "  {:<44} {}", r.name, r.description);
+        let _ = writeln!(
+            s,
+            "  {:<44} {:<10} {}",
+            r.name,
+            json_name(&r.action),
+            r.description
+        );
     }
     let _ = writeln!(s, "\ndataset checks:");
     if let Some(rc) = &job.checks.row_count {

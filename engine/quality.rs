@@ -27,7 +27,7 @@ use datafusion::logical_expr::{ident, lit, Expr};
 use serde::Serialize;
 use std::ops::Not;
 
-use crate::config::spec::{ChecksSpec, NullPolicy};
+use crate::config::spec::{ChecksSpec, NullPolicy, RuleAction};
 use crate::model::{CanonicalModel, FieldType, Literal};
 
 /// Which family a row rule belongs to.
@@ -48,8 +48,14 @@ pub enum RuleKind {
     Pattern,
     /// Longer than `max_length`.
     MaxLength,
-    /// A mapping's business rule.
+    /// A mapping's custom `check` (SQL boolean, possibly across fields).
     Business,
+    /// A malformed source record (CSV).
+    Malformed,
+    /// A duplicate key within the run (`unique`).
+    Unique,
+    /// A value missing from another source or table (`references`).
+    References,
 }
 
 /// A row rule, compiled.
@@ -68,6 +74,8 @@ pub struct RowRule {
     pub reason: ReasonTemplate,
     /// The rule's condition as the user would read it (for `plan` output).
     pub description: String,
+    /// What happens to a failing row.
+    pub action: RuleAction,
 }
 
 /// Converts a model literal (`min`, `max`, `enum` value) into a value of the field's type.
@@ -127,6 +135,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                 failed: c.clone().is_null(),
                 reason: ReasonTemplate::literal(format!("{} is required but missing", f.name)),
                 description: format!("{} IS NOT NULL", f.name),
+                action: RuleAction::Quarantine,
             });
         }
         let ty = f.data_type;
@@ -148,6 +157,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                     format!(" is not one of {}", shown.join(", ")),
                 ),
                 description: format!("{} IN ({})", f.name, shown.join(", ")),
+                action: RuleAction::Quarantine,
             });
         }
         if let Some(min) = f.min.as_ref().and_then(|m| literal_for(m, ty).ok()) {
@@ -162,6 +172,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                     format!(" is below the minimum {min}"),
                 ),
                 description: format!("{} >= {min}", f.name),
+                action: RuleAction::Quarantine,
             });
         }
         if let Some(max) = f.max.as_ref().and_then(|m| literal_for(m, ty).ok()) {
@@ -176,6 +187,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                     format!(" is above the maximum {max}"),
                 ),
                 description: format!("{} <= {max}", f.name),
+                action: RuleAction::Quarantine,
             });
         }
         if let Some(p) = &f.pattern {
@@ -195,6 +207,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                     format!("' does not match pattern {p}"),
                 ),
                 description: format!("{} matches /{p}/", f.name),
+                action: RuleAction::Quarantine,
             });
         }
         if let Some(n) = f.max_length {
@@ -210,6 +223,7 @@ pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
                     format!("' is longer than {n} characters"),
                 ),
                 description: format!("length({}) <= {n}", f.name),
+                action: RuleAction::Quarantine,
             });
         }
     }
@@ -292,7 +306,7 @@ impl ReasonTemplate {
     }
 
     /// `before{field}after`, with `before` and `after` taken literally (no placeholders).
-    fn with_value(before: &str, field: &str, after: String) -> ReasonTemplate {
+    pub fn with_value(before: &str, field: &str, after: String) -> ReasonTemplate {
         let mut parts = Vec::new();
         if !before.is_empty() {
             parts.push(ReasonPart::Text(before.to_string()));
@@ -510,6 +524,7 @@ mod tests {
         ChecksSpec {
             row_count: Some(rc),
             quarantine_ratio: Some(q),
+            ..Default::default()
         }
     }
 

@@ -15,14 +15,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListBuilder, RecordBatch, StringBuilder,
+};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{filter, take};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::config::spec::RuleAction;
 use crate::config::Project;
 use crate::error::{Error, Result};
 use crate::plan::CompiledJob;
@@ -59,6 +63,10 @@ pub struct RowCounts {
     pub written: u64,
     /// Rows sent to the quarantine.
     pub quarantined: u64,
+    /// Rows left out by `drop` rules (and no quarantine rule).
+    pub dropped: u64,
+    /// Rows loaded with at least one `flag` rule in `_dq_flags`.
+    pub flagged: u64,
 }
 
 /// One row rule's outcome.
@@ -68,6 +76,11 @@ pub struct RuleReport {
     pub rule: String,
     /// Family.
     pub kind: RuleKind,
+    /// What a failing row meets.
+    pub action: RuleAction,
+    /// `pass` when no row failed; `fail` when rows failed a rule whose action is `fail`;
+    /// `warn` otherwise.
+    pub status: CheckStatus,
     /// Rows that failed it (a row failing several rules counts in each).
     pub failed_rows: u64,
     /// Up to three reasons, as written to the quarantine.
@@ -239,6 +252,10 @@ struct Outcome {
     rule_counts: Vec<u64>,
     samples: Vec<Vec<String>>,
     sink_metrics: SinkMetrics,
+    /// Why a `fail` rule stopped the run.
+    aborted: Option<String>,
+    /// Values of the dataset checks' aggregates.
+    aggregates: HashMap<String, datafusion::common::ScalarValue>,
 }
 
 /// Runs `compiled`: executes, splits, checks, commits, and writes the report.
@@ -254,6 +271,22 @@ pub async fn run(
     started: DateTime<Utc>,
     compile_time: Duration,
     progress: &mut dyn Progress,
+) -> Result<RunReport> {
+    run_with(project, compiled, started, compile_time, progress, None).await
+}
+
+/// [`run`], recording that it reprocesses the quarantine of run `replay_of` (see
+/// [`crate::replay`]).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    project: &Project,
+    compiled: CompiledJob,
+    started: DateTime<Utc>,
+    compile_time: Duration,
+    progress: &mut dyn Progress,
+    replay_of: Option<&str>,
 ) -> Result<RunReport> {
     let run_id = new_run_id(started);
     let job_name = compiled.job.name.clone();
@@ -290,7 +323,7 @@ pub async fn run(
             &lock_path,
             &run_id,
             compiled.job.target.mode,
-            compiled.model.arrow_schema(),
+            compiled.target_schema(),
             partition_by.clone(),
         )?;
         let sink = sink_opt.insert(sink);
@@ -308,17 +341,46 @@ pub async fn run(
     let mut error = None;
     let (status, counts, rules) = match outcome {
         Ok(o) => {
-            checks = evaluate_checks(
-                &compiled.job.checks,
-                o.counts.read,
-                o.counts.written,
-                o.counts.quarantined,
-            );
-            let worst = checks
-                .iter()
-                .map(|c| c.status)
-                .max()
-                .unwrap_or(CheckStatus::Pass);
+            let worst = match &o.aborted {
+                Some(why) => {
+                    error = Some(ErrorReport {
+                        class: "quality".into(),
+                        message: compiled.redactor.redact(why),
+                    });
+                    CheckStatus::Fail
+                }
+                None => {
+                    checks = evaluate_checks(
+                        &compiled.job.checks,
+                        o.counts.read,
+                        o.counts.written,
+                        o.counts.quarantined,
+                    );
+                    let history = if compiled.job.checks.volume.is_some() {
+                        crate::state::StateStore::open(&project.path(&project.settings.state_dir))
+                            .and_then(|s| s.runs(&compiled.job.name, 100, true))
+                            .map(|runs| runs.iter().map(|r| r.rows_written).collect::<Vec<_>>())
+                            .unwrap_or_else(|e| {
+                                eprintln!("warning: volume check without history: {e}");
+                                Vec::new()
+                            })
+                    } else {
+                        Vec::new()
+                    };
+                    checks.extend(crate::checks::evaluate(
+                        &compiled.job.checks,
+                        &o.aggregates,
+                        o.counts.written,
+                        &history,
+                        started,
+                    ));
+                    checks
+                        .iter()
+                        .map(|c| c.status)
+                        .max()
+                        .unwrap_or(CheckStatus::Pass)
+                }
+            };
             let q_rows = quarantine.rows();
             let q_path = compiled.redactor.redact(&rel(quarantine.path()));
             // The quarantine is kept whatever the checks say.
@@ -375,6 +437,12 @@ pub async fn run(
                 .map(|(r, (n, samples))| RuleReport {
                     rule: r.name.clone(),
                     kind: r.kind,
+                    action: r.action,
+                    status: match (*n, r.action) {
+                        (0, _) => CheckStatus::Pass,
+                        (_, RuleAction::Fail) => CheckStatus::Fail,
+                        _ => CheckStatus::Warn,
+                    },
                     failed_rows: *n,
                     samples,
                 })
@@ -411,7 +479,22 @@ pub async fn run(
         error,
     };
     save_report(project, &report)?;
+    record(project, &report, replay_of);
     Ok(report)
+}
+
+/// Appends the run and its quality results to the state store. A failure here cannot undo a
+/// commit, so it is a warning on standard error, not a failed run.
+fn record(project: &Project, report: &RunReport, replay_of: Option<&str>) {
+    let dir = project.path(&project.settings.state_dir);
+    let result =
+        crate::state::StateStore::open(&dir).and_then(|mut s| s.record_run(report, replay_of));
+    if let Err(e) = result {
+        eprintln!(
+            "warning: run {} is not in the quality history: {e}",
+            report.run_id
+        );
+    }
 }
 
 /// Records a run that failed before it could start executing (a source that cannot be found,
@@ -451,6 +534,7 @@ pub fn failed_before_start(
         error: Some(ErrorReport::new(error, redactor)),
     };
     save_report(project, &report)?;
+    record(project, &report, None);
     Ok(report)
 }
 
@@ -528,7 +612,13 @@ async fn execute(
     let mut stream =
         execute_stream(physical.clone(), compiled.ctx.task_ctx()).map_err(engine_err)?;
     let layout = &compiled.layout;
-    let model_schema = compiled.model.arrow_schema();
+    let target_schema = compiled.target_schema();
+    let mut aggregates = crate::checks::DatasetAggregates::start(
+        &compiled.ctx,
+        target_schema.clone(),
+        &compiled.job.checks,
+    )?;
+    let mut aborted: Option<String> = None;
     let started_micros = started.timestamp_micros();
     let mut counts = RowCounts::default();
     let mut rule_counts = vec![0u64; compiled.rules.len()];
@@ -542,29 +632,66 @@ async fn execute(
             continue;
         }
         counts.produced += n as u64;
-        let mut any = BooleanBuffer::new_unset(n);
-        let mut flag_values = Vec::with_capacity(layout.flags.len());
-        for (i, idx) in layout.flags.iter().enumerate() {
+        let mut flag_values: Vec<BooleanBuffer> = Vec::with_capacity(layout.flags.len());
+        for idx in &layout.flags {
             let flag = batch.column(*idx).as_boolean();
-            let values = match flag.nulls() {
+            flag_values.push(match flag.nulls() {
                 Some(nulls) => flag.values() & nulls.inner(),
                 None => flag.values().clone(),
-            };
-            rule_counts[i] += values.count_set_bits() as u64;
-            any = &any | &values;
-            flag_values.push(values);
+            });
         }
-        let valid = BooleanArray::new(!&any, None);
-        let columns: Vec<ArrayRef> = layout
+        // A malformed record has no values: its only failure is being malformed.
+        if let Some((m, _)) = layout.malformed {
+            let well_formed = !&flag_values[m];
+            for (i, v) in flag_values.iter_mut().enumerate() {
+                if i != m {
+                    *v = &*v & &well_formed;
+                }
+            }
+        }
+        let none = BooleanBuffer::new_unset(n);
+        let (mut to_quarantine, mut to_drop, mut to_flag, mut to_fail) =
+            (none.clone(), none.clone(), none.clone(), none);
+        for (i, (values, r)) in flag_values.iter().zip(&compiled.rules).enumerate() {
+            let failed = values.count_set_bits();
+            if failed == 0 {
+                continue;
+            }
+            rule_counts[i] += failed as u64;
+            let acc = match r.action {
+                RuleAction::Quarantine => &mut to_quarantine,
+                RuleAction::Drop => &mut to_drop,
+                RuleAction::Flag => &mut to_flag,
+                RuleAction::Fail => &mut to_fail,
+            };
+            *acc = &*acc | values;
+        }
+        // A row goes to the quarantine if one of its quarantine (or fail) rules says so; else
+        // it is dropped if a drop rule says so; else it is loaded, with flags if any.
+        let any = &to_quarantine | &to_fail;
+        let removed = &any | &to_drop;
+        counts.dropped += (&to_drop & &!&any).count_set_bits() as u64;
+        let valid = BooleanArray::new(!&removed, None);
+        let mut columns: Vec<ArrayRef> = layout
             .canonical
             .iter()
             .map(|i| filter(batch.column(*i), &valid))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::Internal(format!("filtering valid rows: {e}")))?;
-        let valid_batch = RecordBatch::try_new(model_schema.clone(), columns)
+        if compiled.has_flag_rules() {
+            let flagged = &to_flag & &!&removed;
+            counts.flagged += flagged.count_set_bits() as u64;
+            columns.push(dq_flags(compiled, &flag_values, &valid));
+        }
+        let valid_batch = RecordBatch::try_new(target_schema.clone(), columns)
             .map_err(|e| Error::Internal(format!("valid rows do not fit the model schema: {e}")))?;
         counts.written += valid_batch.num_rows() as u64;
-        sink.write(valid_batch).await?;
+        if to_fail.count_set_bits() == 0 {
+            if let Some(a) = aggregates.as_mut() {
+                a.send(valid_batch.clone()).await?;
+            }
+            sink.write(valid_batch).await?;
+        }
 
         let failing: Vec<u32> = any.set_indices().map(|i| i as u32).collect();
         if failing.is_empty() {
@@ -600,9 +727,20 @@ async fn execute(
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::Internal(e.to_string()))?;
 
+        let raw_record = match layout.malformed {
+            Some((_, col)) => Some(take_col(col).map_err(|e| Error::Internal(e.to_string()))?),
+            None => None,
+        };
+        let raw_record = raw_record.as_ref().map(|a| a.as_string::<i32>());
         let mut rows = Vec::with_capacity(failing.len());
         for (k, &row) in failing.iter().enumerate() {
             let mut values = serde_json::Map::new();
+            if let Some(raw) = raw_record.as_ref().filter(|r| r.is_valid(k)) {
+                values.insert(
+                    "_raw".into(),
+                    serde_json::Value::String(raw.value(k).to_string()),
+                );
+            }
             for (name, array, f) in &src_fmt {
                 let v = if array.is_null(k) {
                     serde_json::Value::Null
@@ -637,20 +775,53 @@ async fn execute(
         let qb = quarantine::batch(run_id, &compiled.job.name, started_micros, &rows)?;
         quarantine.write(&qb).await?;
         progress.rows(counts.produced, counts.quarantined);
+        if let Some(k) = failing.iter().position(|&i| to_fail.value(i as usize)) {
+            let row = &rows[k];
+            let (rule, reason) = row
+                .failed
+                .iter()
+                .find(|(name, _)| {
+                    compiled
+                        .rules
+                        .iter()
+                        .any(|r| &r.name == name && r.action == RuleAction::Fail)
+                })
+                .cloned()
+                .unwrap_or_default();
+            aborted = Some(format!(
+                "rule `{rule}` (action = \"fail\") failed at {}:{}: {reason}; the run stopped and nothing was loaded",
+                row.source_file.as_deref().unwrap_or("?"),
+                row.source_line.map_or("?".to_string(), |l| l.to_string()),
+            ));
+            break;
+        }
     }
-    counts.read = driving_rows_read(&physical);
+    counts.read = match &compiled.sources[0].records {
+        Some(records) => records.load(std::sync::atomic::Ordering::Relaxed),
+        None => driving_rows_read(&physical),
+    };
     tracing::info!(
         read = counts.read,
         written = counts.written,
         quarantined = counts.quarantined,
         "all rows processed; finishing staged files"
     );
-    let sink_metrics = sink.finish().await?;
+    let sink_metrics = if aborted.is_some() {
+        SinkMetrics::default()
+    } else {
+        sink.finish().await?
+    };
+    let aggregates = match aggregates {
+        Some(a) if aborted.is_none() => a.finish().await?,
+        _ => HashMap::new(),
+    };
     Ok(Outcome {
         counts,
         rule_counts,
         samples,
         sink_metrics,
+        aborted,
+        aggregates,
     })
 }
 
@@ -671,4 +842,31 @@ fn driving_rows_read(plan: &Arc<dyn ExecutionPlan>) -> u64 {
         stack.extend(node.children().into_iter().cloned());
     }
     total
+}
+
+/// The `_dq_flags` column of the rows kept by `valid`: the names of the `flag` rules each row
+/// failed (an empty list when none).
+fn dq_flags(
+    compiled: &CompiledJob,
+    flag_values: &[BooleanBuffer],
+    valid: &BooleanArray,
+) -> ArrayRef {
+    let flag_rules: Vec<(usize, &str)> = compiled
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.action == RuleAction::Flag)
+        .map(|(i, r)| (i, r.name.as_str()))
+        .collect();
+    let mut list = ListBuilder::new(StringBuilder::new())
+        .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
+    for row in valid.values().set_indices() {
+        for (i, name) in &flag_rules {
+            if flag_values[*i].value(row) {
+                list.values().append_value(name);
+            }
+        }
+        list.append(true);
+    }
+    Arc::new(list.finish())
 }

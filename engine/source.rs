@@ -23,9 +23,12 @@ use datafusion::common::{Column, TableReference};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{cast, col, lit, try_cast, when, Expr};
-use datafusion::prelude::{
-    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
-};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use datafusion::prelude::{DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext};
+
+use crate::csv_reader::{self, CsvFile, CsvOptions};
 
 use crate::config::interpolate::Redactor;
 use crate::config::spec::{Compression, SourceFormat, SourceSpec};
@@ -68,8 +71,11 @@ pub struct ScannedSource {
     /// Visible columns, in file order.
     pub columns: Vec<SourceColumn>,
     /// The plan: `alias.<column>` for each column, plus hidden `alias.__file`, `alias.__line`,
-    /// and for CSV `alias.__raw_<column>` and `alias.__parse_failed_<column>`.
+    /// and for CSV `alias.__raw_<column>` and `alias.__parse_failed_<column>` (plus
+    /// `alias.__malformed` and `alias.__raw_record` for the driving source).
     pub frame: DataFrame,
+    /// CSV: records read so far (well-formed and malformed), counted by the reader.
+    pub records: Option<Arc<AtomicU64>>,
 }
 
 /// Expands `path` (a file, a folder, or a glob) relative to `root` into sorted files.
@@ -149,21 +155,23 @@ fn compression_of(spec: Option<Compression>, file: &Path) -> FileCompressionType
     }
 }
 
-fn csv_options<'a>(spec: &SourceSpec, file: &Path) -> CsvReadOptions<'a> {
-    let mut o = CsvReadOptions::new()
-        .has_header(spec.has_header.unwrap_or(true))
-        .file_extension("")
-        .file_compression_type(compression_of(spec.compression, file))
-        .schema_infer_max_records(spec.infer_schema_rows.unwrap_or(10_000));
-    if let Some(d) = &spec.delimiter {
-        o = o.delimiter(d.get_ref().as_bytes()[0]);
+fn csv_options(spec: &SourceSpec, batch_size: usize) -> CsvOptions {
+    CsvOptions {
+        delimiter: spec
+            .delimiter
+            .as_ref()
+            .and_then(|d| d.get_ref().as_bytes().first().copied())
+            .unwrap_or(b','),
+        quote: spec
+            .quote
+            .as_ref()
+            .and_then(|q| q.get_ref().as_bytes().first().copied())
+            .unwrap_or(b'"'),
+        has_header: spec.has_header.unwrap_or(true),
+        compression: spec.compression.unwrap_or_default(),
+        on_malformed: spec.on_malformed.unwrap_or_default(),
+        batch_size,
     }
-    if let Some(q) = &spec.quote {
-        o = o.quote(q.get_ref().as_bytes()[0]);
-    }
-    let nulls = null_values(spec);
-    let alternatives: Vec<String> = nulls.iter().map(|n| regex::escape(n)).collect();
-    o.null_regex(Some(format!("^(?:{})$", alternatives.join("|"))))
 }
 
 /// The CSV null markers of a source (default: the empty field).
@@ -196,6 +204,8 @@ pub async fn scan(
     driving: bool,
     redactor: &Redactor,
 ) -> Result<ScannedSource> {
+    let batch_size = ctx.state().config().batch_size();
+    let partitions = ctx.state().config().target_partitions();
     let template = spec.path.get_ref();
     let files = expand_files(root, name, template, redactor)?;
     let format = *spec.format.get_ref();
@@ -206,43 +216,54 @@ pub async fn scan(
         .iter()
         .map(|f| f.to_string_lossy().to_string())
         .collect();
+    let csv_files: Vec<CsvFile> = files
+        .iter()
+        .map(|f| CsvFile {
+            path: f.clone(),
+            shown: redactor.redact(&shown(root, f)),
+        })
+        .collect();
+    let mut csv_header: Option<Vec<String>> = None;
 
     // 1. Column types, inferred over every file.
     let inferred: Schema = match format {
         SourceFormat::Csv => {
-            let mut fields = Vec::new();
-            // Files may differ in compression, so infer each and merge by name.
-            for f in &files {
-                let df = ctx
-                    .read_csv(f.to_string_lossy().to_string(), csv_options(spec, f))
-                    .await
-                    .map_err(err)?;
-                let schema = df.schema().as_arrow().clone();
+            let options = csv_options(spec, batch_size);
+            let mut schemas: Vec<Schema> = Vec::new();
+            for f in &csv_files {
+                let (header, rows) =
+                    csv_reader::sample(f, &options, spec.infer_schema_rows.unwrap_or(10_000))
+                        .map_err(|e| {
+                            Error::source(name, template, redactor.redact(&e.to_string()))
+                        })?;
                 // Files are read by column position, so their headers must agree.
-                if let Some(first) = fields.first() {
-                    let names = |s: &Schema| {
-                        s.fields()
-                            .iter()
-                            .map(|f| f.name().clone())
-                            .collect::<Vec<_>>()
-                    };
-                    if names(first) != names(&schema) {
+                if let Some(first) = &csv_header {
+                    if *first != header {
                         return Err(Error::source(
                             name,
                             template,
                             format!(
                                 "{} has columns [{}], but {} has [{}]; files of one source must have the same columns in the same order",
-                                redactor.redact(&shown(root, f)),
-                                names(&schema).join(", "),
-                                redactor.redact(&shown(root, &files[0])),
-                                names(first).join(", ")
+                                f.shown,
+                                header.join(", "),
+                                csv_files[0].shown,
+                                first.join(", ")
                             ),
                         ));
                     }
                 }
-                fields.push(schema);
+                let schema =
+                    csv_reader::infer_types(&header, &rows, &null_values(spec)).map_err(|e| {
+                        Error::source(
+                            name,
+                            template,
+                            format!("{}: cannot infer column types: {e}", f.shown),
+                        )
+                    })?;
+                csv_header = Some(header);
+                schemas.push(schema);
             }
-            Schema::try_merge(fields).map_err(|e| {
+            Schema::try_merge(schemas).map_err(|e| {
                 Error::source(
                     name,
                     template,
@@ -321,65 +342,75 @@ pub async fn scan(
         _ => inferred,
     };
 
-    // 2. One frame per file with its row number, then UNION ALL.
-    let text_schema = Schema::new(
-        inferred
-            .fields()
-            .iter()
-            .map(|f| ArrowField::new(f.name(), DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    );
+    // 2. CSV: one table read by the tolerant reader. Parquet and JSON: one frame per file with
+    //    its row number, then UNION ALL.
     let row_col = if driving { DRIVING_ROW_COLUMN } else { "__row" };
-    let header_lines: i64 = match format {
-        SourceFormat::Csv if spec.has_header.unwrap_or(true) => 1,
-        _ => 0,
-    };
-    let mut union: Option<DataFrame> = None;
-    for f in &files {
-        let p = f.to_string_lossy().to_string();
-        let df = match format {
-            SourceFormat::Csv => ctx
-                .read_csv(p, csv_options(spec, f).schema(&text_schema))
-                .await
-                .map_err(err)?,
-            SourceFormat::Parquet => ctx
-                .read_parquet(
-                    p,
-                    ParquetReadOptions::default()
-                        .file_extension("")
-                        .schema(&inferred),
-                )
-                .await
-                .map_err(err)?,
-            SourceFormat::Json => ctx
-                .read_json(
-                    p,
-                    JsonReadOptions::default()
-                        .file_extension("")
-                        .file_compression_type(compression_of(spec.compression, f))
-                        .schema(&inferred),
-                )
-                .await
-                .map_err(err)?,
-        };
-        let df = df.window(vec![row_number().alias(row_col)]).map_err(err)?;
-        let mut exprs: Vec<Expr> = inferred
-            .fields()
-            .iter()
-            .map(|c| ident_col(c.name()))
-            .collect();
-        exprs.push(lit(redactor.redact(&shown(root, f))).alias(FILE_COLUMN));
-        exprs.push((cast(col(row_col), DataType::Int64) + lit(header_lines)).alias(LINE_COLUMN));
+    let mut records = None;
+    let frame = if format == SourceFormat::Csv {
+        let counter = Arc::new(AtomicU64::new(0));
+        let columns: Vec<String> = inferred.fields().iter().map(|f| f.name().clone()).collect();
+        let table = csv_reader::table(
+            csv_files.clone(),
+            columns,
+            csv_options(spec, batch_size),
+            driving.then_some(DRIVING_ROW_COLUMN),
+            partitions,
+            counter.clone(),
+        )
+        .map_err(err)?;
+        records = Some(counter);
+        let df = ctx.read_table(Arc::new(table)).map_err(err)?;
         if driving {
-            exprs.push(col(row_col));
+            df
+        } else {
+            // A malformed lookup record has no values to match; leave it out.
+            df.filter(col(csv_reader::MALFORMED_COLUMN).is_null())
+                .map_err(err)?
         }
-        let df = df.select(exprs).map_err(err)?;
-        union = Some(match union {
-            None => df,
-            Some(u) => u.union(df).map_err(err)?,
-        });
-    }
-    let frame = union.ok_or_else(|| Error::source(name, template, "no files"))?;
+    } else {
+        let mut union: Option<DataFrame> = None;
+        for f in &files {
+            let p = f.to_string_lossy().to_string();
+            let df = match format {
+                SourceFormat::Parquet => ctx
+                    .read_parquet(
+                        p,
+                        ParquetReadOptions::default()
+                            .file_extension("")
+                            .schema(&inferred),
+                    )
+                    .await
+                    .map_err(err)?,
+                _ => ctx
+                    .read_json(
+                        p,
+                        JsonReadOptions::default()
+                            .file_extension("")
+                            .file_compression_type(compression_of(spec.compression, f))
+                            .schema(&inferred),
+                    )
+                    .await
+                    .map_err(err)?,
+            };
+            let df = df.window(vec![row_number().alias(row_col)]).map_err(err)?;
+            let mut exprs: Vec<Expr> = inferred
+                .fields()
+                .iter()
+                .map(|c| ident_col(c.name()))
+                .collect();
+            exprs.push(lit(redactor.redact(&shown(root, f))).alias(FILE_COLUMN));
+            exprs.push(cast(col(row_col), DataType::Int64).alias(LINE_COLUMN));
+            if driving {
+                exprs.push(col(row_col));
+            }
+            let df = df.select(exprs).map_err(err)?;
+            union = Some(match union {
+                None => df,
+                Some(u) => u.union(df).map_err(err)?,
+            });
+        }
+        union.ok_or_else(|| Error::source(name, template, "no files"))?
+    };
 
     // 3. Typed view, qualified by the alias.
     let nulls = null_values(spec);
@@ -437,6 +468,10 @@ pub async fn scan(
     }
     exprs.push(col(FILE_COLUMN));
     exprs.push(col(LINE_COLUMN));
+    if format == SourceFormat::Csv && driving {
+        exprs.push(col(csv_reader::MALFORMED_COLUMN));
+        exprs.push(col(csv_reader::RAW_RECORD_COLUMN));
+    }
     if driving {
         exprs.push(col(DRIVING_ROW_COLUMN));
     }
@@ -455,6 +490,7 @@ pub async fn scan(
             .collect(),
         columns,
         frame,
+        records,
     })
 }
 

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use serde_spanned::Spanned;
 use toml_edit::{Item, Table};
 
@@ -108,12 +109,48 @@ pub struct NamedExpr {
 pub struct BusinessRule {
     /// Rule name, as shown in the quarantine.
     pub name: String,
-    /// SQL boolean check.
-    pub check: NamedExpr,
+    /// Where the rule is written (its `name` value).
+    pub span: Option<Range<usize>>,
+    /// What the rule tests.
+    pub test: RuleTest,
     /// Reason template.
     pub reason: Option<String>,
     /// Null policy.
     pub nulls: NullPolicy,
+    /// What happens to a failing row.
+    pub action: RuleAction,
+}
+
+/// What a mapping rule tests.
+#[derive(Debug, Clone)]
+pub enum RuleTest {
+    /// A SQL boolean expression that is true for good rows.
+    Check(NamedExpr),
+    /// Canonical fields unique within the run; the first row by `order_by` is kept.
+    Unique {
+        /// Key fields.
+        fields: Vec<String>,
+        /// Sort expressions (SQL, `DESC`/`ASC` allowed), with their spans.
+        order_by: Vec<NamedExpr>,
+    },
+    /// A canonical field's value must exist in another source or a loaded table.
+    References {
+        /// The canonical field.
+        field: String,
+        /// Where the valid values are.
+        target: ReferenceTarget,
+        /// Column holding them.
+        column: String,
+    },
+}
+
+/// Where a referential-integrity rule looks values up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferenceTarget {
+    /// A source the job binds.
+    Source(String),
+    /// A Parquet table under the warehouse folder.
+    Table(String),
 }
 
 /// A validated mapping.
@@ -135,6 +172,9 @@ pub struct Mapping {
     pub fields: Vec<NamedExpr>,
     /// Business rules.
     pub rules: Vec<BusinessRule>,
+    /// `[actions]`: the action of a built-in rule (`"flight.tailnum.pattern" = "flag"`),
+    /// with the span of the value.
+    pub actions: Vec<(String, RuleAction, Option<Range<usize>>)>,
 }
 
 impl Mapping {
@@ -144,6 +184,17 @@ impl Mapping {
         for j in &self.joins {
             if !out.contains(&j.source.source.as_str()) {
                 out.push(j.source.source.as_str());
+            }
+        }
+        for r in &self.rules {
+            if let RuleTest::References {
+                target: ReferenceTarget::Source(s),
+                ..
+            } = &r.test
+            {
+                if !out.contains(&s.as_str()) {
+                    out.push(s.as_str());
+                }
             }
         }
         out
@@ -399,7 +450,24 @@ impl Project {
             };
             let needed = m.source_names();
             let bound: Vec<&str> = j.sources.keys().map(String::as_str).collect();
-            let uses = std::iter::once(&m.from).chain(m.joins.iter().map(|x| &x.source));
+            let ref_uses: Vec<SourceUse> = m
+                .rules
+                .iter()
+                .filter_map(|r| match &r.test {
+                    RuleTest::References {
+                        target: ReferenceTarget::Source(s),
+                        ..
+                    } => Some(SourceUse {
+                        source: s.clone(),
+                        alias: s.clone(),
+                        span: r.span.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let uses = std::iter::once(&m.from)
+                .chain(m.joins.iter().map(|x| &x.source))
+                .chain(ref_uses.iter());
             let mut reported = BTreeSet::new();
             for u in uses {
                 if j.sources.contains_key(&u.source) || !reported.insert(u.source.clone()) {
@@ -738,6 +806,18 @@ pub fn is_identifier(s: &str) -> bool {
 
 const MODEL_KEYS: &[&str] = &["name", "version", "description", "fields"];
 
+/// Loads one canonical model from its text (a file, or a version kept in the state store).
+///
+/// # Errors
+/// Every problem of the file, as diagnostics.
+pub fn parse_model(src: &SourceText) -> Result<CanonicalModel, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    match load_model(src, &mut diags) {
+        Some(m) if diags.is_empty() => Ok(m),
+        _ => Err(diags),
+    }
+}
+
 fn load_model(src: &SourceText, diags: &mut Diagnostics) -> Option<CanonicalModel> {
     let before = diags.len();
     let mut r = Reader::new(src, diags);
@@ -947,6 +1027,7 @@ const MAPPING_KEYS: &[&str] = &[
     "let",
     "fields",
     "rule",
+    "actions",
 ];
 
 fn load_mapping(src: &SourceText, diags: &mut Diagnostics) -> Option<Mapping> {
@@ -959,8 +1040,17 @@ fn load_mapping(src: &SourceText, diags: &mut Diagnostics) -> Option<Mapping> {
     let mut lets = Vec::new();
     let mut fields = Vec::new();
     let mut rules = Vec::new();
+    let mut actions = Vec::new();
     for (key, item) in table.iter() {
         match key {
+            "actions" => {
+                if let Some(a) = r.entry::<IndexMap<String, Spanned<RuleAction>>>(key, item) {
+                    for (rule, action) in a {
+                        let span = Some(action.span());
+                        actions.push((rule, action.into_inner(), span));
+                    }
+                }
+            }
             "model" => {
                 if let Some(m) = r.entry::<Spanned<String>>(key, item) {
                     let span = Some(m.span());
@@ -1111,15 +1201,103 @@ fn load_mapping(src: &SourceText, diags: &mut Diagnostics) -> Option<Mapping> {
                 );
             }
         }
-        business.push(BusinessRule {
-            check: NamedExpr {
+        let key = format!("rule.{name}");
+        let given: Vec<&str> = [
+            rule.check.as_ref().map(|_| "check"),
+            rule.unique.as_ref().map(|_| "unique"),
+            rule.references.as_ref().map(|_| "references"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if given.len() != 1 {
+            r.error(
+                Some(rule.name.span()),
+                &key,
+                if given.is_empty() {
+                    format!("rule `{name}` does not say what it tests")
+                } else {
+                    format!("rule `{name}` has {}; a rule tests one thing", given.join(" and "))
+                },
+                Some("give exactly one of `check = \"<sql>\"`, `unique = [\"field\", ...]` or `field = \"...\"` with `references = { source = \"...\", column = \"...\" }`".into()),
+            );
+            continue;
+        }
+        if !rule.order_by.is_empty() && rule.unique.is_none() {
+            r.error(
+                rule.order_by.first().map(Spanned::span),
+                &format!("{key}.order_by"),
+                "`order_by` only applies to `unique` rules",
+                None,
+            );
+        }
+        if rule.field.is_some() != rule.references.is_some() {
+            r.error(
+                rule.field.as_ref().map(Spanned::span).or(Some(rule.name.span())),
+                &key,
+                "`field` and `references` go together",
+                Some("write `field = \"destination\"` and `references = { source = \"airports\", column = \"faa\" }`".into()),
+            );
+            continue;
+        }
+        let test = if let Some(check) = rule.check {
+            RuleTest::Check(NamedExpr {
                 name: name.clone(),
-                span: Some(rule.check.span()),
-                sql: rule.check.into_inner(),
-            },
+                span: Some(check.span()),
+                sql: check.into_inner(),
+            })
+        } else if let Some(unique) = rule.unique {
+            if unique.get_ref().is_empty() {
+                r.error(
+                    Some(unique.span()),
+                    &format!("{key}.unique"),
+                    "`unique` needs at least one field",
+                    None,
+                );
+            }
+            RuleTest::Unique {
+                fields: unique.into_inner(),
+                order_by: rule
+                    .order_by
+                    .into_iter()
+                    .map(|o| NamedExpr {
+                        name: name.clone(),
+                        span: Some(o.span()),
+                        sql: o.into_inner(),
+                    })
+                    .collect(),
+            }
+        } else if let (Some(field), Some(refs)) = (rule.field, rule.references) {
+            let span = refs.span();
+            let refs = refs.into_inner();
+            let target = match (refs.source, refs.table) {
+                (Some(s), None) => ReferenceTarget::Source(s.into_inner()),
+                (None, Some(t)) => ReferenceTarget::Table(t.into_inner()),
+                _ => {
+                    r.error(
+                        Some(span),
+                        &format!("{key}.references"),
+                        "`references` needs exactly one of `source` or `table`",
+                        Some("`source` names a source the job binds; `table` a table loaded in the warehouse".into()),
+                    );
+                    continue;
+                }
+            };
+            RuleTest::References {
+                field: field.into_inner(),
+                target,
+                column: refs.column.into_inner(),
+            }
+        } else {
+            continue;
+        };
+        business.push(BusinessRule {
+            span: Some(rule.name.span()),
+            test,
             name,
             reason: rule.reason.map(Spanned::into_inner),
             nulls: rule.nulls,
+            action: rule.action,
         });
     }
     if r.diags.len() > before {
@@ -1134,6 +1312,7 @@ fn load_mapping(src: &SourceText, diags: &mut Diagnostics) -> Option<Mapping> {
         lets,
         fields,
         rules: business,
+        actions,
     })
 }
 
@@ -1241,7 +1420,7 @@ fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
 fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
     let path = format!("sources.{name}");
     let format = *s.format.get_ref();
-    let csv_only: [(&str, Option<Range<usize>>); 5] = [
+    let csv_only: [(&str, Option<Range<usize>>); 6] = [
         (
             "columns",
             s.columns
@@ -1254,6 +1433,10 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
         (
             "null_values",
             s.null_values.as_ref().map(|_| s.format.span()),
+        ),
+        (
+            "on_malformed",
+            s.on_malformed.as_ref().map(|_| s.format.span()),
         ),
     ];
     if format != SourceFormat::Csv {

@@ -81,19 +81,63 @@ pub enum NullPolicy {
     Fail,
 }
 
-/// One `[[rule]]` of a mapping: a business rule on the canonical row.
+/// What happens to a row that fails a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// The row goes to the quarantine with every reason, not to the target (the default).
+    #[default]
+    Quarantine,
+    /// The row is left out and only counted in the run report.
+    Drop,
+    /// The row is loaded; the rule's name is added to its `_dq_flags` column.
+    Flag,
+    /// The run stops: nothing is committed to the target; the quarantine and the report are
+    /// written (exit 3).
+    Fail,
+}
+
+/// `references = { ... }` of a rule: where the values of `field` must exist.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceSpec {
+    /// A source the job binds (read in full; only `column` is used).
+    pub source: Option<Spanned<String>>,
+    /// A table already loaded in the warehouse (`warehouse/<table>`, Parquet).
+    pub table: Option<Spanned<String>>,
+    /// The column (of the source) or field (of the table) holding the valid keys.
+    pub column: Spanned<String>,
+}
+
+/// One `[[rule]]` of a mapping: a rule on the canonical row. Exactly one of `check`,
+/// `unique` or `references` says what the rule tests.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Rule name, unique in the mapping (snake_case); shown in the quarantine.
     pub name: Spanned<String>,
-    /// SQL boolean expression; a row passes when it is true.
-    pub check: Spanned<String>,
+    /// Custom rule: a SQL boolean expression; a row passes when it is true.
+    pub check: Option<Spanned<String>>,
+    /// Duplicate keys within a run: the canonical fields that must be unique together. The
+    /// first row of each key (by `order_by`) passes; the others fail.
+    pub unique: Option<Spanned<Vec<String>>>,
+    /// For `unique`: SQL sort expressions deciding which row is kept first (`"updated_at
+    /// DESC"`); ties, and the default, go by source file and line.
+    #[serde(default)]
+    pub order_by: Vec<Spanned<String>>,
+    /// Referential integrity: the canonical field whose value must exist in `references`.
+    pub field: Option<Spanned<String>>,
+    /// Referential integrity: where the valid values are.
+    pub references: Option<Spanned<ReferenceSpec>>,
     /// Reason template; `{field}` or `{alias.column}` quotes a value of the failing row.
     pub reason: Option<Spanned<String>>,
-    /// What a null check result means.
+    /// What a null means: for `check`, a null result; for `unique`, a null key part; for
+    /// `references`, a null `field`.
     #[serde(default)]
     pub nulls: NullPolicy,
+    /// What happens to a failing row.
+    #[serde(default)]
+    pub action: RuleAction,
 }
 
 /// Source file format.
@@ -150,6 +194,9 @@ pub struct SourceSpec {
     /// CSV: declared column types (`{ founded = "int32" }`, type names as in models), used
     /// instead of inferred ones; a value that does not parse fails `parse.<alias>.<column>`.
     pub columns: Option<IndexMap<String, Spanned<String>>>,
+    /// CSV: what to do with a malformed record (wrong field count, broken quoting, invalid
+    /// UTF-8): `quarantine` (default) or `fail`. See [`crate::csv_reader`].
+    pub on_malformed: Option<crate::csv_reader::OnMalformed>,
 }
 
 /// Load mode of a target.
@@ -219,6 +266,91 @@ pub struct QuarantineRatioSpec {
     pub warn_above: Option<f64>,
 }
 
+/// Thresholds on a measured value: `fail_*` is evaluated before `warn_*`; bounds are strict
+/// (`fail_above = 0.5` fails at 0.51, passes at 0.5).
+#[derive(Debug, Clone, Deserialize, Default, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Fail when the value is below.
+    pub fail_below: Option<f64>,
+    /// Fail when the value is above.
+    pub fail_above: Option<f64>,
+    /// Warn when the value is below.
+    pub warn_below: Option<f64>,
+    /// Warn when the value is above.
+    pub warn_above: Option<f64>,
+}
+
+/// `[checks.unique]`: duplicate rows of a key among the rows loaded by this run; thresholds
+/// are on the number of duplicate rows (rows minus distinct keys), default `fail_above = 0`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UniqueCheckSpec {
+    /// Canonical fields forming the key; rows with a null key part are not counted.
+    pub key: Vec<String>,
+    /// Fail when the value is below.
+    pub fail_below: Option<f64>,
+    /// Fail when the value is above.
+    pub fail_above: Option<f64>,
+    /// Warn when the value is below.
+    pub warn_below: Option<f64>,
+    /// Warn when the value is above.
+    pub warn_above: Option<f64>,
+}
+
+/// `[checks.freshness]`: hours from the newest value of a timestamp field to the run's start.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessSpec {
+    /// A `timestamp` or `date` field of the model.
+    pub field: String,
+    /// Warn when the newest value is older than this many hours.
+    pub warn_after_hours: Option<f64>,
+    /// Fail when the newest value is older than this many hours.
+    pub fail_after_hours: Option<f64>,
+}
+
+/// `[checks.volume]`: rows loaded divided by the median of the rows loaded by the last `runs`
+/// committed runs (from the state store); `fail_below = 0.5` fails a run loading fewer than
+/// half the usual rows. Passes while there is no history.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// History length (default 7).
+    #[serde(default = "default_volume_runs")]
+    pub runs: usize,
+    /// Fail when the value is below.
+    pub fail_below: Option<f64>,
+    /// Fail when the value is above.
+    pub fail_above: Option<f64>,
+    /// Warn when the value is below.
+    pub warn_below: Option<f64>,
+    /// Warn when the value is above.
+    pub warn_above: Option<f64>,
+}
+
+fn default_volume_runs() -> usize {
+    7
+}
+
+/// `[[checks.sql]]`: a custom SQL aggregate over the rows loaded by this run.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlCheckSpec {
+    /// Check name (snake_case), shown in reports and history.
+    pub name: String,
+    /// An aggregate expression over canonical fields, e.g. `avg(arrival_delay_minutes)`.
+    pub expr: Spanned<String>,
+    /// Fail when the value is below.
+    pub fail_below: Option<f64>,
+    /// Fail when the value is above.
+    pub fail_above: Option<f64>,
+    /// Warn when the value is below.
+    pub warn_below: Option<f64>,
+    /// Warn when the value is above.
+    pub warn_above: Option<f64>,
+}
+
 /// `[checks]` of a job.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -227,6 +359,18 @@ pub struct ChecksSpec {
     pub row_count: Option<RowCountSpec>,
     /// Quarantine ratio thresholds.
     pub quarantine_ratio: Option<QuarantineRatioSpec>,
+    /// Null ratio per field: `[checks.null_ratio] tailnum = { warn_above = 0.01 }`.
+    #[serde(default)]
+    pub null_ratio: IndexMap<String, Thresholds>,
+    /// Key uniqueness among the loaded rows.
+    pub unique: Option<UniqueCheckSpec>,
+    /// Freshness of a timestamp field.
+    pub freshness: Option<FreshnessSpec>,
+    /// Volume against the history of committed runs.
+    pub volume: Option<VolumeSpec>,
+    /// Custom SQL aggregates.
+    #[serde(default)]
+    pub sql: Vec<SqlCheckSpec>,
 }
 
 /// `[defaults]` of the project file.
@@ -278,3 +422,25 @@ pub struct ConnectionSpec {
 
 /// Map of named entries in declaration order.
 pub type Entries<T> = IndexMap<String, T>;
+
+/// The thresholds of a check spec with the four usual keys.
+pub trait HasThresholds {
+    /// The thresholds.
+    fn thresholds(&self) -> Thresholds;
+}
+
+macro_rules! has_thresholds {
+    ($($t:ty),*) => {$(
+        impl HasThresholds for $t {
+            fn thresholds(&self) -> Thresholds {
+                Thresholds {
+                    fail_below: self.fail_below,
+                    fail_above: self.fail_above,
+                    warn_below: self.warn_below,
+                    warn_above: self.warn_above,
+                }
+            }
+        }
+    )*};
+}
+has_thresholds!(UniqueCheckSpec, VolumeSpec, SqlCheckSpec);

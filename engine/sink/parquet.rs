@@ -84,6 +84,22 @@ impl PartitionStream for ChannelPartition {
     }
 }
 
+/// A one-partition streaming table fed by the returned sender; it can be scanned once. Memory
+/// is bounded by the channel (8 batches).
+///
+/// # Errors
+/// [`Error::Internal`] only on a schema inconsistency (a bug).
+pub fn channel_table(schema: SchemaRef) -> Result<(mpsc::Sender<RecordBatch>, StreamingTable)> {
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let partition = Arc::new(ChannelPartition {
+        schema: schema.clone(),
+        receiver: Mutex::new(Some(rx)),
+    });
+    let table = StreamingTable::try_new(schema, vec![partition])
+        .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
+    Ok((tx, table))
+}
+
 /// What a committed (or staged) target holds after the run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SinkMetrics {
@@ -181,13 +197,7 @@ impl ParquetSink {
             }
         }
 
-        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        let partition = Arc::new(ChannelPartition {
-            schema: schema.clone(),
-            receiver: Mutex::new(Some(rx)),
-        });
-        let table = StreamingTable::try_new(schema, vec![partition])
-            .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
+        let (tx, table) = channel_table(schema)?;
         let df = ctx
             .read_table(Arc::new(table))
             .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;

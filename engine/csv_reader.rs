@@ -1,0 +1,798 @@
+//! The tolerant CSV reader: every record of a set of files as text, with its file and line,
+//! and malformed records kept as rows instead of stopping the job.
+//!
+//! ```text
+//! file ──decompress──▶ csv crate (flexible, bytes) ──┬─ well-formed record ──▶ text columns
+//!                     (a tee keeps the raw bytes)    └─ malformed record ───▶ __malformed (why)
+//!                                                                             __raw_record (text)
+//! ```
+//!
+//! A record is **malformed** when its field count differs from the header's (this is also what
+//! broken quoting looks like: an unclosed quote swallows the following lines into one record)
+//! or when a field is not valid UTF-8. With [`OnMalformed::Quarantine`] such a record becomes a
+//! row whose value columns are null and whose `__malformed` column says what is wrong; the
+//! mapping turns it into the rule `malformed.<alias>`. With [`OnMalformed::Fail`] the scan
+//! stops with the file, line and byte offset (in the decompressed stream).
+//!
+//! Lines are the csv crate's [`csv::Position::line`] of the record's first byte, so they are
+//! exact even when quoted values contain line breaks. Blank lines are skipped. Each partition
+//! reads its files one after the other on a blocking thread and sends batches through a
+//! bounded channel, so memory stays at a few batches per partition whatever the file sizes.
+//!
+//! RFC 4180 is the reference format; the reader also accepts LF line ends and a configurable
+//! delimiter and quote.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Builder, StringBuilder, UInt64Builder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use serde::{Deserialize, Serialize};
+
+use crate::config::spec::Compression;
+
+/// Hidden column: why a record is malformed (null for a well-formed record).
+pub const MALFORMED_COLUMN: &str = "__malformed";
+/// Hidden column: the malformed record's raw text (invalid UTF-8 replaced by U+FFFD).
+pub const RAW_RECORD_COLUMN: &str = "__raw_record";
+/// Longest raw text kept for a malformed record, in bytes; longer ones are cut and marked.
+const RAW_RECORD_LIMIT: usize = 4096;
+
+/// What to do with a malformed CSV record (`on_malformed` in a job's source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMalformed {
+    /// Quarantine the record with its file, line and raw text; keep reading (the default).
+    #[default]
+    Quarantine,
+    /// Stop the run with the file, line and byte offset.
+    Fail,
+}
+
+/// How to read the files of one CSV source.
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    /// Field delimiter byte.
+    pub delimiter: u8,
+    /// Quote byte.
+    pub quote: u8,
+    /// Whether each file's first record names the columns.
+    pub has_header: bool,
+    /// Compression, `Auto` meaning by file extension.
+    pub compression: Compression,
+    /// Malformed-record policy.
+    pub on_malformed: OnMalformed,
+    /// Rows per batch.
+    pub batch_size: usize,
+}
+
+/// One file to read: its path and the name shown in the quarantine and errors.
+#[derive(Debug, Clone)]
+pub struct CsvFile {
+    /// Path to open.
+    pub path: PathBuf,
+    /// Name shown to users (relative to the project, secrets redacted).
+    pub shown: String,
+}
+
+/// A malformed record met with [`OnMalformed::Fail`], or an I/O error, with its position.
+#[derive(Debug)]
+pub struct CsvError {
+    /// File as shown to users.
+    pub file: String,
+    /// 1-based line where the record starts (0 when unknown).
+    pub line: u64,
+    /// Byte offset of the record in the decompressed stream.
+    pub byte: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for CsvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {} (byte offset {})",
+            self.file, self.line, self.message, self.byte
+        )
+    }
+}
+
+impl std::error::Error for CsvError {}
+
+/// Opens `path` and wraps it in the decoder its compression needs.
+///
+/// # Errors
+/// The I/O error of opening the file.
+pub fn open_decoded(path: &Path, compression: Compression) -> io::Result<Box<dyn Read + Send>> {
+    let file = std::fs::File::open(path)?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let kind = match compression {
+        Compression::Auto => match ext {
+            "gz" => Compression::Gzip,
+            "zst" | "zstd" => Compression::Zstd,
+            "bz2" => Compression::Bzip2,
+            "xz" => Compression::Xz,
+            _ => Compression::None,
+        },
+        c => c,
+    };
+    let buffered = io::BufReader::with_capacity(256 * 1024, file);
+    Ok(match kind {
+        Compression::Auto | Compression::None => Box::new(buffered),
+        // Multi-member readers: concatenated .gz files are valid gzip.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buffered)),
+    })
+}
+
+/// A reader that keeps the bytes it has handed out since `mark`, so the raw text of a record
+/// can be recovered after the csv crate parsed it.
+struct Tee<R> {
+    inner: R,
+    kept: Rc<RefCell<Kept>>,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// Absolute offset of `bytes[0]`.
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+impl Kept {
+    /// Forgets bytes before `offset` once enough have piled up (amortised O(1) per byte).
+    fn release_before(&mut self, offset: u64) {
+        let drop = offset.saturating_sub(self.base) as usize;
+        if drop > 1 << 20 && drop <= self.bytes.len() {
+            self.bytes.drain(..drop);
+            self.base = offset;
+        }
+    }
+
+    /// The bytes `[start, end)`, if still kept.
+    fn slice(&self, start: u64, end: u64) -> Option<&[u8]> {
+        let s = start.checked_sub(self.base)? as usize;
+        let e = end.checked_sub(self.base)? as usize;
+        self.bytes.get(s..e.min(self.bytes.len()))
+    }
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.kept.borrow_mut().bytes.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The header of a file (or `column_1..column_n` without one) and up to `sample` well-formed
+/// records after it, for schema inference.
+///
+/// # Errors
+/// [`CsvError`] when the file cannot be opened or read, or has no records at all.
+pub fn sample(
+    file: &CsvFile,
+    options: &CsvOptions,
+    sample: usize,
+) -> Result<(Vec<String>, Vec<csv::ByteRecord>), CsvError> {
+    let err = |line: u64, byte: u64, message: String| CsvError {
+        file: file.shown.clone(),
+        line,
+        byte,
+        message,
+    };
+    let input = open_decoded(&file.path, options.compression)
+        .map_err(|e| err(0, 0, format!("cannot open: {e}")))?;
+    let mut reader = builder(options).from_reader(input);
+    let mut record = csv::ByteRecord::new();
+    let mut header: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    loop {
+        let pos = reader.position().clone();
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(err(pos.line(), pos.byte(), format!("cannot read: {e}"))),
+        }
+        if header.is_none() {
+            header = Some(if options.has_header {
+                record
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(f).trim().to_string())
+                    .collect()
+            } else {
+                (1..=record.len()).map(|i| format!("column_{i}")).collect()
+            });
+            if options.has_header {
+                continue;
+            }
+        }
+        let width = header.as_ref().map_or(0, Vec::len);
+        if record.len() == width && record.iter().all(|f| std::str::from_utf8(f).is_ok()) {
+            rows.push(record.clone());
+        }
+        if rows.len() >= sample {
+            break;
+        }
+    }
+    let header = header.ok_or_else(|| err(1, 0, "the file is empty".into()))?;
+    Ok((header, rows))
+}
+
+/// Infers column types from sampled records with arrow-csv's inference (the same rules as
+/// DataFusion's CSV reader: integers, floats, booleans, dates, timestamps, else text).
+///
+/// # Errors
+/// A message when arrow-csv rejects the sample.
+pub fn infer_types(
+    header: &[String],
+    rows: &[csv::ByteRecord],
+    null_values: &[String],
+) -> Result<Schema, String> {
+    let mut buf = Vec::new();
+    {
+        let mut w = csv::WriterBuilder::new().from_writer(&mut buf);
+        w.write_record(header).map_err(|e| e.to_string())?;
+        for r in rows {
+            w.write_byte_record(r).map_err(|e| e.to_string())?;
+        }
+        w.flush().map_err(|e| e.to_string())?;
+    }
+    let alternatives: Vec<String> = null_values.iter().map(|n| regex::escape(n)).collect();
+    let nulls = regex::Regex::new(&format!("^(?:{})$", alternatives.join("|")))
+        .map_err(|e| e.to_string())?;
+    let (schema, _) = arrow_csv::reader::Format::default()
+        .with_header(true)
+        .with_null_regex(nulls)
+        .infer_schema(io::Cursor::new(buf), None)
+        .map_err(|e| e.to_string())?;
+    Ok(schema)
+}
+
+fn builder(options: &CsvOptions) -> csv::ReaderBuilder {
+    let mut b = csv::ReaderBuilder::new();
+    b.has_headers(false)
+        .flexible(true)
+        .delimiter(options.delimiter)
+        .quote(options.quote)
+        .buffer_capacity(256 * 1024);
+    b
+}
+
+/// The Arrow schema the reader produces: each column as nullable text, then `__file`,
+/// `__line` (int64), `__malformed`, `__raw_record`, and `row_column` (uint64, 1-based record
+/// number within the file) when given.
+pub fn text_schema(columns: &[String], row_column: Option<&str>) -> SchemaRef {
+    let mut fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(c, DataType::Utf8, true))
+        .collect();
+    fields.push(Field::new(
+        crate::source::FILE_COLUMN,
+        DataType::Utf8,
+        false,
+    ));
+    fields.push(Field::new(
+        crate::source::LINE_COLUMN,
+        DataType::Int64,
+        false,
+    ));
+    fields.push(Field::new(MALFORMED_COLUMN, DataType::Utf8, true));
+    fields.push(Field::new(RAW_RECORD_COLUMN, DataType::Utf8, true));
+    if let Some(r) = row_column {
+        fields.push(Field::new(r, DataType::UInt64, false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// One partition of a CSV source: a group of files read one after another.
+#[derive(Debug)]
+pub struct CsvPartition {
+    files: Vec<CsvFile>,
+    columns: Vec<String>,
+    schema: SchemaRef,
+    options: CsvOptions,
+    with_row_column: bool,
+    records: Arc<AtomicU64>,
+}
+
+/// A DataFusion table over `files`, read by the tolerant reader in up to `partitions`
+/// partitions (files are split round-robin; each partition reads its files in order).
+/// `records` counts the data records read (well-formed and malformed), for the run report.
+///
+/// # Errors
+/// A DataFusion error only if the schema is inconsistent (a bug).
+pub fn table(
+    files: Vec<CsvFile>,
+    columns: Vec<String>,
+    options: CsvOptions,
+    row_column: Option<&str>,
+    partitions: usize,
+    records: Arc<AtomicU64>,
+) -> datafusion::error::Result<StreamingTable> {
+    let schema = text_schema(&columns, row_column);
+    let n = partitions.clamp(1, files.len().max(1));
+    let mut groups: Vec<Vec<CsvFile>> = vec![Vec::new(); n];
+    for (i, f) in files.into_iter().enumerate() {
+        groups[i % n].push(f);
+    }
+    let parts: Vec<Arc<dyn PartitionStream>> = groups
+        .into_iter()
+        .map(|files| {
+            Arc::new(CsvPartition {
+                files,
+                columns: columns.clone(),
+                schema: schema.clone(),
+                options: options.clone(),
+                with_row_column: row_column.is_some(),
+                records: records.clone(),
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    StreamingTable::try_new(schema, parts)
+}
+
+impl PartitionStream for CsvPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<datafusion::error::Result<RecordBatch>>(2);
+        let files = self.files.clone();
+        let columns = self.columns.clone();
+        let schema = self.schema.clone();
+        let options = self.options.clone();
+        let with_row = self.with_row_column;
+        let records = self.records.clone();
+        tokio::task::spawn_blocking(move || {
+            for file in &files {
+                let mut reader = FileReader::new(file, &columns, &schema, &options, with_row);
+                let result = reader.run(&records, |batch| tx.blocking_send(Ok(batch)).is_ok());
+                match result {
+                    Ok(true) => {}
+                    // The consumer went away (the query was cancelled or failed).
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
+                        return;
+                    }
+                }
+            }
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// Reads one file into batches.
+struct FileReader<'a> {
+    file: &'a CsvFile,
+    columns: &'a [String],
+    schema: &'a SchemaRef,
+    options: &'a CsvOptions,
+    with_row: bool,
+}
+
+/// Column builders for one batch.
+struct Batch {
+    values: Vec<StringBuilder>,
+    line: Int64Builder,
+    malformed: StringBuilder,
+    raw: StringBuilder,
+    row: UInt64Builder,
+    len: usize,
+}
+
+impl Batch {
+    fn new(columns: usize, capacity: usize) -> Batch {
+        Batch {
+            values: (0..columns)
+                .map(|_| StringBuilder::with_capacity(capacity, capacity * 8))
+                .collect(),
+            line: Int64Builder::with_capacity(capacity),
+            malformed: StringBuilder::new(),
+            raw: StringBuilder::new(),
+            row: UInt64Builder::with_capacity(capacity),
+            len: 0,
+        }
+    }
+}
+
+impl FileReader<'_> {
+    fn new<'a>(
+        file: &'a CsvFile,
+        columns: &'a [String],
+        schema: &'a SchemaRef,
+        options: &'a CsvOptions,
+        with_row: bool,
+    ) -> FileReader<'a> {
+        FileReader {
+            file,
+            columns,
+            schema,
+            options,
+            with_row,
+        }
+    }
+
+    fn error(&self, line: u64, byte: u64, message: String) -> CsvError {
+        CsvError {
+            file: self.file.shown.clone(),
+            line,
+            byte,
+            message,
+        }
+    }
+
+    /// Reads the file, handing each full batch to `send`; returns `Ok(false)` as soon as
+    /// `send` does (the consumer is gone).
+    fn run(
+        &mut self,
+        records: &AtomicU64,
+        mut send: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<bool, CsvError> {
+        let input = open_decoded(&self.file.path, self.options.compression)
+            .map_err(|e| self.error(0, 0, format!("cannot open: {e}")))?;
+        let kept = Rc::new(RefCell::new(Kept::default()));
+        let tee = Tee {
+            inner: input,
+            kept: kept.clone(),
+        };
+        let mut reader = builder(self.options).from_reader(tee);
+        let mut record = csv::ByteRecord::new();
+        let width = self.columns.len();
+        let batch_size = self.options.batch_size.max(1);
+        let mut batch = Batch::new(width, batch_size);
+        let mut first = true;
+        let mut row_number: u64 = 0;
+        loop {
+            let before = reader.position().clone();
+            match reader.read_byte_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    let (line, byte) = e
+                        .position()
+                        .map_or((before.line(), before.byte()), |p| (p.line(), p.byte()));
+                    return Err(self.error(line, byte, format!("cannot read: {e}")));
+                }
+            }
+            let (line, start) = record
+                .position()
+                .map_or((before.line(), before.byte()), |p| (p.line(), p.byte()));
+            let end = reader.position().byte();
+            // The csv crate skips blank lines but reports the record from the first of them.
+            let (line, start) = {
+                let kept = kept.borrow();
+                let raw = kept.slice(start, end).unwrap_or_default();
+                let blank = raw
+                    .iter()
+                    .take_while(|b| **b == b'\n' || **b == b'\r')
+                    .count();
+                let lines = raw[..blank].iter().filter(|b| **b == b'\n').count();
+                (line + lines as u64, start + blank as u64)
+            };
+            if first {
+                first = false;
+                if self.options.has_header {
+                    self.check_header(&record, line, start)?;
+                    kept.borrow_mut().release_before(end);
+                    continue;
+                }
+            }
+            row_number += 1;
+            let problem = if record.len() != width {
+                Some(format!(
+                    "expected {width} fields, found {}{}",
+                    record.len(),
+                    if record.len() > width {
+                        ""
+                    } else {
+                        " (an unclosed quote or a missing delimiter?)"
+                    }
+                ))
+            } else if let Some(i) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
+                Some(format!(
+                    "field {} ({}) is not valid UTF-8",
+                    i + 1,
+                    self.columns[i]
+                ))
+            } else {
+                // The csv crate accepts stray quotes; RFC 4180 does not.
+                let kept = kept.borrow();
+                let raw = trim_line_end(kept.slice(start, end).unwrap_or_default());
+                if raw.contains(&self.options.quote) {
+                    check_quoting(raw, self.options.delimiter, self.options.quote)
+                } else {
+                    None
+                }
+            };
+            match problem {
+                None => {
+                    for (b, f) in batch.values.iter_mut().zip(record.iter()) {
+                        // Checked above.
+                        b.append_value(std::str::from_utf8(f).unwrap_or_default());
+                    }
+                    batch.malformed.append_null();
+                    batch.raw.append_null();
+                }
+                Some(p) => {
+                    if self.options.on_malformed == OnMalformed::Fail {
+                        return Err(self.error(line, start, format!(
+                            "malformed record: {p}; set on_malformed = \"quarantine\" on this source to quarantine such records and load the rest"
+                        )));
+                    }
+                    let kept = kept.borrow();
+                    let raw = kept.slice(start, end).unwrap_or_default();
+                    let raw = trim_line_end(raw);
+                    let text = if raw.len() > RAW_RECORD_LIMIT {
+                        format!(
+                            "{}… ({} bytes)",
+                            String::from_utf8_lossy(&raw[..RAW_RECORD_LIMIT]),
+                            raw.len()
+                        )
+                    } else {
+                        String::from_utf8_lossy(raw).into_owned()
+                    };
+                    for b in &mut batch.values {
+                        b.append_null();
+                    }
+                    batch.malformed.append_value(p);
+                    batch.raw.append_value(text);
+                }
+            }
+            batch.line.append_value(line as i64);
+            batch.row.append_value(row_number);
+            batch.len += 1;
+            kept.borrow_mut().release_before(end);
+            if batch.len >= batch_size {
+                let full = std::mem::replace(&mut batch, Batch::new(width, batch_size));
+                records.fetch_add(full.len as u64, Ordering::Relaxed);
+                if !send(self.finish(full)?) {
+                    return Ok(false);
+                }
+            }
+        }
+        if batch.len > 0 {
+            records.fetch_add(batch.len as u64, Ordering::Relaxed);
+            if !send(self.finish(batch)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Later files of a source must have the header of the first (columns are by position).
+    fn check_header(&self, record: &csv::ByteRecord, line: u64, byte: u64) -> Result<(), CsvError> {
+        let names: Vec<String> = record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).trim().to_string())
+            .collect();
+        if names != self.columns {
+            return Err(self.error(
+                line,
+                byte,
+                format!(
+                    "header has columns [{}], but the source's first file has [{}]; files of one source must have the same columns in the same order",
+                    names.join(", "),
+                    self.columns.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish(&self, mut b: Batch) -> Result<RecordBatch, CsvError> {
+        let n = b.len;
+        let mut arrays: Vec<ArrayRef> = b
+            .values
+            .iter_mut()
+            .map(|v| Arc::new(v.finish()) as ArrayRef)
+            .collect();
+        arrays.push(Arc::new(datafusion::arrow::array::StringArray::from(vec![
+            self.file.shown.as_str();
+            n
+        ])));
+        arrays.push(Arc::new(b.line.finish()));
+        arrays.push(Arc::new(b.malformed.finish()));
+        arrays.push(Arc::new(b.raw.finish()));
+        if self.with_row {
+            arrays.push(Arc::new(b.row.finish()));
+        }
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| self.error(0, 0, format!("internal error building a batch: {e}")))
+    }
+}
+
+/// Checks a record's raw bytes against RFC 4180 quoting: a quoted field starts with the quote,
+/// doubles the quotes inside, and ends with a quote followed by a delimiter or the record's
+/// end; an unquoted field has no quote. Returns what is wrong, if anything.
+fn check_quoting(raw: &[u8], delimiter: u8, quote: u8) -> Option<String> {
+    let mut i = 0;
+    let n = raw.len();
+    let mut field = 1;
+    loop {
+        // At the start of a field.
+        if i < n && raw[i] == quote {
+            i += 1;
+            loop {
+                match raw[i..].iter().position(|b| *b == quote) {
+                    None => return Some(format!("field {field} has an unclosed quote")),
+                    Some(k) => {
+                        i += k + 1;
+                        if i < n && raw[i] == quote {
+                            i += 1; // an escaped quote
+                            continue;
+                        }
+                        break;
+                    }
+                }
+            }
+            if i < n && raw[i] != delimiter {
+                return Some(format!(
+                    "field {field} has text after its closing quote (quotes inside a quoted value must be doubled)"
+                ));
+            }
+        } else {
+            let end = raw[i..]
+                .iter()
+                .position(|b| *b == delimiter)
+                .map_or(n, |k| i + k);
+            if raw[i..end].contains(&quote) {
+                return Some(format!(
+                    "field {field} has a quote inside an unquoted value"
+                ));
+            }
+            i = end;
+        }
+        if i >= n {
+            return None;
+        }
+        i += 1; // the delimiter
+        field += 1;
+    }
+}
+
+fn trim_line_end(b: &[u8]) -> &[u8] {
+    let mut end = b.len();
+    while end > 0 && (b[end - 1] == b'\n' || b[end - 1] == b'\r') {
+        end -= 1;
+    }
+    &b[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn options() -> CsvOptions {
+        CsvOptions {
+            delimiter: b',',
+            quote: b'"',
+            has_header: true,
+            compression: Compression::None,
+            on_malformed: OnMalformed::Quarantine,
+            batch_size: 2,
+        }
+    }
+
+    async fn read(text: &[u8], options: CsvOptions) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let dir = tempfile::tempdir().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, text).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let file = CsvFile {
+            path,
+            shown: "x.csv".into(),
+        };
+        let (header, _) =
+            sample(&file, &options, 10).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let records = Arc::new(AtomicU64::new(0));
+        let part = CsvPartition {
+            files: vec![file],
+            schema: text_schema(&header, Some("__row")),
+            columns: header,
+            options,
+            with_row_column: true,
+            records,
+        };
+        let ctx = datafusion::prelude::SessionContext::new();
+        let mut s = part.execute(ctx.task_ctx());
+        let mut out = Vec::new();
+        while let Some(b) = s.next().await {
+            out.push(b?);
+        }
+        Ok(out)
+    }
+
+    fn column(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        for b in batches {
+            let i = b.schema().index_of(name).unwrap();
+            let a = datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8).unwrap();
+            let a = a
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .unwrap();
+            out.extend(a.iter().map(|v| v.map(str::to_string)));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn malformed_records_become_rows_with_line_and_raw_text() {
+        let text = b"a,b\n1,x\n4,z,extra\n5,\xff\n\n6,\"multi\nline\"\n7,\"say \"hi\"\"\n8,w\n2,\"broken\n3,y\n";
+        let batches = read(text, options()).await.unwrap();
+        let lines: Vec<Option<String>> = ["2", "3", "4", "6", "8", "9", "10"]
+            .map(|s| Some(s.to_string()))
+            .to_vec();
+        assert_eq!(column(&batches, "__line"), lines);
+        let a = column(&batches, "a");
+        let good = |v: &str| Some(v.to_string());
+        assert_eq!(
+            a,
+            vec![good("1"), None, None, good("6"), None, good("8"), None]
+        );
+        assert_eq!(column(&batches, "b")[3].as_deref(), Some("multi\nline"));
+        let why = column(&batches, MALFORMED_COLUMN);
+        assert!(why[1]
+            .as_deref()
+            .unwrap()
+            .starts_with("expected 2 fields, found 3"));
+        assert!(why[2].as_deref().unwrap().contains("not valid UTF-8"));
+        assert!(why[4]
+            .as_deref()
+            .unwrap()
+            .contains("text after its closing quote"));
+        assert!(why[6].as_deref().unwrap().contains("unclosed quote"));
+        let raw = column(&batches, RAW_RECORD_COLUMN);
+        assert_eq!(raw[1].as_deref(), Some("4,z,extra"));
+        assert_eq!(raw[2].as_deref(), Some("5,\u{fffd}"));
+        assert_eq!(raw[4].as_deref(), Some("7,\"say \"hi\"\""));
+        assert_eq!(raw[6].as_deref(), Some("2,\"broken\n3,y"));
+        assert_eq!(column(&batches, "__row").len(), 7);
+    }
+
+    #[test]
+    fn rfc4180_quoting() {
+        assert_eq!(check_quoting(b"1,\"a,b\",\"x\"\"y\"", b',', b'"'), None);
+        assert_eq!(check_quoting(b"\"\"", b',', b'"'), None);
+        assert!(check_quoting(b"1,a\"b", b',', b'"')
+            .unwrap()
+            .contains("field 2"));
+        assert!(check_quoting(b"\"a\"b,1", b',', b'"')
+            .unwrap()
+            .contains("field 1"));
+        assert!(check_quoting(b"1,\"ab", b',', b'"')
+            .unwrap()
+            .contains("unclosed"));
+    }
+
+    #[tokio::test]
+    async fn fail_mode_names_file_line_and_byte() {
+        let mut o = options();
+        o.on_malformed = OnMalformed::Fail;
+        let e = read(b"a,b\n1,x\n2,y,z\n", o).await.unwrap_err().to_string();
+        assert!(
+            e.contains("x.csv:3: malformed record: expected 2 fields, found 3"),
+            "{e}"
+        );
+        assert!(e.contains("byte offset 8"), "{e}");
+    }
+}

@@ -1,0 +1,352 @@
+//! The state store: an embedded SQLite database (`<state_dir>/state.db`) holding the run
+//! history and the quality history of every job, plus which runs have been replayed.
+//!
+//! Tables (analysts may query them with any SQLite client; columns are only ever added):
+//!
+//! | table     | one row per                       | columns |
+//! |-----------|-----------------------------------|---------|
+//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed) |
+//! | `quality` | run × row rule or dataset check   | `run_id`, `job`, `started_at`, `kind` (`rule`/`check`), `name`, `rows_checked`, `rows_failed`, `measured`, `threshold`, `status` (`pass`/`warn`/`fail`), `action` |
+//!
+//! A run is recorded after its target commit (or after it failed), in one transaction, so the
+//! history never shows a load that did not happen. The database runs in WAL mode with a busy
+//! timeout, so concurrent runs of different jobs can record at the same time.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+use crate::run::{RunReport, RunStatus};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id           TEXT PRIMARY KEY,
+    job              TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    started_at       TEXT NOT NULL,
+    finished_at      TEXT NOT NULL,
+    rows_read        INTEGER NOT NULL,
+    rows_written     INTEGER NOT NULL,
+    rows_quarantined INTEGER NOT NULL,
+    rows_dropped     INTEGER NOT NULL,
+    model            TEXT NOT NULL,
+    model_version    TEXT NOT NULL,
+    replay_of        TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started_at);
+CREATE TABLE IF NOT EXISTS quality (
+    run_id       TEXT NOT NULL,
+    job          TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    rows_checked INTEGER,
+    rows_failed  INTEGER,
+    measured     REAL,
+    threshold    REAL,
+    status       TEXT NOT NULL,
+    action       TEXT,
+    PRIMARY KEY (run_id, kind, name)
+);
+CREATE INDEX IF NOT EXISTS quality_by_job ON quality (job, name, started_at);
+";
+
+/// An open state store.
+pub struct StateStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// One past run, as the volume check and `sluice quality` read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: String,
+    /// Status as stored (`succeeded`, `check_failed`, ...).
+    pub status: String,
+    /// Start, RFC 3339 UTC.
+    pub started_at: String,
+    /// Rows loaded.
+    pub rows_written: u64,
+}
+
+/// One quality measurement of a past run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityRecord {
+    /// Run id.
+    pub run_id: String,
+    /// `rule` or `check`.
+    pub kind: String,
+    /// Rule or check name.
+    pub name: String,
+    /// Rows failing (rules).
+    pub rows_failed: Option<u64>,
+    /// The measured value (rules: failed fraction; checks: the check's measure).
+    pub measured: Option<f64>,
+    /// `pass`, `warn` or `fail`.
+    pub status: String,
+}
+
+impl StateStore {
+    /// The store of a project: `<state_dir>/state.db`, created on first use.
+    ///
+    /// # Errors
+    /// [`Error::State`] when the folder or database cannot be created or opened.
+    pub fn open(state_dir: &Path) -> Result<StateStore> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| Error::state(state_dir, format!("cannot create: {e}")))?;
+        let path = state_dir.join("state.db");
+        let err = |e: rusqlite::Error| Error::state(&path, e.to_string());
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(StateStore { conn, path })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        Error::state(&self.path, e.to_string())
+    }
+
+    /// Records a finished run and its quality results in one transaction. `replay_of` names
+    /// the run a replay reprocessed.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error (the run's outputs are already committed; the
+    /// caller reports this as a state failure).
+    pub fn record_run(&mut self, report: &RunReport, replay_of: Option<&str>) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| Error::state(&path, e.to_string());
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO runs (run_id, job, status, started_at, finished_at, rows_read,
+                rows_written, rows_quarantined, rows_dropped, model, model_version, replay_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                report.run_id,
+                report.job,
+                status_name(report.status),
+                report.started_at,
+                report.finished_at,
+                report.rows.read as i64,
+                report.rows.written as i64,
+                report.rows.quarantined as i64,
+                report.rows.dropped as i64,
+                report.model,
+                report.model_version,
+                replay_of,
+            ],
+        )
+        .map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO quality (run_id, job, started_at, kind, name,
+                        rows_checked, rows_failed, measured, threshold, status, action)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(err)?;
+            let checked = report.rows.produced;
+            for r in &report.rules {
+                let fraction = if checked == 0 {
+                    0.0
+                } else {
+                    r.failed_rows as f64 / checked as f64
+                };
+                insert
+                    .execute(params![
+                        report.run_id,
+                        report.job,
+                        report.started_at,
+                        "rule",
+                        r.rule,
+                        checked as i64,
+                        r.failed_rows as i64,
+                        fraction,
+                        Option::<f64>::None,
+                        r.status.to_string(),
+                        crate::plan::json_name(&r.action),
+                    ])
+                    .map_err(err)?;
+            }
+            for c in &report.checks {
+                insert
+                    .execute(params![
+                        report.run_id,
+                        report.job,
+                        report.started_at,
+                        "check",
+                        c.check,
+                        Option::<i64>::None,
+                        Option::<i64>::None,
+                        c.measured,
+                        c.threshold,
+                        c.status.to_string(),
+                        Option::<String>::None,
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The most recent `limit` runs of `job`, newest first; only committed ones when
+    /// `committed_only` (status `succeeded` or `succeeded_with_warnings`).
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn runs(&self, job: &str, limit: usize, committed_only: bool) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT run_id, status, started_at, rows_written FROM runs WHERE job = ?1 {}
+             ORDER BY started_at DESC, run_id DESC LIMIT ?2",
+            if committed_only {
+                "AND status IN ('succeeded', 'succeeded_with_warnings') AND replay_of IS NULL"
+            } else {
+                ""
+            }
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![job, limit as i64], |r| {
+                Ok(RunRecord {
+                    run_id: r.get(0)?,
+                    status: r.get(1)?,
+                    started_at: r.get(2)?,
+                    rows_written: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every quality record of the given runs of `job`.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn quality(&self, job: &str, run_ids: &[String]) -> Result<Vec<QualityRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, kind, name, rows_failed, measured, status FROM quality
+                 WHERE job = ?1 AND run_id = ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for id in run_ids {
+            let rows = stmt
+                .query_map(params![job, id], |r| {
+                    Ok(QualityRecord {
+                        run_id: r.get(0)?,
+                        kind: r.get(1)?,
+                        name: r.get(2)?,
+                        rows_failed: r.get::<_, Option<i64>>(3)?.map(|v| v.max(0) as u64),
+                        measured: r.get(4)?,
+                        status: r.get(5)?,
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            for r in rows {
+                out.push(r.map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The committed replay of `run_id`, if one happened.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn replayed_by(&self, job: &str, run_id: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT run_id FROM runs WHERE job = ?1 AND replay_of = ?2
+                   AND status IN ('succeeded', 'succeeded_with_warnings')",
+                params![job, run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// The name a status has in reports and the store (`succeeded_with_warnings`).
+pub fn status_name(s: RunStatus) -> String {
+    crate::plan::json_name(&s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{RowCounts, StageTimes};
+
+    fn report(id: &str, status: RunStatus, written: u64) -> RunReport {
+        RunReport {
+            run_id: id.into(),
+            job: "flights".into(),
+            mapping: "m".into(),
+            model: "flight".into(),
+            model_version: "1.0.0".into(),
+            status,
+            started_at: format!("2026-01-0{}T00:00:00.000Z", &id[1..]),
+            finished_at: "2026-01-01T00:00:01.000Z".into(),
+            duration_ms: 1000,
+            rows: RowCounts {
+                read: written,
+                produced: written,
+                written,
+                ..Default::default()
+            },
+            rules: Vec::new(),
+            checks: Vec::new(),
+            stages: StageTimes::default(),
+            outputs: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn runs_come_back_newest_first_and_failed_ones_can_be_excluded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
+        store
+            .record_run(&report("r1", RunStatus::Succeeded, 10), None)
+            .unwrap();
+        store
+            .record_run(&report("r2", RunStatus::CheckFailed, 20), None)
+            .unwrap();
+        store
+            .record_run(&report("r3", RunStatus::SucceededWithWarnings, 30), None)
+            .unwrap();
+        // A replay is history, but not a volume baseline.
+        store
+            .record_run(&report("r4", RunStatus::Succeeded, 5), Some("r2"))
+            .unwrap();
+        let all: Vec<String> = store
+            .runs("flights", 10, false)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(all, ["r4", "r3", "r2", "r1"]);
+        let committed: Vec<u64> = store
+            .runs("flights", 10, true)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.rows_written)
+            .collect();
+        assert_eq!(committed, [30, 10]);
+        assert_eq!(
+            store.replayed_by("flights", "r2").unwrap().as_deref(),
+            Some("r4")
+        );
+        assert_eq!(store.replayed_by("flights", "r1").unwrap(), None);
+        // Reopening sees the same history.
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.runs("flights", 1, false).unwrap()[0].run_id, "r4");
+    }
+}
