@@ -497,6 +497,17 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         .clone();
     let ctx = session(project);
     let mut diags = Diagnostics::default();
+    // Problems of the job's dataset checks, reported with whatever the mapping has.
+    let mut check_diags = Diagnostics::default();
+    for (key, msg, hint) in crate::checks::validate(&ctx, &model, &job.checks) {
+        let mut d = job.src.diagnostic(None, key, msg);
+        d.hint = hint;
+        check_diags.push(d);
+    }
+    let with_checks = |mut d: Diagnostics| {
+        d.extend(check_diags.clone());
+        Error::Config(d)
+    };
 
     // Sources.
     let mut sources = Vec::new();
@@ -576,7 +587,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         frame = right.join_on(frame, kind, vec![on]).map_err(to_err)?;
     }
     if !diags.is_empty() {
-        return Err(Error::Config(diags));
+        return Err(with_checks(diags));
     }
 
     // Lets.
@@ -681,7 +692,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         });
     }
     if !diags.is_empty() {
-        return Err(Error::Config(diags));
+        return Err(with_checks(diags));
     }
     frame = frame.select(value_exprs).map_err(to_err)?;
 
@@ -1117,7 +1128,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
         }
     }
     if !diags.is_empty() {
-        return Err(Error::Config(diags));
+        return Err(with_checks(diags));
     }
 
     // Final projection.
@@ -1206,13 +1217,8 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
             }
         }
     }
-    for (key, msg, hint) in crate::checks::validate(&ctx, &model, &job.checks) {
-        let mut d = job.src.diagnostic(None, key, msg);
-        d.hint = hint;
-        diags.push(d);
-    }
-    if !diags.is_empty() {
-        return Err(Error::Config(diags));
+    if !diags.is_empty() || !check_diags.is_empty() {
+        return Err(with_checks(diags));
     }
 
     Ok(CompiledJob {

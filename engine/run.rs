@@ -735,13 +735,15 @@ async fn execute(
         let mut rows = Vec::with_capacity(failing.len());
         for (k, &row) in failing.iter().enumerate() {
             let mut values = serde_json::Map::new();
-            if let Some(raw) = raw_record.as_ref().filter(|r| r.is_valid(k)) {
+            let raw = raw_record.as_ref().filter(|r| r.is_valid(k));
+            if let Some(raw) = raw {
+                // A malformed record has no column values, only its text.
                 values.insert(
                     "_raw".into(),
                     serde_json::Value::String(raw.value(k).to_string()),
                 );
             }
-            for (name, array, f) in &src_fmt {
+            for (name, array, f) in src_fmt.iter().filter(|_| raw.is_none()) {
                 let v = if array.is_null(k) {
                     serde_json::Value::Null
                 } else {

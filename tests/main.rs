@@ -9,5 +9,6 @@ mod config_errors;
 mod crash_safety;
 mod docs_reference;
 mod plan_golden;
+mod quality;
 mod run_flights;
 mod sources;

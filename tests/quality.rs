@@ -1,0 +1,584 @@
+//! The quality engine on real rows (nycflights13): rule actions, null policies, duplicate
+//! keys, referential integrity, malformed CSV records, dataset checks and the quality history.
+//!
+//! Expected values are computed here from the raw CSV files with the csv crate, independently
+//! of the engine.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+
+use crate::common::{query, repo, report, rows, show, Workdir};
+
+/// The rows of a gzipped sample CSV as maps from column to raw text.
+fn sample(name: &str) -> (Vec<String>, Vec<HashMap<String, String>>) {
+    let path = repo().join("samples/nycflights13").join(name);
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+/// The first `n` data lines of flights.csv (plus the header), as text.
+fn flights_head(n: usize) -> String {
+    let path = repo().join("samples/nycflights13/flights.csv.gz");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    text.lines().take(n + 1).map(|l| format!("{l}\n")).collect()
+}
+
+/// What the airport model and mapping quarantine, decided from the raw row: a time zone that
+/// is missing (`""`, `NA`, `\N`) or an FAA code that does not match the model's pattern.
+fn airport_quarantined(row: &HashMap<String, String>) -> bool {
+    let pattern = regex::Regex::new("^[A-Z0-9]{3,4}$").unwrap();
+    tz_missing(row) || !pattern.is_match(&row["faa"])
+}
+
+fn tz_missing(row: &HashMap<String, String>) -> bool {
+    ["", "NA", "\\N"].contains(&row["tzone"].as_str())
+}
+
+const AIRPORT_MAPPING: &str = "mappings/nycflights13_to_airport.toml";
+
+/// Adds rules to the airport mapping, and lets the job load any number of rows.
+fn with_airport_rules(w: &Workdir, rules: &str) {
+    let base = w.read(AIRPORT_MAPPING);
+    w.write(AIRPORT_MAPPING, &format!("{base}\n{rules}"));
+    let job = w
+        .read("jobs/airports.toml")
+        .replace("fail_below = 1000", "fail_below = 1");
+    w.write("jobs/airports.toml", &job);
+}
+
+#[test]
+fn drop_and_flag_actions_on_real_airports() {
+    let w = Workdir::project();
+    with_airport_rules(
+        &w,
+        r#"
+[[rule]]
+name = "below_sea_level"
+check = "altitude_m >= 0"
+action = "flag"
+
+[[rule]]
+name = "outside_the_americas"
+check = "time_zone LIKE 'America/%'"
+action = "drop"
+"#,
+    );
+    let out = w.run(&["run", "airports", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+
+    let (_, airports) = sample("airports.csv.gz");
+    let quarantined: Vec<_> = airports.iter().filter(|a| airport_quarantined(a)).collect();
+    let dropped: Vec<_> = airports
+        .iter()
+        .filter(|a| !airport_quarantined(a) && !a["tzone"].starts_with("America/"))
+        .collect();
+    let loaded: Vec<_> = airports
+        .iter()
+        .filter(|a| !airport_quarantined(a) && a["tzone"].starts_with("America/"))
+        .collect();
+    let flagged: BTreeSet<String> = loaded
+        .iter()
+        .filter(|a| a["alt"].parse::<f64>().unwrap() < 0.0)
+        .map(|a| a["faa"].clone())
+        .collect();
+    assert!(
+        !dropped.is_empty() && !flagged.is_empty(),
+        "fixture has both"
+    );
+
+    assert_eq!(r["rows"]["read"], airports.len() as u64);
+    assert_eq!(r["rows"]["quarantined"], quarantined.len() as u64);
+    assert_eq!(r["rows"]["dropped"], dropped.len() as u64);
+    assert_eq!(r["rows"]["written"], loaded.len() as u64);
+    assert_eq!(r["rows"]["flagged"], flagged.len() as u64);
+    let rule = |name: &str| {
+        r["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["rule"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(rule("below_sea_level")["action"], "flag");
+    assert_eq!(rule("below_sea_level")["status"], "warn");
+    assert_eq!(rule("outside_the_americas")["action"], "drop");
+
+    // Flagged rows are loaded with the rule's name in _dq_flags; the others have none.
+    let table = w.path().join("warehouse/airports");
+    let got: BTreeSet<String> = rows(&query(
+        &table,
+        "SELECT faa_code FROM t WHERE array_length(_dq_flags) > 0 AND _dq_flags[1] = 'below_sea_level'",
+    ))
+    .into_iter()
+    .collect();
+    assert_eq!(got, flagged);
+    // Dropped rows are neither loaded nor quarantined.
+    let q = rows(&query(
+        &w.path().join("warehouse/_quarantine/airports"),
+        "SELECT count(*) FROM t",
+    ));
+    assert_eq!(q, vec![quarantined.len().to_string()]);
+}
+
+#[test]
+fn a_fail_rule_stops_the_run_and_loads_nothing() {
+    let w = Workdir::project();
+    with_airport_rules(
+        &w,
+        r#"
+[[rule]]
+name = "below_sea_level"
+check = "altitude_m >= 0"
+reason = "{faa_code} lies {altitude_m} m below sea level"
+action = "fail"
+"#,
+    );
+    let out = w.run(&["run", "airports", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["status"], "check_failed");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("rule `below_sea_level`"), "{msg}");
+    assert!(msg.contains("airports.csv.gz:"), "{msg}");
+    assert!(!w.path().join("warehouse/airports").exists());
+    // The rows seen so far, including the failing one, are in the quarantine.
+    let q = rows(&query(
+        &w.path().join("warehouse/_quarantine/airports"),
+        "SELECT count(*) FROM (SELECT unnest(failed_rules) AS f FROM t) WHERE f['rule'] = 'below_sea_level'",
+    ));
+    assert_ne!(q, vec!["0".to_string()]);
+}
+
+/// Independent expectation for `unique = ["time_zone"]` keeping the greatest FAA code among
+/// the rows that pass the other rules.
+fn kept_per_zone(airports: &[HashMap<String, String>]) -> BTreeMap<String, String> {
+    let mut kept: BTreeMap<String, String> = BTreeMap::new();
+    for a in airports.iter().filter(|a| !airport_quarantined(a)) {
+        let e = kept.entry(a["tzone"].clone()).or_default();
+        if a["faa"] > *e {
+            *e = a["faa"].clone();
+        }
+    }
+    kept
+}
+
+#[test]
+fn duplicate_keys_keep_the_first_row_by_the_declared_order() {
+    let w = Workdir::project();
+    with_airport_rules(
+        &w,
+        r#"
+[[rule]]
+name = "one_airport_per_zone"
+unique = ["time_zone"]
+order_by = ["faa_code DESC"]
+"#,
+    );
+    let out = w.run(&["run", "airports", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let (_, airports) = sample("airports.csv.gz");
+    let kept = kept_per_zone(&airports);
+    let got: BTreeMap<String, String> = rows(&query(
+        &w.path().join("warehouse/airports"),
+        "SELECT time_zone || '=' || faa_code FROM t",
+    ))
+    .into_iter()
+    .map(|s| {
+        let (a, b) = s.split_once('=').unwrap();
+        (a.to_string(), b.to_string())
+    })
+    .collect();
+    assert_eq!(got, kept);
+    let r = report(&out);
+    let candidates = airports.iter().filter(|a| !airport_quarantined(a)).count();
+    let dup = r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["rule"] == "one_airport_per_zone")
+        .unwrap()
+        .clone();
+    assert_eq!(dup["failed_rows"], (candidates - kept.len()) as u64);
+    // The reason names the key and the kept row's line.
+    let sample = dup["samples"][0].as_str().unwrap();
+    assert!(
+        sample.starts_with("duplicate key (time_zone=") && sample.contains("is kept"),
+        "{sample}"
+    );
+}
+
+#[test]
+fn null_policy_decides_whether_a_null_key_is_a_duplicate() {
+    let (_, airports) = sample("airports.csv.gz");
+    let pattern = regex::Regex::new("^[A-Z0-9]{3,4}$").unwrap();
+    let nulls = airports
+        .iter()
+        .filter(|a| tz_missing(a) && pattern.is_match(&a["faa"]))
+        .count();
+    assert!(nulls > 0, "fixture has airports without a time zone");
+    let mut failed = Vec::new();
+    for policy in ["pass", "fail"] {
+        let w = Workdir::project();
+        // Without the shipped time_zone_known rule, null zones reach the unique rule.
+        let base = w.read(AIRPORT_MAPPING);
+        let cut = base.find("[[rule]]").unwrap();
+        w.write(
+            AIRPORT_MAPPING,
+            &format!(
+                "{}\n[[rule]]\nname = \"one_airport_per_zone\"\nunique = [\"time_zone\"]\nnulls = \"{policy}\"\n",
+                &base[..cut]
+            ),
+        );
+        let job = w
+            .read("jobs/airports.toml")
+            .replace("fail_below = 1000", "fail_below = 1");
+        w.write("jobs/airports.toml", &job);
+        let out = w.run(&["run", "airports", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let r = report(&out);
+        let rule = r["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["rule"] == "one_airport_per_zone")
+            .unwrap()
+            .clone();
+        failed.push(rule["failed_rows"].as_u64().unwrap());
+    }
+    assert_eq!(failed[1] - failed[0], nulls as u64);
+}
+
+#[test]
+fn references_fail_rows_whose_value_is_missing_from_a_source_or_a_loaded_table() {
+    let (_, airports) = sample("airports.csv.gz");
+    let faa: BTreeSet<&str> = airports.iter().map(|a| a["faa"].as_str()).collect();
+    let head = flights_head(5000);
+    let mut r = csv::Reader::from_reader(head.as_bytes());
+    let missing = r
+        .records()
+        .filter(|rec| !faa.contains(&rec.as_ref().unwrap()[13]))
+        .count();
+    assert!(missing > 0, "fixture has unknown destinations");
+
+    for (name, target) in [
+        (
+            "dest_in_source",
+            r#"{ source = "airports", column = "faa" }"#,
+        ),
+        (
+            "dest_in_table",
+            r#"{ table = "airports", column = "faa_code" }"#,
+        ),
+    ] {
+        let w = Workdir::project();
+        w.write("samples/head/flights.csv", &head);
+        let job = w
+            .read("jobs/flights.toml")
+            .replace(
+                "samples/nycflights13/flights.csv.gz",
+                "samples/head/flights.csv",
+            )
+            .replace("warn_below = 300000", "");
+        w.write("jobs/flights.toml", &job);
+        let mapping = w.read("mappings/nycflights13_to_flight.toml");
+        w.write(
+            "mappings/nycflights13_to_flight.toml",
+            &format!(
+                "{mapping}\n[[rule]]\nname = \"{name}\"\nfield = \"destination\"\nreferences = {target}\n"
+            ),
+        );
+        if name == "dest_in_table" {
+            let out = w.run(&["run", "airports"]);
+            assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        }
+        let out = w.run(&["run", "flights", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let rep = report(&out);
+        let failed = |rule: &str| {
+            rep["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["rule"] == rule)
+                .unwrap()["failed_rows"]
+                .as_u64()
+                .unwrap()
+        };
+        assert_eq!(failed(name), missing as u64, "{name}");
+    }
+}
+
+#[test]
+fn malformed_records_are_quarantined_with_line_and_raw_text() {
+    let head = flights_head(1000);
+    let mut lines: Vec<String> = head.lines().map(String::from).collect();
+    // Line numbers are 1-based with the header on line 1.
+    let short = lines[9].rsplit_once(',').unwrap().0.to_string();
+    lines[9] = short.clone();
+    // A quote in the middle of the carrier code: `"M"Q`.
+    let mut fields: Vec<String> = lines[19].split(',').map(String::from).collect();
+    fields[9] = format!("\"{}\"{}", &fields[9][..1], &fields[9][1..]);
+    lines[19] = fields.join(",");
+    let broken_quote = lines[19].clone();
+    let mut bytes: Vec<u8> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if i == 29 {
+            bytes.extend_from_slice(&l.as_bytes()[..l.len() - 4]);
+            bytes.extend_from_slice(b"\xff\xfe");
+        } else {
+            bytes.extend_from_slice(l.as_bytes());
+        }
+        bytes.push(b'\n');
+    }
+
+    let clean = Workdir::project();
+    let bad = Workdir::project();
+    for (w, data) in [(&clean, head.as_bytes()), (&bad, &bytes[..])] {
+        std::fs::create_dir_all(w.path().join("samples/head")).unwrap();
+        std::fs::write(w.path().join("samples/head/flights.csv"), data).unwrap();
+        let job = w
+            .read("jobs/flights.toml")
+            .replace(
+                "samples/nycflights13/flights.csv.gz",
+                "samples/head/flights.csv",
+            )
+            .replace("warn_below = 300000", "")
+            .replace("fail_above = 0.10", "");
+        w.write("jobs/flights.toml", &job);
+    }
+    let out_clean = clean.run(&["run", "flights", "--json"]);
+    assert_eq!(out_clean.status.code(), Some(0), "{}", show(&out_clean));
+    let out = bad.run(&["run", "flights", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let (rc, rb) = (report(&out_clean), report(&out));
+    assert_eq!(rb["rows"]["read"], 1000);
+    // Exactly the three damaged lines are lost to the load.
+    let loaded = |w: &Workdir| {
+        rows(&query(
+            &w.path().join("warehouse/flights"),
+            "SELECT CAST(scheduled_departure AS VARCHAR) || carrier_code || CAST(flight_number AS VARCHAR) AS id FROM t ORDER BY id",
+        ))
+    };
+    let (lc, lb) = (loaded(&clean), loaded(&bad));
+    let lost: Vec<&String> = lc.iter().filter(|id| !lb.contains(id)).collect();
+    assert_eq!(
+        rb["rows"]["written"].as_u64().unwrap() + lost.len() as u64,
+        rc["rows"]["written"].as_u64().unwrap()
+    );
+    assert!(lost.len() <= 3 && lb.iter().all(|id| lc.contains(id)));
+    let q = rows(&query(
+        &bad.path().join("warehouse/_quarantine/flights"),
+        "SELECT CAST(source_line AS VARCHAR) || '|' || f['rule'] || '|' || source_values
+           FROM (SELECT source_line, source_values, unnest(failed_rules) AS f FROM t)
+           WHERE f['rule'] = 'malformed.flights' ORDER BY source_line",
+    ));
+    assert_eq!(q.len(), 3, "{q:?}");
+    let raw = |s: &str| serde_json::to_string(s).unwrap();
+    assert_eq!(
+        q[0],
+        format!("10|malformed.flights|{{\"_raw\":{}}}", raw(&short))
+    );
+    assert!(q[1].starts_with("20|malformed.flights|"), "{}", q[1]);
+    assert!(q[1].contains(&raw(&broken_quote)[1..20]), "{}", q[1]);
+    assert!(q[2].starts_with("30|malformed.flights|"), "{}", q[2]);
+
+    // on_malformed = "fail": the run stops at the first bad record with its position.
+    let job = bad.read("jobs/flights.toml").replace(
+        "null_values = [\"\", \"NA\"]\n",
+        "null_values = [\"\", \"NA\"]\non_malformed = \"fail\"\n",
+    );
+    bad.write("jobs/flights.toml", &job);
+    let out = bad.run(&["run", "flights"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = show(&out);
+    assert!(
+        err.contains("samples/head/flights.csv:10: malformed record: expected 19 fields, found 18"),
+        "{err}"
+    );
+    assert!(err.contains("byte offset"), "{err}");
+}
+
+#[test]
+fn dataset_checks_measure_the_loaded_rows_and_volume_uses_history() {
+    let w = Workdir::project();
+    let job = w.read("jobs/airports.toml");
+    w.write(
+        "jobs/airports.toml",
+        &format!(
+            "{job}
+[checks.null_ratio]
+altitude_m = {{ warn_above = 0.5 }}
+
+[checks.unique]
+key = [\"time_zone\"]
+warn_above = 0
+
+[checks.volume]
+runs = 3
+fail_below = 0.5
+
+[[checks.sql]]
+name = \"mean_altitude_m\"
+expr = \"avg(altitude_m)\"
+fail_above = 10000
+"
+        ),
+    );
+    let (_, airports) = sample("airports.csv.gz");
+    let loaded: Vec<_> = airports
+        .iter()
+        .filter(|a| !airport_quarantined(a))
+        .collect();
+    let mean = loaded
+        .iter()
+        .map(|a| a["alt"].parse::<f64>().unwrap() * 0.3048)
+        .sum::<f64>()
+        / loaded.len() as f64;
+    let zones: BTreeSet<&str> = loaded.iter().map(|a| a["tzone"].as_str()).collect();
+
+    for _ in 0..2 {
+        let out = w.run(&["run", "airports", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let r = report(&out);
+        let check = |name: &str| {
+            r["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["check"] == name)
+                .unwrap_or_else(|| panic!("no check {name}: {r}"))
+                .clone()
+        };
+        assert_eq!(check("null_ratio.altitude_m")["measured"], 0.0);
+        assert_eq!(check("unique")["status"], "warn");
+        assert_eq!(
+            check("unique")["measured"],
+            (loaded.len() - zones.len()) as f64
+        );
+        let m = check("sql.mean_altitude_m")["measured"].as_f64().unwrap();
+        assert!((m - mean).abs() < 1e-6, "{m} vs {mean}");
+        assert_eq!(check("volume")["status"], "pass");
+    }
+    // A source with a tenth of the rows fails the volume check against that history.
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(w.path().join("samples/nycflights13/airports.csv.gz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    let tenth: String = text
+        .lines()
+        .take(loaded.len() / 10)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    w.write("samples/head/airports.csv", &tenth);
+    let job = w
+        .read("jobs/airports.toml")
+        .replace(
+            "samples/nycflights13/airports.csv.gz",
+            "samples/head/airports.csv",
+        )
+        .replace("fail_below = 1000", "fail_below = 1");
+    w.write("jobs/airports.toml", &job);
+    let out = w.run(&["run", "airports", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let r = report(&out);
+    let volume = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "volume")
+        .unwrap()
+        .clone();
+    assert_eq!(volume["status"], "fail");
+    assert!(volume["measured"].as_f64().unwrap() < 0.15);
+
+    // The history shows the three runs and the checks' values.
+    let out = w.run(&["quality", "airports"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("last 3 run(s)"), "{text}");
+    assert!(text.contains("check_failed"), "{text}");
+    let volume_row = text.lines().find(|l| l.contains("volume")).unwrap();
+    assert!(volume_row.contains(" fail "), "{volume_row}");
+    let rule_row = text
+        .lines()
+        .find(|l| l.contains("time_zone_known"))
+        .unwrap();
+    assert!(rule_row.contains("rule"), "{rule_row}");
+}
+
+#[test]
+fn bad_rule_and_check_declarations_are_config_errors() {
+    let w = Workdir::project();
+    with_airport_rules(
+        &w,
+        r#"
+[[rule]]
+name = "two_things"
+check = "altitude_m > 0"
+unique = ["faa_code"]
+
+[[rule]]
+name = "bad_field"
+unique = ["faa"]
+
+[actions]
+"airport.faa_code.patern" = "flag"
+"#,
+    );
+    let job = w.read("jobs/airports.toml");
+    w.write(
+        "jobs/airports.toml",
+        &format!("{job}\n[checks.freshness]\nfield = \"name\"\nfail_after_hours = 1\n"),
+    );
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rule `two_things` has check and unique"),
+        "{err}"
+    );
+    // The first mistake stops the mapping from loading; fix it to see the compile-time ones.
+    let m = w
+        .read(AIRPORT_MAPPING)
+        .replace("unique = [\"faa_code\"]\n", "");
+    w.write(AIRPORT_MAPPING, &m);
+    let out = w.run(&["validate"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("names `faa`, which is not a field"), "{err}");
+    assert!(err.contains("did you mean `faa_code`?"), "{err}");
+    assert!(
+        err.contains("no rule named `airport.faa_code.patern`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean `airport.faa_code.pattern`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("freshness needs a timestamp or date field"),
+        "{err}"
+    );
+}
