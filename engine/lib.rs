@@ -23,6 +23,7 @@ pub mod model;
 pub mod plan;
 pub mod quality;
 pub mod quarantine;
+pub mod replay;
 pub mod run;
 pub mod sink;
 pub mod source;

@@ -23,6 +23,8 @@ Examples:
   sluice run flights               run it; a summary table at the end
   sluice run flights --json        print the run report as JSON (for schedulers)
   sluice quarantine flights        rejected rows of the latest run: counts per rule, samples
+  sluice replay flights --run ID   after fixing the mapping, load the rows run ID rejected
+  sluice quality flights           per rule and check, the values of the last runs
 
 Docs: docs/getting-started.md and docs/reference.md in the project repository.";
 
@@ -75,6 +77,19 @@ enum Command {
         /// Sample rows to show.
         #[arg(long, default_value_t = 10, value_name = "N")]
         samples: usize,
+    },
+    /// Reprocess one run's quarantined rows through the current mapping (after a fix) and
+    /// append the rows that now pass to the target. Rows that still fail go to the replay
+    /// run's own quarantine. A run can be replayed once, so no row is loaded twice.
+    Replay {
+        /// Job name (file stem in jobs/) or path to the job file.
+        job: String,
+        /// The run whose quarantined rows to reprocess (see `sluice quarantine JOB`).
+        #[arg(long, value_name = "RUN_ID")]
+        run: String,
+        /// Print the run report as JSON on standard output instead of the summary table.
+        #[arg(long)]
+        json: bool,
     },
     /// Show a job's quality history: per row rule the rows failed in each of the last runs,
     /// per dataset check the measured value, and the latest status. Read from the state store
@@ -151,6 +166,9 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Run { job, json } => run(cli.project.as_deref(), &job, json).await,
         Command::Quarantine { job, run, samples } => {
             quarantine(cli.project.as_deref(), &job, run.as_deref(), samples).await
+        }
+        Command::Replay { job, run, json } => {
+            replay(cli.project.as_deref(), &job, &run, json).await
         }
         Command::Quality { job, last } => quality(cli.project.as_deref(), &job, last),
         Command::Model {
@@ -404,6 +422,31 @@ async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Erro
     if json {
         print_json(&report)?;
     } else {
+        print_summary(&report, &project);
+    }
+    Ok(report.exit_code())
+}
+
+async fn replay(
+    explicit: Option<&Path>,
+    job: &str,
+    run_id: &str,
+    json: bool,
+) -> Result<i32, Error> {
+    let root = project_root(explicit, None)?;
+    let project = load(&root)?;
+    let job = project.job(job).map_err(|d| Error::config(*d))?;
+    let mut terminal = if json { None } else { TerminalProgress::new() };
+    let mut quiet = NoProgress;
+    let progress: &mut dyn Progress = match terminal.as_mut() {
+        Some(t) => t,
+        None => &mut quiet,
+    };
+    let report = sluice::replay::replay(&project, job, run_id, progress).await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        println!("replay of run {run_id}: rows that now pass are appended to the target");
         print_summary(&report, &project);
     }
     Ok(report.exit_code())

@@ -50,11 +50,12 @@ use crate::error::{Error, Result};
 use crate::model::{CanonicalModel, FieldType};
 use crate::quality::{failed_when_not, model_rules, ReasonTemplate, RowRule, RuleKind};
 use crate::source::{
-    self, qualified_col, ScannedSource, DRIVING_ROW_COLUMN, FILE_COLUMN, LINE_COLUMN,
+    self, qualified_col, ScannedSource, SourceInput, DRIVING_ROW_COLUMN, FILE_COLUMN, LINE_COLUMN,
     PARSE_FAILED_PREFIX, RAW_PREFIX,
 };
 use datafusion::functions_window::expr_fn::{first_value, row_number};
 use datafusion::logical_expr::ExprFunctionExt;
+use std::collections::HashMap;
 use std::ops::Not;
 
 const LET: &str = "__let";
@@ -94,6 +95,7 @@ enum RefError {
 
 /// The valid values of a `references` rule as a frame with the columns `<q>.key` (distinct)
 /// and `<q>.hit` (true), and how to name the reference in reasons (`airports.faa`).
+#[allow(clippy::too_many_arguments)]
 async fn reference_frame(
     project: &Project,
     job: &Job,
@@ -102,6 +104,7 @@ async fn reference_frame(
     column: &str,
     q: &str,
     redactor: &Redactor,
+    inputs: &HashMap<String, SourceInput>,
 ) -> std::result::Result<(DataFrame, String), RefError> {
     let to_err = |e: DataFusionError| RefError::Run(Error::engine(&job.name, redactor, &e));
     let (frame, value, shown, columns) = match target {
@@ -110,9 +113,19 @@ async fn reference_frame(
                 RefError::Run(Error::Internal(format!("source `{name}` not bound")))
             })?;
             let alias = format!("{q}_source");
-            let scanned = source::scan(ctx, &project.root, name, &alias, spec, false, redactor)
-                .await
-                .map_err(RefError::Run)?;
+            let input = inputs.get(name).unwrap_or(&SourceInput::Files);
+            let scanned = source::scan_input(
+                ctx,
+                &project.root,
+                name,
+                &alias,
+                spec,
+                false,
+                redactor,
+                input,
+            )
+            .await
+            .map_err(RefError::Run)?;
             let columns: Vec<String> = scanned.columns.iter().map(|c| c.name.clone()).collect();
             (
                 scanned.frame,
@@ -479,6 +492,19 @@ fn resolve_dir(
 /// [`Error::Config`] with every problem found in the mapping's expressions; [`Error::Source`]
 /// when a source cannot be found or read.
 pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
+    compile_with(project, job, &HashMap::new()).await
+}
+
+/// [`compile`], with some sources' rows given instead of read from their files (keyed by
+/// source name; see [`SourceInput`]).
+///
+/// # Errors
+/// As [`compile`].
+pub async fn compile_with(
+    project: &Project,
+    job: &Job,
+    inputs: &HashMap<String, SourceInput>,
+) -> Result<CompiledJob> {
     let redactor = Redactor::default();
     let mapping = project
         .mappings
@@ -519,7 +545,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
             .get(&u.source)
             .ok_or_else(|| Error::Internal(format!("source `{}` not bound", u.source)))?;
         sources.push(
-            source::scan(
+            source::scan_input(
                 &ctx,
                 &project.root,
                 &u.source,
@@ -527,6 +553,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 spec,
                 driving,
                 &redactor,
+                inputs.get(&u.source).unwrap_or(&SourceInput::Files),
             )
             .await?,
         );
@@ -916,7 +943,7 @@ pub async fn compile(project: &Project, job: &Job) -> Result<CompiledJob> {
                 };
                 let q = format!("__ref_{}", b.name);
                 let (lookup, shown) = match reference_frame(
-                    project, job, &ctx, target, column, &q, &redactor,
+                    project, job, &ctx, target, column, &q, &redactor, inputs,
                 )
                 .await
                 {

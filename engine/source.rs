@@ -204,11 +204,161 @@ pub async fn scan(
     driving: bool,
     redactor: &Redactor,
 ) -> Result<ScannedSource> {
+    scan_input(
+        ctx,
+        root,
+        name,
+        alias,
+        spec,
+        driving,
+        redactor,
+        &SourceInput::Files,
+    )
+    .await
+}
+
+/// One row given instead of a source's files: its origin and its values by column name
+/// (strings as read; numbers and booleans are written as text; `_raw` holds the text of a
+/// record that was malformed).
+#[derive(Debug, Clone)]
+pub struct InlineRow {
+    /// File the row came from (shown in the quarantine).
+    pub file: String,
+    /// Its line there.
+    pub line: i64,
+    /// Values by column name.
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where a source's rows come from.
+#[derive(Debug, Clone, Default)]
+pub enum SourceInput {
+    /// The files the job names (the normal case).
+    #[default]
+    Files,
+    /// Column types from the files, rows given (`sluice replay`: quarantined rows).
+    Replay(Vec<InlineRow>),
+    /// Column types inferred from the given rows, no file read (`sluice test`).
+    Inline(Vec<InlineRow>),
+}
+
+fn inline_text(v: Option<&serde_json::Value>) -> Option<String> {
+    match v {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    }
+}
+
+/// The batch a tolerant CSV scan would produce for `rows` (columns in `columns` order): a
+/// row with `_raw` is parsed again with the source's CSV options, and stays malformed if it
+/// still does not fit.
+fn inline_batch(
+    rows: &[InlineRow],
+    columns: &[String],
+    row_column: Option<&str>,
+    options: &CsvOptions,
+) -> std::result::Result<datafusion::arrow::record_batch::RecordBatch, String> {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, UInt64Array};
+    let mut values: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); columns.len()];
+    let mut malformed = Vec::with_capacity(rows.len());
+    let mut raw_text = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut fields: Option<Vec<Option<String>>> = None;
+        let mut why = None;
+        if let Some(raw) = inline_text(r.values.get("_raw")) {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .delimiter(options.delimiter)
+                .quote(options.quote)
+                .from_reader(raw.as_bytes());
+            let mut record = csv::StringRecord::new();
+            match reader.read_record(&mut record) {
+                Ok(true) if record.len() == columns.len() => {
+                    fields = Some(record.iter().map(|f| Some(f.to_string())).collect());
+                }
+                _ => why = Some("the record is still malformed".to_string()),
+            }
+            if why.is_some() {
+                raw_text.push(Some(raw));
+            } else {
+                raw_text.push(None);
+            }
+        } else {
+            fields = Some(
+                columns
+                    .iter()
+                    .map(|c| inline_text(r.values.get(c)))
+                    .collect(),
+            );
+            raw_text.push(None);
+        }
+        match fields {
+            Some(f) => {
+                for (col, v) in values.iter_mut().zip(f) {
+                    col.push(v);
+                }
+            }
+            None => {
+                for col in values.iter_mut() {
+                    col.push(None);
+                }
+            }
+        }
+        malformed.push(why);
+    }
+    let mut arrays: Vec<ArrayRef> = values
+        .into_iter()
+        .map(|v| Arc::new(StringArray::from(v)) as ArrayRef)
+        .collect();
+    arrays.push(Arc::new(StringArray::from(
+        rows.iter().map(|r| r.file.as_str()).collect::<Vec<_>>(),
+    )));
+    arrays.push(Arc::new(Int64Array::from(
+        rows.iter().map(|r| r.line).collect::<Vec<_>>(),
+    )));
+    arrays.push(Arc::new(StringArray::from(malformed)));
+    arrays.push(Arc::new(StringArray::from(raw_text)));
+    if row_column.is_some() {
+        arrays.push(Arc::new(UInt64Array::from_iter_values(
+            1..=rows.len() as u64,
+        )));
+    }
+    datafusion::arrow::record_batch::RecordBatch::try_new(
+        csv_reader::text_schema(columns, row_column),
+        arrays,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// [`scan`] with rows from `input` instead of (or as well as) the files.
+///
+/// # Errors
+/// As [`scan`].
+#[allow(clippy::too_many_arguments)]
+pub async fn scan_input(
+    ctx: &SessionContext,
+    root: &Path,
+    name: &str,
+    alias: &str,
+    spec: &SourceSpec,
+    driving: bool,
+    redactor: &Redactor,
+    input: &SourceInput,
+) -> Result<ScannedSource> {
     let batch_size = ctx.state().config().batch_size();
     let partitions = ctx.state().config().target_partitions();
     let template = spec.path.get_ref();
-    let files = expand_files(root, name, template, redactor)?;
-    let format = *spec.format.get_ref();
+    let files = match input {
+        SourceInput::Inline(_) => Vec::new(),
+        _ => expand_files(root, name, template, redactor)?,
+    };
+    // Inline rows are text, read like CSV whatever the job's format.
+    let format = match input {
+        SourceInput::Files => *spec.format.get_ref(),
+        _ => SourceFormat::Csv,
+    };
     let err = |e: datafusion::error::DataFusionError| {
         Error::source(name, template, redactor.redact(&e.to_string()))
     };
@@ -225,9 +375,41 @@ pub async fn scan(
         .collect();
     let mut csv_header: Option<Vec<String>> = None;
 
-    // 1. Column types, inferred over every file.
-    let inferred: Schema = match format {
-        SourceFormat::Csv => {
+    // 1. Column types, inferred over every file (or the inline rows).
+    let inferred: Schema = match (input, format) {
+        (SourceInput::Inline(rows), _) => {
+            let mut header: Vec<String> = Vec::new();
+            for r in rows {
+                for k in r.values.keys() {
+                    if !header.contains(k) {
+                        header.push(k.clone());
+                    }
+                }
+            }
+            let records: Vec<csv::ByteRecord> = rows
+                .iter()
+                .map(|r| {
+                    let texts: Vec<String> = header
+                        .iter()
+                        .map(|c| inline_text(r.values.get(c)).unwrap_or_default())
+                        .collect();
+                    csv::ByteRecord::from(texts)
+                })
+                .collect();
+            csv_reader::infer_types(&header, &records, &null_values(spec))
+                .map_err(|e| Error::source(name, "inline rows", e))?
+        }
+        (SourceInput::Replay(_), _) if *spec.format.get_ref() != SourceFormat::Csv => {
+            let typed = Box::pin(scan(ctx, root, name, alias, spec, driving, redactor)).await?;
+            Schema::new(
+                typed
+                    .columns
+                    .iter()
+                    .map(|c| ArrowField::new(&c.name, c.data_type.clone(), true))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        (_, SourceFormat::Csv) => {
             let options = csv_options(spec, batch_size);
             let mut schemas: Vec<Schema> = Vec::new();
             for f in &csv_files {
@@ -271,7 +453,7 @@ pub async fn scan(
                 )
             })?
         }
-        SourceFormat::Parquet => ctx
+        (_, SourceFormat::Parquet) => ctx
             .read_parquet(
                 paths.clone(),
                 ParquetReadOptions::default().file_extension(""),
@@ -281,7 +463,7 @@ pub async fn scan(
             .schema()
             .as_arrow()
             .clone(),
-        SourceFormat::Json => {
+        (_, SourceFormat::Json) => {
             let mut schemas = Vec::new();
             for f in &files {
                 let df = ctx
@@ -346,7 +528,26 @@ pub async fn scan(
     //    its row number, then UNION ALL.
     let row_col = if driving { DRIVING_ROW_COLUMN } else { "__row" };
     let mut records = None;
-    let frame = if format == SourceFormat::Csv {
+    let frame = if let SourceInput::Replay(rows) | SourceInput::Inline(rows) = input {
+        let columns: Vec<String> = inferred.fields().iter().map(|f| f.name().clone()).collect();
+        let batch = inline_batch(
+            rows,
+            &columns,
+            driving.then_some(DRIVING_ROW_COLUMN),
+            &csv_options(spec, batch_size),
+        )
+        .map_err(|e| Error::source(name, template, e))?;
+        records = Some(Arc::new(AtomicU64::new(rows.len() as u64)));
+        let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+            .map_err(err)?;
+        let df = ctx.read_table(Arc::new(table)).map_err(err)?;
+        if driving {
+            df
+        } else {
+            df.filter(col(csv_reader::MALFORMED_COLUMN).is_null())
+                .map_err(err)?
+        }
+    } else if format == SourceFormat::Csv {
         let counter = Arc::new(AtomicU64::new(0));
         let columns: Vec<String> = inferred.fields().iter().map(|f| f.name().clone()).collect();
         let table = csv_reader::table(

@@ -582,3 +582,90 @@ unique = ["faa"]
         "{err}"
     );
 }
+
+/// A flights project reading the first `n` rows, with an extra rule.
+fn flights_slice(n: usize, rule: &str) -> Workdir {
+    let w = Workdir::project();
+    w.write("samples/head/flights.csv", &flights_head(n));
+    let job = w
+        .read("jobs/flights.toml")
+        .replace(
+            "samples/nycflights13/flights.csv.gz",
+            "samples/head/flights.csv",
+        )
+        .replace("warn_below = 300000", "")
+        .replace("fail_above = 0.10", "");
+    w.write("jobs/flights.toml", &job);
+    let mapping = w.read("mappings/nycflights13_to_flight.toml");
+    w.write(
+        "mappings/nycflights13_to_flight.toml",
+        &format!("{mapping}\n{rule}"),
+    );
+    w
+}
+
+#[test]
+fn replay_after_a_mapping_fix_loads_exactly_the_rejected_rows_that_now_pass() {
+    let strict = "[[rule]]\nname = \"short_haul\"\ncheck = \"distance_km < 2000\"\n";
+    let fixed = "[[rule]]\nname = \"short_haul\"\ncheck = \"distance_km < 5000\"\n";
+    let w = flights_slice(3000, strict);
+    let out = w.run(&["run", "flights", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let first = report(&out);
+    let run_id = first["run_id"].as_str().unwrap().to_string();
+
+    // The fix, then the replay.
+    let m = w
+        .read("mappings/nycflights13_to_flight.toml")
+        .replace(strict, fixed);
+    w.write("mappings/nycflights13_to_flight.toml", &m);
+    let out = w.run(&["replay", "flights", "--run", &run_id, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let replay = report(&out);
+    assert_eq!(replay["rows"]["read"], first["rows"]["quarantined"]);
+    assert!(replay["rows"]["written"].as_u64().unwrap() > 0);
+
+    // The target now holds what a fresh run with the fixed mapping loads, each row once.
+    let fresh = flights_slice(3000, fixed);
+    let out = fresh.run(&["run", "flights", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let fresh_report = report(&out);
+    assert_eq!(
+        first["rows"]["written"].as_u64().unwrap() + replay["rows"]["written"].as_u64().unwrap(),
+        fresh_report["rows"]["written"].as_u64().unwrap()
+    );
+    let all = |w: &Workdir| {
+        let mut v = rows(&query(
+            &w.path().join("warehouse/flights"),
+            "SELECT CAST(scheduled_departure AS VARCHAR) || carrier_code || CAST(flight_number AS VARCHAR) || COALESCE(tail_number, '') AS id FROM t",
+        ));
+        v.sort();
+        v
+    };
+    assert_eq!(all(&w), all(&fresh));
+    // Rows that still fail keep their original file and line.
+    let still = rows(&query(
+        &w.path().join("warehouse/_quarantine/flights"),
+        &format!(
+            "SELECT DISTINCT source_file FROM t WHERE run_id = '{}'",
+            replay["run_id"].as_str().unwrap()
+        ),
+    ));
+    assert_eq!(still, vec!["samples/head/flights.csv".to_string()]);
+
+    // A second replay of the same run is refused: nothing loads twice.
+    let out = w.run(&["replay", "flights", "--run", &run_id]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        show(&out).contains("was already replayed by run"),
+        "{}",
+        show(&out)
+    );
+    let out = w.run(&["replay", "flights", "--run", "20200101T000000Z-000000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        show(&out).contains("has no quarantined rows"),
+        "{}",
+        show(&out)
+    );
+}

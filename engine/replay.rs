@@ -1,0 +1,159 @@
+//! `sluice replay JOB --run RUN_ID`: reprocess a run's quarantined rows through the current
+//! mapping (after a fix) and load the rows that now pass.
+//!
+//! ```text
+//! <quarantine>/<RUN_ID>.parquet ──source_values──▶ driving source rows (original file, line)
+//!        lookups: read from the job's sources as usual
+//! compile the current mapping ──▶ run (append) ──▶ rows that pass: target
+//!                                              └─▶ rows that still fail: quarantine of the replay run
+//! ```
+//!
+//! Guarantees:
+//! - **Nothing loads twice.** A run can be replayed once: the state store records the replay
+//!   (`runs.replay_of`) after its commit, and a second replay of the same run is refused.
+//!   The rows that still fail are in the replay run's own quarantine, so they can be replayed
+//!   again, from that run, after the next fix.
+//! - **The target is appended to**, whatever the job's mode: a replay adds rows the original
+//!   load left out. The job's dataset checks are not applied (they describe a full load).
+//! - Column types come from the source's files as they are now (CSV raw text is replayed as
+//!   text, so it parses exactly as the first time); a malformed record is parsed again and
+//!   stays malformed if it still does not fit.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use chrono::Utc;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::config::spec::{ChecksSpec, LoadMode};
+use crate::config::{Job, Project};
+use crate::error::{Error, Result};
+use crate::run::{Progress, RunReport};
+use crate::source::{InlineRow, SourceInput};
+use crate::state::StateStore;
+
+/// Replays the quarantine of run `run_id` of `job`; returns the replay run's report.
+///
+/// # Errors
+/// [`Error::Usage`] when the run has no quarantine file or was replayed already;
+/// [`Error::Config`] when the current mapping does not compile; [`Error::Engine`] when the
+/// quarantine cannot be read. Errors during the load itself are in the report.
+pub async fn replay(
+    project: &Project,
+    job: &Job,
+    run_id: &str,
+    progress: &mut dyn Progress,
+) -> Result<RunReport> {
+    let started = Utc::now();
+    let t0 = Instant::now();
+    let store = StateStore::open(&project.path(&project.settings.state_dir))?;
+    if let Some(by) = store.replayed_by(&job.name, run_id)? {
+        return Err(Error::Usage {
+            message: format!("run {run_id} of job `{}` was already replayed by run {by}; its rows were loaded then", job.name),
+            hint: Some(format!(
+                "rows that still failed are in the quarantine of run {by}: sluice replay {} --run {by}",
+                job.name
+            )),
+        });
+    }
+    let redactor = crate::config::interpolate::Redactor::default();
+    let dir = crate::plan::quarantine_dir(project, job, &redactor)?;
+    let file = dir.join(format!("{run_id}.parquet"));
+    if !file.is_file() {
+        return Err(Error::Usage {
+            message: format!(
+                "run {run_id} of job `{}` has no quarantined rows ({} does not exist)",
+                job.name,
+                file.display()
+            ),
+            hint: Some(format!(
+                "`sluice quarantine {}` lists the runs with rejected rows",
+                job.name
+            )),
+        });
+    }
+    let rows = read_quarantine(&file, &job.name).await?;
+    let mapping = project
+        .mappings
+        .get(&job.mapping)
+        .ok_or_else(|| Error::Internal(format!("job `{}` without mapping", job.name)))?;
+    let mut inputs = HashMap::new();
+    inputs.insert(mapping.from.source.clone(), SourceInput::Replay(rows));
+    let mut replay_job = job.clone();
+    replay_job.target.mode = LoadMode::Append;
+    replay_job.checks = ChecksSpec::default();
+    let compiled = crate::plan::compile_with(project, &replay_job, &inputs).await?;
+    crate::run::run_with(
+        project,
+        compiled,
+        started,
+        t0.elapsed(),
+        progress,
+        Some(run_id),
+    )
+    .await
+}
+
+/// The rows of one quarantine file as driving-source rows.
+async fn read_quarantine(file: &std::path::Path, job: &str) -> Result<Vec<InlineRow>> {
+    let ctx = SessionContext::new();
+    let err = |e: datafusion::error::DataFusionError| Error::Engine {
+        job: job.to_string(),
+        message: format!("cannot read quarantine {}: {e}", file.display()),
+    };
+    let batches = ctx
+        .read_parquet(
+            file.to_string_lossy().to_string(),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(err)?
+        .select_columns(&["source_file", "source_line", "source_values"])
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    let mut rows = Vec::new();
+    use datafusion::arrow::datatypes::DataType;
+    for b in &batches {
+        // Readers may hand strings back as views; cast to the written types.
+        let column = |i: usize, t: &DataType| {
+            datafusion::arrow::compute::cast(b.column(i), t).map_err(|e| Error::Engine {
+                job: job.to_string(),
+                message: format!(
+                    "quarantine {} has an unexpected schema: {e}",
+                    file.display()
+                ),
+            })
+        };
+        let (files, lines, values) = (
+            column(0, &DataType::Utf8)?,
+            column(1, &DataType::Int64)?,
+            column(2, &DataType::Utf8)?,
+        );
+        let files = files.as_string::<i32>();
+        let lines = lines.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let values = values.as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let parsed: serde_json::Value =
+                serde_json::from_str(values.value(i)).map_err(|e| Error::Engine {
+                    job: job.to_string(),
+                    message: format!("quarantine row {i} has unreadable source values: {e}"),
+                })?;
+            rows.push(InlineRow {
+                file: if files.is_valid(i) {
+                    files.value(i).to_string()
+                } else {
+                    String::new()
+                },
+                line: if lines.is_valid(i) { lines.value(i) } else { 0 },
+                values: match parsed {
+                    serde_json::Value::Object(m) => m,
+                    _ => serde_json::Map::new(),
+                },
+            });
+        }
+    }
+    Ok(rows)
+}
