@@ -19,6 +19,7 @@ pub mod diagnostic;
 pub mod error;
 pub mod functions;
 pub mod inspect;
+pub mod mapping_test;
 pub mod model;
 pub mod plan;
 pub mod quality;

@@ -25,6 +25,7 @@ Examples:
   sluice quarantine flights        rejected rows of the latest run: counts per rule, samples
   sluice replay flights --run ID   after fixing the mapping, load the rows run ID rejected
   sluice quality flights           per rule and check, the values of the last runs
+  sluice test --junit tests.xml    run every mapping's [[test]] blocks on their inline rows
 
 Docs: docs/getting-started.md and docs/reference.md in the project repository.";
 
@@ -101,6 +102,15 @@ enum Command {
         #[arg(long, default_value_t = 7, value_name = "N")]
         last: usize,
     },
+    /// Run the `[[test]]` blocks of mappings on their inline rows, in process (no file is read
+    /// or written). Prints each test and what differed; exit 1 when a test fails.
+    Test {
+        /// Mapping names (file stems in mappings/); default: every mapping.
+        mappings: Vec<String>,
+        /// Also write the results as JUnit XML to this file (for CI).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Canonical models as contracts.
     Model {
         #[command(subcommand)]
@@ -169,6 +179,9 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Replay { job, run, json } => {
             replay(cli.project.as_deref(), &job, &run, json).await
+        }
+        Command::Test { mappings, junit } => {
+            test(cli.project.as_deref(), &mappings, junit.as_deref()).await
         }
         Command::Quality { job, last } => quality(cli.project.as_deref(), &job, last),
         Command::Model {
@@ -348,6 +361,50 @@ async fn quarantine(
         .replace(&format!("{}/", project.root.display()), "");
     print!("{}", redactor.redact(&text));
     Ok(EXIT_OK)
+}
+
+async fn test(
+    explicit: Option<&Path>,
+    mappings: &[String],
+    junit: Option<&Path>,
+) -> Result<i32, Error> {
+    let root = project_root(explicit, None)?;
+    let project = load(&root)?;
+    let outcomes = sluice::mapping_test::run_tests(&project, mappings).await?;
+    for o in &outcomes {
+        let ms = o.duration.as_secs_f64() * 1000.0;
+        if o.passed() {
+            println!("ok    {} › {} ({ms:.0} ms)", o.mapping, o.name);
+        } else {
+            println!("FAIL  {} › {} ({ms:.0} ms)", o.mapping, o.name);
+            for f in &o.failures {
+                println!("      {f}");
+            }
+        }
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed()).count();
+    if outcomes.is_empty() {
+        println!("no [[test]] blocks found; see docs/reference.md#mapping-tests");
+    } else {
+        println!(
+            "\n{} test(s): {} passed, {failed} failed",
+            outcomes.len(),
+            outcomes.len() - failed
+        );
+    }
+    if let Some(path) = junit {
+        std::fs::write(path, sluice::mapping_test::junit_xml(&outcomes)).map_err(|e| {
+            Error::Usage {
+                message: format!("cannot write {}: {e}", path.display()),
+                hint: None,
+            }
+        })?;
+    }
+    Ok(if failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_RUN_FAILED
+    })
 }
 
 fn quality(explicit: Option<&Path>, job: &str, last: usize) -> Result<i32, Error> {

@@ -632,44 +632,17 @@ async fn execute(
             continue;
         }
         counts.produced += n as u64;
-        let mut flag_values: Vec<BooleanBuffer> = Vec::with_capacity(layout.flags.len());
-        for idx in &layout.flags {
-            let flag = batch.column(*idx).as_boolean();
-            flag_values.push(match flag.nulls() {
-                Some(nulls) => flag.values() & nulls.inner(),
-                None => flag.values().clone(),
-            });
+        let Classified {
+            flag_values,
+            to_flag,
+            to_drop,
+            to_fail,
+            any,
+            removed,
+        } = classify(compiled, &batch);
+        for (i, values) in flag_values.iter().enumerate() {
+            rule_counts[i] += values.count_set_bits() as u64;
         }
-        // A malformed record has no values: its only failure is being malformed.
-        if let Some((m, _)) = layout.malformed {
-            let well_formed = !&flag_values[m];
-            for (i, v) in flag_values.iter_mut().enumerate() {
-                if i != m {
-                    *v = &*v & &well_formed;
-                }
-            }
-        }
-        let none = BooleanBuffer::new_unset(n);
-        let (mut to_quarantine, mut to_drop, mut to_flag, mut to_fail) =
-            (none.clone(), none.clone(), none.clone(), none);
-        for (i, (values, r)) in flag_values.iter().zip(&compiled.rules).enumerate() {
-            let failed = values.count_set_bits();
-            if failed == 0 {
-                continue;
-            }
-            rule_counts[i] += failed as u64;
-            let acc = match r.action {
-                RuleAction::Quarantine => &mut to_quarantine,
-                RuleAction::Drop => &mut to_drop,
-                RuleAction::Flag => &mut to_flag,
-                RuleAction::Fail => &mut to_fail,
-            };
-            *acc = &*acc | values;
-        }
-        // A row goes to the quarantine if one of its quarantine (or fail) rules says so; else
-        // it is dropped if a drop rule says so; else it is loaded, with flags if any.
-        let any = &to_quarantine | &to_fail;
-        let removed = &any | &to_drop;
         counts.dropped += (&to_drop & &!&any).count_set_bits() as u64;
         let valid = BooleanArray::new(!&removed, None);
         let mut columns: Vec<ArrayRef> = layout
@@ -871,4 +844,71 @@ fn dq_flags(
         list.append(true);
     }
     Arc::new(list.finish())
+}
+
+/// What each row of a plan batch meets, by the rules' actions.
+pub(crate) struct Classified {
+    /// Per rule (in `CompiledJob::rules` order): rows failing it. A malformed record fails
+    /// only its `malformed.*` rule.
+    pub flag_values: Vec<BooleanBuffer>,
+    /// Rows failing a `flag` rule.
+    pub to_flag: BooleanBuffer,
+    /// Rows failing a `drop` rule.
+    pub to_drop: BooleanBuffer,
+    /// Rows failing a `fail` rule.
+    pub to_fail: BooleanBuffer,
+    /// Rows going to the quarantine (a `quarantine` or `fail` rule failed).
+    pub any: BooleanBuffer,
+    /// Rows not loaded (quarantined or dropped).
+    pub removed: BooleanBuffer,
+}
+
+/// Classifies the rows of one batch of `compiled`'s plan output. Precedence: a row failing
+/// a `quarantine` or `fail` rule is quarantined; else one failing a `drop` rule is dropped;
+/// else it is loaded, with the names of the `flag` rules it failed.
+pub(crate) fn classify(compiled: &CompiledJob, batch: &RecordBatch) -> Classified {
+    let layout = &compiled.layout;
+    let n = batch.num_rows();
+    let mut flag_values: Vec<BooleanBuffer> = Vec::with_capacity(layout.flags.len());
+    for idx in &layout.flags {
+        let flag = batch.column(*idx).as_boolean();
+        flag_values.push(match flag.nulls() {
+            Some(nulls) => flag.values() & nulls.inner(),
+            None => flag.values().clone(),
+        });
+    }
+    // A malformed record has no values: its only failure is being malformed.
+    if let Some((m, _)) = layout.malformed {
+        let well_formed = !&flag_values[m];
+        for (i, v) in flag_values.iter_mut().enumerate() {
+            if i != m {
+                *v = &*v & &well_formed;
+            }
+        }
+    }
+    let none = BooleanBuffer::new_unset(n);
+    let (mut to_quarantine, mut to_drop, mut to_flag, mut to_fail) =
+        (none.clone(), none.clone(), none.clone(), none);
+    for (values, r) in flag_values.iter().zip(&compiled.rules) {
+        if values.count_set_bits() == 0 {
+            continue;
+        }
+        let acc = match r.action {
+            RuleAction::Quarantine => &mut to_quarantine,
+            RuleAction::Drop => &mut to_drop,
+            RuleAction::Flag => &mut to_flag,
+            RuleAction::Fail => &mut to_fail,
+        };
+        *acc = &*acc | values;
+    }
+    let any = &to_quarantine | &to_fail;
+    let removed = &any | &to_drop;
+    Classified {
+        flag_values,
+        to_flag,
+        to_drop,
+        to_fail,
+        any,
+        removed,
+    }
 }

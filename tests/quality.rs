@@ -669,3 +669,58 @@ fn replay_after_a_mapping_fix_loads_exactly_the_rejected_rows_that_now_pass() {
         show(&out)
     );
 }
+
+#[test]
+fn sluice_test_passes_on_the_shipped_mappings_and_shows_a_readable_diff() {
+    let w = Workdir::project();
+    let out = w.run(&["test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 test(s): 3 passed, 0 failed"),
+        "{}",
+        show(&out)
+    );
+
+    // A wrong fixture: one expected time off by a minute, one rule missing.
+    let m = w
+        .read("mappings/nycflights13_to_flight.toml")
+        .replace(
+            "scheduled_arrival = \"2013-01-01T14:19:00Z\"",
+            "scheduled_arrival = \"2013-01-01T14:20:00Z\"",
+        )
+        .replace(
+            "rules = [\"destination_known\", \"flight.scheduled_arrival.required\"]",
+            "rules = [\"destination_known\"]",
+        );
+    w.write("mappings/nycflights13_to_flight.toml", &m);
+    let out = w.run(&["test", "nycflights13_to_flight", "--junit", "junit.xml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL  nycflights13_to_flight › local hhmm times"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "row 1, scheduled_arrival: expected 2013-01-01T14:20:00Z, got 2013-01-01T14:19:00Z"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 4: expected rules [destination_known], got [destination_known, flight.scheduled_arrival.required]"),
+        "{text}"
+    );
+    assert!(text.contains("1 test(s): 0 passed, 1 failed"), "{text}");
+    let xml = w.read("junit.xml");
+    assert!(
+        xml.contains("<testsuite name=\"nycflights13_to_flight\" tests=\"1\" failures=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<failure message=\"row 1, scheduled_arrival"),
+        "{xml}"
+    );
+
+    let out = w.run(&["test", "no_such_mapping"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}

@@ -175,6 +175,8 @@ pub struct Mapping {
     /// `[actions]`: the action of a built-in rule (`"flight.tailnum.pattern" = "flag"`),
     /// with the span of the value.
     pub actions: Vec<(String, RuleAction, Option<Range<usize>>)>,
+    /// `[[test]]`s: inline rows and expected results (`sluice test`).
+    pub tests: Vec<TestSpec>,
 }
 
 impl Mapping {
@@ -1028,6 +1030,7 @@ const MAPPING_KEYS: &[&str] = &[
     "fields",
     "rule",
     "actions",
+    "test",
 ];
 
 fn load_mapping(src: &SourceText, diags: &mut Diagnostics) -> Option<Mapping> {
@@ -1041,8 +1044,10 @@ fn load_mapping(src: &SourceText, diags: &mut Diagnostics) -> Option<Mapping> {
     let mut fields = Vec::new();
     let mut rules = Vec::new();
     let mut actions = Vec::new();
+    let mut tests = Vec::new();
     for (key, item) in table.iter() {
         match key {
+            "test" => tests = array_entries::<TestSpec>(&mut r, &table, key),
             "actions" => {
                 if let Some(a) = r.entry::<IndexMap<String, Spanned<RuleAction>>>(key, item) {
                     for (rule, action) in a {
@@ -1313,6 +1318,7 @@ fn load_mapping(src: &SourceText, diags: &mut Diagnostics) -> Option<Mapping> {
         fields,
         rules: business,
         actions,
+        tests,
     })
 }
 

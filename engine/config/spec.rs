@@ -140,6 +140,44 @@ pub struct RuleSpec {
     pub action: RuleAction,
 }
 
+/// The rows of one source in a mapping test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TestRows {
+    /// CSV text, header first; the header is line 1.
+    Csv(String),
+    /// One table per row (`{ faa = "JFK", tzone = "America/New_York" }`); row k is line k+1.
+    Rows(Vec<serde_json::Map<String, serde_json::Value>>),
+}
+
+/// A row a mapping test expects in the quarantine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedQuarantine {
+    /// Line of the driving source's row (CSV text: the header is line 1; rows: row k is
+    /// line k+1).
+    pub line: i64,
+    /// Every rule it fails, in any order.
+    pub rules: Vec<String>,
+}
+
+/// One `[[test]]` of a mapping: inline source rows and what the mapping must make of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    /// Test name, shown in reports.
+    pub name: Spanned<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// Rows per source the mapping reads.
+    pub sources: IndexMap<String, TestRows>,
+    /// The canonical rows loaded, in source order; only the fields given are compared
+    /// (`"NULL"` expects a null).
+    pub expect: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    /// The rows quarantined; when given, no other row may be quarantined.
+    pub quarantined: Option<Vec<ExpectedQuarantine>>,
+}
+
 /// Source file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
