@@ -537,6 +537,60 @@ fn bound(
     })
 }
 
+/// Checks a project's model against the newest version of it that a committed run loaded
+/// (the state store's `models` table, see [`crate::state`]), the way a schema registry
+/// checks a new schema against the latest registered one. `None` when there is no store, no
+/// registered version, or the change is versioned correctly.
+///
+/// The diagnostic points at the model's `version` line and says which version is needed.
+pub fn check_registered(
+    project: &crate::config::Project,
+    model: &CanonicalModel,
+) -> Option<crate::diagnostic::Diagnostic> {
+    let state_dir = project.path(&project.settings.state_dir);
+    if !state_dir.join("state.db").is_file() {
+        return None;
+    }
+    let store = crate::state::StateStore::open(&state_dir).ok()?;
+    let registered = store.registered_models(&model.name).ok()?;
+    let (text, old) = registered
+        .into_iter()
+        .filter_map(|(_, text)| {
+            let src = crate::diagnostic::SourceText::new("(registered)", text.clone());
+            crate::config::parse_model(&src).ok().map(|m| (text, m))
+        })
+        .max_by(|a, b| a.1.version.cmp(&b.1.version))?;
+    let _ = text;
+    let d = diff(&old, model);
+    let problem = d.check_version().err()?;
+    let path = project.path(&model.file);
+    let file_text = std::fs::read_to_string(&path).unwrap_or_default();
+    let span = file_text
+        .match_indices("version")
+        .find(|(i, _)| *i == 0 || file_text.as_bytes()[i - 1] == b'\n')
+        .map(|(i, _)| i..i + "version".len());
+    let src = crate::diagnostic::SourceText::new(model.file.clone(), file_text);
+    let changes: Vec<String> = d
+        .changes
+        .iter()
+        .filter(|c| c.compatibility != Compatibility::Neutral)
+        .map(|c| format!("{}: {}", c.compatibility, c.message))
+        .collect();
+    let mut diag = src.diagnostic(
+        span,
+        "version",
+        format!(
+            "model `{}` {}: {problem} (compared with {}, the newest version a run has loaded)",
+            model.name, model.version, old.version
+        ),
+    );
+    diag.hint = Some(format!(
+        "changes: {}; `sluice model diff` compares two model files",
+        changes.join("; ")
+    ));
+    Some(diag)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Compatibility::{Additive, Breaking, Neutral};

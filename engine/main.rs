@@ -241,6 +241,12 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
         let root = project_root(explicit, None)?;
         let (project, problems) = Project::load_partial(&root);
         diags.extend(problems);
+        // Models as contracts: an edit must be versioned against what runs have loaded.
+        for model in project.models.values() {
+            if let Some(d) = sluice::contract::check_registered(&project, model) {
+                diags.push(d);
+            }
+        }
         // Compile every job whose own files loaded, so expression errors show up even while
         // other files still have problems.
         for job in project.jobs.values() {
@@ -435,7 +441,7 @@ fn model_diff(old: &Path, new: &Path, json: bool) -> Result<i32, Error> {
             serde_json::to_string_pretty(&diff).map_err(|e| Error::Internal(e.to_string()))?
         );
     } else {
-        print!("{diff}");
+        println!("{}", diff.to_string().trim_end());
     }
     Ok(match diff.check_version() {
         Ok(()) => EXIT_OK,
@@ -454,6 +460,15 @@ async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Erro
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
+    if let Some(model) = project
+        .mappings
+        .get(&job.mapping)
+        .and_then(|m| project.models.get(&m.model.name))
+    {
+        if let Some(d) = sluice::contract::check_registered(&project, model) {
+            return Err(Error::config(d));
+        }
+    }
     let compiled = match sluice::plan::compile(&project, job).await {
         Ok(c) => c,
         // Config errors mean the run never started: exit 2, no report.

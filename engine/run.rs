@@ -480,7 +480,34 @@ pub async fn run_with(
     };
     save_report(project, &report)?;
     record(project, &report, replay_of);
+    if matches!(
+        report.status,
+        RunStatus::Succeeded | RunStatus::SucceededWithWarnings
+    ) {
+        register_model(project, &compiled.model);
+    }
     Ok(report)
+}
+
+/// Records the model version a committed run loaded, so later edits can be checked against
+/// it (see [`crate::contract::check_registered`]). A failure is a warning.
+fn register_model(project: &Project, model: &crate::model::CanonicalModel) {
+    let dir = project.path(&project.settings.state_dir);
+    let result = std::fs::read_to_string(project.path(&model.file))
+        .map_err(|e| Error::state(&model.file, e.to_string()))
+        .and_then(|text| {
+            crate::state::StateStore::open(&dir)?.register_model(
+                &model.name,
+                &model.version.to_string(),
+                &text,
+            )
+        });
+    if let Err(e) = result {
+        eprintln!(
+            "warning: model {} {} not registered: {e}",
+            model.name, model.version
+        );
+    }
 }
 
 /// Appends the run and its quality results to the state store. A failure here cannot undo a

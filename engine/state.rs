@@ -6,6 +6,7 @@
 //! | table     | one row per                       | columns |
 //! |-----------|-----------------------------------|---------|
 //! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed) |
+//! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
 //! | `quality` | run × row rule or dataset check   | `run_id`, `job`, `started_at`, `kind` (`rule`/`check`), `name`, `rows_checked`, `rows_failed`, `measured`, `threshold`, `status` (`pass`/`warn`/`fail`), `action` |
 //!
 //! A run is recorded after its target commit (or after it failed), in one transaction, so the
@@ -51,6 +52,13 @@ CREATE TABLE IF NOT EXISTS quality (
     PRIMARY KEY (run_id, kind, name)
 );
 CREATE INDEX IF NOT EXISTS quality_by_job ON quality (job, name, started_at);
+CREATE TABLE IF NOT EXISTS models (
+    name          TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    definition    TEXT NOT NULL,
+    registered_at TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
 ";
 
 /// An open state store.
@@ -254,6 +262,43 @@ impl StateStore {
             }
         }
         Ok(out)
+    }
+
+    /// Registers the definition of a model version a committed run loaded (the first
+    /// definition of a version is kept).
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn register_model(&self, name: &str, version: &str, definition: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO models (name, version, definition, registered_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    name,
+                    version,
+                    definition,
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The registered versions of model `name`: (version, definition).
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn registered_models(&self, name: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT version, definition FROM models WHERE name = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
     }
 
     /// The committed replay of `run_id`, if one happened.

@@ -724,3 +724,57 @@ fn sluice_test_passes_on_the_shipped_mappings_and_shows_a_readable_diff() {
     let out = w.run(&["test", "no_such_mapping"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }
+
+#[test]
+fn model_versions_are_contracts_against_what_runs_loaded() {
+    let w = Workdir::project();
+    let out = w.run(&["run", "carriers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let model_path = "mappings/canonical/carrier.toml";
+    let v1 = w.read(model_path);
+    std::fs::write(w.path().join("old.toml"), &v1).unwrap();
+
+    // An additive change without a version bump is refused by validate and by run.
+    let added = format!("{v1}\n[fields.alliance]\ntype = \"string\"\n");
+    w.write(model_path, &added);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("carrier.toml:"), "{err}");
+    assert!(
+        err.contains("compared with 1.0.0, the newest version a run has loaded"),
+        "{err}"
+    );
+    let out = w.run(&["run", "carriers"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+
+    // A minor bump is right for it.
+    w.write(
+        model_path,
+        &added.replace("version = \"1.0.0\"", "version = \"1.1.0\""),
+    );
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = w.run(&["model", "diff", "old.toml", model_path]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("additive"), "{text}");
+
+    // Removing a field is breaking: 1.1.0 is not enough, whatever the diff tool or validate.
+    let removed = v1
+        .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
+        .replace("[fields.name]", "[fields.carrier_name]");
+    w.write(model_path, &removed);
+    let out = w.run(&["model", "diff", "old.toml", model_path]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("breaking"), "{text}");
+    assert!(text.contains("2.0.0"), "{text}");
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        show(&out).contains("bump the major version to 2.0.0"),
+        "{}",
+        show(&out)
+    );
+}

@@ -275,7 +275,7 @@ impl Project {
         let mut models = BTreeMap::new();
         for path in toml_files(&root.join("mappings").join("canonical")) {
             if let Some(src) = read_source(root, &path, &mut diags) {
-                match load_model(&src, &mut diags) {
+                match load_model(&src, &mut diags, true) {
                     Some(m) => {
                         models.insert(m.name.clone(), m);
                     }
@@ -632,7 +632,7 @@ pub fn load_file(kind: FileKind, src: &SourceText, diags: &mut Diagnostics) {
             parse_project(src, diags);
         }
         FileKind::Model => {
-            load_model(src, diags);
+            load_model(src, diags, true);
         }
         FileKind::Mapping => {
             load_mapping(src, diags);
@@ -808,19 +808,25 @@ pub fn is_identifier(s: &str) -> bool {
 
 const MODEL_KEYS: &[&str] = &["name", "version", "description", "fields"];
 
-/// Loads one canonical model from its text (a file, or a version kept in the state store).
+/// Loads one canonical model from its text (any file, or a version kept in the state store;
+/// unlike in a project, the file need not be named after the model).
 ///
 /// # Errors
 /// Every problem of the file, as diagnostics.
 pub fn parse_model(src: &SourceText) -> Result<CanonicalModel, Diagnostics> {
     let mut diags = Diagnostics::default();
-    match load_model(src, &mut diags) {
+    match load_model(src, &mut diags, false) {
         Some(m) if diags.is_empty() => Ok(m),
         _ => Err(diags),
     }
 }
 
-fn load_model(src: &SourceText, diags: &mut Diagnostics) -> Option<CanonicalModel> {
+/// Loads a model file; `in_project` also requires the file to be named after the model.
+fn load_model(
+    src: &SourceText,
+    diags: &mut Diagnostics,
+    in_project: bool,
+) -> Option<CanonicalModel> {
     let before = diags.len();
     let mut r = Reader::new(src, diags);
     let table = r.parse()?;
@@ -861,7 +867,7 @@ fn load_model(src: &SourceText, diags: &mut Diagnostics) -> Option<CanonicalMode
     let expected = stem(src);
     match &name {
         None => r.missing_key(None, "", "name", &format!("add `name = \"{expected}\"`")),
-        Some(n) if n.get_ref() != &expected => r.error(
+        Some(n) if in_project && n.get_ref() != &expected => r.error(
             Some(n.span()),
             "name",
             format!(
