@@ -497,31 +497,25 @@ impl FileReader<'_> {
                 }
             }
             row_number += 1;
-            let problem = if record.len() != width {
-                Some(format!(
-                    "expected {width} fields, found {}{}",
-                    record.len(),
-                    if record.len() > width {
-                        ""
-                    } else {
-                        " (an unclosed quote or a missing delimiter?)"
-                    }
-                ))
-            } else if let Some(i) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-                Some(format!(
-                    "field {} ({}) is not valid UTF-8",
-                    i + 1,
-                    self.columns[i]
-                ))
-            } else {
-                // The csv crate accepts stray quotes; RFC 4180 does not.
+            let problem = {
                 let kept = kept.borrow();
                 let raw = trim_line_end(kept.slice(start, end).unwrap_or_default());
-                if raw.contains(&self.options.quote) {
-                    check_quoting(raw, self.options.delimiter, self.options.quote)
-                } else {
-                    None
-                }
+                record_problem(
+                    &record,
+                    raw,
+                    self.columns,
+                    self.options.delimiter,
+                    self.options.quote,
+                )
+                .map(|p| {
+                    // An unclosed quote swallows the following lines into one record.
+                    let last = reader.position().line().saturating_sub(1);
+                    if last > line {
+                        format!("{p} (the record runs from line {line} to line {last})")
+                    } else {
+                        p
+                    }
+                })
             };
             match problem {
                 None => {
@@ -543,7 +537,7 @@ impl FileReader<'_> {
                     let raw = trim_line_end(raw);
                     let text = if raw.len() > RAW_RECORD_LIMIT {
                         format!(
-                            "{}… ({} bytes)",
+                            "{}{TRUNCATED_MARK}{} bytes]",
                             String::from_utf8_lossy(&raw[..RAW_RECORD_LIMIT]),
                             raw.len()
                         )
@@ -619,6 +613,44 @@ impl FileReader<'_> {
             .map_err(|e| self.error(0, 0, format!("internal error building a batch: {e}")))
     }
 }
+
+/// What is wrong with a record, if anything: a field count different from the header's, a
+/// field that is not UTF-8, or (looking at its raw bytes) quoting that breaks RFC 4180.
+pub fn record_problem(
+    record: &csv::ByteRecord,
+    raw: &[u8],
+    columns: &[String],
+    delimiter: u8,
+    quote: u8,
+) -> Option<String> {
+    let width = columns.len();
+    if record.len() != width {
+        return Some(format!(
+            "expected {width} fields, found {}{}",
+            record.len(),
+            if record.len() > width {
+                ""
+            } else {
+                " (an unclosed quote or a missing delimiter?)"
+            }
+        ));
+    }
+    if let Some(i) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
+        return Some(format!(
+            "field {} ({}) is not valid UTF-8",
+            i + 1,
+            columns[i]
+        ));
+    }
+    // The csv crate accepts stray quotes; RFC 4180 does not.
+    if raw.contains(&quote) {
+        return check_quoting(raw, delimiter, quote);
+    }
+    None
+}
+
+/// Marks raw text cut at [`RAW_RECORD_LIMIT`] bytes in the quarantine.
+pub const TRUNCATED_MARK: &str = "…[truncated; the record has ";
 
 /// Checks a record's raw bytes against RFC 4180 quoting: a quoted field starts with the quote,
 /// doubles the quotes inside, and ends with a quote followed by a delimiter or the record's

@@ -103,9 +103,20 @@ pub async fn run_tests(project: &Project, names: &[String]) -> Result<Vec<TestOu
 /// A job for running `mapping` on inline rows: the first job using it (for its sources'
 /// null markers and declared types), without dataset checks; else a minimal one.
 fn test_job(project: &Project, mapping: &Mapping) -> Job {
+    // Nothing is written, so the target and quarantine are placeholders (a real job's may
+    // need environment variables the test machine does not have).
+    let target = TargetSpec {
+        format: TargetFormat::Parquet,
+        table: Some(Spanned::new(0..0, "__test".to_string())),
+        path: None,
+        mode: LoadMode::Overwrite,
+        partition_by: Vec::new(),
+    };
     if let Some(j) = project.jobs.values().find(|j| j.mapping == mapping.name) {
         let mut j = j.clone();
         j.checks = ChecksSpec::default();
+        j.target = target;
+        j.quarantine = QuarantineSpec::default();
         return j;
     }
     let spec = |_: &str| SourceSpec {
@@ -131,13 +142,7 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
             .into_iter()
             .map(|s| (s.to_string(), spec(s)))
             .collect(),
-        target: TargetSpec {
-            format: TargetFormat::Parquet,
-            table: Some(Spanned::new(0..0, "__test".to_string())),
-            path: None,
-            mode: LoadMode::Overwrite,
-            partition_by: Vec::new(),
-        },
+        target,
         quarantine: QuarantineSpec::default(),
         checks: ChecksSpec::default(),
     }
@@ -233,7 +238,7 @@ async fn run_one(project: &Project, mapping: &Mapping, test: &TestSpec) -> Resul
                 inputs.insert(s.to_string(), SourceInput::Inline(rows));
             }
             None => failures.push(format!(
-                "no rows for source `{s}`; add `sources.{s} = [...]` (an empty list is fine)"
+                "no rows for source `{s}`; add `sources.{s} = [...]` with at least one row holding the columns the mapping uses"
             )),
         }
     }

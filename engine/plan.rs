@@ -43,7 +43,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::config::interpolate::Redactor;
-use crate::config::spec::{JoinKind, NullPolicy, RuleAction, SourceFormat};
+use crate::config::spec::{HasThresholds, JoinKind, NullPolicy, RuleAction, SourceFormat};
 use crate::config::{Job, Mapping, NamedExpr, Project, ReferenceTarget, RuleTest};
 use crate::diagnostic::{did_you_mean, Diagnostics};
 use crate::error::{Error, Result};
@@ -87,13 +87,73 @@ fn split_sort(sql: &str) -> (&str, bool, bool) {
     (rest, asc, nulls_first.unwrap_or(!asc))
 }
 
+/// The distinct keys already in the job's target, as `<q>.k0`, `<q>.k1`, ... (typed as the
+/// model's fields) and `<q>.hit`; `None` when the target does not exist yet.
+async fn target_keys(
+    project: &Project,
+    job: &Job,
+    model: &CanonicalModel,
+    keys: &[String],
+    q: &str,
+    ctx: &SessionContext,
+    redactor: &Redactor,
+) -> Result<Option<DataFrame>> {
+    let dir = match (&job.target.table, &job.target.path) {
+        (Some(t), _) => project.path(project.settings.warehouse.join(t.get_ref())),
+        (None, Some(p)) => resolve_dir(project, p.get_ref(), redactor)
+            .map_err(|e| Error::target(p.get_ref(), e))?,
+        (None, None) => return Ok(None),
+    };
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let to_err = |e: DataFusionError| Error::engine(&job.name, redactor, &e);
+    let partitions: Vec<(String, DataType)> = job
+        .target
+        .partition_by
+        .iter()
+        .filter_map(|p| {
+            model
+                .field(p.get_ref())
+                .map(|f| (f.name.clone(), f.data_type.to_arrow()))
+        })
+        .collect();
+    let frame = ctx
+        .read_parquet(
+            dir.to_string_lossy().to_string(),
+            datafusion::prelude::ParquetReadOptions::default().table_partition_cols(partitions),
+        )
+        .await
+        .map_err(to_err)?;
+    let qr = TableReference::bare(q);
+    let mut exprs = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let Some(f) = model.field(k) else {
+            return Ok(None);
+        };
+        exprs.push(
+            try_cast(source::ident_col(k), f.data_type.to_arrow())
+                .alias_qualified(Some(qr.clone()), format!("k{i}")),
+        );
+    }
+    let frame = frame
+        .select(exprs)
+        .map_err(to_err)?
+        .distinct()
+        .map_err(to_err)?;
+    let mut exprs = all_columns(frame.schema());
+    exprs.push(lit(true).alias_qualified(Some(qr), "hit"));
+    Ok(Some(frame.select(exprs).map_err(to_err)?))
+}
+
 /// Why a reference could not be planned: a mistake in the mapping or job, or a run error.
 enum RefError {
     Config(String, Option<String>),
     Run(Error),
 }
 
-/// The valid values of a `references` rule as a frame with the columns `<q>.key` (distinct)
+/// The valid values of a `references` rule, converted to `key_type`, as a frame with the
+/// columns `<q>.key` (distinct)
 /// and `<q>.hit` (true), and how to name the reference in reasons (`airports.faa`).
 #[allow(clippy::too_many_arguments)]
 async fn reference_frame(
@@ -105,6 +165,7 @@ async fn reference_frame(
     q: &str,
     redactor: &Redactor,
     inputs: &HashMap<String, SourceInput>,
+    key_type: &DataType,
 ) -> std::result::Result<(DataFrame, String), RefError> {
     let to_err = |e: DataFusionError| RefError::Run(Error::engine(&job.name, redactor, &e));
     let (frame, value, shown, columns) = match target {
@@ -175,8 +236,11 @@ async fn reference_frame(
         ));
     }
     let qr = TableReference::bare(q);
+    // Convert before DISTINCT, so keys that convert to the same value ("7", "07") match once.
     let frame = frame
-        .select(vec![value.alias_qualified(Some(qr.clone()), "key")])
+        .select(vec![
+            try_cast(value, key_type.clone()).alias_qualified(Some(qr.clone()), "key")
+        ])
         .map_err(to_err)?
         .distinct()
         .map_err(to_err)?;
@@ -580,6 +644,7 @@ pub async fn compile_with(
         err_at(diags, span, key, format!("{what}: {msg}"), hint);
     };
     let to_err = |e: DataFusionError| Error::engine(&job.name, &redactor, &e);
+    let is_replay = inputs.values().any(|i| matches!(i, SourceInput::Replay(_)));
 
     let aliases: Vec<String> = sources.iter().map(|s| s.alias.clone()).collect();
 
@@ -943,7 +1008,15 @@ pub async fn compile_with(
                 };
                 let q = format!("__ref_{}", b.name);
                 let (lookup, shown) = match reference_frame(
-                    project, job, &ctx, target, column, &q, &redactor, inputs,
+                    project,
+                    job,
+                    &ctx,
+                    target,
+                    column,
+                    &q,
+                    &redactor,
+                    inputs,
+                    &f.data_type.to_arrow(),
                 )
                 .await
                 {
@@ -961,8 +1034,7 @@ pub async fn compile_with(
                     Err(RefError::Run(e)) => return Err(e),
                 };
                 let value = qualified_col(CANONICAL, &f.name);
-                let on =
-                    try_cast(qualified_col(&q, "key"), f.data_type.to_arrow()).eq(value.clone());
+                let on = qualified_col(&q, "key").eq(value.clone());
                 frame = lookup
                     .join_on(frame, JoinType::Right, vec![on])
                     .map_err(to_err)?;
@@ -1032,19 +1104,57 @@ pub async fn compile_with(
                     .build()
                     .map_err(to_err)?
                     .alias_qualified(Some(q.clone()), format!("{}_rank", b.name));
-                let first = first_value(qualified_col(&driving.alias, LINE_COLUMN))
+                let location = datafusion::functions::expr_fn::concat(vec![
+                    qualified_col(&driving.alias, FILE_COLUMN),
+                    lit(":"),
+                    cast(qualified_col(&driving.alias, LINE_COLUMN), DataType::Utf8),
+                ]);
+                let first = first_value(location)
                     .partition_by(partition.clone())
                     .order_by(sorts)
                     .build()
                     .map_err(to_err)?
-                    .alias_qualified(Some(q), format!("{}_kept_line", b.name));
+                    .alias_qualified(Some(q.clone()), format!("{}_first", b.name));
                 frame = frame.window(vec![rn, first]).map_err(to_err)?;
                 let any_null = partition
                     .iter()
                     .map(|k| k.clone().is_null())
                     .reduce(Expr::or)
                     .unwrap_or(lit(false));
-                let later = qualified_col(DUPLICATE, &format!("{}_rank", b.name)).gt(lit(1u64));
+                let mut later = qualified_col(DUPLICATE, &format!("{}_rank", b.name)).gt(lit(1u64));
+                // A replay sees only the rejected rows: a key is also a duplicate when the
+                // target already holds it.
+                let first_shown = qualified_col(DUPLICATE, &format!("{}_first", b.name));
+                let mut shown_expr = first_shown.clone();
+                if is_replay {
+                    let qt = format!("__dupt_{}", b.name);
+                    if let Some(lookup) =
+                        target_keys(project, job, &model, keys, &qt, &ctx, &redactor).await?
+                    {
+                        let on: Vec<Expr> = keys
+                            .iter()
+                            .enumerate()
+                            .map(|(i, k)| {
+                                qualified_col(&qt, &format!("k{i}")).eq(qualified_col(CANONICAL, k))
+                            })
+                            .collect();
+                        frame = lookup.join_on(frame, JoinType::Right, on).map_err(to_err)?;
+                        let in_target = qualified_col(&qt, "hit").is_not_null();
+                        shown_expr = when(
+                            in_target.clone(),
+                            lit("a row already loaded into the target"),
+                        )
+                        .otherwise(first_shown)
+                        .map_err(to_err)?;
+                        later = later.or(in_target);
+                    }
+                }
+                let mut exprs = all_columns(frame.schema());
+                exprs.push(shown_expr.alias_qualified(
+                    Some(TableReference::bare(DUPLICATE)),
+                    format!("{}_kept", b.name),
+                ));
+                frame = frame.select(exprs).map_err(to_err)?;
                 let failed = match b.nulls {
                     NullPolicy::Pass => any_null.not().and(later),
                     NullPolicy::Fail => any_null.or(later),
@@ -1058,7 +1168,7 @@ pub async fn compile_with(
                     RuleKind::Unique,
                     failed,
                     ReasonTemplate::parse(&format!(
-                        "duplicate key ({key_text}); the row at line {{{DUPLICATE}.{}_kept_line}} is kept",
+                        "duplicate key ({key_text}); the first occurrence, which is kept, is {{{DUPLICATE}.{}_kept}}",
                         b.name
                     ))
                     .unwrap_or_else(|_| ReasonTemplate::literal("duplicate key".into())),
@@ -1574,6 +1684,27 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
     }
     if let Some(q) = &job.checks.quarantine_ratio {
         let _ = writeln!(s, "  quarantine_ratio {}", thresholds(q));
+    }
+    for (field, t) in &job.checks.null_ratio {
+        let _ = writeln!(s, "  null_ratio.{field} {}", thresholds(t));
+    }
+    if let Some(u) = &job.checks.unique {
+        let _ = writeln!(s, "  unique           {}", thresholds(u));
+    }
+    if let Some(f) = &job.checks.freshness {
+        let _ = writeln!(s, "  freshness        {}", thresholds(f));
+    }
+    if let Some(v) = &job.checks.volume {
+        let _ = writeln!(s, "  volume           {}", thresholds(v));
+    }
+    for q in &job.checks.sql {
+        let _ = writeln!(
+            s,
+            "  sql.{}  {} {}",
+            q.name,
+            q.expr.get_ref(),
+            thresholds(&q.thresholds())
+        );
     }
     let to_err = |e: DataFusionError| Error::engine(&job.name, &compiled.redactor, &e);
     let logical = compiled

@@ -9,8 +9,11 @@
 //! ```
 //!
 //! Guarantees:
-//! - **Nothing loads twice.** A run can be replayed once: the state store records the replay
+//! - **Nothing loads twice.** Only a committed run can be replayed (a run that did not commit
+//!   is run again instead), and only once: the state store records the replay
 //!   (`runs.replay_of`) after its commit, and a second replay of the same run is refused.
+//! - **Duplicates stay out.** A `unique` rule also fails a replayed row whose key the target
+//!   already holds.
 //!   The rows that still fail are in the replay run's own quarantine, so they can be replayed
 //!   again, from that run, after the next fix.
 //! - **The target is appended to**, whatever the job's mode: a replay adds rows the original
@@ -56,6 +59,40 @@ pub async fn replay(
                 job.name
             )),
         });
+    }
+    match store.run_status(&job.name, run_id)?.as_deref() {
+        Some("succeeded" | "succeeded_with_warnings") => {}
+        Some(status) => {
+            return Err(Error::Usage {
+                message: format!(
+                    "run {run_id} of job `{}` ended `{status}`: its target was not committed, so its good rows were not loaded either",
+                    job.name
+                ),
+                hint: Some(format!(
+                    "fix the cause and run the job again (`sluice run {}`); replay is for runs that committed",
+                    job.name
+                )),
+            })
+        }
+        None => {
+            let file = crate::plan::quarantine_dir(
+                project,
+                job,
+                &crate::config::interpolate::Redactor::default(),
+            )?
+            .join(format!("{run_id}.parquet"));
+            return Err(Error::Usage {
+                message: format!(
+                    "run {run_id} of job `{}` is not in the state store, so it cannot be replayed safely{}",
+                    job.name,
+                    if file.is_file() { "" } else { " (and it has no quarantined rows)" }
+                ),
+                hint: Some(format!(
+                    "`sluice quarantine {}` lists the runs with rejected rows",
+                    job.name
+                )),
+            });
+        }
     }
     let redactor = crate::config::interpolate::Redactor::default();
     let dir = crate::plan::quarantine_dir(project, job, &redactor)?;

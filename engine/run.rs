@@ -254,8 +254,8 @@ struct Outcome {
     sink_metrics: SinkMetrics,
     /// Why a `fail` rule stopped the run.
     aborted: Option<String>,
-    /// Values of the dataset checks' aggregates.
-    aggregates: HashMap<String, datafusion::common::ScalarValue>,
+    /// Values of the dataset checks' aggregates, or why the query failed.
+    aggregates: std::result::Result<HashMap<String, datafusion::common::ScalarValue>, String>,
 }
 
 /// Runs `compiled`: executes, splits, checks, commits, and writes the report.
@@ -367,13 +367,40 @@ pub async fn run_with(
                     } else {
                         Vec::new()
                     };
-                    checks.extend(crate::checks::evaluate(
-                        &compiled.job.checks,
-                        &o.aggregates,
-                        o.counts.written,
-                        &history,
-                        started,
-                    ));
+                    match &o.aggregates {
+                        Ok(values) => checks.extend(crate::checks::evaluate(
+                            &compiled.job.checks,
+                            values,
+                            o.counts.written,
+                            &history,
+                            started,
+                        )),
+                        Err(e) => {
+                            // A check that cannot be computed (an integer division by zero
+                            // in a custom aggregate, say) fails; the volume check still runs.
+                            checks.push(CheckResult {
+                                check: "dataset_checks".into(),
+                                status: CheckStatus::Fail,
+                                measured: f64::NAN,
+                                threshold: None,
+                                message: format!(
+                                    "the dataset checks could not be computed: {}",
+                                    compiled.redactor.redact(e)
+                                ),
+                            });
+                            let volume_only = crate::config::spec::ChecksSpec {
+                                volume: compiled.job.checks.volume.clone(),
+                                ..Default::default()
+                            };
+                            checks.extend(crate::checks::evaluate(
+                                &volume_only,
+                                &HashMap::new(),
+                                o.counts.written,
+                                &history,
+                                started,
+                            ));
+                        }
+                    }
                     checks
                         .iter()
                         .map(|c| c.status)
@@ -814,9 +841,13 @@ async fn execute(
         sink.finish().await?
     };
     let aggregates = match aggregates {
-        Some(a) if aborted.is_none() => a.finish().await?,
-        _ => HashMap::new(),
+        Some(a) if aborted.is_none() => a.finish().await.map_err(|e| e.to_string()),
+        _ => Ok(HashMap::new()),
     };
+    if aborted.is_some() {
+        // Staged rows are discarded: nothing was loaded.
+        counts.written = 0;
+    }
     Ok(Outcome {
         counts,
         rule_counts,

@@ -267,23 +267,47 @@ fn inline_batch(
         let mut fields: Option<Vec<Option<String>>> = None;
         let mut why = None;
         if let Some(raw) = inline_text(r.values.get("_raw")) {
+            // Parse the record again, with every check the reader makes.
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
                 .flexible(true)
                 .delimiter(options.delimiter)
                 .quote(options.quote)
                 .from_reader(raw.as_bytes());
-            let mut record = csv::StringRecord::new();
-            match reader.read_record(&mut record) {
-                Ok(true) if record.len() == columns.len() => {
-                    fields = Some(record.iter().map(|f| Some(f.to_string())).collect());
-                }
-                _ => why = Some("the record is still malformed".to_string()),
-            }
-            if why.is_some() {
-                raw_text.push(Some(raw));
+            let mut record = csv::ByteRecord::new();
+            let mut extra = csv::ByteRecord::new();
+            let problem = if raw.contains(csv_reader::TRUNCATED_MARK) {
+                Some("the record was too long to keep whole".to_string())
             } else {
-                raw_text.push(None);
+                match (
+                    reader.read_byte_record(&mut record),
+                    reader.read_byte_record(&mut extra),
+                ) {
+                    (Ok(true), Ok(false)) => csv_reader::record_problem(
+                        &record,
+                        raw.as_bytes(),
+                        columns,
+                        options.delimiter,
+                        options.quote,
+                    ),
+                    (Ok(true), Ok(true)) => Some("the text holds more than one record".into()),
+                    _ => Some("the record is empty or unreadable".into()),
+                }
+            };
+            match problem {
+                None => {
+                    fields = Some(
+                        record
+                            .iter()
+                            .map(|f| Some(String::from_utf8_lossy(f).into_owned()))
+                            .collect(),
+                    );
+                    raw_text.push(None);
+                }
+                Some(p) => {
+                    why = Some(format!("still malformed: {p}"));
+                    raw_text.push(Some(raw));
+                }
             }
         } else {
             fields = Some(

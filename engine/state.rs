@@ -301,6 +301,21 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
+    /// The stored status of run `run_id` of `job` (`succeeded`, `check_failed`, ...).
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn run_status(&self, job: &str, run_id: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT status FROM runs WHERE job = ?1 AND run_id = ?2",
+                params![job, run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// The committed replay of `run_id`, if one happened.
     ///
     /// # Errors

@@ -1,8 +1,8 @@
 //! The examples in docs/reference.md form a project that validates and runs.
 //!
 //! Every ```toml block in the reference that starts with `# file: <path>` is written to that path
-//! in a scratch project (with the bundled samples); the project must validate, and its example
-//! job must run.
+//! in a scratch project (with the bundled samples); the project must validate, its mapping
+//! tests must pass, and its example job must run.
 
 use crate::common::{repo, show, Workdir};
 
@@ -70,6 +70,14 @@ fn reference_examples_validate_and_run() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // The mapping tests in the reference pass.
+    let out = w.sluice(&["test"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 failed"),
+        "{}",
+        show(&out)
+    );
     assert!(!jobs.is_empty());
     for job in jobs {
         let out = w

@@ -778,3 +778,59 @@ fn model_versions_are_contracts_against_what_runs_loaded() {
         show(&out)
     );
 }
+
+#[test]
+fn replay_keeps_duplicates_of_loaded_keys_out_and_refuses_uncommitted_runs() {
+    let w = Workdir::project();
+    with_airport_rules(
+        &w,
+        "[[rule]]\nname = \"one_airport_per_zone\"\nunique = [\"time_zone\"]\n",
+    );
+    let out = w.run(&["run", "airports", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let first = report(&out);
+    let run_id = first["run_id"].as_str().unwrap().to_string();
+
+    // The "fix": airports without a time zone are now welcome.
+    let base = w.read(AIRPORT_MAPPING);
+    let start = base.find("[[rule]]\nname = \"time_zone_known\"").unwrap();
+    let end = start + base[start..].find("\n\n").unwrap();
+    w.write(
+        AIRPORT_MAPPING,
+        &format!("{}{}", &base[..start], &base[end..]),
+    );
+    let out = w.run(&["replay", "airports", "--run", &run_id, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let replay = report(&out);
+
+    // Loaded now: exactly the zone-less airports with a valid code. Every duplicate of a zone
+    // already loaded stays in the quarantine.
+    let (_, airports) = sample("airports.csv.gz");
+    let pattern = regex::Regex::new("^[A-Z0-9]{3,4}$").unwrap();
+    let zoneless = airports
+        .iter()
+        .filter(|a| tz_missing(a) && pattern.is_match(&a["faa"]))
+        .count();
+    assert_eq!(replay["rows"]["written"], zoneless as u64);
+    let dups = rows(&query(
+        &w.path().join("warehouse/airports"),
+        "SELECT count(*) FROM (SELECT time_zone FROM t WHERE time_zone IS NOT NULL GROUP BY time_zone HAVING count(*) > 1)",
+    ));
+    assert_eq!(dups, vec!["0".to_string()]);
+
+    // A run that did not commit is run again, not replayed.
+    let job = w
+        .read("jobs/airports.toml")
+        .replace("fail_below = 1\n", "fail_below = 100000\n");
+    w.write("jobs/airports.toml", &job);
+    let out = w.run(&["run", "airports", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let failed = report(&out)["run_id"].as_str().unwrap().to_string();
+    let out = w.run(&["replay", "airports", "--run", &failed]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        show(&out).contains("ended `check_failed`"),
+        "{}",
+        show(&out)
+    );
+}
