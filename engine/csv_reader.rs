@@ -30,7 +30,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Builder, StringBuilder, UInt64Builder};
+use datafusion::arrow::array::{ArrayRef, Int64Builder, UInt64Builder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
@@ -387,27 +387,85 @@ struct FileReader<'a> {
     schema: &'a SchemaRef,
     options: &'a CsvOptions,
     with_row: bool,
+    /// The file name repeated `batch_size` times, sliced for each batch (no copy per batch).
+    file_column: Option<ArrayRef>,
+}
+
+/// One text column of a batch: the values' bytes and offsets, made into a `StringArray` at
+/// the end (arrow validates the UTF-8 of the whole buffer once).
+struct TextColumn {
+    values: Vec<u8>,
+    offsets: Vec<i32>,
+    nulls: datafusion::arrow::array::NullBufferBuilder,
+}
+
+impl TextColumn {
+    fn with_capacity(rows: usize, bytes: usize) -> TextColumn {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        TextColumn {
+            values: Vec::with_capacity(bytes),
+            offsets,
+            nulls: datafusion::arrow::array::NullBufferBuilder::new(rows),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.values.extend_from_slice(bytes);
+        // A batch's text stays far below 2 GiB (batch_size rows of one column); `finish`
+        // refuses offsets that do not fit.
+        self.offsets
+            .push(i32::try_from(self.values.len()).unwrap_or(i32::MAX));
+        self.nulls.append_non_null();
+    }
+
+    fn push_null(&mut self) {
+        let end = self.offsets.last().copied().unwrap_or(0);
+        self.offsets.push(end);
+        self.nulls.append_null();
+    }
+
+    fn finish(mut self) -> Result<ArrayRef, String> {
+        if self.values.len() >= i32::MAX as usize {
+            return Err(
+                "a batch holds more than 2 GiB of text in one column; lower batch_size".into(),
+            );
+        }
+        let offsets = datafusion::arrow::buffer::OffsetBuffer::new(self.offsets.into());
+        let array = datafusion::arrow::array::StringArray::try_new(
+            offsets,
+            self.values.into(),
+            self.nulls.finish(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Arc::new(array))
+    }
 }
 
 /// Column builders for one batch.
 struct Batch {
-    values: Vec<StringBuilder>,
+    values: Vec<TextColumn>,
     line: Int64Builder,
-    malformed: StringBuilder,
-    raw: StringBuilder,
+    /// Malformed rows of the batch: (row, why, raw text). Usually empty, so the two columns
+    /// are built at the end instead of appending a null per row.
+    malformed: Vec<(usize, String, String)>,
     row: UInt64Builder,
     len: usize,
 }
 
 impl Batch {
-    fn new(columns: usize, capacity: usize) -> Batch {
+    /// Builders for `capacity` rows; `bytes[i]` is the text size column `i` had in the
+    /// previous batch (so its buffer rarely grows), or 0.
+    fn new(columns: usize, capacity: usize, bytes: &[usize]) -> Batch {
         Batch {
             values: (0..columns)
-                .map(|_| StringBuilder::with_capacity(capacity, capacity * 8))
+                .map(|i| {
+                    let hint = bytes.get(i).copied().unwrap_or(0);
+                    TextColumn::with_capacity(capacity, (hint + hint / 8).max(capacity * 8))
+                })
                 .collect(),
             line: Int64Builder::with_capacity(capacity),
-            malformed: StringBuilder::new(),
-            raw: StringBuilder::new(),
+            malformed: Vec::new(),
             row: UInt64Builder::with_capacity(capacity),
             len: 0,
         }
@@ -428,6 +486,7 @@ impl FileReader<'_> {
             schema,
             options,
             with_row,
+            file_column: None,
         }
     }
 
@@ -458,24 +517,27 @@ impl FileReader<'_> {
         let mut record = csv::ByteRecord::new();
         let width = self.columns.len();
         let batch_size = self.options.batch_size.max(1);
-        let mut batch = Batch::new(width, batch_size);
+        let mut batch = Batch::new(width, batch_size, &[]);
         let mut first = true;
         let mut row_number: u64 = 0;
         loop {
-            let before = reader.position().clone();
+            let (before_line, before_byte) = {
+                let p = reader.position();
+                (p.line(), p.byte())
+            };
             match reader.read_byte_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => {
                     let (line, byte) = e
                         .position()
-                        .map_or((before.line(), before.byte()), |p| (p.line(), p.byte()));
+                        .map_or((before_line, before_byte), |p| (p.line(), p.byte()));
                     return Err(self.error(line, byte, format!("cannot read: {e}")));
                 }
             }
             let (line, start) = record
                 .position()
-                .map_or((before.line(), before.byte()), |p| (p.line(), p.byte()));
+                .map_or((before_line, before_byte), |p| (p.line(), p.byte()));
             let end = reader.position().byte();
             // The csv crate skips blank lines but reports the record from the first of them.
             let (line, start) = {
@@ -497,16 +559,40 @@ impl FileReader<'_> {
                 }
             }
             row_number += 1;
+            // Fast path: one UTF-8 check for the whole record, a quote scan of its raw bytes
+            // only; the slow path (record_problem) finds what is wrong.
+            let bytes = record.as_slice();
+            let text = if record.len() != width {
+                None
+            } else if bytes.is_ascii() {
+                Some(())
+            } else {
+                // Valid UTF-8, and every field starts on a character boundary.
+                std::str::from_utf8(bytes)
+                    .ok()
+                    .filter(|all| {
+                        let mut at = 0;
+                        record.iter().all(|f| {
+                            at += f.len();
+                            all.is_char_boundary(at)
+                        })
+                    })
+                    .map(|_| ())
+            };
             let problem = {
                 let kept = kept.borrow();
                 let raw = trim_line_end(kept.slice(start, end).unwrap_or_default());
-                record_problem(
-                    &record,
-                    raw,
-                    self.columns,
-                    self.options.delimiter,
-                    self.options.quote,
-                )
+                match text {
+                    Some(_) if memchr::memchr(self.options.quote, raw).is_none() => None,
+                    Some(_) => check_quoting(raw, self.options.delimiter, self.options.quote),
+                    None => record_problem(
+                        &record,
+                        raw,
+                        self.columns,
+                        self.options.delimiter,
+                        self.options.quote,
+                    ),
+                }
                 .map(|p| {
                     // An unclosed quote swallows the following lines into one record.
                     let last = reader.position().line().saturating_sub(1);
@@ -517,16 +603,21 @@ impl FileReader<'_> {
                     }
                 })
             };
-            match problem {
-                None => {
+            match (problem, text) {
+                (None, Some(_)) => {
+                    // UTF-8 and field boundaries were checked above.
                     for (b, f) in batch.values.iter_mut().zip(record.iter()) {
-                        // Checked above.
-                        b.append_value(std::str::from_utf8(f).unwrap_or_default());
+                        b.push(f);
                     }
-                    batch.malformed.append_null();
-                    batch.raw.append_null();
                 }
-                Some(p) => {
+                (None, None) => {
+                    return Err(self.error(
+                        line,
+                        start,
+                        "internal error: a record passed its checks without text".into(),
+                    ))
+                }
+                (Some(p), _) => {
                     if self.options.on_malformed == OnMalformed::Fail {
                         return Err(self.error(line, start, format!(
                             "malformed record: {p}; set on_malformed = \"quarantine\" on this source to quarantine such records and load the rest"
@@ -545,10 +636,9 @@ impl FileReader<'_> {
                         String::from_utf8_lossy(raw).into_owned()
                     };
                     for b in &mut batch.values {
-                        b.append_null();
+                        b.push_null();
                     }
-                    batch.malformed.append_value(p);
-                    batch.raw.append_value(text);
+                    batch.malformed.push((batch.len, p, text));
                 }
             }
             batch.line.append_value(line as i64);
@@ -556,7 +646,8 @@ impl FileReader<'_> {
             batch.len += 1;
             kept.borrow_mut().release_before(end);
             if batch.len >= batch_size {
-                let full = std::mem::replace(&mut batch, Batch::new(width, batch_size));
+                let sizes: Vec<usize> = batch.values.iter().map(|v| v.values.len()).collect();
+                let full = std::mem::replace(&mut batch, Batch::new(width, batch_size, &sizes));
                 records.fetch_add(full.len as u64, Ordering::Relaxed);
                 if !send(self.finish(full)?) {
                     return Ok(false);
@@ -592,20 +683,34 @@ impl FileReader<'_> {
         Ok(())
     }
 
-    fn finish(&self, mut b: Batch) -> Result<RecordBatch, CsvError> {
+    fn finish(&mut self, mut b: Batch) -> Result<RecordBatch, CsvError> {
         let n = b.len;
-        let mut arrays: Vec<ArrayRef> = b
-            .values
-            .iter_mut()
-            .map(|v| Arc::new(v.finish()) as ArrayRef)
-            .collect();
-        arrays.push(Arc::new(datafusion::arrow::array::StringArray::from(vec![
-            self.file.shown.as_str();
-            n
-        ])));
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(b.values.len() + 5);
+        for v in b.values.drain(..) {
+            arrays.push(
+                v.finish()
+                    .map_err(|e| self.error(0, 0, format!("internal error: {e}")))?,
+            );
+        }
+        let shown = self.file.shown.as_str();
+        let size = self.options.batch_size.max(n);
+        let files = self
+            .file_column
+            .get_or_insert_with(|| {
+                Arc::new(datafusion::arrow::array::StringArray::from_iter_values(
+                    std::iter::repeat_n(shown, size),
+                ))
+            })
+            .slice(0, n);
+        arrays.push(files);
         arrays.push(Arc::new(b.line.finish()));
-        arrays.push(Arc::new(b.malformed.finish()));
-        arrays.push(Arc::new(b.raw.finish()));
+        let (mut why, mut raw) = (vec![None; n], vec![None; n]);
+        for (row, w, r) in b.malformed.drain(..) {
+            why[row] = Some(w);
+            raw[row] = Some(r);
+        }
+        arrays.push(Arc::new(datafusion::arrow::array::StringArray::from(why)));
+        arrays.push(Arc::new(datafusion::arrow::array::StringArray::from(raw)));
         if self.with_row {
             arrays.push(Arc::new(b.row.finish()));
         }
@@ -799,6 +904,21 @@ mod tests {
         assert_eq!(raw[4].as_deref(), Some("7,\"say \"hi\"\""));
         assert_eq!(raw[6].as_deref(), Some("2,\"broken\n3,y"));
         assert_eq!(column(&batches, "__row").len(), 7);
+    }
+
+    #[tokio::test]
+    async fn non_ascii_text_is_read_whole() {
+        let batches = read("a,b\n1,Zürich\n2,\"Åre, Jämtland\"\n".as_bytes(), options())
+            .await
+            .unwrap();
+        assert_eq!(
+            column(&batches, "b"),
+            vec![
+                Some("Zürich".to_string()),
+                Some("Åre, Jämtland".to_string())
+            ]
+        );
+        assert_eq!(column(&batches, MALFORMED_COLUMN), vec![None, None]);
     }
 
     #[test]
