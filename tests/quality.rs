@@ -834,3 +834,116 @@ fn replay_keeps_duplicates_of_loaded_keys_out_and_refuses_uncommitted_runs() {
         show(&out)
     );
 }
+
+/// The rule counts of a report, by rule name.
+fn failed_by_rule(r: &serde_json::Value) -> BTreeMap<String, u64> {
+    r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["rule"].as_str().unwrap().to_string(),
+                x["failed_rows"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn model_constraints_on_real_rows_accepted_values_ranges_and_length_let_nulls_pass() {
+    let w = Workdir::project();
+    let model = w
+        .read("mappings/canonical/airport.toml")
+        .replace(
+            "[fields.time_zone]\n",
+            "[fields.time_zone]\nenum = [\"America/New_York\", \"America/Chicago\", \"America/Denver\", \"America/Los_Angeles\"]\n",
+        )
+        .replace("[fields.name]\n", "[fields.name]\nmax_length = 30\n")
+        .replace("[fields.altitude_m]\n", "[fields.altitude_m]\nmin = 0.0\n");
+    w.write("mappings/canonical/airport.toml", &model);
+    let job = w
+        .read("jobs/airports.toml")
+        .replace("fail_below = 1000", "fail_below = 1");
+    w.write("jobs/airports.toml", &job);
+    let out = w.run(&["run", "airports", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let got = failed_by_rule(&report(&out));
+
+    let (_, airports) = sample("airports.csv.gz");
+    let listed = [
+        "America/New_York",
+        "America/Chicago",
+        "America/Denver",
+        "America/Los_Angeles",
+    ];
+    // Null (missing) zones pass the enum: they are reported by time_zone_known only.
+    let not_listed = airports
+        .iter()
+        .filter(|a| !tz_missing(a) && !listed.contains(&a["tzone"].as_str()))
+        .count();
+    let long = airports
+        .iter()
+        .filter(|a| a["name"].chars().count() > 30)
+        .count();
+    let below = airports
+        .iter()
+        .filter(|a| a["alt"].parse::<f64>().unwrap() < 0.0)
+        .count();
+    assert!(not_listed > 0 && long > 0 && below > 0);
+    assert_eq!(got["airport.time_zone.enum"], not_listed as u64);
+    assert_eq!(got["airport.name.max_length"], long as u64);
+    assert_eq!(got["airport.altitude_m.min"], below as u64);
+    assert_eq!(
+        got["time_zone_known"],
+        airports.iter().filter(|a| tz_missing(a)).count() as u64
+    );
+
+    // A date range on flights: the first 2,000 flights span 1-3 January.
+    let w = flights_slice(2000, "");
+    let model = w.read("mappings/canonical/flight.toml").replace(
+        "[fields.flight_date]\n",
+        "[fields.flight_date]\nmax = \"2013-01-02\"\n",
+    );
+    w.write("mappings/canonical/flight.toml", &model);
+    let out = w.run(&["run", "flights", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let got = failed_by_rule(&report(&out));
+    let head = flights_head(2000);
+    let mut r = csv::Reader::from_reader(head.as_bytes());
+    let after = r
+        .records()
+        .filter(|rec| rec.as_ref().unwrap()[2].parse::<u32>().unwrap() > 2)
+        .count();
+    assert!(after > 0);
+    assert_eq!(got["flight.flight_date.max"], after as u64);
+}
+
+#[test]
+fn a_cross_field_check_counts_null_results_only_with_nulls_fail() {
+    let (_, airports) = sample("airports.csv.gz");
+    let faa: BTreeSet<&str> = airports.iter().map(|a| a["faa"].as_str()).collect();
+    let head = flights_head(3000);
+    let mut r = csv::Reader::from_reader(head.as_bytes());
+    // Without both delays, or without the destination's time zone, an actual time is null.
+    let unknown = r
+        .records()
+        .filter(|rec| {
+            let rec = rec.as_ref().unwrap();
+            rec[5] == *"NA" || rec[8] == *"NA" || !faa.contains(&rec[13])
+        })
+        .count();
+    assert!(unknown > 0);
+    let mut failed = BTreeMap::new();
+    for nulls in ["pass", "fail"] {
+        let rule = format!(
+            "[[rule]]\nname = \"lands_after_take_off\"\ncheck = \"actual_arrival > actual_departure\"\nnulls = \"{nulls}\"\n"
+        );
+        let w = flights_slice(3000, &rule);
+        let out = w.run(&["run", "flights", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        failed.insert(nulls, failed_by_rule(&report(&out))["lands_after_take_off"]);
+    }
+    assert_eq!(failed["pass"], 0);
+    assert_eq!(failed["fail"], unknown as u64);
+}
