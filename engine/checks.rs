@@ -137,6 +137,69 @@ pub fn validate(
     let Ok(schema) = DFSchema::try_from(model.arrow_schema().as_ref().clone()) else {
         return out;
     };
+    if let Some(v) = &checks.volume {
+        if v.runs == 0 {
+            out.push((
+                "checks.volume.runs".into(),
+                "`runs` must be at least 1".into(),
+                Some("the median is taken over the last `runs` committed runs; 7 is usual".into()),
+            ));
+        }
+    }
+    if let Some(f) = &checks.freshness {
+        for (key, v) in [
+            ("warn_after_hours", f.warn_after_hours),
+            ("fail_after_hours", f.fail_after_hours),
+        ] {
+            if v.is_some_and(|h| h < 0.0) {
+                out.push((
+                    format!("checks.freshness.{key}"),
+                    format!("`{key}` is negative"),
+                    Some("give the age in hours after which the data is stale, e.g. 36".into()),
+                ));
+            }
+        }
+    }
+    let mut bounds: Vec<(String, Thresholds)> = checks
+        .null_ratio
+        .iter()
+        .map(|(f, t)| (format!("checks.null_ratio.{f}"), t.clone()))
+        .collect();
+    if let Some(u) = &checks.unique {
+        bounds.push(("checks.unique".into(), u.thresholds()));
+    }
+    if let Some(v) = &checks.volume {
+        bounds.push(("checks.volume".into(), v.thresholds()));
+    }
+    for s in &checks.sql {
+        bounds.push((format!("checks.sql.{}", s.name), s.thresholds()));
+    }
+    for (key, t) in bounds {
+        if let (Some(lo), Some(hi)) = (t.fail_below, t.fail_above) {
+            if lo > hi {
+                out.push((
+                    key,
+                    format!("fail_below = {lo} is above fail_above = {hi}: every value fails"),
+                    Some(
+                        "fail_below is the lowest acceptable value, fail_above the highest".into(),
+                    ),
+                ));
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &checks.sql {
+        if !seen.insert(s.name.as_str()) {
+            out.push((
+                format!("checks.sql.{}", s.name),
+                format!("two `[[checks.sql]]` are named `{}`", s.name),
+                Some(
+                    "names identify a check in reports and the quality history; make them unique"
+                        .into(),
+                ),
+            ));
+        }
+    }
     for s in &checks.sql {
         if !crate::config::is_identifier(&s.name) {
             out.push((
@@ -146,6 +209,23 @@ pub fn validate(
             ));
         }
         let expr = match ctx.parse_sql_expr(s.expr.get_ref(), &schema) {
+            Ok(e)
+                if datafusion::logical_expr::utils::find_aggregate_exprs(std::slice::from_ref(
+                    &e,
+                ))
+                .is_empty() =>
+            {
+                out.push((
+                    format!("checks.sql.{}.expr", s.name),
+                    format!(
+                        "check `{}` is not an aggregate: `{}` has a value per row, not one for the run",
+                        s.name,
+                        s.expr.get_ref()
+                    ),
+                    Some("aggregate it, e.g. `avg(...)`, `max(...)` or `count(*) FILTER (WHERE ...)`".into()),
+                ));
+                continue;
+            }
             Ok(e) => e,
             Err(e) => {
                 out.push((
@@ -377,7 +457,14 @@ pub fn evaluate(
             Some(us) => {
                 let hours = (started.timestamp_micros() - us) as f64 / 3_600_000_000.0;
                 let mut r = grade("freshness".into(), hours, &t, &|x| format!("{x:.1} h"));
-                r.message = format!("newest {} is {}", f.field, r.message);
+                r.message = format!(
+                    "newest {} is {}",
+                    f.field,
+                    r.message
+                        .replace("fail_above", "fail_after_hours")
+                        .replace("warn_above", "warn_after_hours")
+                        .replace(", within thresholds", " old, within thresholds")
+                );
                 out.push(r);
             }
             None => out.push(CheckResult {

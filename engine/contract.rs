@@ -314,7 +314,10 @@ pub fn diff(old: &CanonicalModel, new: &CanonicalModel) -> ModelDiff {
                 } else {
                     ""
                 };
-                let msg = format!("new required field `{}` without a default{pk}", f.name);
+                let msg = format!(
+                    "new required field `{}` (data already loaded has no value for it){pk}",
+                    f.name
+                );
                 vec![(Breaking, msg)]
             }
             None => vec![(Additive, format!("added optional field `{}`", f.name))],
@@ -670,7 +673,7 @@ mod tests {
         assert_eq!(kinds(&required), [Breaking]);
         assert_eq!(
             required.changes[0].message,
-            "new required field `gate` without a default"
+            "new required field `gate` (data already loaded has no value for it)"
         );
     }
 

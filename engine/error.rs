@@ -98,9 +98,12 @@ impl Error {
         redactor: &crate::config::interpolate::Redactor,
         e: &datafusion::error::DataFusionError,
     ) -> Error {
+        // Errors of Sluice's own sources (the CSV reader) arrive wrapped as "External error".
+        let text = e.strip_backtrace();
+        let text = text.strip_prefix("External error: ").unwrap_or(&text);
         Error::Engine {
             job: job.to_string(),
-            message: redactor.redact(&e.to_string()),
+            message: redactor.redact(text),
         }
     }
 

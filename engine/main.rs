@@ -545,13 +545,25 @@ fn print_summary(r: &RunReport, project: &Project) {
     );
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY);
-    t.set_header(vec!["rows read", "written", "quarantined", "duration"]);
-    t.add_row(vec![
+    let mut header = vec!["rows read", "written", "quarantined"];
+    let mut row = vec![
         r.rows.read.to_string(),
         r.rows.written.to_string(),
         r.rows.quarantined.to_string(),
-        format!("{:.2} s", r.duration_ms as f64 / 1000.0),
-    ]);
+    ];
+    // Drop and flag actions only show when a rule used them.
+    if r.rows.dropped > 0 {
+        header.push("dropped");
+        row.push(r.rows.dropped.to_string());
+    }
+    if r.rows.flagged > 0 {
+        header.push("flagged");
+        row.push(r.rows.flagged.to_string());
+    }
+    header.push("duration");
+    row.push(format!("{:.2} s", r.duration_ms as f64 / 1000.0));
+    t.set_header(header);
+    t.add_row(row);
     println!("{t}");
     if r.error.is_none() {
         if r.rows.produced > r.rows.read {

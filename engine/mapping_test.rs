@@ -344,6 +344,21 @@ async fn run_one(project: &Project, mapping: &Mapping, test: &TestSpec) -> Resul
         }
     }
     if let Some(expected) = &test.quarantined {
+        for q in expected {
+            for rule in &q.rules {
+                if !compiled.rules.iter().any(|r| &r.name == rule) {
+                    let names: Vec<&str> = compiled.rules.iter().map(|r| r.name.as_str()).collect();
+                    failures.push(format!(
+                        "line {}: no rule named `{rule}`{}",
+                        q.line,
+                        match crate::diagnostic::did_you_mean(rule, names.iter().copied()) {
+                            Some(s) => format!(" (did you mean `{s}`?)"),
+                            None => String::new(),
+                        }
+                    ));
+                }
+            }
+        }
         let want: BTreeMap<i64, BTreeSet<String>> = expected
             .iter()
             .map(|q| (q.line, q.rules.iter().cloned().collect()))

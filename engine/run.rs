@@ -845,8 +845,10 @@ async fn execute(
         _ => Ok(HashMap::new()),
     };
     if aborted.is_some() {
-        // Staged rows are discarded: nothing was loaded.
+        // Staged rows are discarded: nothing was loaded. The reader may have read ahead of
+        // the row that stopped the run; count the rows processed.
         counts.written = 0;
+        counts.read = counts.produced;
     }
     Ok(Outcome {
         counts,

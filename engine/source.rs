@@ -278,6 +278,9 @@ fn inline_batch(
             let mut extra = csv::ByteRecord::new();
             let problem = if raw.contains(csv_reader::TRUNCATED_MARK) {
                 Some("the record was too long to keep whole".to_string())
+            } else if raw.contains('\u{fffd}') {
+                // The quarantine keeps text; bytes that were not UTF-8 became U+FFFD.
+                Some("the record held bytes that are not UTF-8 (shown as \u{fffd})".to_string())
             } else {
                 match (
                     reader.read_byte_record(&mut record),
@@ -727,4 +730,54 @@ pub fn ident_col(name: &str) -> Expr {
 /// A column reference qualified by a table alias.
 pub fn qualified_col(alias: &str, name: &str) -> Expr {
     Expr::Column(Column::new(Some(TableReference::bare(alias)), name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray};
+
+    fn row(raw: &str) -> InlineRow {
+        let mut values = serde_json::Map::new();
+        values.insert("_raw".into(), serde_json::Value::String(raw.into()));
+        InlineRow {
+            file: "f.csv".into(),
+            line: 7,
+            values,
+        }
+    }
+
+    #[test]
+    fn replayed_raw_records_get_every_reader_check() {
+        let options = CsvOptions {
+            delimiter: b',',
+            quote: b'"',
+            has_header: true,
+            compression: Compression::None,
+            on_malformed: csv_reader::OnMalformed::Quarantine,
+            batch_size: 10,
+        };
+        let columns = vec!["a".to_string(), "b".to_string()];
+        let rows = [
+            row("1,fixed"),
+            row("1,\u{fffd}x"),
+            row("1,\"a\"b"),
+            row("1,2,3"),
+            row("1,x\n2,y"),
+        ];
+        let b = inline_batch(&rows, &columns, None, &options).unwrap();
+        let why = b.column(4).as_string::<i32>();
+        assert!(why.is_null(0), "a record that now fits loads");
+        assert_eq!(b.column(1).as_string::<i32>().value(0), "fixed");
+        assert!(why.value(1).contains("not UTF-8"));
+        assert!(why.value(2).contains("closing quote"));
+        assert!(why.value(3).contains("expected 2 fields"));
+        assert!(why.value(4).contains("more than one record"));
+        assert_eq!(
+            b.column(3)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0),
+            7
+        );
+    }
 }

@@ -551,7 +551,7 @@ unique = ["faa"]
     let job = w.read("jobs/airports.toml");
     w.write(
         "jobs/airports.toml",
-        &format!("{job}\n[checks.freshness]\nfield = \"name\"\nfail_after_hours = 1\n"),
+        &format!("{job}\n[checks.freshness]\nfield = \"name\"\nfail_after_hours = 1\n\n[checks.volume]\nruns = 0\n\n[[checks.sql]]\nname = \"per_row\"\nexpr = \"altitude_m + 1\"\n\n[[checks.sql]]\nname = \"per_row\"\nexpr = \"avg(altitude_m)\"\n"),
     );
     let out = w.run(&["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
@@ -579,6 +579,12 @@ unique = ["faa"]
     );
     assert!(
         err.contains("freshness needs a timestamp or date field"),
+        "{err}"
+    );
+    assert!(err.contains("`runs` must be at least 1"), "{err}");
+    assert!(err.contains("check `per_row` is not an aggregate"), "{err}");
+    assert!(
+        err.contains("two `[[checks.sql]]` are named `per_row`"),
         "{err}"
     );
 }
