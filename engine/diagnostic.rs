@@ -111,9 +111,17 @@ impl Diagnostics {
         self.0.push(d);
     }
 
-    /// Adds all problems of another set.
+    /// Adds all problems of another set, skipping ones already reported (a mapping compiled
+    /// for several jobs reports its mistakes once).
     pub fn extend(&mut self, other: Diagnostics) {
-        self.0.extend(other.0);
+        for d in other.0 {
+            let seen = self.0.iter().any(|x| {
+                x.file == d.file && x.line == d.line && x.key == d.key && x.message == d.message
+            });
+            if !seen {
+                self.0.push(d);
+            }
+        }
     }
 
     /// `Ok(value)` when empty, the diagnostics otherwise.
