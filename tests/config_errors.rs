@@ -279,3 +279,20 @@ fn an_unbound_source_is_reported_at_the_mapping_with_the_jobs_bindings() {
     );
     assert!(err.contains("did you mean `airlines`?"), "{err}");
 }
+
+#[test]
+fn every_unknown_key_of_one_table_is_reported() {
+    let w = Workdir::project();
+    let m = w.read("mappings/nycflights13_to_airport.toml");
+    w.write(
+        "mappings/nycflights13_to_airport.toml",
+        &format!("{m}\n[[rule]]\nname = \"t\"\nchekc = \"altitude_m > 0\"\nreson = \"x\"\n"),
+    );
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unknown key `chekc`"), "{err}");
+    assert!(err.contains("did you mean `check`?"), "{err}");
+    assert!(err.contains("unknown key `reson`"), "{err}");
+    assert!(err.contains("did you mean `reason`?"), "{err}");
+}

@@ -93,6 +93,39 @@ impl<'a> Reader<'a> {
     /// unknown keys) and returns `None`.
     pub fn entry<T: DeserializeOwned>(&mut self, key_path: &str, item: &Item) -> Option<T> {
         let fallback_span = item.span();
+        // serde stops at the first unknown key; report every one of this entry at once.
+        if let Some(fields) = struct_fields::<T>() {
+            let keys: Vec<(String, Option<Range<usize>>)> = match item {
+                Item::Table(t) => t
+                    .iter()
+                    .map(|(k, _)| (k.to_string(), Reader::key_span(t, k)))
+                    .collect(),
+                Item::Value(Value::InlineTable(t)) => t
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), t.key(k).and_then(|k| k.span()).or(v.span())))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let unknown: Vec<_> = keys
+                .into_iter()
+                .filter(|(k, _)| !fields.contains(&k.as_str()))
+                .collect();
+            if !unknown.is_empty() {
+                for (k, span) in unknown {
+                    let hint = match did_you_mean(&k, fields.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("known keys here: {}", quoted_list(fields)),
+                    };
+                    let key = span
+                        .as_ref()
+                        .and_then(|s| self.table_header_before(s.start))
+                        .filter(|h| h.starts_with(key_path))
+                        .unwrap_or_else(|| key_path.to_string());
+                    self.error(span, &key, format!("unknown key `{k}`"), Some(hint));
+                }
+                return None;
+            }
+        }
         let value = item_to_value(item.clone())?;
         match T::deserialize(value.into_deserializer()) {
             Ok(v) => Some(v),
@@ -132,6 +165,47 @@ impl<'a> Reader<'a> {
             .and_then(|k| k.span())
             .or_else(|| table.get(key).and_then(Item::span))
     }
+}
+
+/// The keys a struct type `T` accepts, read from the field list serde passes to
+/// `deserialize_struct` (`None` for types that are not plain structs, such as maps, strings or
+/// `Spanned` wrappers).
+fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{self, Visitor};
+
+    struct Probe<'a>(&'a mut Option<&'static [&'static str]>);
+
+    impl<'de> de::Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            // serde_spanned's wrapper is a struct of private fields; look through it no
+            // further (its inner type is checked by serde as usual).
+            if !name.starts_with("$__") {
+                *self.0 = Some(fields);
+            }
+            Err(de::Error::custom("probed"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields = None;
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
 }
 
 /// Converts any item into a value that `serde` can read, keeping spans of the leaves.
