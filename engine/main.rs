@@ -235,6 +235,48 @@ fn load(root: &Path) -> Result<Project, Error> {
     Project::load(root).map_err(Error::Config)
 }
 
+/// Compiles the jobs `wanted` selects whose own files loaded, against their sources' schemas,
+/// and returns the problems found (expression errors, unknown fields in rules, ...).
+async fn compile_jobs(
+    project: &Project,
+    wanted: impl Fn(&sluice::config::Job) -> bool,
+) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    for job in project.jobs.values().filter(|j| wanted(j)) {
+        let Some(mapping) = project.mappings.get(&job.mapping) else {
+            continue;
+        };
+        if !project.models.contains_key(&mapping.model.name)
+            || !mapping
+                .source_names()
+                .iter()
+                .all(|s| job.sources.contains_key(*s))
+        {
+            continue;
+        }
+        match sluice::plan::compile(project, job).await {
+            Ok(_) => {}
+            Err(Error::Config(d)) => diags.extend(d),
+            Err(Error::Source {
+                source_name,
+                path,
+                message,
+            }) => {
+                let span = job.sources.get(&source_name).map(|s| s.path.span());
+                let mut d = job.src.diagnostic(
+                    span,
+                    format!("sources.{source_name}.path"),
+                    format!("source `{source_name}` ({path}): {message}"),
+                );
+                d.hint = Some("check the path and that the files are in place".into());
+                diags.push(d);
+            }
+            Err(e) => diags.push(Diagnostic::file_level(job.src.path.clone(), e.to_string())),
+        }
+    }
+    diags
+}
+
 async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Error> {
     let mut diags = Diagnostics::default();
     if paths.is_empty() {
@@ -249,38 +291,7 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
         }
         // Compile every job whose own files loaded, so expression errors show up even while
         // other files still have problems.
-        for job in project.jobs.values() {
-            let Some(mapping) = project.mappings.get(&job.mapping) else {
-                continue;
-            };
-            if !project.models.contains_key(&mapping.model.name)
-                || !mapping
-                    .source_names()
-                    .iter()
-                    .all(|s| job.sources.contains_key(*s))
-            {
-                continue;
-            }
-            match sluice::plan::compile(&project, job).await {
-                Ok(_) => {}
-                Err(Error::Config(d)) => diags.extend(d),
-                Err(Error::Source {
-                    source_name,
-                    path,
-                    message,
-                }) => {
-                    let span = job.sources.get(&source_name).map(|s| s.path.span());
-                    let mut d = job.src.diagnostic(
-                        span,
-                        format!("sources.{source_name}.path"),
-                        format!("source `{source_name}` ({path}): {message}"),
-                    );
-                    d.hint = Some("check the path and that the files are in place".into());
-                    diags.push(d);
-                }
-                Err(e) => diags.push(Diagnostic::file_level(job.src.path.clone(), e.to_string())),
-            }
-        }
+        diags.extend(compile_jobs(&project, |_| true).await);
         if diags.is_empty() {
             println!(
                 "ok: {} model(s), {} mapping(s), {} job(s) valid",
@@ -311,9 +322,30 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
             }
         }
         // Cross-file problems of these files (a missing mapping, say), when the files themselves
-        // are fine.
+        // are fine; then the jobs that use them, compiled.
         if diags.is_empty() {
             if let Some(root) = &root {
+                let wanted: Vec<PathBuf> = paths
+                    .iter()
+                    .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                    .collect();
+                if let Ok(project) = Project::load(root) {
+                    let uses = |file: &Path| {
+                        let abs = std::fs::canonicalize(root.join(file))
+                            .unwrap_or_else(|_| file.to_path_buf());
+                        wanted.contains(&abs)
+                    };
+                    diags.extend(
+                        compile_jobs(&project, |j| {
+                            let mapping = project.mappings.get(&j.mapping);
+                            let model = mapping.and_then(|m| project.models.get(&m.model.name));
+                            uses(&j.src.path)
+                                || mapping.is_some_and(|m| uses(&m.src.path))
+                                || model.is_some_and(|m| uses(&m.file))
+                        })
+                        .await,
+                    );
+                }
                 if let Err(all) = Project::load(root) {
                     let wanted: Vec<PathBuf> = paths
                         .iter()

@@ -296,3 +296,22 @@ fn every_unknown_key_of_one_table_is_reported() {
     assert!(err.contains("unknown key `reson`"), "{err}");
     assert!(err.contains("did you mean `reason`?"), "{err}");
 }
+
+#[test]
+fn validating_one_mapping_file_compiles_the_jobs_that_use_it() {
+    let w = Workdir::project();
+    let m = w.read("mappings/nycflights13_to_airport.toml");
+    w.write(
+        "mappings/nycflights13_to_airport.toml",
+        &format!("{m}\n[[rule]]\nname = \"u\"\nunique = [\"faa\"]\n"),
+    );
+    let out = w.run(&["validate", "mappings/nycflights13_to_airport.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("names `faa`, which is not a field"),
+        "{}",
+        show(&out)
+    );
+    let out = w.run(&["validate", "mappings/nycflights13_to_carrier.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
