@@ -47,7 +47,8 @@ enum Command {
     /// Check config files and report every problem at once, with file, line and a hint.
     ///
     /// Without PATHS: every file of the project, and every job compiled against its sources'
-    /// schemas. With PATHS: those files (models, mappings, jobs or sluice.toml).
+    /// schemas. With PATHS: those files (models, mappings, jobs or sluice.toml), and the jobs
+    /// that use them, compiled.
     Validate {
         /// Files to check.
         paths: Vec<PathBuf>,
