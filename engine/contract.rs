@@ -568,11 +568,8 @@ pub fn check_registered(
     let problem = d.check_version().err()?;
     let path = project.path(&model.file);
     let file_text = std::fs::read_to_string(&path).unwrap_or_default();
-    let span = file_text
-        .match_indices("version")
-        .find(|(i, _)| *i == 0 || file_text.as_bytes()[i - 1] == b'\n')
-        .map(|(i, _)| i..i + "version".len());
     let src = crate::diagnostic::SourceText::new(model.file.clone(), file_text);
+    let span = crate::config::key_path_span(&src, "version");
     let changes: Vec<String> = d
         .changes
         .iter()

@@ -146,53 +146,6 @@ async fn target_keys(
     Ok(Some(frame.select(exprs).map_err(to_err)?))
 }
 
-/// Best-effort position of a dataset check's key in the job text (`checks.freshness.field`,
-/// `checks.null_ratio.tail_number`, `checks.sql.<name>.expr`): the key's line under its
-/// table header, else the header.
-fn locate_check_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
-    let parts: Vec<&str> = key.split('.').collect();
-    let line_start = |at: usize| text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let find_key_after = |from: usize, name: &str| -> Option<usize> {
-        let mut at = from;
-        for line in text[from..].split_inclusive('\n') {
-            let t = line.trim_start();
-            if t.starts_with('[') && at != from {
-                return None;
-            }
-            if t.strip_prefix(name)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-            {
-                return Some(at + (line.len() - t.len()));
-            }
-            at += line.len();
-        }
-        None
-    };
-    let (header, inner): (String, Vec<&str>) = match parts.as_slice() {
-        ["checks", "sql", name, rest @ ..] => {
-            // The [[checks.sql]] whose name is `name`.
-            let needle = format!("name = \"{name}\"");
-            let at = text.find(&needle)?;
-            let start = line_start(at);
-            let target = rest.first().copied().unwrap_or("name");
-            let found = find_key_after(
-                line_start(text[..start].rfind("[[checks.sql]]").unwrap_or(start)),
-                target,
-            )
-            .unwrap_or(start);
-            return Some(found..found + 1);
-        }
-        ["checks", table, rest @ ..] => (format!("[checks.{table}]"), rest.to_vec()),
-        _ => return None,
-    };
-    let at = text.find(&header)?;
-    let found = inner
-        .first()
-        .and_then(|k| find_key_after(at + header.len(), k))
-        .unwrap_or(at);
-    Some(found..found + 1)
-}
-
 /// Why a reference could not be planned: a mistake in the mapping or job, or a run error.
 enum RefError {
     Config(String, Option<String>),
@@ -637,7 +590,7 @@ pub async fn compile_with(
     // Problems of the job's dataset checks, reported with whatever the mapping has.
     let mut check_diags = Diagnostics::default();
     for (key, msg, hint) in crate::checks::validate(&ctx, &model, &job.checks) {
-        let span = locate_check_key(&job.src.text, &key);
+        let span = crate::config::key_path_span(&job.src, &key);
         let mut d = job.src.diagnostic(span, key, msg);
         d.hint = hint;
         check_diags.push(d);
@@ -1000,23 +953,11 @@ pub async fn compile_with(
         };
         let (kind, failed, default_reason, description) = match &b.test {
             RuleTest::Check(c) => {
-                let check = match parse_expr(&ctx, &c.sql, frame.schema(), &rule_resolver) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        expr_err(
-                            &mut diags,
-                            c.span.clone(),
-                            key,
-                            format!("in rule `{}`", b.name),
-                            &e,
-                            &visible,
-                        );
-                        continue;
-                    }
-                };
-                match check.get_type(frame.schema()) {
-                    Ok(DataType::Boolean) | Ok(DataType::Null) => {}
-                    Ok(t) => {
+                let typed = parse_expr(&ctx, &c.sql, frame.schema(), &rule_resolver)
+                    .and_then(|e| e.get_type(frame.schema()).map(|t| (e, t)));
+                let check = match typed {
+                    Ok((e, DataType::Boolean | DataType::Null)) => e,
+                    Ok((_, t)) => {
                         err_at(
                             &mut diags,
                             c.span.clone(),
@@ -1037,7 +978,7 @@ pub async fn compile_with(
                         );
                         continue;
                     }
-                }
+                };
                 (
                     RuleKind::Business,
                     failed_when_not(check, b.nulls),

@@ -506,48 +506,47 @@ pub async fn run_with(
         error,
     };
     save_report(project, &report)?;
-    record(project, &report, replay_of);
-    if matches!(
-        report.status,
-        RunStatus::Succeeded | RunStatus::SucceededWithWarnings
-    ) {
-        register_model(project, &compiled.model);
-    }
+    record(project, &report, replay_of, Some(&compiled.model));
     Ok(report)
 }
 
-/// Records the model version a committed run loaded, so later edits can be checked against
-/// it (see [`crate::contract::check_registered`]). A failure is a warning.
-fn register_model(project: &Project, model: &crate::model::CanonicalModel) {
+/// Appends the run and its quality results to the state store and, for a committed run, the
+/// model version it loaded (so later edits can be checked against it, see
+/// [`crate::contract::check_registered`]). A failure here cannot undo a commit, so it is a
+/// warning on standard error, not a failed run.
+fn record(
+    project: &Project,
+    report: &RunReport,
+    replay_of: Option<&str>,
+    model: Option<&crate::model::CanonicalModel>,
+) {
     let dir = project.path(&project.settings.state_dir);
-    let result = std::fs::read_to_string(project.path(&model.file))
-        .map_err(|e| Error::state(&model.file, e.to_string()))
-        .and_then(|text| {
-            crate::state::StateStore::open(&dir)?.register_model(
-                &model.name,
-                &model.version.to_string(),
-                &text,
-            )
-        });
-    if let Err(e) = result {
-        eprintln!(
-            "warning: model {} {} not registered: {e}",
-            model.name, model.version
-        );
-    }
-}
-
-/// Appends the run and its quality results to the state store. A failure here cannot undo a
-/// commit, so it is a warning on standard error, not a failed run.
-fn record(project: &Project, report: &RunReport, replay_of: Option<&str>) {
-    let dir = project.path(&project.settings.state_dir);
-    let result =
-        crate::state::StateStore::open(&dir).and_then(|mut s| s.record_run(report, replay_of));
-    if let Err(e) = result {
-        eprintln!(
-            "warning: run {} is not in the quality history: {e}",
-            report.run_id
-        );
+    let recorded = crate::state::StateStore::open(&dir)
+        .and_then(|mut s| s.record_run(report, replay_of).map(|()| s));
+    let store = match recorded {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "warning: run {} is not in the quality history: {e}",
+                report.run_id
+            );
+            return;
+        }
+    };
+    let committed = matches!(
+        report.status,
+        RunStatus::Succeeded | RunStatus::SucceededWithWarnings
+    );
+    if let Some(model) = model.filter(|_| committed) {
+        let result = std::fs::read_to_string(project.path(&model.file))
+            .map_err(|e| Error::state(&model.file, e.to_string()))
+            .and_then(|text| store.register_model(&model.name, &model.version.to_string(), &text));
+        if let Err(e) = result {
+            eprintln!(
+                "warning: model {} {} not registered: {e}",
+                model.name, model.version
+            );
+        }
     }
 }
 
@@ -588,7 +587,7 @@ pub fn failed_before_start(
         error: Some(ErrorReport::new(error, redactor)),
     };
     save_report(project, &report)?;
-    record(project, &report, None);
+    record(project, &report, None, None);
     Ok(report)
 }
 

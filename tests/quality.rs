@@ -42,6 +42,28 @@ fn flights_head(n: usize) -> String {
     text.lines().take(n + 1).map(|l| format!("{l}\n")).collect()
 }
 
+/// The `rules[]` entry of a run report named `name`.
+fn rule(r: &serde_json::Value, name: &str) -> serde_json::Value {
+    r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["rule"] == name)
+        .unwrap_or_else(|| panic!("no rule {name}: {r}"))
+        .clone()
+}
+
+/// The `checks[]` entry of a run report named `name`.
+fn check(r: &serde_json::Value, name: &str) -> serde_json::Value {
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {r}"))
+        .clone()
+}
+
 /// What the airport model and mapping quarantine, decided from the raw row: a time zone that
 /// is missing (`""`, `NA`, `\N`) or an FAA code that does not match the model's pattern.
 fn airport_quarantined(row: &HashMap<String, String>) -> bool {
@@ -111,15 +133,7 @@ action = "drop"
     assert_eq!(r["rows"]["dropped"], dropped.len() as u64);
     assert_eq!(r["rows"]["written"], loaded.len() as u64);
     assert_eq!(r["rows"]["flagged"], flagged.len() as u64);
-    let rule = |name: &str| {
-        r["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["rule"] == name)
-            .unwrap()
-            .clone()
-    };
+    let rule = |name: &str| rule(&r, name);
     assert_eq!(rule("below_sea_level")["action"], "flag");
     assert_eq!(rule("below_sea_level")["status"], "warn");
     assert_eq!(rule("outside_the_americas")["action"], "drop");
@@ -212,13 +226,7 @@ order_by = ["faa_code DESC"]
     assert_eq!(got, kept);
     let r = report(&out);
     let candidates = airports.iter().filter(|a| !airport_quarantined(a)).count();
-    let dup = r["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["rule"] == "one_airport_per_zone")
-        .unwrap()
-        .clone();
+    let dup = rule(&r, "one_airport_per_zone");
     assert_eq!(dup["failed_rows"], (candidates - kept.len()) as u64);
     // The reason names the key and the kept row's line.
     let sample = dup["samples"][0].as_str().unwrap();
@@ -257,14 +265,11 @@ fn null_policy_decides_whether_a_null_key_is_a_duplicate() {
         let out = w.run(&["run", "airports", "--json"]);
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         let r = report(&out);
-        let rule = r["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["rule"] == "one_airport_per_zone")
-            .unwrap()
-            .clone();
-        failed.push(rule["failed_rows"].as_u64().unwrap());
+        failed.push(
+            rule(&r, "one_airport_per_zone")["failed_rows"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     assert_eq!(failed[1] - failed[0], nulls as u64);
 }
@@ -291,21 +296,10 @@ fn references_fail_rows_whose_value_is_missing_from_a_source_or_a_loaded_table()
             r#"{ table = "airports", column = "faa_code" }"#,
         ),
     ] {
-        let w = Workdir::project();
-        w.write("samples/head/flights.csv", &head);
-        let job = w
-            .read("jobs/flights.toml")
-            .replace(
-                "samples/nycflights13/flights.csv.gz",
-                "samples/head/flights.csv",
-            )
-            .replace("warn_below = 300000", "");
-        w.write("jobs/flights.toml", &job);
-        let mapping = w.read("mappings/nycflights13_to_flight.toml");
-        w.write(
-            "mappings/nycflights13_to_flight.toml",
+        let w = flights_slice(
+            5000,
             &format!(
-                "{mapping}\n[[rule]]\nname = \"{name}\"\nfield = \"destination\"\nreferences = {target}\n"
+                "[[rule]]\nname = \"{name}\"\nfield = \"destination\"\nreferences = {target}\n"
             ),
         );
         if name == "dest_in_table" {
@@ -315,17 +309,7 @@ fn references_fail_rows_whose_value_is_missing_from_a_source_or_a_loaded_table()
         let out = w.run(&["run", "flights", "--json"]);
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         let rep = report(&out);
-        let failed = |rule: &str| {
-            rep["rules"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|x| x["rule"] == rule)
-                .unwrap()["failed_rows"]
-                .as_u64()
-                .unwrap()
-        };
-        assert_eq!(failed(name), missing as u64, "{name}");
+        assert_eq!(rule(&rep, name)["failed_rows"], missing as u64, "{name}");
     }
 }
 
@@ -352,21 +336,8 @@ fn malformed_records_are_quarantined_with_line_and_raw_text() {
         bytes.push(b'\n');
     }
 
-    let clean = Workdir::project();
-    let bad = Workdir::project();
-    for (w, data) in [(&clean, head.as_bytes()), (&bad, &bytes[..])] {
-        std::fs::create_dir_all(w.path().join("samples/head")).unwrap();
-        std::fs::write(w.path().join("samples/head/flights.csv"), data).unwrap();
-        let job = w
-            .read("jobs/flights.toml")
-            .replace(
-                "samples/nycflights13/flights.csv.gz",
-                "samples/head/flights.csv",
-            )
-            .replace("warn_below = 300000", "")
-            .replace("fail_above = 0.10", "");
-        w.write("jobs/flights.toml", &job);
-    }
+    let clean = flights_project(head.as_bytes());
+    let bad = flights_project(&bytes);
     let out_clean = clean.run(&["run", "flights", "--json"]);
     assert_eq!(out_clean.status.code(), Some(0), "{}", show(&out_clean));
     let out = bad.run(&["run", "flights", "--json"]);
@@ -461,15 +432,7 @@ fail_above = 10000
         let out = w.run(&["run", "airports", "--json"]);
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         let r = report(&out);
-        let check = |name: &str| {
-            r["checks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["check"] == name)
-                .unwrap_or_else(|| panic!("no check {name}: {r}"))
-                .clone()
-        };
+        let check = |name: &str| check(&r, name);
         assert_eq!(check("null_ratio.altitude_m")["measured"], 0.0);
         assert_eq!(check("unique")["status"], "warn");
         assert_eq!(
@@ -504,13 +467,7 @@ fail_above = 10000
     let out = w.run(&["run", "airports", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let r = report(&out);
-    let volume = r["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "volume")
-        .unwrap()
-        .clone();
+    let volume = check(&r, "volume");
     assert_eq!(volume["status"], "fail");
     assert!(volume["measured"].as_f64().unwrap() < 0.15);
 
@@ -589,10 +546,12 @@ unique = ["faa"]
     );
 }
 
-/// A flights project reading the first `n` rows, with an extra rule.
-fn flights_slice(n: usize, rule: &str) -> Workdir {
+/// A flights project whose flights source is `data` (CSV bytes), with the sample-size checks
+/// relaxed.
+fn flights_project(data: &[u8]) -> Workdir {
     let w = Workdir::project();
-    w.write("samples/head/flights.csv", &flights_head(n));
+    std::fs::create_dir_all(w.path().join("samples/head")).unwrap();
+    std::fs::write(w.path().join("samples/head/flights.csv"), data).unwrap();
     let job = w
         .read("jobs/flights.toml")
         .replace(
@@ -602,6 +561,12 @@ fn flights_slice(n: usize, rule: &str) -> Workdir {
         .replace("warn_below = 300000", "")
         .replace("fail_above = 0.10", "");
     w.write("jobs/flights.toml", &job);
+    w
+}
+
+/// A flights project reading the first `n` rows, with an extra rule.
+fn flights_slice(n: usize, rule: &str) -> Workdir {
+    let w = flights_project(flights_head(n).as_bytes());
     let mapping = w.read("mappings/nycflights13_to_flight.toml");
     w.write(
         "mappings/nycflights13_to_flight.toml",

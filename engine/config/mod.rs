@@ -559,6 +559,39 @@ impl Reader<'_> {
     }
 }
 
+/// Span of a dotted key path in a file (`version`, `checks.freshness.field`,
+/// `checks.null_ratio.tail_number`): the key when found, else the deepest table found. In an
+/// array of tables a segment names the element whose `name` is that segment
+/// (`checks.sql.<name>.expr`). `None` when the text does not parse or nothing matches.
+pub fn key_path_span(src: &SourceText, path: &str) -> Option<Range<usize>> {
+    let doc = toml_edit::ImDocument::parse(src.text.clone()).ok()?;
+    let mut table = doc.as_table();
+    let mut found = None;
+    let mut segments = path.split('.').peekable();
+    while let Some(seg) = segments.next() {
+        let span = Reader::key_span(table, seg);
+        match table.get(seg) {
+            Some(Item::Table(t)) => {
+                found = span.or(found);
+                table = t;
+            }
+            Some(Item::ArrayOfTables(a)) => {
+                let Some(name) = segments.next() else {
+                    return span.or(found);
+                };
+                let element = a
+                    .iter()
+                    .find(|t| t.get("name").and_then(Item::as_str) == Some(name))?;
+                found = Reader::key_span(element, "name").or(found);
+                table = element;
+            }
+            Some(_) => return span.or(found),
+            None => return found,
+        }
+    }
+    found
+}
+
 /// The `*.toml` files directly in `dir`, sorted; none when `dir` does not exist.
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
