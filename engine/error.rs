@@ -5,6 +5,7 @@
 //! | Config   | the TOML a user wrote (file, line, hint)       | 2         |
 //! | Usage    | the command line                              | 2         |
 //! | Source   | a source file: missing, unreadable, malformed  | 1         |
+//! | Connection | a database: unreachable, dropped, refused    | 1         |
 //! | Target   | writing or publishing the target               | 1         |
 //! | State    | the state folder (reports, locks)              | 1         |
 //! | Engine   | DataFusion failed while executing a plan       | 1         |
@@ -53,6 +54,17 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A database could not be reached or dropped the connection, or refused a statement.
+    #[error("connection `{connection}`: {message}")]
+    Connection {
+        /// Connection name in `sluice.toml`.
+        connection: String,
+        /// What went wrong, secrets redacted.
+        message: String,
+        /// True when the same run may succeed later (network, server restart, serialization
+        /// failure); a job's `[retry]` policy retries only these.
+        transient: bool,
+    },
     /// Writing or publishing the target failed; the previous published state is intact.
     #[error("target {path}: {message}")]
     Target {
@@ -98,6 +110,10 @@ impl Error {
         redactor: &crate::config::interpolate::Redactor,
         e: &datafusion::error::DataFusionError,
     ) -> Error {
+        // A database source's error keeps its class (and whether a retry may cure it).
+        if let Some(inner) = wrapped(e) {
+            return inner;
+        }
         // Errors of Sluice's own sources (the CSV reader) arrive wrapped as "External error".
         let text = e.strip_backtrace();
         let text = text.strip_prefix("External error: ").unwrap_or(&text);
@@ -123,6 +139,17 @@ impl Error {
         }
     }
 
+    /// True for an error a retry may cure (see [`Error::Connection`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Connection {
+                transient: true,
+                ..
+            }
+        )
+    }
+
     /// One config diagnostic as an error.
     pub fn config(d: Diagnostic) -> Error {
         Error::Config(Diagnostics(vec![d]))
@@ -142,11 +169,44 @@ impl Error {
             Error::Config(_) => "config",
             Error::Usage { .. } => "usage",
             Error::Source { .. } => "source",
+            Error::Connection { .. } => "connection",
             Error::Target { .. } => "target",
             Error::State { .. } => "state",
             Error::Engine { .. } => "engine",
             Error::Internal(_) => "internal",
         }
+    }
+}
+
+/// A connection or source error of Sluice's own that DataFusion carried (as an external
+/// error, possibly inside context or shared wrappers), rebuilt.
+fn wrapped(e: &datafusion::error::DataFusionError) -> Option<Error> {
+    use datafusion::error::DataFusionError as D;
+    match e {
+        D::External(b) => match b.downcast_ref::<Error>()? {
+            Error::Connection {
+                connection,
+                message,
+                transient,
+            } => Some(Error::Connection {
+                connection: connection.clone(),
+                message: message.clone(),
+                transient: *transient,
+            }),
+            Error::Source {
+                source_name,
+                path,
+                message,
+            } => Some(Error::Source {
+                source_name: source_name.clone(),
+                path: path.clone(),
+                message: message.clone(),
+            }),
+            _ => None,
+        },
+        D::Context(_, inner) => wrapped(inner),
+        D::Shared(inner) => wrapped(inner),
+        _ => None,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod checks;
 pub mod config;
 pub mod contract;
 pub mod csv_reader;
+pub mod db;
 pub mod diagnostic;
 pub mod error;
 pub mod functions;

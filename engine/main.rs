@@ -1,8 +1,13 @@
 //! `sluice`: the command line. Parses arguments, calls the library, maps errors to exit codes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use sluice::config::spec::LoadMode;
+use sluice::db::ExtractMode;
 
 use clap::{Parser, Subcommand};
 use sluice::config::{file_kind, load_file, read_source, Project};
@@ -61,10 +66,39 @@ enum Command {
         job: String,
     },
     /// Run a job: read, map, check, quarantine failing rows, commit the target atomically.
+    ///
+    /// Incremental database sources read the rows above the watermark the last committed run
+    /// left (minus the `lookback`), and the watermark moves only after the target commit. A
+    /// run failing for a transient reason (a dropped connection) is retried as the job's
+    /// `[retry]` says; the load is all-or-nothing, so a retry never duplicates rows.
     Run {
         /// Job name (file stem in jobs/) or path to the job file.
         job: String,
         /// Print the run report as JSON on standard output instead of the summary table.
+        #[arg(long)]
+        json: bool,
+        /// Ignore the watermarks and read every row of incremental sources; an `append`
+        /// target is replaced (as `overwrite`) so no row is loaded twice. The watermark is set
+        /// from the rows read.
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// Re-read a range of an incremental source's cursor (`FROM <= cursor < TO`) and load it
+    /// with the job's mode (use `merge` or `scd2` targets, so re-read rows replace
+    /// themselves). The watermark does not move.
+    ///
+    /// Bounds are written as the cursor's type: `2013-06-01`, `2013-06-01T05:00:00Z` or
+    /// `2013-06-01 05:00:00` for time cursors, a number for integer cursors.
+    Backfill {
+        /// Job name (file stem in jobs/) or path to the job file.
+        job: String,
+        /// Inclusive lower bound.
+        #[arg(long, value_name = "FROM")]
+        from: String,
+        /// Exclusive upper bound.
+        #[arg(long, value_name = "TO")]
+        to: String,
+        /// Print the run report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -174,7 +208,32 @@ async fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Validate { paths } => validate(cli.project.as_deref(), &paths).await,
         Command::Plan { job } => plan(cli.project.as_deref(), &job).await,
-        Command::Run { job, json } => run(cli.project.as_deref(), &job, json).await,
+        Command::Run {
+            job,
+            json,
+            full_refresh,
+        } => {
+            let mode = if full_refresh {
+                ExtractMode::FullRefresh
+            } else {
+                ExtractMode::Incremental
+            };
+            run(cli.project.as_deref(), &job, json, mode).await
+        }
+        Command::Backfill {
+            job,
+            from,
+            to,
+            json,
+        } => {
+            run(
+                cli.project.as_deref(),
+                &job,
+                json,
+                ExtractMode::Backfill { from, to },
+            )
+            .await
+        }
         Command::Quarantine { job, run, samples } => {
             quarantine(cli.project.as_deref(), &job, run.as_deref(), samples).await
         }
@@ -263,13 +322,26 @@ async fn compile_jobs(
                 path,
                 message,
             }) => {
-                let span = job.sources.get(&source_name).map(|s| s.path.span());
+                let spec = job.sources.get(&source_name);
+                let database = spec.is_some_and(|s| s.is_database());
+                let span = spec.and_then(|s| {
+                    s.path
+                        .as_ref()
+                        .map(|p| p.span())
+                        .or_else(|| s.table.as_ref().map(|t| t.span()))
+                        .or_else(|| s.query.as_ref().map(|q| q.span()))
+                });
+                let key = if database { "table" } else { "path" };
                 let mut d = job.src.diagnostic(
                     span,
-                    format!("sources.{source_name}.path"),
+                    format!("sources.{source_name}.{key}"),
                     format!("source `{source_name}` ({path}): {message}"),
                 );
-                d.hint = Some("check the path and that the files are in place".into());
+                d.hint = Some(if database {
+                    "check the table or query, and the type table in docs/reference.md".into()
+                } else {
+                    "check the path and that the files are in place".into()
+                });
                 diags.push(d);
             }
             Err(e) => diags.push(Diagnostic::file_level(job.src.path.clone(), e.to_string())),
@@ -487,12 +559,15 @@ fn model_diff(old: &Path, new: &Path, json: bool) -> Result<i32, Error> {
     })
 }
 
-async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Error> {
-    let started = chrono::Utc::now();
-    let t0 = Instant::now();
+async fn run(
+    explicit: Option<&Path>,
+    job: &str,
+    json: bool,
+    mode: ExtractMode,
+) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
-    let job = project.job(job).map_err(|d| Error::config(*d))?;
+    let mut job = project.job(job).map_err(|d| Error::config(*d))?.clone();
     if let Some(model) = project
         .mappings
         .get(&job.mapping)
@@ -502,19 +577,82 @@ async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Erro
             return Err(Error::config(d));
         }
     }
-    let compiled = match sluice::plan::compile(&project, job).await {
+    match (&mode, job.target.mode) {
+        (ExtractMode::FullRefresh, LoadMode::Append) => {
+            eprintln!("note: --full-refresh replaces the target (overwrite) instead of appending, so no row is loaded twice");
+            job.target.mode = LoadMode::Overwrite;
+        }
+        (ExtractMode::Backfill { .. }, LoadMode::Overwrite) => {
+            return Err(Error::Usage {
+                message: format!(
+                    "job `{}` overwrites its target, so a backfill would replace the table with only the range read",
+                    job.name
+                ),
+                hint: Some("backfill jobs with `mode = \"merge\"` or `\"scd2\"`; to reload everything use `sluice run --full-refresh`".into()),
+            });
+        }
+        (ExtractMode::Backfill { .. }, LoadMode::Append) => {
+            eprintln!("warning: job `{}` appends, so rows of the range that were loaded before are loaded again; prefer `mode = \"merge\"`", job.name);
+        }
+        _ => {}
+    }
+    let retry = &job.retry;
+    let duration = |d: &str| sluice::config::parse_duration(d).unwrap_or(Duration::from_secs(1));
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(duration(retry.backoff.get_ref()))
+        .with_max_delay(duration(retry.max_backoff.get_ref()))
+        .with_jitter()
+        .with_max_times(retry.attempts.saturating_sub(1) as usize)
+        .build();
+    let mut attempt = 1;
+    loop {
+        let report = run_once(&project, &job, json, &mode).await?;
+        let Some(report) = report else {
+            // A config error (already reported): no run happened.
+            return Ok(2);
+        };
+        let transient = report.error.as_ref().is_some_and(|e| e.transient);
+        if transient {
+            if let Some(delay) = delays.next() {
+                eprintln!(
+                    "attempt {attempt} of {} failed for a reason that may pass ({}); nothing was committed; retrying in {:.1} s",
+                    retry.attempts,
+                    report.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+                continue;
+            }
+        }
+        return Ok(report.exit_code());
+    }
+}
+
+/// One attempt of a run: compile, run, print. `None` when the config is invalid.
+async fn run_once(
+    project: &Project,
+    job: &sluice::config::Job,
+    json: bool,
+    mode: &ExtractMode,
+) -> Result<Option<RunReport>, Error> {
+    let started = chrono::Utc::now();
+    let t0 = Instant::now();
+    let compiled = match sluice::plan::compile_for(project, job, &HashMap::new(), mode).await {
         Ok(c) => c,
-        // Config errors mean the run never started: exit 2, no report.
-        Err(e @ Error::Config(_)) => return Err(e),
+        Err(e @ Error::Config(_)) => {
+            report_error(&e);
+            return Ok(None);
+        }
         Err(e) => {
             let redactor = sluice::config::interpolate::Redactor::default();
-            let report = sluice::run::failed_before_start(&project, job, started, &e, &redactor)?;
+            let report = sluice::run::failed_before_start(project, job, started, &e, &redactor)?;
             if json {
                 print_json(&report)?;
             } else {
                 report_error(&e);
             }
-            return Ok(report.exit_code());
+            return Ok(Some(report));
         }
     };
     let mut terminal = if json { None } else { TerminalProgress::new() };
@@ -523,13 +661,13 @@ async fn run(explicit: Option<&Path>, job: &str, json: bool) -> Result<i32, Erro
         Some(t) => t,
         None => &mut quiet,
     };
-    let report = sluice::run::run(&project, compiled, started, t0.elapsed(), progress).await?;
+    let report = sluice::run::run(project, compiled, started, t0.elapsed(), progress).await?;
     if json {
         print_json(&report)?;
     } else {
-        print_summary(&report, &project);
+        print_summary(&report, project);
     }
-    Ok(report.exit_code())
+    Ok(Some(report))
 }
 
 async fn replay(
@@ -593,11 +731,30 @@ fn print_summary(r: &RunReport, project: &Project) {
         header.push("flagged");
         row.push(r.rows.flagged.to_string());
     }
+    if let Some(l) = &r.load {
+        for (name, n) in [
+            ("inserted", l.inserted),
+            ("updated", l.updated),
+            ("deleted", l.deleted),
+        ] {
+            header.push(name);
+            row.push(n.to_string());
+        }
+    }
     header.push("duration");
     row.push(format!("{:.2} s", r.duration_ms as f64 / 1000.0));
     t.set_header(header);
     t.add_row(row);
     println!("{t}");
+    for w in &r.watermarks {
+        println!(
+            "source {}: read {}; watermark {} {}",
+            w.source,
+            w.range,
+            if w.moved { "moved to" } else { "stays at" },
+            w.value.as_deref().unwrap_or("(none)")
+        );
+    }
     if r.error.is_none() {
         if r.rows.produced > r.rows.read {
             println!(

@@ -106,11 +106,15 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
     // Nothing is written, so the target and quarantine are placeholders (a real job's may
     // need environment variables the test machine does not have).
     let target = TargetSpec {
-        format: TargetFormat::Parquet,
+        format: Some(TargetFormat::Parquet),
+        connection: None,
         table: Some(Spanned::new(0..0, "__test".to_string())),
         path: None,
         mode: LoadMode::Overwrite,
         partition_by: Vec::new(),
+        delete_missing: false,
+        track: None,
+        on_schema_change: Default::default(),
     };
     if let Some(j) = project.jobs.values().find(|j| j.mapping == mapping.name) {
         let mut j = j.clone();
@@ -120,8 +124,12 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
         return j;
     }
     let spec = |_: &str| SourceSpec {
-        format: Spanned::new(0..0, SourceFormat::Csv),
-        path: Spanned::new(0..0, "inline".to_string()),
+        format: Some(Spanned::new(0..0, SourceFormat::Csv)),
+        path: Some(Spanned::new(0..0, "inline".to_string())),
+        connection: None,
+        table: None,
+        query: None,
+        incremental: None,
         compression: None,
         delimiter: None,
         quote: None,
@@ -145,6 +153,7 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
         target,
         quarantine: QuarantineSpec::default(),
         checks: ChecksSpec::default(),
+        retry: Default::default(),
     }
 }
 

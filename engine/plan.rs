@@ -43,8 +43,11 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::config::interpolate::Redactor;
-use crate::config::spec::{HasThresholds, JoinKind, NullPolicy, RuleAction, SourceFormat};
+use crate::config::spec::{
+    HasThresholds, JoinKind, LoadMode, NullPolicy, RuleAction, SourceFormat,
+};
 use crate::config::{Job, Mapping, NamedExpr, Project, ReferenceTarget, RuleTest};
+pub use crate::db::ExtractMode;
 use crate::diagnostic::{did_you_mean, Diagnostics};
 use crate::error::{Error, Result};
 use crate::model::{CanonicalModel, FieldType};
@@ -57,6 +60,7 @@ use datafusion::functions_window::expr_fn::{first_value, row_number};
 use datafusion::logical_expr::ExprFunctionExt;
 use std::collections::HashMap;
 use std::ops::Not;
+use std::sync::Arc;
 
 const LET: &str = "__let";
 const VALUE: &str = "__v";
@@ -98,6 +102,11 @@ async fn target_keys(
     ctx: &SessionContext,
     redactor: &Redactor,
 ) -> Result<Option<DataFrame>> {
+    if job.target.is_database() {
+        // A merge or scd2 load matches keys itself; an append replay may add duplicates of
+        // a key the table has, which its primary key refuses.
+        return Ok(None);
+    }
     let dir = match (&job.target.table, &job.target.path) {
         (Some(t), _) => project.path(project.settings.warehouse.join(t.get_ref())),
         (None, Some(p)) => resolve_dir(project, p.get_ref(), redactor)
@@ -463,6 +472,12 @@ pub struct CompiledJob {
     pub quarantine_dir: PathBuf,
     /// Secrets to hide from messages.
     pub redactor: Redactor,
+    /// A database target, when the job loads one.
+    pub db_target: Option<crate::db::sink::DbTarget>,
+    /// The database sources' extractions (their SQL, cursor and rows read).
+    pub extractions: Vec<Arc<crate::db::extract::Extraction>>,
+    /// Which rows incremental sources read.
+    pub extract_mode: ExtractMode,
 }
 
 /// The column of a target that lists the `flag` rules each loaded row failed.
@@ -569,6 +584,20 @@ pub async fn compile_with(
     job: &Job,
     inputs: &HashMap<String, SourceInput>,
 ) -> Result<CompiledJob> {
+    compile_for(project, job, inputs, &ExtractMode::Incremental).await
+}
+
+/// [`compile_with`], reading database sources' rows as `mode` says (incremental, full
+/// refresh, or a backfill range).
+///
+/// # Errors
+/// As [`compile`].
+pub async fn compile_for(
+    project: &Project,
+    job: &Job,
+    inputs: &HashMap<String, SourceInput>,
+    mode: &ExtractMode,
+) -> Result<CompiledJob> {
     let redactor = Redactor::default();
     let mapping = project
         .mappings
@@ -602,6 +631,7 @@ pub async fn compile_with(
 
     // Sources.
     let mut sources = Vec::new();
+    let mut extractions = Vec::new();
     let uses = std::iter::once((&mapping.from, true))
         .chain(mapping.joins.iter().map(|j| (&j.source, false)));
     for (u, driving) in uses {
@@ -609,6 +639,16 @@ pub async fn compile_with(
             .sources
             .get(&u.source)
             .ok_or_else(|| Error::Internal(format!("source `{}` not bound", u.source)))?;
+        let input = inputs.get(&u.source).unwrap_or(&SourceInput::Files);
+        if spec.is_database() && matches!(input, SourceInput::Files) {
+            let (scanned, ext) = crate::db::scan(
+                &ctx, project, &job.name, &u.source, &u.alias, spec, driving, &redactor, mode,
+            )
+            .await?;
+            sources.push(scanned);
+            extractions.push(ext);
+            continue;
+        }
         sources.push(
             source::scan_input(
                 &ctx,
@@ -618,7 +658,7 @@ pub async fn compile_with(
                 spec,
                 driving,
                 &redactor,
-                inputs.get(&u.source).unwrap_or(&SourceInput::Files),
+                input,
             )
             .await?,
         );
@@ -896,7 +936,7 @@ pub async fn compile_with(
     let canonical_names: Vec<String> = model.fields.iter().map(|f| f.name.clone()).collect();
 
     // A malformed CSV record of the driving source has no values: one rule says why.
-    if driving.records.is_some() {
+    if driving.records.is_some() && driving.format == SourceFormat::Csv {
         let a = &driving.alias;
         rules.push(RowRule {
             name: format!("malformed.{a}"),
@@ -1314,7 +1354,40 @@ pub async fn compile_with(
     };
 
     // Target and quarantine folders.
+    let mut db_target = None;
     let (target_template, target_dir) = match (&job.target.table, &job.target.path) {
+        (Some(t), _) if job.target.is_database() => {
+            let conn = job
+                .target
+                .connection
+                .as_ref()
+                .map(|c| c.get_ref().clone())
+                .unwrap_or_default();
+            let table = crate::db::TableName::parse(t.get_ref())
+                .map_err(|e| Error::target(t.get_ref(), e))?;
+            let connector = crate::db::Connector::resolve(project, &conn, &redactor)?;
+            let with_flags = rules.iter().any(|r| r.action == RuleAction::Flag);
+            validate_db_target(job, &model, &extractions, mode, &mut diags);
+            let target = crate::db::sink::DbTarget::new(
+                connector,
+                table,
+                job.target.mode,
+                &model,
+                with_flags,
+                &job.target,
+                chrono::Utc::now(),
+            );
+            let shown = target.shown();
+            db_target = Some(target);
+            // Not a folder: names the target's lock and appears in messages.
+            (
+                shown.clone(),
+                project
+                    .path(&project.settings.state_dir)
+                    .join("targets")
+                    .join(shown.replace([':', '/'], "_")),
+            )
+        }
         (Some(t), _) => {
             let rel = project.settings.warehouse.join(t.get_ref());
             (rel.to_string_lossy().to_string(), project.path(rel))
@@ -1361,7 +1434,85 @@ pub async fn compile_with(
         target_shown: target_template,
         quarantine_dir,
         redactor,
+        db_target,
+        extractions,
+        extract_mode: mode.clone(),
     })
+}
+
+/// Checks of a database target that need the model: `merge` and `scd2` need a primary key,
+/// `track` names fields, the `scd2` columns are free, and `delete_missing` reads everything.
+fn validate_db_target(
+    job: &Job,
+    model: &CanonicalModel,
+    extractions: &[Arc<crate::db::extract::Extraction>],
+    mode: &ExtractMode,
+    diags: &mut Diagnostics,
+) {
+    let t = &job.target;
+    let span = |key: &str| crate::config::key_path_span(&job.src, &format!("target.{key}"));
+    let mut err = |key: &str, msg: String, hint: Option<String>| {
+        let mut d = job.src.diagnostic(span(key), format!("target.{key}"), msg);
+        d.hint = hint;
+        diags.push(d);
+    };
+    if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) && model.primary_key().is_empty() {
+        err(
+            "mode",
+            format!(
+                "`mode = \"{}\"` matches rows by the primary key, and model `{}` has none",
+                json_name(&t.mode),
+                model.name
+            ),
+            Some(format!(
+                "mark the key fields with `primary_key = true` in {}",
+                model.file.display()
+            )),
+        );
+    }
+    if t.mode == LoadMode::Scd2 {
+        for f in &model.fields {
+            if crate::db::sink::SCD2_COLUMNS.contains(&f.name.as_str()) {
+                err(
+                    "mode",
+                    format!(
+                        "model field `{}` has the name of a column scd2 adds",
+                        f.name
+                    ),
+                    Some(format!(
+                        "scd2 adds {}; rename the field",
+                        crate::db::sink::SCD2_COLUMNS.join(", ")
+                    )),
+                );
+            }
+        }
+    }
+    if let Some(track) = &t.track {
+        for name in track.get_ref() {
+            if model.field(name).is_none() {
+                let names = model.fields.iter().map(|f| f.name.as_str());
+                err(
+                    "track",
+                    format!("`{name}` is not a field of model `{}`", model.name),
+                    did_you_mean(name, names).map(|s| format!("did you mean `{s}`?")),
+                );
+            }
+        }
+    }
+    if t.delete_missing
+        && *mode != ExtractMode::FullRefresh
+        && extractions.iter().any(|e| {
+            e.range
+                .as_ref()
+                .is_some_and(|r| r.lower.is_some() || r.upper.is_some())
+        })
+    {
+        err(
+            "delete_missing",
+            "`delete_missing` would remove every row this run's range did not read".into(),
+            Some("a run reading only new rows cannot tell which keys disappeared: drop `delete_missing`, or run with --full-refresh".into()),
+        );
+    }
 }
 
 /// Every column of a schema as a column expression (qualifiers kept).

@@ -147,6 +147,29 @@ pub struct RunReport {
     pub outputs: Vec<OutputReport>,
     /// The error that stopped the run, if any: class and message.
     pub error: Option<ErrorReport>,
+    /// Incremental sources: the range read and the watermark after the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watermarks: Vec<WatermarkReport>,
+    /// Database targets: rows inserted, updated and deleted by the commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::db::sink::LoadStats>,
+}
+
+/// The watermark of one incremental source in a run report.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatermarkReport {
+    /// Source name in the job.
+    pub source: String,
+    /// Cursor column.
+    pub column: String,
+    /// Why this range was read (`watermark ... minus lookback 2h`, `backfill ...`).
+    pub range: String,
+    /// Watermark before the run.
+    pub previous: Option<String>,
+    /// Watermark after the run (the largest cursor value committed so far).
+    pub value: Option<String>,
+    /// True when the run moves the watermark (committed, not a backfill, a larger value).
+    pub moved: bool,
 }
 
 /// An error in a report.
@@ -156,6 +179,9 @@ pub struct ErrorReport {
     pub class: String,
     /// Message, secrets redacted.
     pub message: String,
+    /// True when a retry may succeed (a dropped connection, say); `[retry]` retries these.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 impl ErrorReport {
@@ -164,6 +190,7 @@ impl ErrorReport {
         ErrorReport {
             class: e.class().into(),
             message: redactor.redact(&e.to_string()),
+            transient: e.is_transient(),
         }
     }
 }
@@ -258,6 +285,108 @@ struct Outcome {
     aggregates: std::result::Result<HashMap<String, datafusion::common::ScalarValue>, String>,
 }
 
+/// Where valid rows go: a Parquet folder or a database table (same contract, see
+/// [`crate::sink`]).
+enum TargetSink {
+    Parquet(ParquetSink),
+    Db(Box<crate::db::sink::DbSink>, Box<crate::db::sink::DbTarget>),
+}
+
+impl TargetSink {
+    async fn begin(compiled: &CompiledJob, lock_path: &Path, run_id: &str) -> Result<TargetSink> {
+        if let Some(t) = &compiled.db_target {
+            return Ok(TargetSink::Db(
+                Box::new(crate::db::sink::DbSink::begin(t).await?),
+                Box::new(t.clone()),
+            ));
+        }
+        let partition_by: Vec<String> = compiled
+            .job
+            .target
+            .partition_by
+            .iter()
+            .map(|p| p.get_ref().clone())
+            .collect();
+        Ok(TargetSink::Parquet(ParquetSink::begin(
+            &compiled.ctx,
+            &compiled.target_dir,
+            lock_path,
+            run_id,
+            compiled.job.target.mode,
+            compiled.target_schema(),
+            partition_by,
+        )?))
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        match self {
+            TargetSink::Parquet(s) => s.write(batch).await,
+            TargetSink::Db(s, t) => s.write(t, &batch).await,
+        }
+    }
+
+    async fn finish(&mut self) -> Result<SinkMetrics> {
+        match self {
+            TargetSink::Parquet(s) => s.finish().await,
+            TargetSink::Db(s, _) => Ok(SinkMetrics {
+                rows_written: s.finish().await?,
+                ..Default::default()
+            }),
+        }
+    }
+
+    async fn commit(self) -> Result<Option<crate::db::sink::LoadStats>> {
+        match self {
+            TargetSink::Parquet(s) => s.commit().map(|()| None),
+            TargetSink::Db(s, t) => s.commit(&t).await.map(Some),
+        }
+    }
+
+    async fn abort(self) {
+        match self {
+            TargetSink::Parquet(s) => s.abort().await,
+            TargetSink::Db(s, _) => s.abort().await,
+        }
+    }
+}
+
+/// The watermarks of the incremental sources after a run: moved to the largest cursor value
+/// read when the target committed (never backwards, never by a backfill).
+fn watermark_reports(compiled: &CompiledJob, committed: bool) -> Vec<WatermarkReport> {
+    compiled
+        .extractions
+        .iter()
+        .filter_map(|ext| {
+            let (idx, _) = ext.cursor?;
+            let read = ext.max_cursor.lock().ok().and_then(|m| *m);
+            let previous = ext.previous;
+            let backfill = matches!(
+                compiled.extract_mode,
+                crate::db::ExtractMode::Backfill { .. }
+            );
+            let full = compiled.extract_mode == crate::db::ExtractMode::FullRefresh;
+            let next = match (previous, read) {
+                (Some(p), Some(r)) if full || r > p => Some(r),
+                (None, Some(r)) => Some(r),
+                (p, _) => p,
+            };
+            let moved = committed && !backfill && next != previous;
+            Some(WatermarkReport {
+                source: ext.source.clone(),
+                column: ext.columns[idx].name.clone(),
+                range: ext
+                    .range
+                    .as_ref()
+                    .map(|r| r.why.clone())
+                    .unwrap_or_default(),
+                previous: previous.map(|v| v.to_text()),
+                value: if moved { next } else { previous }.map(|v| v.to_text()),
+                moved,
+            })
+        })
+        .collect()
+}
+
 /// Runs `compiled`: executes, splits, checks, commits, and writes the report.
 ///
 /// Errors during execution do not escape: they are recorded in the report with
@@ -305,27 +434,11 @@ pub async fn run_with(
         .path(&project.settings.state_dir)
         .join("locks")
         .join(format!("{}.lock", lock_name(&compiled.target_dir)));
-    let partition_by: Vec<String> = compiled
-        .job
-        .target
-        .partition_by
-        .iter()
-        .map(|p| p.get_ref().clone())
-        .collect();
-
     let mut quarantine = QuarantineWriter::new(&compiled.quarantine_dir, &run_id);
-    let mut sink_opt: Option<ParquetSink> = None;
+    let mut sink_opt: Option<TargetSink> = None;
     progress.stage("reading and mapping rows");
     let outcome = async {
-        let sink = ParquetSink::begin(
-            &compiled.ctx,
-            &compiled.target_dir,
-            &lock_path,
-            &run_id,
-            compiled.job.target.mode,
-            compiled.target_schema(),
-            partition_by.clone(),
-        )?;
+        let sink = TargetSink::begin(&compiled, &lock_path, &run_id).await?;
         let sink = sink_opt.insert(sink);
         // The target lock is held now.
         quarantine.sweep_crashed();
@@ -339,6 +452,7 @@ pub async fn run_with(
     let mut outputs = Vec::new();
     let mut checks = Vec::new();
     let mut error = None;
+    let mut load = None;
     let (status, counts, rules) = match outcome {
         Ok(o) => {
             let worst = match &o.aborted {
@@ -346,6 +460,7 @@ pub async fn run_with(
                     error = Some(ErrorReport {
                         class: "quality".into(),
                         message: compiled.redactor.redact(why),
+                        transient: false,
                     });
                     CheckStatus::Fail
                 }
@@ -433,10 +548,11 @@ pub async fn run_with(
             let mut committed = false;
             if let Some(sink) = sink_opt.take() {
                 if status == RunStatus::Succeeded || status == RunStatus::SucceededWithWarnings {
-                    match sink.commit() {
-                        Ok(()) => {
+                    match sink.commit().await {
+                        Ok(stats) => {
                             tracing::info!(target_dir = %compiled.target_shown, "target committed");
-                            committed = true
+                            committed = true;
+                            load = stats;
                         }
                         Err(e) => {
                             status = RunStatus::Failed;
@@ -502,8 +618,16 @@ pub async fn run_with(
         rules,
         checks,
         stages,
+        watermarks: watermark_reports(
+            &compiled,
+            matches!(
+                status,
+                RunStatus::Succeeded | RunStatus::SucceededWithWarnings
+            ) && outputs.first().is_some_and(|o| o.committed),
+        ),
         outputs,
         error,
+        load,
     };
     save_report(project, &report)?;
     record(project, &report, replay_of, Some(&compiled.model));
@@ -585,6 +709,8 @@ pub fn failed_before_start(
         stages: StageTimes::default(),
         outputs: Vec::new(),
         error: Some(ErrorReport::new(error, redactor)),
+        watermarks: Vec::new(),
+        load: None,
     };
     save_report(project, &report)?;
     record(project, &report, None, None);
@@ -649,7 +775,7 @@ async fn execute(
     compiled: &CompiledJob,
     run_id: &str,
     started: DateTime<Utc>,
-    sink: &mut ParquetSink,
+    sink: &mut TargetSink,
     quarantine: &mut QuarantineWriter,
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {

@@ -376,14 +376,21 @@ pub async fn scan_input(
 ) -> Result<ScannedSource> {
     let batch_size = ctx.state().config().batch_size();
     let partitions = ctx.state().config().target_partitions();
-    let template = spec.path.get_ref();
+    let template = spec.path_template();
+    if spec.is_database() && matches!(input, SourceInput::Replay(_)) {
+        return Err(Error::source(
+            name,
+            template,
+            "replaying the quarantine of a database source is not supported: fix the mapping and re-read the rows with `sluice backfill` (or `sluice run --full-refresh`)",
+        ));
+    }
     let files = match input {
         SourceInput::Inline(_) => Vec::new(),
         _ => expand_files(root, name, template, redactor)?,
     };
     // Inline rows are text, read like CSV whatever the job's format.
     let format = match input {
-        SourceInput::Files => *spec.format.get_ref(),
+        SourceInput::Files => spec.file_format(),
         _ => SourceFormat::Csv,
     };
     let err = |e: datafusion::error::DataFusionError| {
@@ -426,7 +433,7 @@ pub async fn scan_input(
             csv_reader::infer_types(&header, &records, &null_values(spec))
                 .map_err(|e| Error::source(name, "inline rows", e))?
         }
-        (SourceInput::Replay(_), _) if *spec.format.get_ref() != SourceFormat::Csv => {
+        (SourceInput::Replay(_), _) if spec.file_format() != SourceFormat::Csv => {
             let typed = Box::pin(scan(ctx, root, name, alias, spec, driving, redactor)).await?;
             Schema::new(
                 typed
@@ -479,6 +486,11 @@ pub async fn scan_input(
                     format!("files disagree on column types: {e}"),
                 )
             })?
+        }
+        (_, SourceFormat::Database) => {
+            return Err(Error::Internal(format!(
+                "source `{name}` reads a database, not files"
+            )))
         }
         (_, SourceFormat::Parquet) => ctx
             .read_parquet(

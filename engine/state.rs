@@ -7,6 +7,7 @@
 //! |-----------|-----------------------------------|---------|
 //! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed) |
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
+//! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
 //! | `quality` | run × row rule or dataset check   | `run_id`, `job`, `started_at`, `kind` (`rule`/`check`), `name`, `rows_checked`, `rows_failed`, `measured`, `threshold`, `status` (`pass`/`warn`/`fail`), `action` |
 //!
 //! A run is recorded after its target commit (or after it failed), in one transaction, so the
@@ -52,6 +53,15 @@ CREATE TABLE IF NOT EXISTS quality (
     PRIMARY KEY (run_id, kind, name)
 );
 CREATE INDEX IF NOT EXISTS quality_by_job ON quality (job, name, started_at);
+CREATE TABLE IF NOT EXISTS watermarks (
+    job           TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    cursor_column TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (job, source)
+);
 CREATE TABLE IF NOT EXISTS models (
     name          TEXT NOT NULL,
     version       TEXT NOT NULL,
@@ -78,6 +88,15 @@ pub struct RunRecord {
     pub started_at: String,
     /// Rows loaded.
     pub rows_written: u64,
+}
+
+/// A stored watermark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWatermark {
+    /// The cursor value, as text.
+    pub value: String,
+    /// The run that set it.
+    pub run_id: String,
 }
 
 /// One quality measurement of a past run.
@@ -149,6 +168,23 @@ impl StateStore {
             ],
         )
         .map_err(err)?;
+        // Watermarks move with the run record, after the target commit, and only for a run
+        // that committed.
+        if matches!(
+            report.status,
+            RunStatus::Succeeded | RunStatus::SucceededWithWarnings
+        ) {
+            for w in report.watermarks.iter().filter(|w| w.moved) {
+                if let Some(value) = &w.value {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO watermarks (job, source, cursor_column, value, run_id, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![report.job, w.source, w.column, value, report.run_id, report.finished_at],
+                    )
+                    .map_err(err)?;
+                }
+            }
+        }
         {
             let mut insert = tx
                 .prepare(
@@ -199,6 +235,26 @@ impl StateStore {
             }
         }
         tx.commit().map_err(err)
+    }
+
+    /// The watermark of an incremental source of `job`, if a committed run set one.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn watermark(&self, job: &str, source: &str) -> Result<Option<StoredWatermark>> {
+        self.conn
+            .query_row(
+                "SELECT value, run_id FROM watermarks WHERE job = ?1 AND source = ?2",
+                params![job, source],
+                |r| {
+                    Ok(StoredWatermark {
+                        value: r.get(0)?,
+                        run_id: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// The most recent `limit` runs of `job`, newest first; only committed ones when
@@ -365,6 +421,8 @@ mod tests {
             stages: StageTimes::default(),
             outputs: Vec::new(),
             error: None,
+            watermarks: Vec::new(),
+            load: None,
         }
     }
 

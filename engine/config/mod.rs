@@ -224,6 +224,8 @@ pub struct Job {
     pub quarantine: QuarantineSpec,
     /// Dataset checks.
     pub checks: ChecksSpec,
+    /// Retry policy for transient failures.
+    pub retry: RetrySpec,
 }
 
 /// A loaded project.
@@ -730,6 +732,7 @@ fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSet
                             Some("write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project".into()),
                         );
                     }
+                    validate_connection(&mut r, &name, &c);
                     s.connections.insert(name, c);
                 }
             }
@@ -745,6 +748,52 @@ fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSet
         );
     }
     Some(s)
+}
+
+fn validate_connection(r: &mut Reader<'_>, name: &str, c: &ConnectionSpec) {
+    let path = format!("connections.{name}");
+    for (key, v) in [
+        ("connect_timeout", &c.connect_timeout),
+        ("statement_timeout", &c.statement_timeout),
+    ] {
+        if let Some(v) = v {
+            if let Err(e) = parse_duration(v.get_ref()) {
+                r.error(
+                    Some(v.span()),
+                    &format!("{path}.{key}"),
+                    e,
+                    Some(DURATION_HINT.into()),
+                );
+            }
+        }
+    }
+    if c.pool_size == Some(0) {
+        r.error(
+            Some(c.url.span()),
+            &format!("{path}.pool_size"),
+            "`pool_size` must be at least 1",
+            None,
+        );
+    }
+    let tls_given = c.sslmode.is_some() || c.ca_file.is_some();
+    if c.kind == ConnectionKind::Sqlite && tls_given {
+        r.error(
+            Some(c.url.span()),
+            &format!("{path}.sslmode"),
+            "a SQLite connection is a local file: `sslmode` and `ca_file` do not apply",
+            Some("remove them".into()),
+        );
+    }
+    if let (Some(ca), Some(mode)) = (&c.ca_file, c.sslmode) {
+        if mode != SslMode::VerifyFull {
+            r.error(
+                Some(ca.span()),
+                &format!("{path}.ca_file"),
+                "`ca_file` is only used to verify the server's certificate",
+                Some("set `sslmode = \"verify-full\"`, or remove `ca_file`".into()),
+            );
+        }
+    }
 }
 
 /// Reads every entry of the sub-table `key` of `table` (`[fields.x]`, `[sources.y]`, ...)
@@ -1369,6 +1418,7 @@ const JOB_KEYS: &[&str] = &[
     "target",
     "quarantine",
     "checks",
+    "retry",
 ];
 
 fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
@@ -1382,8 +1432,15 @@ fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
     let mut target: Option<TargetSpec> = None;
     let mut quarantine = QuarantineSpec::default();
     let mut checks = ChecksSpec::default();
+    let mut retry = RetrySpec::default();
     for (key, item) in table.iter() {
         match key {
+            "retry" => {
+                if let Some(spec) = r.entry::<RetrySpec>(key, item) {
+                    validate_retry(&mut r, &spec);
+                    retry = spec;
+                }
+            }
             "description" => description = r.entry::<String>(key, item),
             "owner" => owner = r.entry::<String>(key, item),
             "mapping" => mapping = r.entry::<String>(key, item),
@@ -1421,9 +1478,118 @@ fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
         );
     }
     if let Some(t) = &target {
+        validate_target(&mut r, &table, t);
+    }
+    if r.diags.len() > before {
+        return None;
+    }
+    Some(Job {
+        name: stem(src),
+        src: src.clone(),
+        description,
+        owner,
+        mapping: mapping?,
+        sources,
+        target: target?,
+        quarantine,
+        checks,
+        retry,
+    })
+}
+
+fn validate_retry(r: &mut Reader<'_>, spec: &RetrySpec) {
+    if spec.attempts == 0 {
+        let span = Reader::key_span_in_text(r.src, "attempts");
+        r.error(
+            span,
+            "retry.attempts",
+            "`attempts` counts the first run too, so it must be at least 1",
+            Some("write `attempts = 3` for the first run and two retries".into()),
+        );
+    }
+    for (key, v) in [
+        ("backoff", &spec.backoff),
+        ("max_backoff", &spec.max_backoff),
+    ] {
+        if let Err(e) = parse_duration(v.get_ref()) {
+            r.error(
+                Some(v.span()),
+                &format!("retry.{key}"),
+                e,
+                Some(DURATION_HINT.into()),
+            );
+        }
+    }
+}
+
+/// How durations are written, for hints.
+pub const DURATION_HINT: &str =
+    "write a duration such as \"500ms\", \"30s\", \"5m\", \"2h\" or \"1d\"";
+
+/// Parses a duration as written in TOML (`"30s"`, `"5m"`, `"2h 30m"`, `"1d"`), with the
+/// `humantime` crate's syntax.
+///
+/// # Errors
+/// A message quoting the text.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration ({e})"))
+}
+
+fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
+    let target_span = Reader::key_span(table, "target");
+    if t.is_database() {
+        if let Some(f) = t.format {
+            let span = Reader::key_span_in_text(r.src, "format");
+            r.error(
+                span,
+                "target.format",
+                format!(
+                    "`format = \"{}\"` and `connection` both given",
+                    crate::plan::json_name(&f)
+                ),
+                Some("a database target has no file format: remove `format`".into()),
+            );
+        }
+        for (key, set) in [
+            ("path", t.path.is_some()),
+            ("partition_by", !t.partition_by.is_empty()),
+        ] {
+            if set {
+                r.error(
+                    Reader::key_span_in_text(r.src, key),
+                    &format!("target.{key}"),
+                    format!("`{key}` applies only to Parquet targets"),
+                    Some(format!(
+                        "remove `{key}`; a database target names its `table`"
+                    )),
+                );
+            }
+        }
+        match &t.table {
+            None => r.missing_key(
+                target_span,
+                "target",
+                "table",
+                "add `table = \"<name>\"` or `table = \"<schema>.<name>\"`",
+            ),
+            Some(tb) => {
+                if let Err(e) = crate::db::TableName::parse(tb.get_ref()) {
+                    r.error(Some(tb.span()), "target.table", e, None);
+                }
+            }
+        }
+    } else {
+        if t.format.is_none() {
+            r.missing_key(
+                target_span.clone(),
+                "target",
+                "format",
+                "add `format = \"parquet\"` for a warehouse table, or `connection = \"<name>\"` for a database table",
+            );
+        }
         match (&t.table, &t.path) {
             (None, None) => r.missing_key(
-                Reader::key_span(&table, "target"),
+                target_span,
                 "target",
                 "table",
                 "add `table = \"<name>\"` (a folder under the warehouse) or `path = \"...\"`",
@@ -1445,26 +1611,93 @@ fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
             ),
             _ => {}
         }
+        if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
+            r.error(
+                Reader::key_span_in_text(r.src, "mode"),
+                "target.mode",
+                format!(
+                    "`mode = \"{}\"` needs a database target",
+                    crate::plan::json_name(&t.mode)
+                ),
+                Some("Parquet targets support `append` and `overwrite`; for merge or scd2 load a database table (`connection = \"<name>\"`)".into()),
+            );
+        }
+        for (key, set) in [
+            ("delete_missing", t.delete_missing),
+            ("track", t.track.is_some()),
+            (
+                "on_schema_change",
+                t.on_schema_change != OnSchemaChange::Fail,
+            ),
+        ] {
+            if set {
+                r.error(
+                    Reader::key_span_in_text(r.src, key),
+                    &format!("target.{key}"),
+                    format!("`{key}` applies only to database targets"),
+                    Some(format!("remove `{key}`")),
+                );
+            }
+        }
     }
-    if r.diags.len() > before {
-        return None;
+    if t.delete_missing && !matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
+        r.error(
+            Reader::key_span_in_text(r.src, "delete_missing"),
+            "target.delete_missing",
+            "`delete_missing` applies to `merge` and `scd2` loads",
+            Some("`overwrite` already replaces every row; remove `delete_missing`".into()),
+        );
     }
-    Some(Job {
-        name: stem(src),
-        src: src.clone(),
-        description,
-        owner,
-        mapping: mapping?,
-        sources,
-        target: target?,
-        quarantine,
-        checks,
-    })
+    if t.track.is_some() && t.mode != LoadMode::Scd2 {
+        r.error(
+            t.track.as_ref().map(Spanned::span),
+            "target.track",
+            "`track` applies to `scd2` loads",
+            Some("remove `track`, or set `mode = \"scd2\"`".into()),
+        );
+    }
 }
 
 fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
     let path = format!("sources.{name}");
-    let format = *s.format.get_ref();
+    let entry_span = r
+        .src
+        .text
+        .find(&format!("[sources.{name}]"))
+        .map(|p| p..p + 1);
+    if s.is_database() {
+        validate_db_source(r, name, s, entry_span);
+        return;
+    }
+    for (key, span) in [
+        ("table", s.table.as_ref().map(Spanned::span)),
+        ("query", s.query.as_ref().map(Spanned::span)),
+        (
+            "incremental",
+            s.incremental.as_ref().map(|i| i.column.span()),
+        ),
+    ] {
+        if let Some(span) = span {
+            r.error(
+                Some(span),
+                &format!("{path}.{key}"),
+                format!("`{key}` applies only to database sources"),
+                Some("add `connection = \"<name>\"` (a [connections.<name>] of sluice.toml), or remove it".into()),
+            );
+        }
+    }
+    let (Some(format_spanned), Some(path_spanned)) = (&s.format, &s.path) else {
+        let missing = if s.format.is_none() { "format" } else { "path" };
+        r.missing_key(
+            entry_span,
+            &path,
+            missing,
+            "a file source needs `format` and `path`; a database source needs `connection` and `table` or `query`",
+        );
+        return;
+    };
+    let format = *format_spanned.get_ref();
+    let format_span = format_spanned.span();
     let csv_only: [(&str, Option<Range<usize>>); 6] = [
         (
             "columns",
@@ -1474,14 +1707,14 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
         ),
         ("delimiter", s.delimiter.as_ref().map(Spanned::span)),
         ("quote", s.quote.as_ref().map(Spanned::span)),
-        ("has_header", s.has_header.map(|_| s.format.span())),
+        ("has_header", s.has_header.map(|_| format_span.clone())),
         (
             "null_values",
-            s.null_values.as_ref().map(|_| s.format.span()),
+            s.null_values.as_ref().map(|_| format_span.clone()),
         ),
         (
             "on_malformed",
-            s.on_malformed.as_ref().map(|_| s.format.span()),
+            s.on_malformed.as_ref().map(|_| format_span.clone()),
         ),
     ];
     if format != SourceFormat::Csv {
@@ -1503,7 +1736,7 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
         ] {
             if set {
                 r.error(
-                    Some(s.format.span()),
+                    Some(format_span.clone()),
                     &format!("{path}.{key}"),
                     format!("`{key}` does not apply to Parquet sources (Parquet files carry their own compression and schema)"),
                     Some(format!("remove `{key}`")),
@@ -1537,9 +1770,9 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
             );
         }
     }
-    if s.path.get_ref().trim().is_empty() {
+    if path_spanned.get_ref().trim().is_empty() {
         r.error(
-            Some(s.path.span()),
+            Some(path_spanned.span()),
             &format!("{path}.path"),
             "`path` is empty",
             None,
@@ -1548,11 +1781,93 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
     if let Some(n) = s.infer_schema_rows {
         if n == 0 {
             r.error(
-                Some(s.format.span()),
+                Some(format_span.clone()),
                 &format!("{path}.infer_schema_rows"),
                 "`infer_schema_rows` must be at least 1",
                 None,
             );
+        }
+    }
+}
+
+fn validate_db_source(
+    r: &mut Reader<'_>,
+    name: &str,
+    s: &SourceSpec,
+    entry_span: Option<Range<usize>>,
+) {
+    let path = format!("sources.{name}");
+    let file_only: [(&str, bool); 10] = [
+        ("format", s.format.is_some()),
+        ("path", s.path.is_some()),
+        ("compression", s.compression.is_some()),
+        ("delimiter", s.delimiter.is_some()),
+        ("quote", s.quote.is_some()),
+        ("has_header", s.has_header.is_some()),
+        ("null_values", s.null_values.is_some()),
+        ("infer_schema_rows", s.infer_schema_rows.is_some()),
+        ("columns", s.columns.is_some()),
+        ("on_malformed", s.on_malformed.is_some()),
+    ];
+    for (key, set) in file_only {
+        if set {
+            r.error(
+                entry_span.clone(),
+                &format!("{path}.{key}"),
+                format!("`{key}` applies only to file sources, and this one reads `connection`"),
+                Some(format!(
+                    "remove `{key}`: a database source gives `table` or `query`, and its column types come from the database"
+                )),
+            );
+        }
+    }
+    match (&s.table, &s.query) {
+        (None, None) => r.missing_key(
+            entry_span,
+            &path,
+            "table",
+            "add `table = \"<schema>.<table>\"` or `query = \"SELECT ...\"`",
+        ),
+        (Some(t), Some(_)) => r.error(
+            Some(t.span()),
+            &format!("{path}.table"),
+            "`table` and `query` both given",
+            Some("keep one: `table` reads a whole table (only the columns the mapping uses), `query` any SELECT".into()),
+        ),
+        (Some(t), None) => {
+            if let Err(e) = crate::db::TableName::parse(t.get_ref()) {
+                r.error(Some(t.span()), &format!("{path}.table"), e, None);
+            }
+        }
+        (None, Some(q)) => {
+            if q.get_ref().trim().is_empty() {
+                r.error(Some(q.span()), &format!("{path}.query"), "`query` is empty", None);
+            }
+        }
+    }
+    if let Some(inc) = &s.incremental {
+        if let Some(lb) = &inc.lookback {
+            match lb.get_ref() {
+                Lookback::Number(n) if *n < 0 => r.error(
+                    Some(lb.span()),
+                    &format!("{path}.incremental.lookback"),
+                    format!("`lookback` is negative ({n})"),
+                    Some("a lookback reads rows below the watermark again; write 0 or more".into()),
+                ),
+                Lookback::Duration(d) => {
+                    if let Err(e) = parse_duration(d) {
+                        r.error(
+                            Some(lb.span()),
+                            &format!("{path}.incremental.lookback"),
+                            e,
+                            Some(format!(
+                                "{DURATION_HINT}; for an integer cursor write a number"
+                            )),
+                        );
+                    }
+                }
+                _ => {}
+            }
         }
     }
 }

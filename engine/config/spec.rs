@@ -188,6 +188,9 @@ pub enum SourceFormat {
     Parquet,
     /// Newline-delimited JSON, one object per line.
     Json,
+    /// A database table or query (set by `connection`, never written as `format`).
+    #[serde(skip_deserializing)]
+    Database,
 }
 
 /// Compression of source files.
@@ -213,10 +216,19 @@ pub enum Compression {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
-    /// File format.
-    pub format: Spanned<SourceFormat>,
-    /// File, directory or glob, relative to the project root; `${env:NAME}` allowed.
-    pub path: Spanned<String>,
+    /// File format (file sources).
+    pub format: Option<Spanned<SourceFormat>>,
+    /// File, directory or glob, relative to the project root; `${env:NAME}` allowed (file
+    /// sources).
+    pub path: Option<Spanned<String>>,
+    /// Database sources: the name of a `[connections.<name>]` of `sluice.toml`.
+    pub connection: Option<Spanned<String>>,
+    /// Database sources: the table to read, optionally schema-qualified (`public.flights`).
+    pub table: Option<Spanned<String>>,
+    /// Database sources: a `SELECT` to read instead of a table (run as a subquery).
+    pub query: Option<Spanned<String>>,
+    /// Database sources: read only rows newer than the last committed run's watermark.
+    pub incremental: Option<IncrementalSpec>,
     /// Compression (CSV and JSON).
     pub compression: Option<Compression>,
     /// CSV: field delimiter, one byte (default `,`).
@@ -237,6 +249,51 @@ pub struct SourceSpec {
     pub on_malformed: Option<crate::csv_reader::OnMalformed>,
 }
 
+impl SourceSpec {
+    /// True for a database source (`connection` given).
+    pub fn is_database(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// The file format; CSV when not given (only database sources omit it, which validation
+    /// checks).
+    pub fn file_format(&self) -> SourceFormat {
+        self.format
+            .as_ref()
+            .map_or(SourceFormat::Csv, |f| *f.get_ref())
+    }
+
+    /// The path template as written (empty for a database source).
+    pub fn path_template(&self) -> &str {
+        self.path.as_ref().map_or("", |p| p.get_ref().as_str())
+    }
+}
+
+/// `incremental = { column = "updated_at", lookback = "2h" }` of a database source.
+///
+/// A run reads the rows whose `column` is above the watermark (the largest value the last
+/// committed run read) minus `lookback`, and moves the watermark only after the target commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalSpec {
+    /// The cursor column: a timestamp, date or integer column that grows when a row is inserted
+    /// or updated.
+    pub column: Spanned<String>,
+    /// How far below the watermark to read again, for rows committed late: a duration (`"2h"`,
+    /// `"30m"`, `"1d"`) for a timestamp or date cursor, a number for an integer cursor.
+    pub lookback: Option<Spanned<Lookback>>,
+}
+
+/// The `lookback` of an incremental source, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Lookback {
+    /// An amount of the cursor's units (integer cursors).
+    Number(i64),
+    /// A duration in `humantime` syntax (`"2h"`, `"90min"`, `"1day"`), for time cursors.
+    Duration(String),
+}
+
 /// Load mode of a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -245,6 +302,12 @@ pub enum LoadMode {
     Append,
     /// Replace the target's contents with this run's rows.
     Overwrite,
+    /// Upsert by the model's primary key: insert new keys, update changed rows, and with
+    /// `delete_missing` delete rows whose key this run did not read (database targets).
+    Merge,
+    /// Slowly changing dimension type 2 by the primary key: a changed row closes the current
+    /// version (`valid_to`, `is_current = false`) and inserts a new one (database targets).
+    Scd2,
 }
 
 /// Target format.
@@ -255,21 +318,96 @@ pub enum TargetFormat {
     Parquet,
 }
 
-/// The `[target]` of a job.
+/// The `[target]` of a job: a Parquet table in the warehouse (`format = "parquet"`) or a
+/// database table (`connection = "<name>"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
-    /// Output format.
-    pub format: TargetFormat,
-    /// Table name under the project's warehouse folder (`warehouse/<table>`).
+    /// Output format of a file target.
+    pub format: Option<TargetFormat>,
+    /// Database targets: the name of a `[connections.<name>]` of `sluice.toml`.
+    pub connection: Option<Spanned<String>>,
+    /// Parquet: table name under the project's warehouse folder (`warehouse/<table>`).
+    /// Database: the table, optionally schema-qualified (`analytics.flights`).
     pub table: Option<Spanned<String>>,
-    /// Explicit folder instead of `table`; `${env:NAME}` allowed.
+    /// Explicit folder instead of `table`; `${env:NAME}` allowed (Parquet).
     pub path: Option<Spanned<String>>,
-    /// `append` or `overwrite`.
+    /// `append`, `overwrite`, `merge` or `scd2`.
     pub mode: LoadMode,
-    /// Canonical fields that become Hive-style folders (`origin=JFK/`).
+    /// Canonical fields that become Hive-style folders (`origin=JFK/`) (Parquet).
     #[serde(default)]
     pub partition_by: Vec<Spanned<String>>,
+    /// `merge` and `scd2`: also remove (merge) or close (scd2) the rows whose key this run did
+    /// not read. Only sound when the run reads the whole source, so not allowed with an
+    /// incremental source.
+    #[serde(default)]
+    pub delete_missing: bool,
+    /// `scd2`: the fields whose change makes a new version (default: every field that is not
+    /// part of the primary key).
+    pub track: Option<Spanned<Vec<String>>>,
+    /// What to do when the database table exists with other columns than the model's:
+    /// `fail` (default) or `add_columns` (add the model's new nullable columns).
+    #[serde(default)]
+    pub on_schema_change: OnSchemaChange,
+}
+
+impl TargetSpec {
+    /// True for a database target (`connection` given).
+    pub fn is_database(&self) -> bool {
+        self.connection.is_some()
+    }
+}
+
+/// `on_schema_change` of a database target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSchemaChange {
+    /// Any difference stops the run before a row is read (the default).
+    #[default]
+    Fail,
+    /// Model fields missing from the table are added (`ALTER TABLE ... ADD COLUMN`, nullable);
+    /// any other difference still stops the run.
+    AddColumns,
+}
+
+/// `[retry]` of a job: how a run that failed for a transient reason (a dropped connection, a
+/// database shutting down, a serialization failure) is retried. The whole run is retried; its
+/// load is all-or-nothing, so a retry never duplicates rows.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Runs in all, the first included (default 1: no retry).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Wait before the first retry, doubled after each (`"1s"`, default `"2s"`); each wait is
+    /// jittered by up to its own length.
+    #[serde(default = "default_backoff")]
+    pub backoff: Spanned<String>,
+    /// Longest wait between attempts (default `"1m"`).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Spanned<String>,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            attempts: default_attempts(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    1
+}
+
+fn default_backoff() -> Spanned<String> {
+    Spanned::new(0..0, "2s".into())
+}
+
+fn default_max_backoff() -> Spanned<String> {
+    Spanned::new(0..0, "1m".into())
 }
 
 /// The `[quarantine]` of a job.
@@ -448,14 +586,42 @@ pub enum ConnectionKind {
     Sqlite,
 }
 
+/// `sslmode` of a connection (PostgreSQL's names; MySQL maps them to its `ssl-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, else plain TCP (the default, as libpq's).
+    #[default]
+    Prefer,
+    /// TLS, without checking the server's certificate.
+    Require,
+    /// TLS; the certificate must be signed by `ca_file` (or a system root) and name the host.
+    VerifyFull,
+}
+
 /// One `[connections.<name>]` of the project file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSpec {
     /// Database kind.
     pub kind: ConnectionKind,
-    /// Connection URL; secrets only through `${env:NAME}` or `${file:PATH}`.
+    /// Connection URL (`postgres://user:${env:PGPASSWORD}@host:5432/db`,
+    /// `mysql://user@host:3306/db`, or a SQLite file path); secrets only through
+    /// `${env:NAME}` or `${file:PATH}`.
     pub url: Spanned<String>,
+    /// TLS: `disable`, `prefer` (default), `require` or `verify-full`.
+    pub sslmode: Option<SslMode>,
+    /// TLS: PEM file of the certificate authority to trust (with `verify-full`), relative to
+    /// the project root.
+    pub ca_file: Option<Spanned<String>>,
+    /// Longest wait for a connection (`"10s"`, the default).
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Longest a single statement may run (default: no limit), set on the session.
+    pub statement_timeout: Option<Spanned<String>>,
+    /// Most connections one run opens to this database at a time (default 4).
+    pub pool_size: Option<u32>,
 }
 
 /// Map of named entries in declaration order.

@@ -17,8 +17,25 @@ pub struct Workdir {
 }
 
 impl Workdir {
-    /// A copy of the repository's project: sluice.toml, mappings/, jobs/, samples/.
+    /// A copy of the repository's project: sluice.toml, mappings/, samples/ and the jobs
+    /// that read and write files (the database jobs need the source databases loaded; see
+    /// [`Workdir::project_with_databases`]).
     pub fn project() -> Workdir {
+        let w = Workdir::project_with_databases();
+        for e in std::fs::read_dir(w.path().join("jobs")).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::read_to_string(&p)
+                .unwrap()
+                .contains("connection = ")
+            {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        w
+    }
+
+    /// A copy of the whole repository project, database jobs included.
+    pub fn project_with_databases() -> Workdir {
         let dir = tempfile::tempdir().expect("tempdir");
         for item in ["sluice.toml", "mappings", "jobs", "samples"] {
             copy(&repo().join(item), &dir.path().join(item));

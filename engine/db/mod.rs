@@ -1,0 +1,518 @@
+//! Databases as sources and targets: PostgreSQL, MySQL/MariaDB and SQLite.
+//!
+//! ```text
+//! [connections.x] ──resolve (secrets, TLS, timeouts)──▶ Connector
+//! [sources.s] connection + table|query ──describe──▶ columns with exact Arrow types
+//!    ──scan(projection)──▶ SELECT <used columns> FROM ... WHERE <watermark range> ──▶ batches
+//! canonical batches ──▶ DbSink: staging (COPY binary / multi-row INSERT / prepared INSERT)
+//!    ──commit: one transaction──▶ append | overwrite | merge | scd2
+//! ```
+//!
+//! Drivers: `tokio-postgres` (binary protocol, `COPY ... (FORMAT binary)`), `mysql_async`
+//! (binary protocol), and `rusqlite` (the SQLite library compiled in). The choice and the
+//! measurements behind it are in `docs/decisions/0005-database-drivers.md`; the type mapping
+//! is documented in `docs/reference.md` ("Database sources").
+//!
+//! Identifiers are always quoted ([`Dialect::quote`]); values are always bound as parameters
+//! or sent in the binary COPY stream, never spliced into SQL text.
+
+pub mod extract;
+pub mod mysql;
+pub mod postgres;
+pub mod sink;
+pub mod sqlite;
+pub mod values;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::DataType;
+
+use crate::config::interpolate::Redactor;
+use crate::config::spec::{ConnectionKind, ConnectionSpec, SslMode};
+use crate::config::{parse_duration, Project};
+use crate::error::{Error, Result};
+
+/// SQL dialect of a connection: how identifiers are quoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL: `"name"`.
+    Postgres,
+    /// MySQL/MariaDB: `` `name` ``.
+    Mysql,
+    /// SQLite: `"name"`.
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect of a connection kind.
+    pub fn of(kind: ConnectionKind) -> Dialect {
+        match kind {
+            ConnectionKind::Postgres => Dialect::Postgres,
+            ConnectionKind::Mysql => Dialect::Mysql,
+            ConnectionKind::Sqlite => Dialect::Sqlite,
+        }
+    }
+
+    /// `name` as a quoted identifier; a quote character inside is doubled (SQL standard, and
+    /// MySQL's rule for backticks).
+    pub fn quote(self, name: &str) -> String {
+        let q = match self {
+            Dialect::Mysql => '`',
+            _ => '"',
+        };
+        let mut s = String::with_capacity(name.len() + 2);
+        s.push(q);
+        for c in name.chars() {
+            if c == q {
+                s.push(q);
+            }
+            s.push(c);
+        }
+        s.push(q);
+        s
+    }
+}
+
+/// A table name as written in a job: `name` or `schema.name`. Each part is used exactly as
+/// written, quoted, so it must be spelled as the database stores it (PostgreSQL folds unquoted
+/// names to lower case: write `public.flights`, not `Public.Flights`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    /// Schema (PostgreSQL), database (MySQL) or attached database (SQLite); none for the
+    /// connection's default.
+    pub schema: Option<String>,
+    /// Table name.
+    pub name: String,
+}
+
+impl TableName {
+    /// Parses `name` or `schema.name`; each part is letters, digits, `_` or `$`, not starting
+    /// with a digit.
+    ///
+    /// # Errors
+    /// A message saying what is wrong, for a config diagnostic.
+    pub fn parse(text: &str) -> std::result::Result<TableName, String> {
+        let parts: Vec<&str> = text.split('.').collect();
+        let ok = |p: &str| {
+            !p.is_empty()
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+                && p.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        };
+        match parts.as_slice() {
+            [name] if ok(name) => Ok(TableName {
+                schema: None,
+                name: name.to_string(),
+            }),
+            [schema, name] if ok(schema) && ok(name) => Ok(TableName {
+                schema: Some(schema.to_string()),
+                name: name.to_string(),
+            }),
+            _ => Err(format!(
+                "`{text}` is not a table name: write `table` or `schema.table` (letters, digits and `_`)"
+            )),
+        }
+    }
+
+    /// The quoted name (`"public"."flights"`).
+    pub fn quoted(&self, d: Dialect) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.{}", d.quote(s), d.quote(&self.name)),
+            None => d.quote(&self.name),
+        }
+    }
+
+    /// A sibling table in the same schema (`"public"."flights__sluice_stage"`).
+    pub fn sibling(&self, suffix: &str) -> TableName {
+        TableName {
+            schema: self.schema.clone(),
+            name: format!("{}{suffix}", self.name),
+        }
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(s) => write!(f, "{s}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// A connection resolved for use: secrets read, paths absolute, durations parsed. Its `Debug`
+/// output never shows the URL.
+#[derive(Clone)]
+pub struct Connector {
+    /// Name in `sluice.toml`.
+    pub name: String,
+    /// Database kind.
+    pub kind: ConnectionKind,
+    /// The URL with secrets resolved. Never printed: use [`Connector::shown`].
+    url: String,
+    /// The URL as written (secrets as `${...}` references), for messages.
+    pub shown: String,
+    /// TLS mode.
+    pub sslmode: SslMode,
+    /// CA certificate file (absolute).
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest a statement may run; none for no limit.
+    pub statement_timeout: Option<Duration>,
+    /// Connections one run may open at a time.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Hides secrets in messages.
+    pub redactor: Redactor,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default pool size.
+pub const DEFAULT_POOL_SIZE: u32 = 4;
+
+impl Connector {
+    /// Resolves connection `name` of `project`, registering its secrets with `redactor`.
+    ///
+    /// # Errors
+    /// [`Error::Source`]-like messages naming the connection: unknown name, an unset
+    /// `${env:...}`, an unreadable `${file:...}`.
+    pub fn resolve(project: &Project, name: &str, redactor: &Redactor) -> Result<Connector> {
+        let spec: &ConnectionSpec =
+            project
+                .settings
+                .connections
+                .get(name)
+                .ok_or_else(|| Error::Connection {
+                    connection: name.to_string(),
+                    message: "no such connection in sluice.toml".into(),
+                    transient: false,
+                })?;
+        let err = |message: String| Error::Connection {
+            connection: name.to_string(),
+            message,
+            transient: false,
+        };
+        let url = redactor
+            .resolve(spec.url.get_ref(), &project.root)
+            .map_err(err)?;
+        let duration = |v: &Option<serde_spanned::Spanned<String>>| -> Result<Option<Duration>> {
+            v.as_ref()
+                .map(|d| parse_duration(d.get_ref()).map_err(err))
+                .transpose()
+        };
+        let url = match spec.kind {
+            ConnectionKind::Sqlite => {
+                let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+                project.root.join(path).to_string_lossy().to_string()
+            }
+            _ => url,
+        };
+        Ok(Connector {
+            name: name.to_string(),
+            kind: spec.kind,
+            url,
+            shown: spec.url.get_ref().clone(),
+            sslmode: spec.sslmode.unwrap_or_default(),
+            ca_file: spec
+                .ca_file
+                .as_ref()
+                .map(|p| project.root.join(p.get_ref())),
+            connect_timeout: duration(&spec.connect_timeout)?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            statement_timeout: duration(&spec.statement_timeout)?,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                spec.pool_size.unwrap_or(DEFAULT_POOL_SIZE) as usize,
+            )),
+            redactor: redactor.clone(),
+        })
+    }
+
+    /// A connector to a URL given in code (tests, benchmarks); the URL is shown as written.
+    pub fn from_url(kind: ConnectionKind, url: &str) -> Connector {
+        Connector {
+            name: "adhoc".into(),
+            kind,
+            url: url.to_string(),
+            shown: url.to_string(),
+            sslmode: SslMode::Prefer,
+            ca_file: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: None,
+            slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_POOL_SIZE as usize)),
+            redactor: Redactor::default(),
+        }
+    }
+
+    /// The dialect.
+    pub fn dialect(&self) -> Dialect {
+        Dialect::of(self.kind)
+    }
+
+    /// The resolved URL, for drivers only.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The SQLite file (for SQLite connections).
+    pub fn sqlite_path(&self) -> &Path {
+        Path::new(&self.url)
+    }
+
+    /// An error about this connection, redacted; `transient` when retrying may succeed.
+    pub fn error(&self, what: &str, e: impl std::fmt::Display, transient: bool) -> Error {
+        Error::Connection {
+            connection: self.name.clone(),
+            message: self.redactor.redact(&format!("{what}: {e}")),
+            transient,
+        }
+    }
+}
+
+/// A column of a database source as the database describes it.
+#[derive(Debug, Clone)]
+pub struct DbColumn {
+    /// Column name.
+    pub name: String,
+    /// The database's type name (`numeric(12,2)`, `timestamp with time zone`), for messages
+    /// and for casting watermark parameters.
+    pub db_type: String,
+    /// The Arrow type values arrive as.
+    pub data_type: DataType,
+}
+
+/// Tells the user which column has a type Sluice does not read, and how to read it anyway.
+pub fn unsupported_type(source: &str, column: &str, db_type: &str, cast_hint: &str) -> Error {
+    Error::Source {
+        source_name: source.to_string(),
+        path: String::new(),
+        message: format!(
+            "column `{column}` has type {db_type}, which Sluice does not convert (it would lose information or guess); \
+             read it through `query = \"SELECT ..., {cast_hint} AS {column} FROM ...\"` with a supported type \
+             (see the type table in docs/reference.md)"
+        ),
+    }
+}
+
+/// Which rows of its incremental sources a run reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ExtractMode {
+    /// Rows above the watermark (minus the lookback); everything on the first run.
+    #[default]
+    Incremental,
+    /// Every row (`sluice run --full-refresh`).
+    FullRefresh,
+    /// Rows with `from <= cursor < to` (`sluice backfill`); the watermark does not move.
+    Backfill {
+        /// Inclusive lower bound, as written.
+        from: String,
+        /// Exclusive upper bound, as written.
+        to: String,
+    },
+}
+
+/// Describes a database source, works out the cursor range of this run, and returns it as a
+/// [`crate::source::ScannedSource`] (typed columns plus the hidden `__file`, `__line` and,
+/// when driving, row-counter columns) with its [`extract::Extraction`].
+///
+/// # Errors
+/// [`Error::Connection`] when the database cannot be reached; [`Error::Source`] for an
+/// unsupported column type, a cursor column that does not exist or is not a time or integer,
+/// or a bad backfill bound.
+#[allow(clippy::too_many_arguments)]
+pub async fn scan(
+    ctx: &datafusion::prelude::SessionContext,
+    project: &Project,
+    job: &str,
+    name: &str,
+    alias: &str,
+    spec: &crate::config::spec::SourceSpec,
+    driving: bool,
+    redactor: &Redactor,
+    mode: &ExtractMode,
+) -> Result<(crate::source::ScannedSource, Arc<extract::Extraction>)> {
+    use crate::source::{ident_col, DRIVING_ROW_COLUMN, FILE_COLUMN, LINE_COLUMN};
+    use datafusion::functions_window::expr_fn::row_number;
+    use datafusion::logical_expr::{cast, col, lit};
+    use extract::{CursorKind, CursorRange, CursorValue, Relation};
+
+    let conn_name = spec
+        .connection
+        .as_ref()
+        .map(|c| c.get_ref().clone())
+        .unwrap_or_default();
+    let connector = Connector::resolve(project, &conn_name, redactor)?;
+    let relation = match (&spec.table, &spec.query) {
+        (Some(t), _) => Relation::Table(
+            TableName::parse(t.get_ref()).map_err(|e| Error::source(name, t.get_ref(), e))?,
+        ),
+        (None, Some(q)) => Relation::Query(q.get_ref().clone()),
+        (None, None) => return Err(Error::Internal(format!("source `{name}` reads nothing"))),
+    };
+    let shown = match &relation {
+        Relation::Table(t) => format!("{conn_name}:{t}"),
+        Relation::Query(_) => format!("{conn_name}:query"),
+    };
+    let columns = match connector.kind {
+        ConnectionKind::Postgres => postgres::describe(&connector, name, &relation).await?,
+        ConnectionKind::Mysql => mysql::describe(&connector, name, &relation).await?,
+        ConnectionKind::Sqlite => sqlite::describe(&connector, name, &relation).await?,
+    };
+    let src_err = |m: String| Error::source(name, &shown, m);
+
+    // The cursor and this run's range.
+    let mut cursor = None;
+    let mut range = None;
+    let mut previous = None;
+    if let Some(inc) = &spec.incremental {
+        let column = inc.column.get_ref();
+        let idx = columns
+            .iter()
+            .position(|c| &c.name == column)
+            .ok_or_else(|| {
+                let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                src_err(format!(
+                    "the incremental column `{column}` is not a column of the source (columns: {})",
+                    names.join(", ")
+                ))
+            })?;
+        let kind = CursorKind::of(&columns[idx].data_type).ok_or_else(|| {
+            src_err(format!(
+                "the incremental column `{column}` is {}, but a cursor must be a timestamp, date or integer column",
+                columns[idx].db_type
+            ))
+        })?;
+        cursor = Some((idx, kind));
+        let db_type = columns[idx].db_type.clone();
+        let mk = |lower, upper, why: String| CursorRange {
+            column: column.clone(),
+            db_type: db_type.clone(),
+            lower,
+            upper,
+            why,
+        };
+        let store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+        let stored = store.watermark(job, name)?;
+        if let Some(w) = &stored {
+            previous = CursorValue::parse(&w.value, kind).ok();
+        }
+        range = match mode {
+            ExtractMode::FullRefresh => Some(mk(
+                None,
+                None,
+                "--full-refresh: every row is read; the watermark is set from them".into(),
+            )),
+            ExtractMode::Backfill { from, to } => {
+                let from_v =
+                    CursorValue::parse(from, kind).map_err(|e| src_err(format!("--from: {e}")))?;
+                let to_v =
+                    CursorValue::parse(to, kind).map_err(|e| src_err(format!("--to: {e}")))?;
+                if to_v <= from_v {
+                    return Err(src_err(format!(
+                        "--to ({to}) must be after --from ({from}): a backfill reads from <= {column} < to"
+                    )));
+                }
+                Some(mk(
+                    Some((from_v, true)),
+                    Some((to_v, false)),
+                    format!("backfill {from} <= {column} < {to}; the watermark does not move"),
+                ))
+            }
+            ExtractMode::Incremental => match stored {
+                None => Some(mk(
+                    None,
+                    None,
+                    "no watermark yet (first run): every row is read".into(),
+                )),
+                Some(w) => {
+                    let wv = CursorValue::parse(&w.value, kind).map_err(|e| {
+                            src_err(format!(
+                                "the stored watermark does not fit the column any more ({e}); run with --full-refresh"
+                            ))
+                        })?;
+                    let (lower, why) = match &inc.lookback {
+                        Some(lb) => {
+                            let v = wv.minus(lb.get_ref()).map_err(src_err)?;
+                            let lb_text = match lb.get_ref() {
+                                crate::config::spec::Lookback::Number(n) => n.to_string(),
+                                crate::config::spec::Lookback::Duration(d) => d.clone(),
+                            };
+                            (
+                                v,
+                                format!(
+                                    "watermark {} (run {}) minus lookback {lb_text}",
+                                    wv.to_text(),
+                                    w.run_id
+                                ),
+                            )
+                        }
+                        None => (wv, format!("watermark {} (run {})", wv.to_text(), w.run_id)),
+                    };
+                    Some(mk(Some((lower, false)), None, why))
+                }
+            },
+        };
+    } else if let ExtractMode::Backfill { .. } = mode {
+        return Err(src_err(
+            "a backfill reads a range of the incremental column, and this source has no `incremental = { column = ... }`".into(),
+        ));
+    }
+
+    let ext = Arc::new(extract::Extraction {
+        source: name.to_string(),
+        connector,
+        relation,
+        columns,
+        range,
+        cursor,
+        previous,
+        max_cursor: std::sync::Mutex::new(None),
+        rows: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        batch_size: ctx.state().config().batch_size(),
+        last_sql: std::sync::Mutex::new(None),
+    });
+    let err = |e: datafusion::error::DataFusionError| Error::source(name, &shown, e.to_string());
+    let row_col = "__sluice_row";
+    let df = ctx
+        .read_table(Arc::new(extract::DbTable::new(ext.clone())))
+        .map_err(err)?
+        .window(vec![row_number().alias(row_col)])
+        .map_err(err)?;
+    let mut exprs: Vec<datafusion::logical_expr::Expr> =
+        ext.columns.iter().map(|c| ident_col(&c.name)).collect();
+    exprs.push(lit(redactor.redact(&shown)).alias(FILE_COLUMN));
+    exprs.push(cast(col(row_col), DataType::Int64).alias(LINE_COLUMN));
+    if driving {
+        exprs.push(col(row_col).alias(DRIVING_ROW_COLUMN));
+    }
+    let frame = df.select(exprs).map_err(err)?.alias(alias).map_err(err)?;
+    let scanned = crate::source::ScannedSource {
+        alias: alias.to_string(),
+        name: name.to_string(),
+        format: crate::config::spec::SourceFormat::Database,
+        files: vec![redactor.redact(&shown)],
+        columns: ext
+            .columns
+            .iter()
+            .map(|c| crate::source::SourceColumn {
+                name: c.name.clone(),
+                data_type: c.data_type.clone(),
+                parsed: false,
+            })
+            .collect(),
+        frame,
+        records: Some(ext.rows.clone()),
+    };
+    Ok((scanned, ext))
+}
