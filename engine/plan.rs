@@ -1738,10 +1738,23 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
     let _ = writeln!(s, "job:      {}", job.name);
     let _ = writeln!(s, "mapping:  {}", compiled.mapping.name);
     let _ = writeln!(s, "model:    {} {}", m.name, m.version);
+    let to_err = |e: DataFusionError| Error::engine(&job.name, &compiled.redactor, &e);
+    // Planning the physical plan builds each database source's SELECT (with the columns the
+    // plan uses), shown below.
+    let physical = compiled
+        .frame
+        .clone()
+        .create_physical_plan()
+        .await
+        .map_err(to_err)?;
     let _ = writeln!(
         s,
-        "target:   {} (parquet, {}{})",
+        "target:   {} ({}, {}{})",
         compiled.target_shown,
+        match &compiled.db_target {
+            Some(t) => json_name(&t.connector.kind),
+            None => "parquet".to_string(),
+        },
         json_name(&job.target.mode),
         if job.target.partition_by.is_empty() {
             String::new()
@@ -1766,7 +1779,45 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
             .unwrap_or(&compiled.quarantine_dir)
             .display()
     );
+    if let Some(t) = &compiled.db_target {
+        let d = t.connector.dialect();
+        match crate::db::sink::inspect(t).await {
+            Ok(None) => {
+                let _ = writeln!(s, "  the table does not exist; the first run creates it:");
+                for line in t.create_sql(d).lines() {
+                    let _ = writeln!(s, "    {line}");
+                }
+            }
+            Ok(Some(diffs)) if diffs.is_empty() => {
+                let _ = writeln!(s, "  the table exists and matches the model");
+            }
+            Ok(Some(diffs)) => {
+                let _ = writeln!(
+                    s,
+                    "  the table differs from the model (on_schema_change = \"{}\"):",
+                    json_name(&t.on_schema_change)
+                );
+                for x in &diffs {
+                    let _ = writeln!(
+                        s,
+                        "    - {x}{}",
+                        if x.addable()
+                            && t.on_schema_change == crate::config::spec::OnSchemaChange::AddColumns
+                        {
+                            " (will be added)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(s, "  the table could not be inspected: {e}");
+            }
+        }
+    }
     let _ = writeln!(s, "\nsources:");
+    let mut extractions = compiled.extractions.iter();
     for src in &compiled.sources {
         let _ = writeln!(
             s,
@@ -1776,6 +1827,21 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
             json_name(&src.format),
             src.files.join(", ")
         );
+        if src.format == SourceFormat::Database {
+            if let Some(ext) = extractions.next() {
+                let _ = writeln!(s, "    sql: {}", ext.describe());
+                for (c, db) in src.columns.iter().zip(&ext.columns) {
+                    let _ = writeln!(
+                        s,
+                        "    {:<16} {:<28} {}",
+                        c.name,
+                        c.data_type.to_string(),
+                        db.db_type
+                    );
+                }
+                continue;
+            }
+        }
         for c in &src.columns {
             let _ = writeln!(
                 s,
@@ -1846,7 +1912,6 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
             thresholds(&q.thresholds())
         );
     }
-    let to_err = |e: DataFusionError| Error::engine(&job.name, &compiled.redactor, &e);
     let logical = compiled
         .frame
         .clone()
@@ -1857,12 +1922,6 @@ pub async fn describe(compiled: &CompiledJob, project_root: &Path) -> Result<Str
         "\nlogical plan (optimized):\n{}",
         logical.display_indent()
     );
-    let physical = compiled
-        .frame
-        .clone()
-        .create_physical_plan()
-        .await
-        .map_err(to_err)?;
     let _ = writeln!(
         s,
         "\nphysical plan:\n{}",

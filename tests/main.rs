@@ -7,6 +7,7 @@ mod common;
 
 mod config_errors;
 mod crash_safety;
+mod databases;
 mod docs_reference;
 mod plan_golden;
 mod quality;

@@ -1479,6 +1479,18 @@ fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
     }
     if let Some(t) = &target {
         validate_target(&mut r, &table, t);
+        if t.mode == LoadMode::Append {
+            for (name, s) in &sources {
+                if let Some(lb) = s.incremental.as_ref().and_then(|i| i.lookback.as_ref()) {
+                    r.error(
+                        Some(lb.span()),
+                        &format!("sources.{name}.incremental.lookback"),
+                        "a lookback reads rows again, and an `append` target would load them twice",
+                        Some("use `mode = \"merge\"` (or `scd2`) on a database target, or remove `lookback`".into()),
+                    );
+                }
+            }
+        }
     }
     if r.diags.len() > before {
         return None;

@@ -87,8 +87,10 @@ impl CursorKind {
 pub enum CursorValue {
     /// An integer cursor's value.
     Int(i64),
-    /// A timestamp, microseconds since 1970-01-01 (UTC for zoned timestamps).
+    /// A timestamp without time zone (wall-clock), microseconds since 1970-01-01.
     Micros(i64),
+    /// An instant (a zoned timestamp), microseconds since 1970-01-01 UTC.
+    MicrosUtc(i64),
     /// A date, days since 1970-01-01.
     Days(i32),
 }
@@ -96,14 +98,18 @@ pub enum CursorValue {
 const EPOCH_DAY: Option<NaiveDate> = NaiveDate::from_ymd_opt(1970, 1, 1);
 
 impl CursorValue {
-    /// The value as text: an integer; `2013-01-01 05:00:00.000000+00:00` (zoned) or without
-    /// the offset; `2013-01-01`. This is what the state store keeps, what `plan` shows, and
+    /// The value as text: an integer; `2013-01-01 05:00:00.000000+00:00` (an instant) or
+    /// without the offset (wall-clock); `2013-01-01`. This is what the state store keeps, what `plan` shows, and
     /// what drivers bind (each database casts it to the column's type).
     pub fn to_text(self) -> String {
         match self {
             CursorValue::Int(v) => v.to_string(),
             CursorValue::Micros(us) => match DateTime::<Utc>::from_timestamp_micros(us) {
                 Some(t) => t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+                None => us.to_string(),
+            },
+            CursorValue::MicrosUtc(us) => match DateTime::<Utc>::from_timestamp_micros(us) {
+                Some(t) => t.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(),
                 None => us.to_string(),
             },
             CursorValue::Days(d) => match EPOCH_DAY
@@ -135,9 +141,18 @@ impl CursorValue {
                 .and_then(|d| i32::try_from(d).ok())
                 .map(CursorValue::Days)
                 .ok_or_else(|| bad("a date (YYYY-MM-DD)")),
-            CursorKind::Timestamp { .. } => {
-                if let Ok(t) = DateTime::parse_from_rfc3339(t) {
-                    return Ok(CursorValue::Micros(t.timestamp_micros()));
+            CursorKind::Timestamp { utc } => {
+                let wrap = |us: i64| {
+                    if utc {
+                        CursorValue::MicrosUtc(us)
+                    } else {
+                        CursorValue::Micros(us)
+                    }
+                };
+                if let Ok(us) = super::values::parse_timestamp(t) {
+                    // Texts with an offset are instants; without one they are read as UTC
+                    // (for a zoned cursor) or as wall-clock time (for a plain one).
+                    return Ok(wrap(us));
                 }
                 let naive = NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
                     .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f"))
@@ -148,7 +163,7 @@ impl CursorValue {
                             .and_then(|d| d.and_hms_opt(0, 0, 0))
                     });
                 naive
-                    .map(|n| CursorValue::Micros(n.and_utc().timestamp_micros()))
+                    .map(|n| wrap(n.and_utc().timestamp_micros()))
                     .ok_or_else(|| {
                         bad("a timestamp (2013-06-01T05:00:00Z, 2013-06-01 05:00:00 or 2013-06-01)")
                     })
@@ -166,6 +181,12 @@ impl CursorValue {
             (CursorValue::Micros(us), Lookback::Duration(d)) => {
                 let d = crate::config::parse_duration(d)?;
                 Ok(CursorValue::Micros(
+                    us.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+                ))
+            }
+            (CursorValue::MicrosUtc(us), Lookback::Duration(d)) => {
+                let d = crate::config::parse_duration(d)?;
+                Ok(CursorValue::MicrosUtc(
                     us.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
                 ))
             }
@@ -197,8 +218,11 @@ impl CursorValue {
                 max(array.as_primitive::<Int32Type>()).map(|v| CursorValue::Int(v.into()))
             }
             DataType::Int64 => max(array.as_primitive::<Int64Type>()).map(CursorValue::Int),
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            DataType::Timestamp(TimeUnit::Microsecond, None) => {
                 max(array.as_primitive::<TimestampMicrosecondType>()).map(CursorValue::Micros)
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
+                max(array.as_primitive::<TimestampMicrosecondType>()).map(CursorValue::MicrosUtc)
             }
             DataType::Date32 => max(array.as_primitive::<Date32Type>()).map(CursorValue::Days),
             _ => None,

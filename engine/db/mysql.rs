@@ -450,10 +450,24 @@ impl Builder {
     }
 }
 
+/// A cursor bound as a typed MySQL value (dates and times as `Date`, compared as such).
 fn cursor_param(v: CursorValue) -> Value {
+    let date_time = |us: i64| match chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us) {
+        Some(dt) => Value::Date(
+            dt.year() as u16,
+            dt.month() as u8,
+            dt.day() as u8,
+            dt.hour() as u8,
+            dt.minute() as u8,
+            dt.second() as u8,
+            dt.timestamp_subsec_micros(),
+        ),
+        None => Value::NULL,
+    };
     match v {
         CursorValue::Int(i) => Value::Int(i),
-        other => Value::Bytes(other.to_text().into_bytes()),
+        CursorValue::Micros(us) | CursorValue::MicrosUtc(us) => date_time(us),
+        CursorValue::Days(d) => date_time(i64::from(d) * 86_400_000_000),
     }
 }
 
@@ -606,6 +620,18 @@ async fn table_columns(
             .map(|(n, t, nullable)| (n, t, nullable == "NO"))
             .collect()
     }))
+}
+
+/// The columns of a table (name, `COLUMN_TYPE`, NOT NULL), or `None` when it does not exist.
+///
+/// # Errors
+/// [`Error::Connection`].
+pub async fn inspect_columns(
+    c: &Connector,
+    table: &super::TableName,
+) -> Result<Option<Vec<(String, String, bool)>>> {
+    let mut my = connect(c).await?;
+    table_columns(c, &mut my.conn, table).await
 }
 
 /// Rows per multi-row `INSERT` (bounded by MySQL's 65,535 placeholders per statement).

@@ -510,6 +510,32 @@ pub struct LoadStats {
     pub deleted: u64,
 }
 
+/// The differences between the target table and the model, or `None` when the table does
+/// not exist (for `sluice plan`; nothing is changed).
+///
+/// # Errors
+/// [`Error::Connection`].
+pub async fn inspect(target: &DbTarget) -> Result<Option<Vec<Difference>>> {
+    use crate::config::spec::ConnectionKind as K;
+    let c = &target.connector;
+    let d = c.dialect();
+    let actual = match c.kind {
+        K::Postgres => {
+            let conn = super::postgres::connect(c).await?;
+            super::postgres::table_columns(c, &conn.client, &target.table).await?
+        }
+        K::Mysql => super::mysql::inspect_columns(c, &target.table).await?,
+        K::Sqlite => {
+            if !c.sqlite_path().exists() {
+                None
+            } else {
+                super::sqlite::inspect_columns(c, &target.table)?
+            }
+        }
+    };
+    Ok(actual.map(|a| target.differences(d, &a)))
+}
+
 /// A load in progress.
 pub enum DbSink {
     /// PostgreSQL.

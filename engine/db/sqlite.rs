@@ -345,6 +345,18 @@ fn table_columns(
     Ok((!cols.is_empty()).then_some(cols))
 }
 
+/// The columns of a table (name, declared type, NOT NULL), or `None` when it does not exist.
+///
+/// # Errors
+/// [`Error::Connection`].
+pub fn inspect_columns(
+    c: &Connector,
+    table: &super::TableName,
+) -> Result<Option<Vec<(String, String, bool)>>> {
+    let conn = open(c, true)?;
+    table_columns(c, &conn, table)
+}
+
 impl SqliteLoad {
     /// Opens the file (created when absent), starts the transaction, creates or checks the
     /// table, and prepares the staging.
