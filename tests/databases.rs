@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{query, report, rows, show, Workdir};
+use crate::common::{query, rows, show, Workdir};
 
 /// Runs SQL with `psql` on the `test` database; panics with psql's message on failure.
 fn psql(sql: &str) -> String {
