@@ -596,6 +596,24 @@ async fn run(
         }
         _ => {}
     }
+    // One run of a job at a time: the watermark a run reads must be the one it moves.
+    let lock_path = project
+        .path(&project.settings.state_dir)
+        .join("locks")
+        .join(format!("job-{}.lock", job.name));
+    let _job_lock = sluice::sink::fsutil::Lock::try_acquire(&lock_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::state(
+                &lock_path,
+                format!(
+                    "another run of job `{}` is in progress (runs of one job never overlap, so each reads the watermark the previous one left); wait for it to finish",
+                    job.name
+                ),
+            )
+        } else {
+            Error::state(&lock_path, format!("cannot take the job lock: {e}"))
+        }
+    })?;
     let retry = &job.retry;
     let duration = |d: &str| sluice::config::parse_duration(d).unwrap_or(Duration::from_secs(1));
     let mut delays = backon::ExponentialBuilder::default()

@@ -632,6 +632,7 @@ pub async fn compile_for(
     // Sources.
     let mut sources = Vec::new();
     let mut extractions = Vec::new();
+    let mut connectors = HashMap::new();
     let uses = std::iter::once((&mapping.from, true))
         .chain(mapping.joins.iter().map(|j| (&j.source, false)));
     for (u, driving) in uses {
@@ -642,7 +643,16 @@ pub async fn compile_for(
         let input = inputs.get(&u.source).unwrap_or(&SourceInput::Files);
         if spec.is_database() && matches!(input, SourceInput::Files) {
             let (scanned, ext) = crate::db::scan(
-                &ctx, project, &job.name, &u.source, &u.alias, spec, driving, &redactor, mode,
+                &ctx,
+                project,
+                &job.name,
+                &u.source,
+                &u.alias,
+                spec,
+                driving,
+                &redactor,
+                mode,
+                &mut connectors,
             )
             .await?;
             sources.push(scanned);
@@ -1365,7 +1375,8 @@ pub async fn compile_for(
                 .unwrap_or_default();
             let table = crate::db::TableName::parse(t.get_ref())
                 .map_err(|e| Error::target(t.get_ref(), e))?;
-            let connector = crate::db::Connector::resolve(project, &conn, &redactor)?;
+            let connector =
+                crate::db::Connector::shared(project, &conn, &redactor, &mut connectors)?;
             let with_flags = rules.iter().any(|r| r.action == RuleAction::Flag);
             validate_db_target(job, &model, &extractions, mode, &mut diags);
             let target = crate::db::sink::DbTarget::new(
@@ -1499,18 +1510,15 @@ fn validate_db_target(
             }
         }
     }
+    let _ = extractions;
     if t.delete_missing
         && *mode != ExtractMode::FullRefresh
-        && extractions.iter().any(|e| {
-            e.range
-                .as_ref()
-                .is_some_and(|r| r.lower.is_some() || r.upper.is_some())
-        })
+        && job.sources.values().any(|s| s.incremental.is_some())
     {
         err(
             "delete_missing",
-            "`delete_missing` would remove every row this run's range did not read".into(),
-            Some("a run reading only new rows cannot tell which keys disappeared: drop `delete_missing`, or run with --full-refresh".into()),
+            "`delete_missing` with an incremental source would remove every row the run's range did not read".into(),
+            Some("a run reading only new rows cannot tell which keys disappeared: drop `delete_missing`, or run this job only with --full-refresh".into()),
         );
     }
 }

@@ -545,6 +545,28 @@ pub async fn run_with(
                     error = Some(ErrorReport::new(&e, &compiled.redactor));
                 }
             }
+            // delete_missing removes the keys this run did not load; a key whose row was
+            // quarantined or dropped is missing only because it failed a rule.
+            if let Some(t) = compiled.db_target.as_ref().filter(|t| t.delete_missing) {
+                let rejected = o.counts.quarantined + o.counts.dropped;
+                if rejected > 0
+                    && matches!(
+                        status,
+                        RunStatus::Succeeded | RunStatus::SucceededWithWarnings
+                    )
+                {
+                    status = RunStatus::Failed;
+                    error = Some(ErrorReport {
+                        class: "target".into(),
+                        message: format!(
+                            "{rejected} rows were quarantined or dropped, so `delete_missing` would delete (or close) the target rows of their keys; nothing was loaded into {}. Fix the rows (see `sluice quarantine {}`) or set `delete_missing = false`",
+                            t.shown(),
+                            compiled.job.name
+                        ),
+                        transient: false,
+                    });
+                }
+            }
             let mut committed = false;
             if let Some(sink) = sink_opt.take() {
                 if status == RunStatus::Succeeded || status == RunStatus::SucceededWithWarnings {

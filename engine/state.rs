@@ -97,6 +97,8 @@ pub struct StoredWatermark {
     pub value: String,
     /// The run that set it.
     pub run_id: String,
+    /// The cursor column it is a value of.
+    pub cursor_column: String,
 }
 
 /// One quality measurement of a past run.
@@ -244,12 +246,13 @@ impl StateStore {
     pub fn watermark(&self, job: &str, source: &str) -> Result<Option<StoredWatermark>> {
         self.conn
             .query_row(
-                "SELECT value, run_id FROM watermarks WHERE job = ?1 AND source = ?2",
+                "SELECT value, run_id, cursor_column FROM watermarks WHERE job = ?1 AND source = ?2",
                 params![job, source],
                 |r| {
                     Ok(StoredWatermark {
                         value: r.get(0)?,
                         run_id: r.get(1)?,
+                        cursor_column: r.get(2)?,
                     })
                 },
             )

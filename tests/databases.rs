@@ -1130,3 +1130,117 @@ fn assert_types_loaded(w: &Workdir, conn: &str) {
         .join("|");
     assert_eq!(got, [expected, nulls], "{conn}");
 }
+
+#[test]
+fn delete_missing_is_refused_when_rows_were_quarantined() {
+    let s = PgSchema::new("delq");
+    let job = csv_job(
+        "pg",
+        &format!("{}.items", s.0),
+        "merge",
+        "delete_missing = true",
+    );
+    let w = item_project(&job);
+    w.write("items.csv", V1);
+    assert!(w.run(&["run", "load"]).status.success());
+    // Plum's name is missing (a required field): its row is quarantined, so its key is
+    // absent from the run; delete_missing must not delete the good plum already loaded.
+    w.write(
+        "items.csv",
+        "id,name,price,updated_at\n1,apple,1.10,2024-01-01T00:00:00Z\n2,pear,2.20,2024-01-01T00:00:00Z\n3,,3.30,2024-01-01T00:00:00Z\n",
+    );
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("1 rows were quarantined or dropped"), "{msg}");
+    assert_eq!(
+        pg_rows(&format!("SELECT id, name FROM {}.items ORDER BY id", s.0)),
+        ["1|apple", "2|pear", "3|plum"]
+    );
+}
+
+#[test]
+fn merge_into_a_table_keyed_otherwise_is_refused() {
+    let my = MyTables::new("nokey");
+    let table = format!("{}_items", my.0);
+    // Same columns, but no primary key: ON DUPLICATE KEY would never match.
+    mariadb(&format!(
+        "CREATE TABLE `{table}` (id bigint NOT NULL, name longtext NOT NULL, price decimal(10,2), updated_at datetime(6))"
+    ));
+    let w = item_project(&csv_job("my", &table, "merge", ""));
+    w.write("items.csv", V1);
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("the table's primary key is (), but this load matches rows by (id)"),
+        "{msg}"
+    );
+    assert_eq!(mariadb(&format!("SELECT count(*) FROM `{table}`")), "0");
+}
+
+#[test]
+fn sqlite_time_cursors_compare_as_instants_and_runs_of_a_job_never_overlap() {
+    let job = r#"
+mapping = "items_to_item"
+
+[sources.items]
+connection = "lite"
+query = """
+SELECT id, name, price, updated_at FROM src -- every row
+"""
+incremental = { column = "updated_at" }
+
+[target]
+connection = "lite"
+table = "dst"
+mode = "append"
+"#;
+    let w = item_project(job);
+    let db = rusqlite::Connection::open(w.path().join("data.db")).unwrap();
+    // Times written by other tools: ISO 8601 with a `T`, with and without an offset.
+    db.execute_batch(
+        "CREATE TABLE src (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price DECIMAL(10,2), updated_at TIMESTAMPTZ);
+         INSERT INTO src VALUES (1, 'a', 1.5, '2024-01-01T10:00:00Z'), (2, 'b', 2.5, '2024-01-01T11:00:00+00:00');",
+    )
+    .unwrap();
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(r["rows"]["written"], 2);
+    // Nothing new: the next run reads nothing (a text comparison would re-read `T` rows).
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(r["rows"]["read"], 0, "{}", show(&o));
+    db.execute_batch("INSERT INTO src VALUES (3, 'c', 3.5, '2024-01-01 12:00:00.5')")
+        .unwrap();
+    let (_, r) = run_json(&w, &["run", "load"]);
+    assert_eq!(r["rows"]["read"], 1);
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM dst", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3);
+
+    // While another run of the job holds its lock, a second run refuses to start.
+    let lock = w.path().join(".sluice/locks/job-load.lock");
+    let holder = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .unwrap();
+    holder.try_lock().unwrap();
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("another run of job `load` is in progress"), "{}", show(&o));
+    drop(holder);
+
+    // Changing the cursor column needs a full refresh.
+    let changed = job.replace(
+        r#"incremental = { column = "updated_at" }"#,
+        r#"incremental = { column = "id" }"#,
+    );
+    w.write("jobs/load.toml", &changed);
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("--full-refresh"), "{}", show(&o));
+}

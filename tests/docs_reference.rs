@@ -79,6 +79,13 @@ fn reference_examples_validate_and_run() {
         show(&out)
     );
     assert!(!jobs.is_empty());
+    // The database example loads a table of the local PostgreSQL: start from none.
+    let dropped = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+        .arg("DROP SCHEMA IF EXISTS reference_example CASCADE")
+        .output()
+        .expect("psql");
+    assert!(dropped.status.success(), "{:?}", dropped);
     for job in jobs {
         let out = w
             .sluice(&["run", &job])

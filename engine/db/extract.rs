@@ -45,8 +45,9 @@ impl Relation {
     pub fn from_sql(&self, d: Dialect) -> String {
         match self {
             Relation::Table(t) => t.quoted(d),
+            // The newline ends a trailing `-- comment` of the query before the parenthesis.
             Relation::Query(q) => format!(
-                "({}) AS {}",
+                "({}\n) AS {}",
                 q.trim().trim_end_matches(';'),
                 d.quote("sluice_query")
             ),
@@ -305,8 +306,16 @@ impl Extraction {
                 if let Some((v, inclusive)) = bound {
                     params.push(*v);
                     let p = placeholder(d, params.len(), &r.db_type, *v);
+                    // SQLite keeps times as text in any ISO 8601 spelling: compare instants.
+                    let column = match (d, v) {
+                        (Dialect::Sqlite, CursorValue::Micros(_) | CursorValue::MicrosUtc(_)) => {
+                            format!("unixepoch({c}, 'subsec')")
+                        }
+                        (Dialect::Sqlite, CursorValue::Days(_)) => format!("date({c})"),
+                        _ => c.clone(),
+                    };
                     conds.push(format!(
-                        "{c} {} {p}",
+                        "{column} {} {p}",
                         if *inclusive { op_incl } else { op_excl }
                     ));
                 }
@@ -341,16 +350,20 @@ impl Extraction {
 }
 
 /// A bound parameter in `d`'s syntax. PostgreSQL gets the text cast to the column's type
-/// (`$1::text::timestamptz`) so one binding works for every cursor type.
+/// (`$1::text::timestamptz`) so one binding works for every cursor type; MySQL binds typed
+/// values; SQLite compares times as instants (`unixepoch(..., 'subsec')`) and dates as dates,
+/// whatever ISO 8601 spelling the column's text uses.
 fn placeholder(d: Dialect, n: usize, db_type: &str, v: CursorValue) -> String {
     match d {
         Dialect::Postgres => format!("${n}::text::{db_type}"),
         // MySQL compares a DATETIME with a string literal as a DATETIME; integers bind as
         // integers. SQLite stores times as text, which compare in order.
-        Dialect::Mysql | Dialect::Sqlite => {
-            let _ = v;
-            "?".to_string()
-        }
+        Dialect::Mysql => "?".to_string(),
+        Dialect::Sqlite => match v {
+            CursorValue::Micros(_) | CursorValue::MicrosUtc(_) => "unixepoch(?, 'subsec')".into(),
+            CursorValue::Days(_) => "date(?)".into(),
+            CursorValue::Int(_) => "?".into(),
+        },
     }
 }
 

@@ -164,6 +164,8 @@ pub struct Connector {
     pub statement_timeout: Option<Duration>,
     /// Connections one run may open at a time.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// The pool's size (for messages).
+    pub pool_size: u32,
     /// Hides secrets in messages.
     pub redactor: Redactor,
 }
@@ -235,8 +237,28 @@ impl Connector {
             slots: Arc::new(tokio::sync::Semaphore::new(
                 spec.pool_size.unwrap_or(DEFAULT_POOL_SIZE) as usize,
             )),
+            pool_size: spec.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
             redactor: redactor.clone(),
         })
+    }
+
+    /// [`Connector::resolve`], once per name per run: every source and the target of a run
+    /// share one pool of `pool_size` slots per connection.
+    ///
+    /// # Errors
+    /// As [`Connector::resolve`].
+    pub fn shared(
+        project: &Project,
+        name: &str,
+        redactor: &Redactor,
+        cache: &mut std::collections::HashMap<String, Connector>,
+    ) -> Result<Connector> {
+        if let Some(c) = cache.get(name) {
+            return Ok(c.clone());
+        }
+        let c = Connector::resolve(project, name, redactor)?;
+        cache.insert(name.to_string(), c.clone());
+        Ok(c)
     }
 
     /// A connector to a URL given in code (tests, benchmarks); the URL is shown as written.
@@ -251,7 +273,28 @@ impl Connector {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             statement_timeout: None,
             slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_POOL_SIZE as usize)),
+            pool_size: DEFAULT_POOL_SIZE,
             redactor: Redactor::default(),
+        }
+    }
+
+    /// Waits for one of the connection's `pool_size` slots, at most `connect_timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Connection`] when every slot stayed taken (the run needs more connections
+    /// at once than `pool_size` allows: one per source being read, plus one for a target).
+    pub async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(e)) => Err(self.error("waiting for a connection slot", e, false)),
+            Err(_) => Err(self.error(
+                "waiting for a connection slot",
+                format!(
+                    "all {} connections of the pool stayed in use for {:?} (connect_timeout); a run needs one per source it reads at once plus one for a target: raise `pool_size`",
+                    self.pool_size, self.connect_timeout
+                ),
+                false,
+            )),
         }
     }
 
@@ -341,6 +384,7 @@ pub async fn scan(
     driving: bool,
     redactor: &Redactor,
     mode: &ExtractMode,
+    connectors: &mut std::collections::HashMap<String, Connector>,
 ) -> Result<(crate::source::ScannedSource, Arc<extract::Extraction>)> {
     use crate::source::{ident_col, DRIVING_ROW_COLUMN, FILE_COLUMN, LINE_COLUMN};
     use datafusion::functions_window::expr_fn::row_number;
@@ -352,7 +396,7 @@ pub async fn scan(
         .as_ref()
         .map(|c| c.get_ref().clone())
         .unwrap_or_default();
-    let connector = Connector::resolve(project, &conn_name, redactor)?;
+    let connector = Connector::shared(project, &conn_name, redactor, connectors)?;
     let relation = match (&spec.table, &spec.query) {
         (Some(t), _) => Relation::Table(
             TableName::parse(t.get_ref()).map_err(|e| Error::source(name, t.get_ref(), e))?,
@@ -404,6 +448,14 @@ pub async fn scan(
         };
         let store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
         let stored = store.watermark(job, name)?;
+        if let (Some(w), false) = (&stored, *mode == ExtractMode::FullRefresh) {
+            if &w.cursor_column != column {
+                return Err(src_err(format!(
+                    "the stored watermark ({}, run {}) is a value of column `{}`, but the incremental column is now `{column}`; run once with --full-refresh to start over",
+                    w.value, w.run_id, w.cursor_column
+                )));
+            }
+        }
         if let Some(w) = &stored {
             previous = CursorValue::parse(&w.value, kind).ok();
         }

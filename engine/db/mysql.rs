@@ -62,12 +62,7 @@ pub struct MyConn {
 /// # Errors
 /// [`Error::Connection`].
 pub async fn connect(c: &Connector) -> Result<MyConn> {
-    let permit = c
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| c.error("waiting for a connection slot", e, false))?;
+    let permit = c.slot().await?;
     let opts = mysql_async::Opts::from_url(c.url())
         .map_err(|e| c.error("invalid connection URL", e, false))?;
     let mut builder = mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false);
@@ -109,7 +104,9 @@ pub async fn connect(c: &Connector) -> Result<MyConn> {
         .map_err(|e| error(c, "connecting", &e))?;
     my.mariadb = version.is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
     my.conn
-        .query_drop("SET time_zone = '+00:00'")
+        // UTC times, and errors instead of silent truncation (a key cut to the column's
+        // length could merge two keys).
+        .query_drop("SET time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')")
         .await
         .map_err(|e| error(c, "setting the session time zone", &e))?;
     if let Some(t) = c.statement_timeout {
@@ -606,10 +603,10 @@ async fn table_columns(
     c: &Connector,
     conn: &mut Conn,
     table: &super::TableName,
-) -> Result<Option<Vec<(String, String, bool)>>> {
-    let rows: Vec<(String, String, String)> = conn
+) -> Result<Option<Vec<super::sink::TableColumn>>> {
+    let rows: Vec<(String, String, String, String)> = conn
         .exec(
-            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (table.schema.clone(), table.name.clone()),
         )
@@ -617,7 +614,12 @@ async fn table_columns(
         .map_err(|e| error(c, "looking up the table", &e))?;
     Ok((!rows.is_empty()).then(|| {
         rows.into_iter()
-            .map(|(n, t, nullable)| (n, t, nullable == "NO"))
+            .map(|(name, db_type, nullable, key)| super::sink::TableColumn {
+                name,
+                db_type,
+                not_null: nullable == "NO",
+                primary_key: key == "PRI",
+            })
             .collect()
     }))
 }
@@ -629,7 +631,7 @@ async fn table_columns(
 pub async fn inspect_columns(
     c: &Connector,
     table: &super::TableName,
-) -> Result<Option<Vec<(String, String, bool)>>> {
+) -> Result<Option<Vec<super::sink::TableColumn>>> {
     let mut my = connect(c).await?;
     table_columns(c, &mut my.conn, table).await
 }
@@ -834,7 +836,9 @@ impl MyLoad {
         let on = super::sink::key_join(d, "s", "t", &t.key);
         match t.mode {
             LoadMode::Append => {
-                conn.query_drop("COMMIT").await.map_err(err)?;
+                conn.query_drop("COMMIT")
+                    .await
+                    .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
                 stats.inserted = self.rows;
             }
             LoadMode::Overwrite => {
@@ -862,7 +866,7 @@ impl MyLoad {
                     "RENAME TABLE {target} TO {old}, {next} TO {target}"
                 ))
                 .await
-                .map_err(err)?;
+                .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
                 conn.query_drop(format!("DROP TABLE IF EXISTS {old}"))
                     .await
                     .map_err(err)?;
@@ -899,7 +903,7 @@ impl MyLoad {
                 .map_err(err)?;
                 // Affected rows: 1 per insert, 2 per changed row, 0 per unchanged row.
                 let affected = conn.affected_rows();
-                stats.inserted = self.rows - matched.unwrap_or(0) as u64;
+                stats.inserted = self.rows.saturating_sub(matched.unwrap_or(0) as u64);
                 stats.updated = affected.saturating_sub(stats.inserted) / 2;
                 if t.delete_missing {
                     conn.query_drop(format!(
@@ -909,7 +913,9 @@ impl MyLoad {
                     .map_err(err)?;
                     stats.deleted = conn.affected_rows();
                 }
-                conn.query_drop("COMMIT").await.map_err(err)?;
+                conn.query_drop("COMMIT")
+                    .await
+                    .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
             }
             LoadMode::Scd2 => {
                 let started = Value::Date(
@@ -967,7 +973,9 @@ impl MyLoad {
                 .await
                 .map_err(err)?;
                 stats.inserted = conn.affected_rows();
-                conn.query_drop("COMMIT").await.map_err(err)?;
+                conn.query_drop("COMMIT")
+                    .await
+                    .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
             }
         }
         let _ = conn

@@ -136,12 +136,16 @@ fn tls_connector(c: &Connector) -> Result<postgres_native_tls::MakeTlsConnector>
 /// # Errors
 /// [`Error::Connection`], transient when the server could not be reached.
 pub async fn connect(c: &Connector) -> Result<PgConn> {
-    let permit = c
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| c.error("waiting for a connection slot", e, false))?;
+    connect_with(c, true).await
+}
+
+/// [`connect`]; `statement_timeout` is set on the session only when `with_timeout` (a
+/// loader's `COPY` lasts as long as the whole extraction, so loads set it per statement).
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with(c: &Connector, with_timeout: bool) -> Result<PgConn> {
+    let permit = c.slot().await?;
     let mut config: tokio_postgres::Config =
         c.url().parse().map_err(|e: tokio_postgres::Error| {
             c.error("invalid connection URL", message(&e), false)
@@ -188,7 +192,7 @@ pub async fn connect(c: &Connector) -> Result<PgConn> {
         _permit: permit,
         task,
     };
-    if let Some(t) = c.statement_timeout {
+    if let Some(t) = c.statement_timeout.filter(|_| with_timeout) {
         let ms = t.as_millis().to_string();
         conn.client
             .execute("SELECT set_config('statement_timeout', $1, false)", &[&ms])
@@ -433,7 +437,9 @@ impl Builder {
                         "the timestamp is infinity, which a timestamp column cannot hold".into(),
                     );
                 }
-                b.append_value(t + PG_EPOCH_MICROS)
+                b.append_value(t.checked_add(PG_EPOCH_MICROS).ok_or(
+                    "the timestamp is beyond the year 294246, out of the range of microseconds since 1970",
+                )?)
             }
             Builder::Time(b) => b.append_value(i64::from_be_bytes(be(raw)?)),
         }
@@ -633,7 +639,7 @@ pub async fn table_columns(
     c: &Connector,
     client: &Client,
     table: &super::TableName,
-) -> Result<Option<Vec<(String, String, bool)>>> {
+) -> Result<Option<Vec<super::sink::TableColumn>>> {
     let name = table.quoted(Dialect::Postgres);
     let what = format!("looking up table {table}");
     let exists: Option<String> = client
@@ -646,7 +652,9 @@ pub async fn table_columns(
     }
     let rows = client
         .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary \
+                     AND a.attnum = ANY(i.indkey)) \
              FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 \
              AND NOT a.attisdropped ORDER BY a.attnum",
             &[&name],
@@ -655,9 +663,24 @@ pub async fn table_columns(
         .map_err(|e| error(c, &what, &e))?;
     Ok(Some(
         rows.iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| super::sink::TableColumn {
+                name: r.get(0),
+                db_type: r.get(1),
+                not_null: r.get(2),
+                primary_key: r.get(3),
+            })
             .collect(),
     ))
+}
+
+/// The error for a connection lost during `COMMIT`: the server may or may not have committed,
+/// so it is not retried (a retry could load the rows twice).
+pub fn commit_unknown(c: &Connector, target: &str, e: &str) -> Error {
+    c.error(
+        &format!("committing {target}"),
+        format!("{e}; the connection failed during COMMIT, so whether this run's rows were committed is unknown (the watermark did not move): check the table before running the job again"),
+        false,
+    )
 }
 
 /// A PostgreSQL load: one transaction from `begin` to `commit`.
@@ -684,7 +707,7 @@ impl PgLoad {
     /// [`Error::Connection`]; [`Error::Target`] when the table differs from the model.
     pub async fn begin(t: &DbTarget) -> Result<PgLoad> {
         let c = &t.connector;
-        let conn = connect(c).await?;
+        let conn = connect_with(c, false).await?;
         let d = Dialect::Postgres;
         let what = format!("loading {}", t.table);
         let err = |e: tokio_postgres::Error| error(c, &what, &e);
@@ -841,6 +864,14 @@ impl PgLoad {
         let cols = column_list(d, &t.staged);
         let mut stats = LoadStats::default();
         let started = t.started.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+        if let Some(limit) = c.statement_timeout {
+            // Each statement applying the mode gets the connection's limit.
+            let ms = limit.as_millis().to_string();
+            client
+                .execute("SELECT set_config('statement_timeout', $1, true)", &[&ms])
+                .await
+                .map_err(err)?;
+        }
         if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
             let dups: i64 = client
                 .query_one(
@@ -987,7 +1018,10 @@ impl PgLoad {
             }
         }
         let _ = self.staged_into_target;
-        client.batch_execute("COMMIT").await.map_err(err)?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| commit_unknown(c, &t.shown(), &message(&e)))?;
         Ok(stats)
     }
 

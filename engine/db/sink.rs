@@ -281,12 +281,16 @@ impl DbTarget {
     /// Differences between the table's columns (name, type as the database prints it, NOT
     /// NULL) and the expected ones, as lines for `plan` and errors; empty when they match.
     /// Extra nullable columns of the table are allowed (they stay null).
-    pub fn differences(&self, d: Dialect, actual: &[(String, String, bool)]) -> Vec<Difference> {
+    pub fn differences(&self, d: Dialect, actual: &[TableColumn]) -> Vec<Difference> {
         let mut out = Vec::new();
         for c in &self.columns {
-            match actual.iter().find(|(n, _, _)| n == &c.name) {
+            match actual.iter().find(|a| a.name == c.name) {
                 None => out.push(Difference::Missing(c.clone())),
-                Some((_, t, not_null)) => {
+                Some(TableColumn {
+                    db_type: t,
+                    not_null,
+                    ..
+                }) => {
                     let want = sql_type(d, c);
                     if !same_type(d, &want, t) {
                         out.push(Difference::Type {
@@ -303,16 +307,47 @@ impl DbTarget {
                 }
             }
         }
-        for (name, t, not_null) in actual {
-            if *not_null && !self.columns.iter().any(|c| &c.name == name) {
+        for a in actual {
+            if a.not_null && !self.columns.iter().any(|c| c.name == a.name) {
                 out.push(Difference::ExtraNotNull {
-                    column: name.clone(),
-                    table: t.clone(),
+                    column: a.name.clone(),
+                    table: a.db_type.clone(),
+                });
+            }
+        }
+        // Merge and scd2 find rows by the key; without it as the table's primary key a merge
+        // would add a second row per key (MySQL) or fail (PostgreSQL, SQLite).
+        if matches!(self.mode, LoadMode::Merge | LoadMode::Scd2) {
+            let mut have: Vec<String> = actual
+                .iter()
+                .filter(|a| a.primary_key)
+                .map(|a| a.name.clone())
+                .collect();
+            let mut want = self.table_key();
+            have.sort();
+            want.sort();
+            if have != want {
+                out.push(Difference::Key {
+                    table: have,
+                    model: self.table_key(),
                 });
             }
         }
         out
     }
+}
+
+/// A column of an existing table, as the database describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableColumn {
+    /// Name.
+    pub name: String,
+    /// Type as the database prints it.
+    pub db_type: String,
+    /// NOT NULL.
+    pub not_null: bool,
+    /// Part of the primary key.
+    pub primary_key: bool,
 }
 
 /// One difference between a database table and the model.
@@ -335,6 +370,13 @@ pub enum Difference {
         column: String,
         /// Whether the table's column is NOT NULL.
         table_not_null: bool,
+    },
+    /// The table's primary key is not the one `merge`/`scd2` match rows by.
+    Key {
+        /// The table's primary key columns.
+        table: Vec<String>,
+        /// The key the load needs.
+        model: Vec<String>,
     },
     /// The table has a NOT NULL column the model does not fill.
     ExtraNotNull {
@@ -374,6 +416,12 @@ impl std::fmt::Display for Difference {
                 "column `{column}` is {} in the table, {} in the model",
                 if *table_not_null { "NOT NULL" } else { "nullable" },
                 if *table_not_null { "nullable" } else { "required" }
+            ),
+            Difference::Key { table, model } => write!(
+                f,
+                "the table's primary key is ({}), but this load matches rows by ({})",
+                table.join(", "),
+                model.join(", ")
             ),
             Difference::ExtraNotNull { column, table } => write!(
                 f,

@@ -118,11 +118,13 @@ pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Resul
                 } else {
                     format!("declared type {decl}")
                 };
-                return Err(super::unsupported_type(
+                return Err(Error::source(
                     source,
-                    col.name(),
-                    &what,
-                    &format!("CAST({} AS TEXT)", Dialect::Sqlite.quote(col.name())),
+                    "",
+                    format!(
+                        "column `{}` has {what}, so the type of its values cannot be known (SQLite types values, not expressions); select table columns, whose declared types map as the table in docs/reference.md shows",
+                        col.name()
+                    ),
                 ));
             }
         }
@@ -257,12 +259,7 @@ pub async fn extract(
     let columns = columns.to_vec();
     let source = ext.source.clone();
     let batch = ext.batch_size.max(1);
-    let permit = c
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| c.error("waiting for a connection slot", e, false))?;
+    let permit = c.slot().await?;
     tokio::task::spawn_blocking(move || -> Result<()> {
         let _permit = permit;
         let conn = open(&c, true)?;
@@ -328,7 +325,7 @@ fn table_columns(
     c: &Connector,
     conn: &rusqlite::Connection,
     table: &super::TableName,
-) -> Result<Option<Vec<(String, String, bool)>>> {
+) -> Result<Option<Vec<super::sink::TableColumn>>> {
     let d = Dialect::Sqlite;
     let pragma = match &table.schema {
         Some(s) => format!("PRAGMA {}.table_info({})", d.quote(s), d.quote(&table.name)),
@@ -337,8 +334,15 @@ fn table_columns(
     let mut stmt = conn
         .prepare(&pragma)
         .map_err(|e| error(c, "looking up the table", &e))?;
-    let cols: Vec<(String, String, bool)> = stmt
-        .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0)))
+    let cols: Vec<super::sink::TableColumn> = stmt
+        .query_map([], |r| {
+            Ok(super::sink::TableColumn {
+                name: r.get(1)?,
+                db_type: r.get(2)?,
+                not_null: r.get::<_, i64>(3)? != 0,
+                primary_key: r.get::<_, i64>(5)? > 0,
+            })
+        })
         .map_err(|e| error(c, "looking up the table", &e))?
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| error(c, "looking up the table", &e))?;
@@ -352,7 +356,7 @@ fn table_columns(
 pub fn inspect_columns(
     c: &Connector,
     table: &super::TableName,
-) -> Result<Option<Vec<(String, String, bool)>>> {
+) -> Result<Option<Vec<super::sink::TableColumn>>> {
     let conn = open(c, true)?;
     table_columns(c, &conn, table)
 }
@@ -544,7 +548,7 @@ impl SqliteLoad {
                         [],
                     )
                     .map_err(err)? as u64;
-                stats.inserted = self.rows - matched;
+                stats.inserted = self.rows.saturating_sub(matched);
                 stats.updated = changed.saturating_sub(stats.inserted);
                 if t.delete_missing {
                     stats.deleted = conn
