@@ -1231,7 +1231,11 @@ mode = "append"
     holder.try_lock().unwrap();
     let o = w.run(&["run", "load"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(show(&o).contains("another run of job `load` is in progress"), "{}", show(&o));
+    assert!(
+        show(&o).contains("another run of job `load` is in progress"),
+        "{}",
+        show(&o)
+    );
     drop(holder);
 
     // Changing the cursor column needs a full refresh.
@@ -1243,4 +1247,132 @@ mode = "append"
     let o = w.run(&["run", "load"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(show(&o).contains("--full-refresh"), "{}", show(&o));
+}
+
+/// A project whose job reads one row of `query` from connection `pg` (settings `extra`) into
+/// Parquet, as the `item` model.
+fn query_project(query: &str, extra: &str) -> Workdir {
+    let toml = format!(
+        "name = \"conn\"\n\n[connections.pg]\nkind = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/test\"\n{extra}\n"
+    );
+    let job = format!(
+        r#"
+mapping = "items_to_item"
+
+[sources.items]
+connection = "pg"
+query = "{query}"
+
+[target]
+format = "parquet"
+table = "items"
+mode = "overwrite"
+"#
+    );
+    Workdir::with_files(&[
+        ("sluice.toml", &toml),
+        ("mappings/canonical/item.toml", ITEM_MODEL),
+        ("mappings/items_to_item.toml", ITEM_MAPPING),
+        ("jobs/load.toml", &job),
+    ])
+}
+
+#[test]
+fn tls_modes_and_statement_timeout_are_applied() {
+    assert_eq!(
+        psql("SHOW ssl"),
+        "on",
+        "this test needs PostgreSQL with TLS on"
+    );
+    // `require`: the session is encrypted (the server says so for its own backend).
+    let q = "SELECT 1::bigint AS id, CASE WHEN ssl THEN 'tls' ELSE 'plain' END AS name, NULL::numeric(10,2) AS price, NULL::timestamptz AS updated_at FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    for (mode, expected) in [("require", "tls"), ("disable", "plain")] {
+        let w = query_project(q, &format!("sslmode = \"{mode}\""));
+        let (o, _) = run_json(&w, &["run", "load"]);
+        assert!(o.status.success(), "{mode}: {}", show(&o));
+        let got = rows(&query(
+            &w.path().join("warehouse/items"),
+            "SELECT name FROM t",
+        ));
+        assert_eq!(got, [expected], "{mode}");
+    }
+    // `verify-full` checks the certificate against the CA file and the host name: the server's
+    // certificate names `localhost`, not 127.0.0.1.
+    let w = query_project(
+        q,
+        "sslmode = \"verify-full\"\nca_file = \"/etc/ssl/certs/ssl-cert-snakeoil.pem\"",
+    );
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let msg = r["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(msg.contains("certificate"), "{msg}");
+
+    // statement_timeout cancels a statement that runs longer.
+    let slow = "SELECT 1::bigint AS id, 'x' AS name, NULL::numeric(10,2) AS price, NULL::timestamptz AS updated_at FROM pg_sleep(3)";
+    let w = query_project(slow, "statement_timeout = \"300ms\"");
+    let t0 = Instant::now();
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("statement timeout"), "{msg}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the statement was not cut short"
+    );
+}
+
+#[test]
+fn integer_cursors_with_a_numeric_lookback() {
+    let s = PgSchema::new("intcursor");
+    psql(&format!(
+        "CREATE TABLE {s}.src (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2), updated_at timestamptz, version integer NOT NULL);
+         INSERT INTO {s}.src VALUES (1, 'a', 1, NULL, 10), (2, 'b', 2, NULL, 20);",
+        s = s.0
+    ));
+    let job = format!(
+        r#"
+mapping = "items_to_item"
+
+[sources.items]
+connection = "pg"
+table = "{s}.src"
+incremental = {{ column = "version", lookback = 5 }}
+
+[target]
+connection = "pg"
+table = "{s}.dst"
+mode = "merge"
+"#,
+        s = s.0
+    );
+    let w = item_project(&job);
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(r["watermarks"][0]["value"], "20");
+    // Version 16 arrived late (within the lookback of 5), version 14 too late.
+    psql(&format!(
+        "INSERT INTO {s}.src VALUES (3, 'c', 3, NULL, 16), (4, 'd', 4, NULL, 14);",
+        s = s.0
+    ));
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    // version > 15: b (20, unchanged) and c (16).
+    assert_eq!(r["rows"]["read"], 2);
+    assert_eq!(load_counts(&r), (1, 0, 0));
+    assert_eq!(r["watermarks"][0]["value"], "20");
+    assert_eq!(
+        pg_rows(&format!("SELECT id FROM {}.dst ORDER BY id", s.0)),
+        ["1", "2", "3"]
+    );
+    // A duration is not a lookback for an integer cursor.
+    w.write(
+        "jobs/load.toml",
+        &job.replace("lookback = 5", "lookback = \"5m\""),
+    );
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("write a number"), "{}", show(&o));
 }
