@@ -673,6 +673,17 @@ pub async fn compile_for(
             .await?,
         );
     }
+    if matches!(mode, ExtractMode::Backfill { .. })
+        && !extractions.iter().any(|e| e.cursor.is_some())
+    {
+        return Err(Error::Usage {
+            message: format!(
+                "job `{}` has no incremental source, so there is no cursor range to backfill",
+                job.name
+            ),
+            hint: Some("backfill needs a database source with `incremental = { column = ... }`; to read everything again use `sluice run --full-refresh`".into()),
+        });
+    }
     let driving = sources[0].clone();
 
     let err_at = |diags: &mut Diagnostics,

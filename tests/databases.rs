@@ -1376,3 +1376,151 @@ mode = "merge"
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(show(&o).contains("write a number"), "{}", show(&o));
 }
+
+#[test]
+fn config_mistakes_with_databases_are_reported_with_their_line() {
+    let s = PgSchema::new("cfg");
+    psql(&format!(
+        "CREATE TABLE {s}.src (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2), updated_at timestamptz NOT NULL)",
+        s = s.0
+    ));
+    let job = |conn: &str, mode: &str| {
+        format!(
+            r#"mapping = "items_to_item"
+
+[sources.items]
+connection = "{conn}"
+table = "{s}.src"
+incremental = {{ column = "updated_at" }}
+
+[target]
+format = "parquet"
+table = "items"
+mode = "{mode}"
+"#,
+            s = s.0
+        )
+    };
+    // A misspelled connection: exit 2, the line, and the name it probably meant.
+    let w = item_project(&job("pgg", "append"));
+    let o = w.run(&["validate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let out = show(&o);
+    assert!(
+        out.contains("no connection named `pgg`")
+            && out.contains("jobs/load.toml:4")
+            && out.contains("did you mean `pg`?"),
+        "{out}"
+    );
+    // An incremental source into an overwrite target would keep only the new rows.
+    w.write("jobs/load.toml", &job("pg", "overwrite"));
+    let o = w.run(&["validate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        show(&o).contains("would replace the table with them"),
+        "{}",
+        show(&o)
+    );
+    // A password in the URL's query string is plain text too.
+    w.write(
+        "sluice.toml",
+        &CONNECTIONS.replace("5432/test\"", "5432/test?password=hunter2\""),
+    );
+    let o = w.run(&["validate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        show(&o).contains("password written in plain text"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn a_backfill_reads_lookup_sources_whole() {
+    let s = PgSchema::new("bflookup");
+    psql(&format!(
+        "CREATE TABLE {s}.src (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2), updated_at timestamptz NOT NULL, kind text);
+         CREATE TABLE {s}.kinds (kind text PRIMARY KEY, label text);
+         INSERT INTO {s}.kinds VALUES ('f', 'fruit');
+         INSERT INTO {s}.src VALUES (1, 'apple', 1, '2024-01-01 10:00+00', 'f'), (2, 'pear', 2, '2024-01-02 10:00+00', 'f');",
+        s = s.0
+    ));
+    let mapping = r#"
+model = "item@1"
+from = "items"
+
+[[join]]
+source = "kinds"
+on = "kinds.kind = items.kind"
+
+[fields]
+id = "items.id"
+name = "items.name || ' (' || kinds.label || ')'"
+price = "items.price"
+updated_at = "items.updated_at"
+"#;
+    let job = format!(
+        r#"mapping = "items_to_item"
+
+[sources.items]
+connection = "pg"
+table = "{s}.src"
+incremental = {{ column = "updated_at" }}
+
+[sources.kinds]
+connection = "pg"
+table = "{s}.kinds"
+
+[target]
+connection = "pg"
+table = "{s}.dst"
+mode = "merge"
+"#,
+        s = s.0
+    );
+    let w = item_project(&job);
+    w.write("mappings/items_to_item.toml", mapping);
+    let (o, r) = run_json(
+        &w,
+        &[
+            "backfill",
+            "load",
+            "--from",
+            "2024-01-02",
+            "--to",
+            "2024-01-03",
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(r["rows"]["read"], 1);
+    assert_eq!(
+        pg_rows(&format!("SELECT id, name FROM {}.dst", s.0)),
+        ["2|pear (fruit)"]
+    );
+}
+
+#[test]
+fn mariadb_keys_compare_exactly() {
+    let my = MyTables::new("keys");
+    let table = format!("{}_items", my.0);
+    let model = ITEM_MODEL.replace(
+        "[fields.id]\ntype = \"int64\"",
+        "[fields.id]\ntype = \"string\"",
+    );
+    let mapping = ITEM_MAPPING.replace("id = \"items.id\"", "id = \"CAST(items.id AS VARCHAR)\"");
+    let w = Workdir::with_files(&[
+        ("sluice.toml", CONNECTIONS),
+        ("mappings/canonical/item.toml", &model),
+        ("mappings/items_to_item.toml", &mapping),
+        ("jobs/load.toml", &csv_job("my", &table, "merge", "")),
+    ]);
+    // Three keys that MariaDB's default collation would call equal.
+    w.write(
+        "items.csv",
+        "id,name,price,updated_at\nabc,a,1.00,2024-01-01T00:00:00Z\nABC,b,2.00,2024-01-01T00:00:00Z\nabc ,c,3.00,2024-01-01T00:00:00Z\n",
+    );
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(load_counts(&r), (3, 0, 0));
+    assert_eq!(mariadb(&format!("SELECT count(*) FROM `{table}`")), "3");
+}

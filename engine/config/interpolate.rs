@@ -99,6 +99,19 @@ fn is_env_name(name: &str) -> bool {
 /// True when a URL carries a password written in plain text (`scheme://user:pass@host`) rather
 /// than through `${env:...}`/`${file:...}`.
 pub fn has_plaintext_password(url_template: &str) -> bool {
+    // `?password=...` in a URL, or `password=...` in a `key=value` connection string.
+    let lower = url_template.to_ascii_lowercase();
+    for (i, _) in lower.match_indices("password=") {
+        let boundary = i == 0 || matches!(lower.as_bytes()[i - 1], b'?' | b'&' | b' ' | b';');
+        let value = &url_template[i + "password=".len()..];
+        if boundary
+            && !value.is_empty()
+            && !value.starts_with("${")
+            && !value.starts_with(['&', ' ', ';'])
+        {
+            return true;
+        }
+    }
     let Some((_, rest)) = url_template.split_once("://") else {
         return false;
     };

@@ -452,6 +452,45 @@ impl Project {
                 diags.push(d);
                 continue;
             };
+            let known: Vec<&str> = self
+                .settings
+                .connections
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let named = j
+                .sources
+                .iter()
+                .filter_map(|(n, s)| {
+                    s.connection
+                        .as_ref()
+                        .map(|c| (format!("sources.{n}.connection"), c))
+                })
+                .chain(
+                    j.target
+                        .connection
+                        .as_ref()
+                        .map(|c| ("target.connection".to_string(), c)),
+                );
+            for (key, c) in named {
+                if self.settings.connections.contains_key(c.get_ref()) {
+                    continue;
+                }
+                let mut d = j.src.diagnostic(
+                    Some(c.span()),
+                    key,
+                    format!("no connection named `{}` in sluice.toml", c.get_ref()),
+                );
+                d.hint = Some(match did_you_mean(c.get_ref(), known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if known.is_empty() => {
+                        "declare it in sluice.toml as [connections.<name>] with `kind` and `url`"
+                            .into()
+                    }
+                    None => format!("connections in sluice.toml: {}", known.join(", ")),
+                });
+                diags.push(d);
+            }
             let needed = m.source_names();
             let bound: Vec<&str> = j.sources.keys().map(String::as_str).collect();
             let ref_uses: Vec<SourceUse> = m
@@ -1479,6 +1518,18 @@ fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
     }
     if let Some(t) = &target {
         validate_target(&mut r, &table, t);
+        if t.mode == LoadMode::Overwrite {
+            for (name, s) in &sources {
+                if let Some(inc) = &s.incremental {
+                    r.error(
+                        Some(inc.column.span()),
+                        &format!("sources.{name}.incremental"),
+                        "an incremental source reads only new rows, and an `overwrite` target would replace the table with them",
+                        Some("use `mode = \"append\"` (Parquet or database) or `\"merge\"` (database), or remove `incremental`".into()),
+                    );
+                }
+            }
+        }
         if t.mode == LoadMode::Append {
             for (name, s) in &sources {
                 if let Some(lb) = s.incremental.as_ref().and_then(|i| i.lookback.as_ref()) {

@@ -491,6 +491,19 @@ impl PartitionStream for DbPartition {
     }
 }
 
+/// The error for a value of result row `row_no` (1-based) that does not convert to its
+/// column's Arrow type.
+pub fn value_error(source: &str, row_no: u64, column: &DbColumn, why: &str) -> Error {
+    Error::source(
+        source,
+        "",
+        format!(
+            "row {row_no} of the result, column `{}` ({}): {why}",
+            column.name, column.db_type
+        ),
+    )
+}
+
 /// Where a driver sends the batches it builds (every selected column, in `used` order):
 /// counts rows, tracks the cursor's maximum, drops the cursor if the plan did not ask for it.
 pub struct BatchSender {

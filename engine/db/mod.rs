@@ -438,6 +438,15 @@ pub async fn scan(
             ))
         })?;
         cursor = Some((idx, kind));
+        // A lookback of the wrong kind is an error now, not on the run after the first.
+        if let Some(lb) = &inc.lookback {
+            let zero = match kind {
+                CursorKind::Integer => CursorValue::Int(0),
+                CursorKind::Timestamp { .. } => CursorValue::Micros(0),
+                CursorKind::Date => CursorValue::Days(0),
+            };
+            zero.minus(lb.get_ref()).map_err(src_err)?;
+        }
         let db_type = columns[idx].db_type.clone();
         let mk = |lower, upper, why: String| CursorRange {
             column: column.clone(),
@@ -515,10 +524,6 @@ pub async fn scan(
                 }
             },
         };
-    } else if let ExtractMode::Backfill { .. } = mode {
-        return Err(src_err(
-            "a backfill reads a range of the incremental column, and this source has no `incremental = { column = ... }`".into(),
-        ));
     }
 
     let ext = Arc::new(extract::Extraction {

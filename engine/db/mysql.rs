@@ -56,6 +56,21 @@ pub struct MyConn {
     pub mariadb: bool,
 }
 
+impl MyConn {
+    /// `sql` with the binary collation made NO PAD, so `abc` and `abc ` are different keys:
+    /// `utf8mb4_nopad_bin` on MariaDB, `utf8mb4_0900_bin` on MySQL 8 (older MySQL has none).
+    pub fn no_pad(&self, sql: &str) -> String {
+        let collation = if self.mariadb {
+            "utf8mb4_nopad_bin"
+        } else if self.conn.server_version().0 >= 8 {
+            "utf8mb4_0900_bin"
+        } else {
+            return sql.to_string();
+        };
+        sql.replace("COLLATE utf8mb4_bin", &format!("COLLATE {collation}"))
+    }
+}
+
 /// Connects with the connector's TLS mode and timeout, and sets the session's time zone to
 /// UTC and its statement timeout.
 ///
@@ -91,7 +106,7 @@ pub async fn connect(c: &Connector) -> Result<MyConn> {
                 true,
             )
         })?
-        .map_err(|e| error(c, "connecting", &e))?;
+        .map_err(|e| error(c, &format!("connecting to {}", c.shown), &e))?;
     let mut my = MyConn {
         conn,
         _permit: permit,
@@ -101,7 +116,7 @@ pub async fn connect(c: &Connector) -> Result<MyConn> {
         .conn
         .query_first("SELECT VERSION()")
         .await
-        .map_err(|e| error(c, "connecting", &e))?;
+        .map_err(|e| error(c, &format!("connecting to {}", c.shown), &e))?;
     my.mariadb = version.is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
     my.conn
         // UTC times, and errors instead of silent truncation (a key cut to the column's
@@ -506,16 +521,8 @@ pub async fn extract(
     while let Some(row) = result.next().await.map_err(|e| error(c, &what, &e))? {
         row_no += 1;
         for (i, (b, v)) in builders.iter_mut().zip(row.unwrap_raw()).enumerate() {
-            b.push(v).map_err(|m| {
-                Error::source(
-                    &ext.source,
-                    "",
-                    format!(
-                        "row {row_no} of the result, column `{}` ({}): {m}",
-                        columns[i].name, columns[i].db_type
-                    ),
-                )
-            })?;
+            b.push(v)
+                .map_err(|m| super::extract::value_error(&ext.source, row_no, &columns[i], &m))?;
         }
         n += 1;
         if n == batch {
@@ -682,7 +689,11 @@ impl MyLoad {
             });
         }
         match table_columns(c, &mut my.conn, &t.table).await? {
-            None => my.conn.query_drop(t.create_sql(d)).await.map_err(err)?,
+            None => my
+                .conn
+                .query_drop(my.no_pad(&t.create_sql(d)))
+                .await
+                .map_err(err)?,
             Some(actual) => {
                 let diffs = t.differences(d, &actual);
                 if !diffs.is_empty() {
@@ -691,15 +702,13 @@ impl MyLoad {
                     {
                         for x in &diffs {
                             if let super::sink::Difference::Missing(col) = x {
-                                my.conn
-                                    .query_drop(format!(
-                                        "ALTER TABLE {} ADD COLUMN {} {}",
-                                        t.table.quoted(d),
-                                        d.quote(&col.name),
-                                        super::sink::sql_type(d, col)
-                                    ))
-                                    .await
-                                    .map_err(err)?;
+                                let sql = my.no_pad(&format!(
+                                    "ALTER TABLE {} ADD COLUMN {} {}",
+                                    t.table.quoted(d),
+                                    d.quote(&col.name),
+                                    super::sink::sql_type(d, col)
+                                ));
+                                my.conn.query_drop(sql).await.map_err(err)?;
                             }
                         }
                     } else {
@@ -721,14 +730,12 @@ impl MyLoad {
                 .iter()
                 .map(|col| format!("{} {}", d.quote(&col.name), super::sink::sql_type(d, col)))
                 .collect();
-            my.conn
-                .query_drop(format!(
-                    "CREATE TABLE {} ({}) ENGINE = InnoDB",
-                    stage.quoted(d),
-                    cols.join(", ")
-                ))
-                .await
-                .map_err(err)?;
+            let sql = my.no_pad(&format!(
+                "CREATE TABLE {} ({}) ENGINE = InnoDB",
+                stage.quoted(d),
+                cols.join(", ")
+            ));
+            my.conn.query_drop(sql).await.map_err(err)?;
             stage.quoted(d)
         };
         my.conn.query_drop("START TRANSACTION").await.map_err(err)?;

@@ -161,7 +161,7 @@ pub async fn connect_with(c: &Connector, with_timeout: bool) -> Result<PgConn> {
             let (client, conn) = config
                 .connect(tokio_postgres::NoTls)
                 .await
-                .map_err(|e| error(c, "connecting", &e))?;
+                .map_err(|e| error(c, &format!("connecting to {}", c.shown), &e))?;
             (
                 client,
                 tokio::spawn(async move {
@@ -178,7 +178,7 @@ pub async fn connect_with(c: &Connector, with_timeout: bool) -> Result<PgConn> {
             let (client, conn) = config
                 .connect(tls_connector(c)?)
                 .await
-                .map_err(|e| error(c, "connecting", &e))?;
+                .map_err(|e| error(c, &format!("connecting to {}", c.shown), &e))?;
             (
                 client,
                 tokio::spawn(async move {
@@ -603,16 +603,8 @@ pub async fn extract(
         row_no += 1;
         for (i, b) in builders.iter_mut().enumerate() {
             let raw: Option<Raw> = row.try_get(i).map_err(|e| error(c, &what, &e))?;
-            b.push(raw.map(|r| r.0)).map_err(|m| {
-                Error::source(
-                    &ext.source,
-                    "",
-                    format!(
-                        "row {row_no} of the result, column `{}` ({}): {m}",
-                        columns[i].name, columns[i].db_type
-                    ),
-                )
-            })?;
+            b.push(raw.map(|r| r.0))
+                .map_err(|m| super::extract::value_error(&ext.source, row_no, &columns[i], &m))?;
         }
         n += 1;
         if n == batch {

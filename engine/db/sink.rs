@@ -452,6 +452,9 @@ pub fn schema_mismatch(target: &DbTarget, diffs: &[Difference]) -> Error {
     }
 }
 
+/// Character set and collation of MySQL text columns: exact comparison.
+const MYSQL_TEXT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
+
 /// The SQL type of a target column in `d`.
 pub fn sql_type(d: Dialect, c: &TargetColumn) -> String {
     use FieldType as F;
@@ -486,10 +489,12 @@ pub fn sql_type(d: Dialect, c: &TargetColumn) -> String {
         },
         Dialect::Mysql => match ty {
             // A key or a bounded text needs a length in MySQL; 255 characters fit an index.
+            // Binary collation: two keys equal only when their text is (the default
+            // collations ignore case and trailing spaces, and would merge `abc` and `ABC`).
             F::String => match c.max_length {
-                Some(n) if n <= 16_383 => format!("varchar({n})"),
-                _ if c.primary_key => "varchar(255)".into(),
-                _ => "longtext".into(),
+                Some(n) if n <= 16_383 => format!("varchar({n}) {MYSQL_TEXT}"),
+                _ if c.primary_key => format!("varchar(255) {MYSQL_TEXT}"),
+                _ => format!("longtext {MYSQL_TEXT}"),
             },
             F::Int32 => "int".into(),
             F::Int64 => "bigint".into(),
@@ -519,7 +524,12 @@ pub fn sql_type(d: Dialect, c: &TargetColumn) -> String {
 /// Whether the type a database prints (`format_type`, `COLUMN_TYPE`, the declared type) is the
 /// expected one.
 fn same_type(d: Dialect, want: &str, have: &str) -> bool {
-    let norm = |s: &str| s.to_ascii_lowercase().replace(' ', "");
+    // The type only: a MySQL `COLUMN_TYPE` does not show the character set or collation.
+    let norm = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        let s = s.split(" character set").next().unwrap_or(&s).to_string();
+        s.replace(' ', "")
+    };
     let (w, h) = (norm(want), norm(have));
     if w == h {
         return true;

@@ -281,16 +281,8 @@ pub async fn extract(
             row_no += 1;
             for (i, b) in builders.iter_mut().enumerate() {
                 let v = row.get_ref(i).map_err(|e| error(&c, &what, &e))?;
-                b.push(v).map_err(|m| {
-                    Error::source(
-                        &source,
-                        "",
-                        format!(
-                            "row {row_no} of the result, column `{}` ({}): {m}",
-                            columns[i].name, columns[i].db_type
-                        ),
-                    )
-                })?;
+                b.push(v)
+                    .map_err(|m| super::extract::value_error(&source, row_no, &columns[i], &m))?;
             }
             n += 1;
             if n == batch {
