@@ -1389,7 +1389,7 @@ pub async fn compile_for(
             let connector =
                 crate::db::Connector::shared(project, &conn, &redactor, &mut connectors)?;
             let with_flags = rules.iter().any(|r| r.action == RuleAction::Flag);
-            validate_db_target(job, &model, &extractions, mode, &mut diags);
+            validate_db_target(job, &model, mode, &mut diags);
             let target = crate::db::sink::DbTarget::new(
                 connector,
                 table,
@@ -1467,7 +1467,6 @@ pub async fn compile_for(
 fn validate_db_target(
     job: &Job,
     model: &CanonicalModel,
-    extractions: &[Arc<crate::db::extract::Extraction>],
     mode: &ExtractMode,
     diags: &mut Diagnostics,
 ) {
@@ -1521,7 +1520,6 @@ fn validate_db_target(
             }
         }
     }
-    let _ = extractions;
     if t.delete_missing
         && *mode != ExtractMode::FullRefresh
         && job.sources.values().any(|s| s.incremental.is_some())

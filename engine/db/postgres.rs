@@ -683,7 +683,6 @@ pub struct PgLoad {
     buf: BytesMut,
     /// Rows staged.
     rows: u64,
-    staged_into_target: bool,
 }
 
 const STAGE: &str = "sluice_stage";
@@ -746,8 +745,7 @@ impl PgLoad {
                 }
             }
         }
-        let staged_into_target = t.mode == LoadMode::Append;
-        let into = if staged_into_target {
+        let into = if t.mode == LoadMode::Append {
             t.table.quoted(d)
         } else {
             let cols: Vec<String> = t
@@ -785,7 +783,6 @@ impl PgLoad {
             copy: Some(Box::pin(sink)),
             buf,
             rows: 0,
-            staged_into_target,
         })
     }
 
@@ -1009,7 +1006,6 @@ impl PgLoad {
                     .map_err(err)?;
             }
         }
-        let _ = self.staged_into_target;
         client
             .batch_execute("COMMIT")
             .await
