@@ -18,7 +18,8 @@ use sluice::run::{NoProgress, Progress, RunReport, TerminalProgress};
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (dataset checks may have warned)
-  1  the run failed (source, target, engine or state error); the target is unchanged
+  1  the run failed (source, connection, target, engine or state error); the target and
+     the watermarks are unchanged
   2  invalid configuration or command line
   3  a dataset check failed; the quarantine and report were written, the target is unchanged
 
@@ -27,6 +28,10 @@ Examples:
   sluice plan flights              show schemas, rules and the DataFusion plans of jobs/flights.toml
   sluice run flights               run it; a summary table at the end
   sluice run flights --json        print the run report as JSON (for schedulers)
+  sluice run flights_from_postgres incremental: only rows above the last committed watermark
+  sluice run JOB --full-refresh    read incremental sources whole
+  sluice backfill JOB --from 2013-06-01 --to 2013-07-01
+                                   re-read a range of the cursor; the watermark stays
   sluice quarantine flights        rejected rows of the latest run: counts per rule, samples
   sluice replay flights --run ID   after fixing the mapping, load the rows run ID rejected
   sluice quality flights           per rule and check, the values of the last runs
@@ -633,9 +638,8 @@ async fn run(
         if transient {
             if let Some(delay) = delays.next() {
                 eprintln!(
-                    "attempt {attempt} of {} failed for a reason that may pass ({}); nothing was committed; retrying in {:.1} s",
+                    "attempt {attempt} of {} failed for a reason that may pass (above); nothing was committed; retrying in {:.1} s",
                     retry.attempts,
-                    report.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
                     delay.as_secs_f64()
                 );
                 tokio::time::sleep(delay).await;

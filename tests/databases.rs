@@ -897,7 +897,7 @@ lines', '\x00ff'::bytea, '{{"a": 1}}', '{{"b": [1, 2]}}',
         ("numeric", "numeric without precision and scale"),
     ] {
         psql(&format!(
-            "DROP TABLE IF EXISTS {s}.odd; CREATE TABLE {s}.odd (id integer, amount integer, v {ty})",
+            "DROP TABLE IF EXISTS {s}.odd; CREATE TABLE {s}.odd (id integer, amount integer, v {ty}, w text[])",
             s = s.0
         ));
         let w = types_project_for_odd("pg", &format!("{}.odd", s.0));
@@ -905,7 +905,9 @@ lines', '\x00ff'::bytea, '{{"a": 1}}', '{{"b": [1, 2]}}',
         assert_eq!(o.status.code(), Some(1), "{}", show(&o));
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         assert!(
-            err.contains(&format!("column `v` has type {what}")) && err.contains("query ="),
+            err.contains(&format!("column `v` has type {what}"))
+                && err.contains("column `w` has type text[]")
+                && err.contains("query ="),
             "{err}"
         );
     }

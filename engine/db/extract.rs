@@ -41,6 +41,14 @@ pub enum Relation {
 }
 
 impl Relation {
+    /// How messages name it: the table, or `query`.
+    pub fn label(&self) -> String {
+        match self {
+            Relation::Table(t) => t.to_string(),
+            Relation::Query(_) => "query".into(),
+        }
+    }
+
     /// The `FROM` item.
     pub fn from_sql(&self, d: Dialect) -> String {
         match self {

@@ -335,15 +335,35 @@ pub struct DbColumn {
     pub data_type: DataType,
 }
 
-/// Tells the user which column has a type Sluice does not read, and how to read it anyway.
-pub fn unsupported_type(source: &str, column: &str, db_type: &str, cast_hint: &str) -> Error {
+/// Tells the user every column whose type Sluice does not read (`(column, type, cast)`), and
+/// how to read them anyway.
+pub fn unsupported_types(
+    source: &str,
+    c: &Connector,
+    relation: &extract::Relation,
+    columns: &[(String, String, String)],
+) -> Error {
+    let listed: Vec<String> = columns
+        .iter()
+        .map(|(col, what, _)| format!("column `{col}` has type {what}"))
+        .collect();
+    let casts: Vec<String> = columns
+        .iter()
+        .map(|(col, _, cast)| format!("{cast} AS {col}"))
+        .collect();
+    let whole = match relation {
+        extract::Relation::Table(_) => {
+            " (a `table` source reads every column, for the quarantine, even those the mapping does not use)"
+        }
+        extract::Relation::Query(_) => "",
+    };
     Error::Source {
         source_name: source.to_string(),
-        path: String::new(),
+        path: format!("{}:{}", c.name, relation.label()),
         message: format!(
-            "column `{column}` has type {db_type}, which Sluice does not convert (it would lose information or guess); \
-             read it through `query = \"SELECT ..., {cast_hint} AS {column} FROM ...\"` with a supported type \
-             (see the type table in docs/reference.md)"
+            "{}: Sluice does not convert these types (it would lose information or guess){whole}; read the columns you need through `query = 'SELECT ..., {} FROM ...'` with supported types (the type table is in docs/reference.md, \"Databases\")",
+            listed.join(", "),
+            casts.join(", ")
         ),
     }
 }

@@ -249,6 +249,7 @@ pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Resul
         .await
         .map_err(|e| error(c, &format!("describing source `{source}`"), &e))?;
     let mut out = Vec::new();
+    let mut unsupported = Vec::new();
     for col in stmt.columns().iter() {
         let name = col.name_str().to_string();
         match map_column(col) {
@@ -259,9 +260,12 @@ pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Resul
             }),
             Err(what) => {
                 let hint = format!("CAST({} AS CHAR)", Dialect::Mysql.quote(&name));
-                return Err(super::unsupported_type(source, &name, &what, &hint));
+                unsupported.push((name, what, hint));
             }
         }
+    }
+    if !unsupported.is_empty() {
+        return Err(super::unsupported_types(source, c, relation, &unsupported));
     }
     Ok(out)
 }

@@ -285,7 +285,11 @@ fn cast_hint(ty: &Type, typmod: i32, column: &str) -> (String, String) {
         };
         (what, format!("{q}::numeric(38,10)"))
     } else {
-        (ty.name().to_string(), format!("{q}::text"))
+        let name = match ty.kind() {
+            Kind::Array(inner) => format!("{}[]", inner.name()),
+            _ => ty.name().to_string(),
+        };
+        (name, format!("{q}::text"))
     }
 }
 
@@ -304,6 +308,7 @@ pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Resul
         .await
         .map_err(|e| error(c, &format!("describing source `{source}`"), &e))?;
     let mut out = Vec::new();
+    let mut unsupported = Vec::new();
     for col in stmt.columns() {
         let typmod = col.type_modifier();
         match map_type(col.type_(), typmod) {
@@ -314,9 +319,12 @@ pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Resul
             }),
             None => {
                 let (what, hint) = cast_hint(col.type_(), typmod, col.name());
-                return Err(super::unsupported_type(source, col.name(), &what, &hint));
+                unsupported.push((col.name().to_string(), what, hint));
             }
         }
+    }
+    if !unsupported.is_empty() {
+        return Err(super::unsupported_types(source, c, relation, &unsupported));
     }
     Ok(out)
 }
