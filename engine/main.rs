@@ -349,6 +349,12 @@ async fn compile_jobs(
                 });
                 diags.push(d);
             }
+            // A database that cannot be reached says nothing about the files: warn, and
+            // check the rest.
+            Err(e @ Error::Connection { .. }) => eprintln!(
+                "warning: job `{}` was checked without its database, which could not be reached: {e}",
+                job.name
+            ),
             Err(e) => diags.push(Diagnostic::file_level(job.src.path.clone(), e.to_string())),
         }
     }
