@@ -24,7 +24,7 @@ use super::extract::{BatchSender, CursorValue, Extraction, Relation};
 use super::sink::{column_list, DbTarget, LoadStats};
 use super::values::{format_decimal, parse_decimal};
 use super::{Connector, DbColumn, Dialect};
-use crate::config::spec::{LoadMode, OnSchemaChange, SslMode};
+use crate::config::spec::{LoadMode, SslMode};
 use crate::error::{Error, Result};
 
 /// Whether a MySQL error may go away on retry: I/O (a dropped or refused connection), a
@@ -699,25 +699,8 @@ impl MyLoad {
                 .await
                 .map_err(err)?,
             Some(actual) => {
-                let diffs = t.differences(d, &actual);
-                if !diffs.is_empty() {
-                    if t.on_schema_change == OnSchemaChange::AddColumns
-                        && diffs.iter().all(|x| x.addable())
-                    {
-                        for x in &diffs {
-                            if let super::sink::Difference::Missing(col) = x {
-                                let sql = my.no_pad(&format!(
-                                    "ALTER TABLE {} ADD COLUMN {} {}",
-                                    t.table.quoted(d),
-                                    d.quote(&col.name),
-                                    super::sink::sql_type(d, col)
-                                ));
-                                my.conn.query_drop(sql).await.map_err(err)?;
-                            }
-                        }
-                    } else {
-                        return Err(super::sink::schema_mismatch(t, &diffs));
-                    }
+                for sql in t.schema_changes(d, &actual)? {
+                    my.conn.query_drop(my.no_pad(&sql)).await.map_err(err)?;
                 }
             }
         }
@@ -729,15 +712,11 @@ impl MyLoad {
         let into = if t.mode == LoadMode::Append {
             t.table.quoted(d)
         } else {
-            let cols: Vec<String> = t
-                .staged
-                .iter()
-                .map(|col| format!("{} {}", d.quote(&col.name), super::sink::sql_type(d, col)))
-                .collect();
+            let cols = t.staging_columns(d);
             let sql = my.no_pad(&format!(
                 "CREATE TABLE {} ({}) ENGINE = InnoDB",
                 stage.quoted(d),
-                cols.join(", ")
+                cols
             ));
             my.conn.query_drop(sql).await.map_err(err)?;
             stage.quoted(d)

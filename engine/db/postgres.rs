@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
 use super::sink::{column_list, DbTarget, LoadStats};
 use super::{Connector, DbColumn, Dialect};
-use crate::config::spec::{LoadMode, OnSchemaChange, SslMode};
+use crate::config::spec::{LoadMode, SslMode};
 use crate::error::{Error, Result};
 use datafusion::arrow::array::RecordBatch;
 
@@ -731,41 +731,20 @@ impl PgLoad {
                     .map_err(err)?;
             }
             Some(actual) => {
-                let diffs = t.differences(d, &actual);
-                if !diffs.is_empty() {
-                    if t.on_schema_change == OnSchemaChange::AddColumns
-                        && diffs.iter().all(|x| x.addable())
-                    {
-                        for x in &diffs {
-                            if let super::sink::Difference::Missing(col) = x {
-                                let sql = format!(
-                                    "ALTER TABLE {} ADD COLUMN {} {}",
-                                    t.table.quoted(d),
-                                    d.quote(&col.name),
-                                    super::sink::sql_type(d, col)
-                                );
-                                conn.client.batch_execute(&sql).await.map_err(err)?;
-                            }
-                        }
-                    } else {
-                        return Err(super::sink::schema_mismatch(t, &diffs));
-                    }
+                for sql in t.schema_changes(d, &actual)? {
+                    conn.client.batch_execute(&sql).await.map_err(err)?;
                 }
             }
         }
         let into = if t.mode == LoadMode::Append {
             t.table.quoted(d)
         } else {
-            let cols: Vec<String> = t
-                .staged
-                .iter()
-                .map(|col| format!("{} {}", d.quote(&col.name), super::sink::sql_type(d, col)))
-                .collect();
+            let cols = t.staging_columns(d);
             conn.client
                 .batch_execute(&format!(
                     "CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP",
                     d.quote(STAGE),
-                    cols.join(", ")
+                    cols
                 ))
                 .await
                 .map_err(err)?;

@@ -216,6 +216,45 @@ impl DbTarget {
         )
     }
 
+    /// The statements that bring an existing table to the model: the `ADD COLUMN`s of
+    /// `on_schema_change = "add_columns"`, or none when it matches.
+    ///
+    /// # Errors
+    /// [`Error::Target`] listing every difference the setting does not allow.
+    pub fn schema_changes(&self, d: Dialect, actual: &[TableColumn]) -> Result<Vec<String>> {
+        let diffs = self.differences(d, actual);
+        if diffs.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.on_schema_change != OnSchemaChange::AddColumns
+            || !diffs.iter().all(Difference::addable)
+        {
+            return Err(schema_mismatch(self, &diffs));
+        }
+        Ok(diffs
+            .iter()
+            .filter_map(|x| match x {
+                Difference::Missing(col) => Some(format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    self.table.quoted(d),
+                    d.quote(&col.name),
+                    sql_type(d, col)
+                )),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The column definitions of a staging table (`"id" bigint, "name" text, ...`): the
+    /// staged columns, without constraints.
+    pub fn staging_columns(&self, d: Dialect) -> String {
+        self.staged
+            .iter()
+            .map(|col| format!("{} {}", d.quote(&col.name), sql_type(d, col)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The batches' schema after [`DbTarget::stage_batch`].
     pub fn staged_schema(&self, input: &SchemaRef) -> SchemaRef {
         if self.mode != LoadMode::Scd2 {

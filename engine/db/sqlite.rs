@@ -35,7 +35,7 @@ use super::values::{
     parse_timestamp,
 };
 use super::{Connector, DbColumn, Dialect};
-use crate::config::spec::{LoadMode, OnSchemaChange};
+use crate::config::spec::LoadMode;
 use crate::error::{Error, Result};
 
 fn error(c: &Connector, what: &str, e: &rusqlite::Error) -> Error {
@@ -369,39 +369,18 @@ impl SqliteLoad {
         match table_columns(c, &conn, &t.table)? {
             None => conn.execute_batch(&t.create_sql(d)).map_err(err)?,
             Some(actual) => {
-                let diffs = t.differences(d, &actual);
-                if !diffs.is_empty() {
-                    if t.on_schema_change == OnSchemaChange::AddColumns
-                        && diffs.iter().all(|x| x.addable())
-                    {
-                        for x in &diffs {
-                            if let super::sink::Difference::Missing(col) = x {
-                                conn.execute_batch(&format!(
-                                    "ALTER TABLE {} ADD COLUMN {} {}",
-                                    t.table.quoted(d),
-                                    d.quote(&col.name),
-                                    super::sink::sql_type(d, col)
-                                ))
-                                .map_err(err)?;
-                            }
-                        }
-                    } else {
-                        return Err(super::sink::schema_mismatch(t, &diffs));
-                    }
+                for sql in t.schema_changes(d, &actual)? {
+                    conn.execute_batch(&sql).map_err(err)?;
                 }
             }
         }
         let into = if t.mode == LoadMode::Append {
             t.table.quoted(d)
         } else {
-            let cols: Vec<String> = t
-                .staged
-                .iter()
-                .map(|col| format!("{} {}", d.quote(&col.name), super::sink::sql_type(d, col)))
-                .collect();
+            let cols = t.staging_columns(d);
             conn.execute_batch(&format!(
                 "DROP TABLE IF EXISTS temp.{stage}; CREATE TEMP TABLE {stage} ({})",
-                cols.join(", "),
+                cols,
                 stage = d.quote(STAGE)
             ))
             .map_err(err)?;
