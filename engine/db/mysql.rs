@@ -341,32 +341,19 @@ impl Builder {
                 other => Err(format!("{other:?} is not an integer")),
             }
         };
-        let out_of_range = |x: i128| format!("{x} is out of range");
+        // The integer, checked against the column's width.
+        fn fit<T: TryFrom<i128>>(n: i128) -> std::result::Result<T, String> {
+            T::try_from(n).map_err(|_| format!("{n} is out of range"))
+        }
         match self {
-            Builder::I8(b) => b.append_value(
-                i8::try_from(int(&v)?).map_err(|_| out_of_range(int(&v).unwrap_or_default()))?,
-            ),
-            Builder::I16(b) => b.append_value(
-                i16::try_from(int(&v)?).map_err(|_| out_of_range(int(&v).unwrap_or_default()))?,
-            ),
-            Builder::I32(b) => b.append_value(
-                i32::try_from(int(&v)?).map_err(|_| out_of_range(int(&v).unwrap_or_default()))?,
-            ),
-            Builder::I64(b) => b.append_value(
-                i64::try_from(int(&v)?).map_err(|_| out_of_range(int(&v).unwrap_or_default()))?,
-            ),
-            Builder::U8(b) => b.append_value(
-                u8::try_from(int(&v)?).map_err(|_| out_of_range(int(&v).unwrap_or_default()))?,
-            ),
-            Builder::U16(b) => b.append_value(
-                u16::try_from(int(&v)?).map_err(|_| out_of_range(int(&v).unwrap_or_default()))?,
-            ),
-            Builder::U32(b) => b.append_value(
-                u32::try_from(int(&v)?).map_err(|_| out_of_range(int(&v).unwrap_or_default()))?,
-            ),
-            Builder::U64(b) => b.append_value(
-                u64::try_from(int(&v)?).map_err(|_| out_of_range(int(&v).unwrap_or_default()))?,
-            ),
+            Builder::I8(b) => b.append_value(fit(int(&v)?)?),
+            Builder::I16(b) => b.append_value(fit(int(&v)?)?),
+            Builder::I32(b) => b.append_value(fit(int(&v)?)?),
+            Builder::I64(b) => b.append_value(fit(int(&v)?)?),
+            Builder::U8(b) => b.append_value(fit(int(&v)?)?),
+            Builder::U16(b) => b.append_value(fit(int(&v)?)?),
+            Builder::U32(b) => b.append_value(fit(int(&v)?)?),
+            Builder::U64(b) => b.append_value(fit(int(&v)?)?),
             Builder::F32(b) => match v {
                 Value::Float(f) => b.append_value(f),
                 Value::Double(f) => b.append_value(f as f32),
@@ -804,12 +791,7 @@ impl MyLoad {
             conn.query_drop("COMMIT").await.map_err(err)?;
         }
         if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
-            let key = t
-                .key
-                .iter()
-                .map(|k| d.quote(k))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let key = t.key_list(d);
             let dups: Option<i64> = conn
                 .query_first(format!(
                     "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {key} HAVING count(*) > 1) d"
@@ -947,16 +929,12 @@ impl MyLoad {
                     .map_err(err)?;
                     stats.deleted = conn.affected_rows();
                 }
-                let s_cols: Vec<String> = t
-                    .staged
-                    .iter()
-                    .map(|col| format!("s.{}", d.quote(&col.name)))
-                    .collect();
+                let s_cols = t.staged_of(d, "s");
                 conn.exec_drop(
                     format!(
                         "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) SELECT {}, ?, NULL, 1 \
                          FROM {stage} s LEFT JOIN {target} t ON {on} AND t.{cur} = 1 WHERE t.{first_key} IS NULL",
-                        s_cols.join(", ")
+                        s_cols
                     ),
                     vec![started],
                 )

@@ -853,7 +853,7 @@ impl PgLoad {
                 .query_one(
                     &format!(
                         "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {} HAVING count(*) > 1) d",
-                        t.key.iter().map(|k| d.quote(k)).collect::<Vec<_>>().join(", ")
+                        t.key_list(d)
                     ),
                     &[],
                 )
@@ -886,7 +886,6 @@ impl PgLoad {
                 stats.deleted = deleted as u64;
             }
             LoadMode::Merge => {
-                let key: Vec<String> = t.key.iter().map(|k| d.quote(k)).collect();
                 let non_key: Vec<&super::sink::TargetColumn> = t
                     .staged
                     .iter()
@@ -923,7 +922,7 @@ impl PgLoad {
                             "WITH up AS (INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} \
                              ON CONFLICT ({}) {action} RETURNING (xmax = 0) AS inserted) \
                              SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
-                            key.join(", ")
+                            t.key_list(d)
                         ),
                         &[],
                     )
@@ -974,18 +973,14 @@ impl PgLoad {
                         .await
                         .map_err(err)?;
                 }
-                let s_cols: Vec<String> = t
-                    .staged
-                    .iter()
-                    .map(|c| format!("s.{}", d.quote(&c.name)))
-                    .collect();
+                let s_cols = t.staged_of(d, "s");
                 stats.inserted = client
                     .execute(
                         &format!(
                             "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) \
                              SELECT {}, $1::text::timestamptz, NULL, true FROM {stage} s \
                              WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{cur} AND {on})",
-                            s_cols.join(", ")
+                            s_cols
                         ),
                         &[&started],
                     )

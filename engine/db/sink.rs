@@ -245,6 +245,24 @@ impl DbTarget {
             .collect())
     }
 
+    /// The model key, quoted and comma-separated (`"id", "day"`).
+    pub fn key_list(&self, d: Dialect) -> String {
+        self.key
+            .iter()
+            .map(|k| d.quote(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The staged columns qualified by `alias` (`s."id", s."name"`).
+    pub fn staged_of(&self, d: Dialect, alias: &str) -> String {
+        self.staged
+            .iter()
+            .map(|c| format!("{alias}.{}", d.quote(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The column definitions of a staging table (`"id" bigint, "name" text, ...`): the
     /// staged columns, without constraints.
     pub fn staging_columns(&self, d: Dialect) -> String {

@@ -450,12 +450,7 @@ impl SqliteLoad {
         };
         let mut stats = LoadStats::default();
         if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
-            let key = t
-                .key
-                .iter()
-                .map(|k| d.quote(k))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let key = t.key_list(d);
             let dups = count(&format!(
                 "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {key} HAVING count(*) > 1)"
             ))?;
@@ -504,12 +499,7 @@ impl SqliteLoad {
                             .join(" AND ")
                     )
                 };
-                let key = t
-                    .key
-                    .iter()
-                    .map(|k| d.quote(k))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let key = t.key_list(d);
                 let changed = conn
                     .execute(
                         &format!(
@@ -560,18 +550,14 @@ impl SqliteLoad {
                         )
                         .map_err(err)? as u64;
                 }
-                let s_cols: Vec<String> = t
-                    .staged
-                    .iter()
-                    .map(|c| format!("s.{}", d.quote(&c.name)))
-                    .collect();
+                let s_cols = t.staged_of(d, "s");
                 stats.inserted = conn
                     .execute(
                         &format!(
                             "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) \
                              SELECT {}, ?1, NULL, 1 FROM {stage} s \
                              WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{cur} = 1 AND {on})",
-                            s_cols.join(", ")
+                            s_cols
                         ),
                         [&started],
                     )
