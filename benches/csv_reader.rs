@@ -78,6 +78,7 @@ async fn tolerant_reader(path: &Path, columns: &[String]) -> u64 {
             compression: Compression::Auto,
             on_malformed: OnMalformed::Quarantine,
             batch_size: 8192,
+            max_record_bytes: sluice::record_limit::DEFAULT_MAX_RECORD_BYTES,
         },
         None,
         1,
@@ -133,6 +134,7 @@ fn main() {
             compression: Compression::None,
             on_malformed: OnMalformed::Quarantine,
             batch_size: 8192,
+            max_record_bytes: sluice::record_limit::DEFAULT_MAX_RECORD_BYTES,
         },
         1,
     )

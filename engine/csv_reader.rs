@@ -36,11 +36,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use serde::{Deserialize, Serialize};
 
 use crate::config::spec::Compression;
+use crate::record_limit::{Cuts, RecordLimit};
 
 /// Hidden column: why a record is malformed (null for a well-formed record).
 pub const MALFORMED_COLUMN: &str = "__malformed";
@@ -75,6 +75,9 @@ pub struct CsvOptions {
     pub on_malformed: OnMalformed,
     /// Rows per batch.
     pub batch_size: usize,
+    /// Longest record read whole, in bytes; a longer one is quarantined as malformed with its
+    /// first bytes (see [`crate::record_limit`]).
+    pub max_record_bytes: usize,
 }
 
 /// One file to read: its path and the name shown in the quarantine and errors.
@@ -197,16 +200,30 @@ pub fn sample(
     };
     let input = open_decoded(&file.path, options.compression)
         .map_err(|e| err(0, 0, format!("cannot open: {e}")))?;
-    let mut reader = builder(options).from_reader(input);
+    let cuts = Rc::new(RefCell::new(Cuts::default()));
+    let limited = RecordLimit::new(
+        input,
+        options.max_record_bytes,
+        options.delimiter,
+        options.quote,
+        cuts.clone(),
+    );
+    let mut reader = builder(options).from_reader(limited);
     let mut record = csv::ByteRecord::new();
     let mut header: Option<Vec<String>> = None;
     let mut rows = Vec::new();
+    let mut sampled_bytes = 0usize;
     loop {
         let pos = reader.position().clone();
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => return Err(err(pos.line(), pos.byte(), format!("cannot read: {e}"))),
+        }
+        // A record cut for its size is no sample of its columns' types.
+        let end = reader.position().byte();
+        if header.is_some() && cuts.borrow_mut().take_within(pos.byte(), end).is_some() {
+            continue;
         }
         if header.is_none() {
             header = Some(if options.has_header {
@@ -223,9 +240,13 @@ pub fn sample(
         }
         let width = header.as_ref().map_or(0, Vec::len);
         if record.len() == width && record.iter().all(|f| std::str::from_utf8(f).is_ok()) {
-            rows.push(record.clone());
+            // A copy sized to the record: the reader's record keeps its buffer at the size of
+            // the longest record so far, and `clone` would copy all of it (one 64 KB field
+            // made each of 10,000 sampled rows cost 128 KB).
+            rows.push(record.iter().collect());
+            sampled_bytes += record.as_slice().len();
         }
-        if rows.len() >= sample {
+        if rows.len() >= sample || sampled_bytes >= MAX_SAMPLE_BYTES {
             break;
         }
     }
@@ -352,14 +373,20 @@ impl PartitionStream for CsvPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (tx, rx) = tokio::sync::mpsc::channel::<datafusion::error::Result<RecordBatch>>(2);
+        let (tx, rx) = tokio::sync::mpsc::channel::<datafusion::error::Result<RecordBatch>>(
+            crate::producer::CHANNEL_DEPTH,
+        );
         let files = self.files.clone();
         let columns = self.columns.clone();
         let schema = self.schema.clone();
         let options = self.options.clone();
         let with_row = self.with_row_column;
         let records = self.records.clone();
-        tokio::task::spawn_blocking(move || {
+        let what = match self.files.first() {
+            Some(f) => format!("CSV reader of {}", f.shown),
+            None => "CSV reader".to_string(),
+        };
+        let task = tokio::task::spawn_blocking(move || {
             for file in &files {
                 let mut reader = FileReader::new(file, &columns, &schema, &options, with_row);
                 let result = reader.run(&records, |batch| tx.blocking_send(Ok(batch)).is_ok());
@@ -374,9 +401,7 @@ impl PartitionStream for CsvPartition {
                 }
             }
         });
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+        crate::producer::stream(self.schema.clone(), rx, task, what)
     }
 }
 
@@ -442,6 +467,13 @@ impl TextColumn {
     }
 }
 
+/// Text sampled for type inference per file, at most: 64 MiB (10,000 rows of 6 KiB).
+const MAX_SAMPLE_BYTES: usize = 64 << 20;
+
+/// Text bytes one batch may hold in one column before it is sent, whatever `batch_size` says:
+/// far below Arrow's 2 GiB limit of a `Utf8` array (32-bit offsets), and a bound on memory.
+const MAX_BATCH_TEXT_BYTES: usize = 256 << 20;
+
 /// Column builders for one batch.
 struct Batch {
     values: Vec<TextColumn>,
@@ -454,6 +486,15 @@ struct Batch {
 }
 
 impl Batch {
+    /// The largest text size of one column so far, in bytes.
+    fn text_bytes(&self) -> usize {
+        self.values
+            .iter()
+            .map(|v| v.values.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Builders for `capacity` rows; `bytes[i]` is the text size column `i` had in the
     /// previous batch (so its buffer rarely grows), or 0.
     fn new(columns: usize, capacity: usize, bytes: &[usize]) -> Batch {
@@ -490,6 +531,16 @@ impl FileReader<'_> {
         }
     }
 
+    /// Rows per batch: the source's `batch_size`, lowered so that the file-name column (the
+    /// name repeated once per row) stays within [`MAX_BATCH_TEXT_BYTES`] however long the
+    /// path is.
+    fn batch_rows(&self) -> usize {
+        let per_row = self.file.shown.len().max(1);
+        self.options
+            .batch_size
+            .clamp(1, (MAX_BATCH_TEXT_BYTES / per_row).max(1))
+    }
+
     fn error(&self, line: u64, byte: u64, message: String) -> CsvError {
         CsvError {
             file: self.file.shown.clone(),
@@ -509,14 +560,23 @@ impl FileReader<'_> {
         let input = open_decoded(&self.file.path, self.options.compression)
             .map_err(|e| self.error(0, 0, format!("cannot open: {e}")))?;
         let kept = Rc::new(RefCell::new(Kept::default()));
+        let cuts = Rc::new(RefCell::new(Cuts::default()));
         let tee = Tee {
-            inner: input,
+            inner: RecordLimit::new(
+                input,
+                self.options.max_record_bytes,
+                self.options.delimiter,
+                self.options.quote,
+                cuts.clone(),
+            ),
             kept: kept.clone(),
         };
+        // Line feeds inside records cut for their size, which the csv crate never saw.
+        let mut line_shift: u64 = 0;
         let mut reader = builder(self.options).from_reader(tee);
         let mut record = csv::ByteRecord::new();
         let width = self.columns.len();
-        let batch_size = self.options.batch_size.max(1);
+        let batch_size = self.batch_rows();
         let mut batch = Batch::new(width, batch_size, &[]);
         let mut first = true;
         let mut row_number: u64 = 0;
@@ -548,8 +608,12 @@ impl FileReader<'_> {
                     .take_while(|b| **b == b'\n' || **b == b'\r')
                     .count();
                 let lines = raw[..blank].iter().filter(|b| **b == b'\n').count();
-                (line + lines as u64, start + blank as u64)
+                (line + lines as u64 + line_shift, start + blank as u64)
             };
+            let cut = cuts.borrow_mut().take_within(start, end.max(start + 1));
+            if let Some(c) = &cut {
+                line_shift += c.lines;
+            }
             if first {
                 first = false;
                 if self.options.has_header {
@@ -579,7 +643,12 @@ impl FileReader<'_> {
                     })
                     .map(|_| ())
             };
-            let problem = {
+            let problem = if let Some(c) = cut {
+                Some(format!(
+                    "the record is {} bytes, above max_record_bytes = {} (its first bytes are kept as its raw text)",
+                    c.bytes, self.options.max_record_bytes
+                ))
+            } else {
                 let kept = kept.borrow();
                 let raw = trim_line_end(kept.slice(start, end).unwrap_or_default());
                 match text {
@@ -595,7 +664,7 @@ impl FileReader<'_> {
                 }
                 .map(|p| {
                     // An unclosed quote swallows the following lines into one record.
-                    let last = reader.position().line().saturating_sub(1);
+                    let last = reader.position().line().saturating_sub(1) + line_shift;
                     if last > line {
                         format!("{p} (the record runs from line {line} to line {last})")
                     } else {
@@ -645,7 +714,7 @@ impl FileReader<'_> {
             batch.row.append_value(row_number);
             batch.len += 1;
             kept.borrow_mut().release_before(end);
-            if batch.len >= batch_size {
+            if batch.len >= batch_size || batch.text_bytes() >= MAX_BATCH_TEXT_BYTES {
                 let sizes: Vec<usize> = batch.values.iter().map(|v| v.values.len()).collect();
                 let full = std::mem::replace(&mut batch, Batch::new(width, batch_size, &sizes));
                 records.fetch_add(full.len as u64, Ordering::Relaxed);
@@ -693,7 +762,7 @@ impl FileReader<'_> {
             );
         }
         let shown = self.file.shown.as_str();
-        let size = self.options.batch_size.max(n);
+        let size = self.batch_rows().max(n);
         let files = self
             .file_column
             .get_or_insert_with(|| {
@@ -827,6 +896,7 @@ mod tests {
             compression: Compression::None,
             on_malformed: OnMalformed::Quarantine,
             batch_size: 2,
+            max_record_bytes: crate::record_limit::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 

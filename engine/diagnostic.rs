@@ -114,11 +114,11 @@ impl Diagnostics {
     /// Adds all problems of another set, skipping ones already reported (a mapping compiled
     /// for several jobs reports its mistakes once).
     pub fn extend(&mut self, other: Diagnostics) {
+        // A set of what is already here, so that merging many problems stays linear.
+        let key = |d: &Diagnostic| (d.file.clone(), d.line, d.key.clone(), d.message.clone());
+        let mut seen: std::collections::HashSet<_> = self.0.iter().map(key).collect();
         for d in other.0 {
-            let seen = self.0.iter().any(|x| {
-                x.file == d.file && x.line == d.line && x.key == d.key && x.message == d.message
-            });
-            if !seen {
+            if seen.insert(key(&d)) {
                 self.0.push(d);
             }
         }

@@ -12,6 +12,7 @@
 //! The library is the product; `engine/main.rs` is a thin command line over it.
 
 pub mod checks;
+pub mod commit;
 pub mod config;
 pub mod contract;
 pub mod csv_reader;
@@ -19,12 +20,16 @@ pub mod db;
 pub mod diagnostic;
 pub mod error;
 pub mod functions;
+pub mod guard;
 pub mod inspect;
+pub mod logging;
 pub mod mapping_test;
 pub mod model;
 pub mod plan;
+pub mod producer;
 pub mod quality;
 pub mod quarantine;
+pub mod record_limit;
 pub mod replay;
 pub mod run;
 pub mod sink;

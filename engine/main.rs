@@ -15,6 +15,52 @@ use sluice::diagnostic::{Diagnostic, Diagnostics};
 use sluice::error::{Error, EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED};
 use sluice::run::{NoProgress, Progress, RunReport, TerminalProgress};
 
+/// The first error writing standard output (a closed pipe is a signal, not an error; a full
+/// disk or `/dev/full` is), reported once at the end instead of a panic in `println!`.
+static STDOUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Writes to standard output; a failure is kept in [`STDOUT_ERROR`] and later writes are skipped.
+fn write_out(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if STDOUT_ERROR.get().is_some() {
+        return;
+    }
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        let _ = STDOUT_ERROR.set(e.to_string());
+    }
+}
+
+/// `print!` that never panics (see [`write_out`]).
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+/// `println!` that never panics (see [`write_out`]).
+macro_rules! outln {
+    () => { write_out(format_args!("\n")) };
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// The exit code once standard output is flushed: a command whose output could not be
+/// written failed (exit 1) — except a run, whose exit code says what happened to the target
+/// (a committed run must not look failed, or a scheduler would load it again).
+fn finish_output(code: i32, runs_a_job: bool) -> i32 {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().flush() {
+        let _ = STDOUT_ERROR.set(e.to_string());
+    }
+    let Some(e) = STDOUT_ERROR.get() else {
+        return code;
+    };
+    eprintln!("error: cannot write to standard output: {e}");
+    if runs_a_job {
+        eprintln!("   = note: the exit code ({code}) is the run's; its report is in the state folder (runs/JOB/RUN_ID.json)");
+        code
+    } else {
+        EXIT_RUN_FAILED
+    }
+}
+
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (dataset checks may have warned)
@@ -188,13 +234,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sluice::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -205,8 +245,26 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUN_FAILED as u8);
         }
     };
-    let code = runtime.block_on(dispatch(cli));
-    ExitCode::from(code as u8)
+    let runs_a_job = matches!(
+        cli.command,
+        Command::Run { .. } | Command::Backfill { .. } | Command::Replay { .. }
+    );
+    // A panic is a failed run, never a success: the runtime reports it as exit 1 (the panic
+    // message, with its location, is on standard error), not as Rust's exit 101.
+    let code = runtime.block_on(async {
+        use futures::FutureExt;
+        std::panic::AssertUnwindSafe(dispatch(cli))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| {
+                eprintln!(
+                    "error: internal error (a bug in Sluice): {}",
+                    sluice::producer::panic_message(p.as_ref())
+                );
+                EXIT_RUN_FAILED
+            })
+    });
+    ExitCode::from(finish_output(code, runs_a_job) as u8)
 }
 
 async fn dispatch(cli: Cli) -> i32 {
@@ -377,7 +435,7 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
         // other files still have problems.
         diags.extend(compile_jobs(&project, |_| true).await);
         if diags.is_empty() {
-            println!(
+            outln!(
                 "ok: {} model(s), {} mapping(s), {} job(s) valid",
                 project.models.len(),
                 project.mappings.len(),
@@ -446,7 +504,7 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
             }
         }
         if diags.is_empty() {
-            println!("ok: {} file(s) valid", paths.len());
+            outln!("ok: {} file(s) valid", paths.len());
             return Ok(EXIT_OK);
         }
     }
@@ -459,7 +517,7 @@ async fn plan(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {
     let project = load(&root)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
     let compiled = sluice::plan::compile(&project, job).await?;
-    print!(
+    out!(
         "{}",
         sluice::plan::describe(&compiled, &project.root).await?
     );
@@ -481,7 +539,7 @@ async fn quarantine(
     let text = summary
         .text
         .replace(&format!("{}/", project.root.display()), "");
-    print!("{}", redactor.redact(&text));
+    out!("{}", redactor.redact(&text));
     Ok(EXIT_OK)
 }
 
@@ -496,19 +554,19 @@ async fn test(
     for o in &outcomes {
         let ms = o.duration.as_secs_f64() * 1000.0;
         if o.passed() {
-            println!("ok    {} › {} ({ms:.0} ms)", o.mapping, o.name);
+            outln!("ok    {} › {} ({ms:.0} ms)", o.mapping, o.name);
         } else {
-            println!("FAIL  {} › {} ({ms:.0} ms)", o.mapping, o.name);
+            outln!("FAIL  {} › {} ({ms:.0} ms)", o.mapping, o.name);
             for f in &o.failures {
-                println!("      {f}");
+                outln!("      {f}");
             }
         }
     }
     let failed = outcomes.iter().filter(|o| !o.passed()).count();
     if outcomes.is_empty() {
-        println!("no [[test]] blocks found; see docs/reference.md#mapping-tests");
+        outln!("no [[test]] blocks found; see docs/reference.md#mapping-tests");
     } else {
-        println!(
+        outln!(
             "\n{} test(s): {} passed, {failed} failed",
             outcomes.len(),
             outcomes.len() - failed
@@ -534,7 +592,7 @@ fn quality(explicit: Option<&Path>, job: &str, last: usize) -> Result<i32, Error
     let project = load(&root)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
     let store = sluice::state::StateStore::open(&project.path(&project.settings.state_dir))?;
-    print!(
+    out!(
         "{}",
         sluice::inspect::quality_trend(&store, &job.name, last)?
     );
@@ -552,12 +610,12 @@ fn model_diff(old: &Path, new: &Path, json: bool) -> Result<i32, Error> {
     };
     let diff = sluice::contract::diff(&read(old)?, &read(new)?);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&diff).map_err(|e| Error::Internal(e.to_string()))?
         );
     } else {
-        println!("{}", diff.to_string().trim_end());
+        outln!("{}", diff.to_string().trim_end());
     }
     Ok(match diff.check_version() {
         Ok(()) => EXIT_OK,
@@ -607,24 +665,9 @@ async fn run(
         }
         _ => {}
     }
-    // One run of a job at a time: the watermark a run reads must be the one it moves.
-    let lock_path = project
-        .path(&project.settings.state_dir)
-        .join("locks")
-        .join(format!("job-{}.lock", job.name));
-    let _job_lock = sluice::sink::fsutil::Lock::try_acquire(&lock_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            Error::state(
-                &lock_path,
-                format!(
-                    "another run of job `{}` is in progress (runs of one job never overlap, so each reads the watermark the previous one left); wait for it to finish",
-                    job.name
-                ),
-            )
-        } else {
-            Error::state(&lock_path, format!("cannot take the job lock: {e}"))
-        }
-    })?;
+    // One run of a job at a time, and a commit an earlier run made but did not record is
+    // recorded before anything reads the state store.
+    let _prepared = sluice::commit::prepare(&project, &job)?;
     let retry = &job.retry;
     let duration = |d: &str| sluice::config::parse_duration(d).unwrap_or(Duration::from_secs(1));
     let mut delays = backon::ExponentialBuilder::default()
@@ -666,7 +709,9 @@ async fn run_once(
 ) -> Result<Option<RunReport>, Error> {
     let started = chrono::Utc::now();
     let t0 = Instant::now();
-    let compiled = match sluice::plan::compile_for(project, job, &HashMap::new(), mode).await {
+    let no_inputs = HashMap::new();
+    let compiling = sluice::plan::compile_for(project, job, &no_inputs, mode);
+    let compiled = match sluice::producer::catch_panic(compiling, "planning the job").await {
         Ok(c) => c,
         Err(e @ Error::Config(_)) => {
             report_error(&e);
@@ -707,6 +752,7 @@ async fn replay(
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
+    let _prepared = sluice::commit::prepare(&project, job)?;
     let mut terminal = if json { None } else { TerminalProgress::new() };
     let mut quiet = NoProgress;
     let progress: &mut dyn Progress = match terminal.as_mut() {
@@ -717,7 +763,7 @@ async fn replay(
     if json {
         print_json(&report)?;
     } else {
-        println!("replay of run {run_id}: rows that now pass are appended to the target");
+        outln!("replay of run {run_id}: rows that now pass are appended to the target");
         print_summary(&report, &project);
     }
     Ok(report.exit_code())
@@ -725,13 +771,13 @@ async fn replay(
 
 fn print_json(report: &RunReport) -> Result<(), Error> {
     let s = serde_json::to_string_pretty(report).map_err(|e| Error::Internal(e.to_string()))?;
-    println!("{s}");
+    outln!("{s}");
     Ok(())
 }
 
 fn print_summary(r: &RunReport, project: &Project) {
     use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
-    println!(
+    outln!(
         "run {}  job {}  model {} {}  status {}",
         r.run_id,
         r.job,
@@ -773,9 +819,9 @@ fn print_summary(r: &RunReport, project: &Project) {
     row.push(format!("{:.2} s", r.duration_ms as f64 / 1000.0));
     t.set_header(header);
     t.add_row(row);
-    println!("{t}");
+    outln!("{t}");
     for w in &r.watermarks {
-        println!(
+        outln!(
             "source {}: read {}; watermark {} {}",
             w.source,
             w.range,
@@ -785,12 +831,12 @@ fn print_summary(r: &RunReport, project: &Project) {
     }
     if r.error.is_none() {
         if r.rows.produced > r.rows.read {
-            println!(
+            outln!(
                 "warning: joins produced {} rows from {} source rows: a join key matched more than one row; check that lookup keys are unique",
                 r.rows.produced, r.rows.read
             );
         } else if r.rows.produced < r.rows.read {
-            println!(
+            outln!(
                 "warning: inner joins dropped {} of {} source rows (they are neither loaded nor quarantined); use `type = \"left\"` and a rule to quarantine them instead",
                 r.rows.read - r.rows.produced,
                 r.rows.read
@@ -809,7 +855,7 @@ fn print_summary(r: &RunReport, project: &Project) {
                 x.samples.first().cloned().unwrap_or_default(),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
     if !r.checks.is_empty() {
         let mut t = Table::new();
@@ -822,10 +868,10 @@ fn print_summary(r: &RunReport, project: &Project) {
                 c.message.clone(),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
     for o in &r.outputs {
-        println!(
+        outln!(
             "{:<10} {}  {} row{}{}",
             o.kind,
             o.path,
@@ -835,10 +881,10 @@ fn print_summary(r: &RunReport, project: &Project) {
         );
     }
     if let Some(e) = &r.error {
-        println!("error ({}): {}", e.class, e.message);
+        outln!("error ({}): {}", e.class, e.message);
     }
     let report = sluice::run::report_path(project, &r.job, &r.run_id);
-    println!(
+    outln!(
         "report     {}",
         report
             .strip_prefix(&project.root)

@@ -531,6 +531,9 @@ pub fn session(project: &Project) -> SessionContext {
     if d.target_partitions > 0 {
         cfg = cfg.with_target_partitions(d.target_partitions);
     }
+    cfg = cfg.with_extension(std::sync::Arc::new(crate::record_limit::MaxRecordBytes(
+        d.max_record_bytes,
+    )));
     let ctx = SessionContext::new_with_config(cfg);
     crate::functions::register(&ctx);
     ctx
@@ -553,6 +556,18 @@ pub fn quarantine_dir(project: &Project, job: &Job, redactor: &Redactor) -> Resu
                 .join(&job.name),
         )),
     }
+}
+
+/// A path template of `job` whose `${...}` cannot be resolved (an unset variable, say), as a
+/// config error at its line.
+fn path_error(job: &Job, key: &str, template: &serde_spanned::Spanned<String>, why: &str) -> Error {
+    let mut d = job
+        .src
+        .diagnostic(Some(template.span()), key, why.to_string());
+    d.hint = Some(
+        "set the variable in the environment that runs sluice, or write the path without it".into(),
+    );
+    Error::config(d)
 }
 
 /// Resolves a project-relative folder template.
@@ -1416,12 +1431,18 @@ pub async fn compile_for(
         }
         (None, Some(p)) => {
             let dir = resolve_dir(project, p.get_ref(), &redactor)
-                .map_err(|e| Error::target(p.get_ref(), e))?;
+                .map_err(|e| path_error(job, "target.path", p, &e))?;
             (p.get_ref().clone(), dir)
         }
         (None, None) => return Err(Error::Internal("target without table or path".into())),
     };
-    let quarantine_dir = quarantine_dir(project, job, &redactor)?;
+    let quarantine_dir = match &job.quarantine.path {
+        Some(p) => resolve_dir(project, p.get_ref(), &redactor)
+            .map_err(|e| path_error(job, "quarantine.path", p, &e))?,
+        None => quarantine_dir(project, job, &redactor)?,
+    };
+    // Again with `${...}` resolved as this run resolves them.
+    diags.extend(crate::guard::check_run(project, job, &redactor));
     for p in &job.target.partition_by {
         if let Some(f) = model.field(p.get_ref()) {
             if matches!(

@@ -196,6 +196,12 @@ impl ErrorReport {
 }
 
 impl RunReport {
+    /// Sets the end time and the duration from `started`.
+    fn finish_at(&mut self, started: DateTime<Utc>, finished: DateTime<Utc>) {
+        self.finished_at = finished.to_rfc3339_opts(SecondsFormat::Millis, true);
+        self.duration_ms = u64::try_from((finished - started).num_milliseconds()).unwrap_or(0);
+    }
+
     /// Exit code for `sluice run`: 0, 1 or 3 (see [`crate::error`]).
     pub fn exit_code(&self) -> i32 {
         match self.status {
@@ -335,9 +341,12 @@ impl TargetSink {
         }
     }
 
-    async fn commit(self) -> Result<Option<crate::db::sink::LoadStats>> {
+    async fn commit(
+        self,
+        record: &crate::commit::CommitRecord,
+    ) -> Result<Option<crate::db::sink::LoadStats>> {
         match self {
-            TargetSink::Parquet(s) => s.commit().map(|()| None),
+            TargetSink::Parquet(s) => s.commit(record).map(|()| None),
             TargetSink::Db(s, t) => s.commit(&t).await.map(Some),
         }
     }
@@ -437,14 +446,16 @@ pub async fn run_with(
     let mut quarantine = QuarantineWriter::new(&compiled.quarantine_dir, &run_id);
     let mut sink_opt: Option<TargetSink> = None;
     progress.stage("reading and mapping rows");
-    let outcome = async {
+    let executing = async {
         let sink = TargetSink::begin(&compiled, &lock_path, &run_id).await?;
         let sink = sink_opt.insert(sink);
         // The target lock is held now.
         quarantine.sweep_crashed();
         execute(&compiled, &run_id, started, sink, &mut quarantine, progress).await
-    }
-    .await;
+    };
+    // A panic while reading or writing (in Sluice, DataFusion or a driver) fails the run:
+    // the staged target is aborted below like after any other error.
+    let outcome = crate::producer::catch_panic(executing, "executing the job").await;
     stages.execute_ms = exec_start.elapsed().as_millis() as u64;
     let commit_start = Instant::now();
     progress.stage("checking and committing");
@@ -452,7 +463,6 @@ pub async fn run_with(
     let mut outputs = Vec::new();
     let mut checks = Vec::new();
     let mut error = None;
-    let mut load = None;
     let (status, counts, rules) = match outcome {
         Ok(o) => {
             let worst = match &o.aborted {
@@ -567,24 +577,6 @@ pub async fn run_with(
                     });
                 }
             }
-            let mut committed = false;
-            if let Some(sink) = sink_opt.take() {
-                if status == RunStatus::Succeeded || status == RunStatus::SucceededWithWarnings {
-                    match sink.commit().await {
-                        Ok(stats) => {
-                            tracing::info!(target_dir = %compiled.target_shown, "target committed");
-                            committed = true;
-                            load = stats;
-                        }
-                        Err(e) => {
-                            status = RunStatus::Failed;
-                            error = Some(ErrorReport::new(&e, &compiled.redactor));
-                        }
-                    }
-                } else {
-                    sink.abort().await;
-                }
-            }
             outputs.insert(
                 0,
                 OutputReport {
@@ -592,7 +584,7 @@ pub async fn run_with(
                     path: compiled.redactor.redact(&compiled.target_shown),
                     rows: o.sink_metrics.rows_written,
                     files: o.sink_metrics.files_written,
-                    committed,
+                    committed: false,
                 },
             );
             let rules = compiled
@@ -623,10 +615,15 @@ pub async fn run_with(
             (RunStatus::Failed, RowCounts::default(), Vec::new())
         }
     };
-    stages.commit_ms = commit_start.elapsed().as_millis() as u64;
-    progress.finish();
-    let finished = Utc::now();
-    let report = RunReport {
+    // The report as it will be once committed: its facts go into the commit itself.
+    let will_commit = matches!(
+        status,
+        RunStatus::Succeeded | RunStatus::SucceededWithWarnings
+    ) && sink_opt.is_some();
+    if let Some(target) = outputs.first_mut().filter(|o| o.kind == "target") {
+        target.committed = will_commit;
+    }
+    let mut report = RunReport {
         run_id: run_id.clone(),
         job: job_name.clone(),
         mapping: compiled.mapping.name.clone(),
@@ -634,25 +631,54 @@ pub async fn run_with(
         model_version: compiled.model.version.to_string(),
         status,
         started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
-        finished_at: finished.to_rfc3339_opts(SecondsFormat::Millis, true),
-        duration_ms: (finished - started).num_milliseconds().max(0) as u64,
+        finished_at: String::new(),
+        duration_ms: 0,
         rows: counts,
         rules,
         checks,
         stages,
-        watermarks: watermark_reports(
-            &compiled,
-            matches!(
-                status,
-                RunStatus::Succeeded | RunStatus::SucceededWithWarnings
-            ) && outputs.first().is_some_and(|o| o.committed),
-        ),
+        watermarks: watermark_reports(&compiled, will_commit),
         outputs,
         error,
-        load,
+        load: None,
     };
-    save_report(project, &report)?;
+    report.finish_at(started, Utc::now());
+    if let Some(sink) = sink_opt.take() {
+        if will_commit {
+            let record = crate::commit::CommitRecord::of(&report, replay_of);
+            match sink.commit(&record).await {
+                Ok(stats) => {
+                    tracing::info!(target_dir = %compiled.target_shown, "target committed");
+                    report.load = stats;
+                }
+                Err(e) => {
+                    report.status = RunStatus::Failed;
+                    report.error = Some(ErrorReport::new(&e, &compiled.redactor));
+                    if let Some(target) = report.outputs.first_mut() {
+                        target.committed = false;
+                    }
+                    report.watermarks = watermark_reports(&compiled, false);
+                }
+            }
+        } else {
+            sink.abort().await;
+        }
+    }
+    report.stages.commit_ms = commit_start.elapsed().as_millis() as u64;
+    progress.finish();
+    report.finish_at(started, Utc::now());
     record(project, &report, replay_of, Some(&compiled.model));
+    crate::commit::crash_point("after_state");
+    if let Err(e) = save_report(project, &report) {
+        if report.exit_code() != crate::error::EXIT_OK {
+            return Err(e);
+        }
+        // Committed: failing now would make a scheduler load it again.
+        eprintln!(
+            "warning: run {} committed, but its report was not saved: {e}",
+            report.run_id
+        );
+    }
     Ok(report)
 }
 

@@ -93,21 +93,7 @@ pub fn expand_files(
         .map_err(|e| Error::source(source, template, e))?;
     let full = root.join(&resolved);
     let mut files: Vec<PathBuf> = if resolved.contains(['*', '?', '[']) {
-        // Only the user's part is a pattern; the project root is taken literally.
-        let base = if Path::new(&resolved).is_absolute() {
-            String::new()
-        } else {
-            format!("{}/", glob::Pattern::escape(&root.to_string_lossy()))
-        };
-        let options = glob::MatchOptions {
-            require_literal_leading_dot: true,
-            ..Default::default()
-        };
-        glob::glob_with(&format!("{base}{resolved}"), options)
-            .map_err(|e| Error::source(source, template, format!("invalid glob: {e}")))?
-            .filter_map(std::result::Result::ok)
-            .filter(|p| p.is_file() && !is_hidden(p))
-            .collect()
+        glob_files(root, &resolved).map_err(|e| Error::source(source, template, e))?
     } else if full.is_dir() {
         std::fs::read_dir(&full)
             .map_err(|e| Error::source(source, template, format!("cannot list folder: {e}")))?
@@ -127,6 +113,60 @@ pub fn expand_files(
             template,
             "no file matches this path (paths are relative to the folder holding sluice.toml)",
         ));
+    }
+    Ok(files)
+}
+
+/// The files under `root` matching the glob `pattern` (relative to `root` unless absolute),
+/// skipping hidden files and folders. Symbolic links are followed; a link that loops back
+/// to a folder above it is an error, not an endless walk.
+fn glob_files(root: &Path, pattern: &str) -> std::result::Result<Vec<PathBuf>, String> {
+    // Only the user's part is a pattern; the project root is taken literally.
+    let full = if Path::new(pattern).is_absolute() {
+        pattern.to_string()
+    } else {
+        format!(
+            "{}/{pattern}",
+            glob::Pattern::escape(&root.to_string_lossy())
+        )
+    };
+    let matcher = glob::Pattern::new(&full).map_err(|e| format!("invalid glob: {e}"))?;
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+        ..Default::default()
+    };
+    let base = crate::guard::glob_base(pattern);
+    let base = root.join(&base);
+    // Without `**`, a match is exactly as deep as the pattern.
+    let depth = if pattern.contains("**") {
+        usize::MAX
+    } else {
+        Path::new(&full).components().count() - base.components().count()
+    };
+    let walk = walkdir::WalkDir::new(&base)
+        .follow_links(true)
+        .max_depth(depth)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    let mut files = Vec::new();
+    for entry in walk {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.loop_ancestor().is_some() => {
+                return Err(format!(
+                    "the folder {} links back to {}, a folder above it (a symbolic link loop); remove the link or narrow the glob",
+                    e.path().map(|p| p.display().to_string()).unwrap_or_default(),
+                    e.loop_ancestor().map(|p| p.display().to_string()).unwrap_or_default()
+                ))
+            }
+            // An unreadable folder or a dangling link: not a match (as the shell's glob).
+            Err(_) => continue,
+        };
+        let p = entry.path();
+        if entry.file_type().is_file() && !is_hidden(p) && matcher.matches_path_with(p, options) {
+            files.push(p.to_path_buf());
+        }
     }
     Ok(files)
 }
@@ -155,7 +195,7 @@ fn compression_of(spec: Option<Compression>, file: &Path) -> FileCompressionType
     }
 }
 
-fn csv_options(spec: &SourceSpec, batch_size: usize) -> CsvOptions {
+fn csv_options(spec: &SourceSpec, batch_size: usize, max_record_bytes: usize) -> CsvOptions {
     CsvOptions {
         delimiter: spec
             .delimiter
@@ -171,6 +211,7 @@ fn csv_options(spec: &SourceSpec, batch_size: usize) -> CsvOptions {
         compression: spec.compression.unwrap_or_default(),
         on_malformed: spec.on_malformed.unwrap_or_default(),
         batch_size,
+        max_record_bytes,
     }
 }
 
@@ -375,6 +416,7 @@ pub async fn scan_input(
     input: &SourceInput,
 ) -> Result<ScannedSource> {
     let batch_size = ctx.state().config().batch_size();
+    let max_record_bytes = crate::record_limit::MaxRecordBytes::of(ctx);
     let partitions = ctx.state().config().target_partitions();
     let template = spec.path_template();
     if spec.is_database() && matches!(input, SourceInput::Replay(_)) {
@@ -444,7 +486,7 @@ pub async fn scan_input(
             )
         }
         (_, SourceFormat::Csv) => {
-            let options = csv_options(spec, batch_size);
+            let options = csv_options(spec, batch_size, max_record_bytes);
             let mut schemas: Vec<Schema> = Vec::new();
             for f in &csv_files {
                 let (header, rows) =
@@ -573,7 +615,7 @@ pub async fn scan_input(
             rows,
             &columns,
             driving.then_some(DRIVING_ROW_COLUMN),
-            &csv_options(spec, batch_size),
+            &csv_options(spec, batch_size, max_record_bytes),
         )
         .map_err(|e| Error::source(name, template, e))?;
         records = Some(Arc::new(AtomicU64::new(rows.len() as u64)));
@@ -592,7 +634,7 @@ pub async fn scan_input(
         let table = csv_reader::table(
             csv_files.clone(),
             columns,
-            csv_options(spec, batch_size),
+            csv_options(spec, batch_size, max_record_bytes),
             driving.then_some(DRIVING_ROW_COLUMN),
             partitions,
             counter.clone(),
@@ -768,6 +810,7 @@ mod tests {
             compression: Compression::None,
             on_malformed: csv_reader::OnMalformed::Quarantine,
             batch_size: 10,
+            max_record_bytes: crate::record_limit::DEFAULT_MAX_RECORD_BYTES,
         };
         let columns = vec!["a".to_string(), "b".to_string()];
         let rows = [

@@ -150,43 +150,7 @@ impl StateStore {
         let path = self.path.clone();
         let err = |e: rusqlite::Error| Error::state(&path, e.to_string());
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO runs (run_id, job, status, started_at, finished_at, rows_read,
-                rows_written, rows_quarantined, rows_dropped, model, model_version, replay_of)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                report.run_id,
-                report.job,
-                status_name(report.status),
-                report.started_at,
-                report.finished_at,
-                report.rows.read as i64,
-                report.rows.written as i64,
-                report.rows.quarantined as i64,
-                report.rows.dropped as i64,
-                report.model,
-                report.model_version,
-                replay_of,
-            ],
-        )
-        .map_err(err)?;
-        // Watermarks move with the run record, after the target commit, and only for a run
-        // that committed.
-        if matches!(
-            report.status,
-            RunStatus::Succeeded | RunStatus::SucceededWithWarnings
-        ) {
-            for w in report.watermarks.iter().filter(|w| w.moved) {
-                if let Some(value) = &w.value {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO watermarks (job, source, cursor_column, value, run_id, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![report.job, w.source, w.column, value, report.run_id, report.finished_at],
-                    )
-                    .map_err(err)?;
-                }
-            }
-        }
+        insert_run(&tx, &crate::commit::CommitRecord::of(report, replay_of)).map_err(err)?;
         {
             let mut insert = tx
                 .prepare(
@@ -236,6 +200,20 @@ impl StateStore {
                     .map_err(err)?;
             }
         }
+        tx.commit().map_err(err)
+    }
+
+    /// Records a committed run from its commit record (see [`crate::commit::reconcile`]):
+    /// the run, and the watermarks it moved, in one transaction. Its quality results are not
+    /// in the record, so such a run has none in the history.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn record_commit(&mut self, record: &crate::commit::CommitRecord) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| Error::state(&path, e.to_string());
+        let tx = self.conn.transaction().map_err(err)?;
+        insert_run(&tx, record).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -390,6 +368,43 @@ impl StateStore {
             .optional()
             .map_err(|e| self.err(e))
     }
+}
+
+/// Inserts (or replaces) the run of `r`, and for a committed run the watermarks it moved.
+fn insert_run(
+    tx: &rusqlite::Transaction<'_>,
+    r: &crate::commit::CommitRecord,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO runs (run_id, job, status, started_at, finished_at, rows_read,
+            rows_written, rows_quarantined, rows_dropped, model, model_version, replay_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            r.run_id,
+            r.job,
+            r.status,
+            r.started_at,
+            r.finished_at,
+            r.rows_read as i64,
+            r.rows_written as i64,
+            r.rows_quarantined as i64,
+            r.rows_dropped as i64,
+            r.model,
+            r.model_version,
+            r.replay_of,
+        ],
+    )?;
+    // Watermarks move with the run record, and only for a run that committed.
+    if r.committed() {
+        for (source, column, value) in &r.watermarks {
+            tx.execute(
+                "INSERT OR REPLACE INTO watermarks (job, source, cursor_column, value, run_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![r.job, source, column, value, r.run_id, r.finished_at],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The name a status has in reports and the store (`succeeded_with_warnings`).

@@ -315,3 +315,187 @@ fn validating_one_mapping_file_compiles_the_jobs_that_use_it() {
     let out = w.run(&["validate", "mappings/nycflights13_to_carrier.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
+
+/// The carriers job with its `[target]` location replaced by `location` (a `table = ...` or
+/// `path = ...` line).
+fn carriers_targeting(w: &Workdir, location: &str) -> usize {
+    let job = w
+        .read("jobs/carriers.toml")
+        .replace("table = \"carriers\"", location);
+    w.write("jobs/carriers.toml", &job);
+    job.lines()
+        .collect::<Vec<_>>()
+        .iter()
+        .rposition(|l| *l == location)
+        .unwrap()
+        + 1
+}
+
+#[test]
+fn targets_over_sources_the_project_state_or_other_outputs_are_refused_with_their_line() {
+    // (the target's location, what the refusal says); `{project}` is the project folder's name.
+    let cases = [
+        (
+            "path = \"samples/nycflights13/airlines.csv.gz\"",
+            "is source `airlines`",
+        ),
+        ("path = \"samples\"", "contains source `airlines`"),
+        ("path = \"../{project}\"", "is the project root"),
+        ("path = \"..\"", "contains the project root"),
+        ("path = \".sluice\"", "is the state folder"),
+        (
+            "table = \"_quarantine\"",
+            "contains the quarantine of job `flights`",
+        ),
+        ("table = \"flights\"", "is the target of job `flights`"),
+        (
+            "path = \"warehouse/flights/origin=JFK\"",
+            "lies inside the target of job `flights`",
+        ),
+    ];
+    for (location, expected) in cases {
+        let w = Workdir::project();
+        let before = w.read("sluice.toml");
+        let name = w.path().file_name().unwrap().to_string_lossy().to_string();
+        let location = location.replace("{project}", &name);
+        let line = carriers_targeting(&w, &location);
+        let out = w.run(&["validate"]);
+        assert_eq!(out.status.code(), Some(2), "{location}: {}", show(&out));
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{location}: {err}");
+        assert!(
+            err.contains(&format!("jobs/carriers.toml:{line}:")),
+            "{location}: {err}"
+        );
+        // `run` refuses it too, before touching anything.
+        let out = w.run(&["run", "carriers"]);
+        assert_eq!(out.status.code(), Some(2), "{location}: {}", show(&out));
+        assert_eq!(w.read("sluice.toml"), before);
+        assert!(w
+            .path()
+            .join("samples/nycflights13/airlines.csv.gz")
+            .is_file());
+    }
+}
+
+#[test]
+fn a_target_path_with_an_unset_variable_is_refused_at_its_line() {
+    let w = Workdir::project();
+    let line = carriers_targeting(&w, "path = \"${env:SLUICE_TEST_UNSET_DIR}/carriers\"");
+    for args in [&["validate"][..], &["run", "carriers"][..]] {
+        let out = w
+            .sluice(args)
+            .env_remove("SLUICE_TEST_UNSET_DIR")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("jobs/carriers.toml:{line}:")),
+            "{err}"
+        );
+        assert!(err.contains("SLUICE_TEST_UNSET_DIR"), "{err}");
+    }
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused_with_their_line() {
+    // (file, text replaced, replacement, expected message)
+    let cases = [
+        (
+            "sluice.toml",
+            "batch_size = 8192",
+            "batch_size = 0",
+            "batch_size = 0 is outside",
+        ),
+        (
+            "sluice.toml",
+            "batch_size = 8192",
+            "batch_size = 9223372036854775807",
+            "is outside 1..=1048576",
+        ),
+        (
+            "sluice.toml",
+            "batch_size = 8192",
+            "batch_size = 8192\nmax_record_bytes = 10",
+            "max_record_bytes = 10 is outside",
+        ),
+        (
+            "jobs/carriers.toml",
+            "fail_below = 1\n",
+            "fail_below = 1\nfail_above = 0\n",
+            "fail_below (1) is above fail_above (0)",
+        ),
+    ];
+    for (file, find, replacement, expected) in cases {
+        let w = Workdir::project();
+        let text = w.read(file);
+        assert!(text.contains(find), "{file} has no `{find}`");
+        w.write(file, &text.replacen(find, replacement, 1));
+        let out = w.run(&["validate"]);
+        assert_eq!(out.status.code(), Some(2), "{replacement}: {}", show(&out));
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{replacement}: {err}");
+        assert!(err.contains(&format!("{file}:")), "{replacement}: {err}");
+    }
+    // `enum = []` in a model.
+    let w = Workdir::project();
+    let model = w.read("mappings/canonical/carrier.toml");
+    let field = model.lines().find(|l| l.starts_with("[fields.")).unwrap();
+    w.write(
+        "mappings/canonical/carrier.toml",
+        &model.replacen(field, &format!("{field}\nenum = []"), 1),
+    );
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("`enum = []` allows no value"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn validate_reports_every_one_of_many_problems() {
+    // 20,000 unknown keys in one job: each is reported, in time linear in their number.
+    let w = Workdir::project();
+    let mut job = w.read("jobs/carriers.toml");
+    job.push_str("\n[retry]\n");
+    for i in 0..20_000 {
+        job.push_str(&format!("unknown_{i} = 1\n"));
+    }
+    w.write("jobs/carriers.toml", &job);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("20000 problems found"),
+        "{}",
+        &stderr(&out)[..2000.min(stderr(&out).len())]
+    );
+}
+
+#[test]
+fn secrets_stay_redacted_at_every_log_level() {
+    let w = Workdir::project();
+    let j = w.read("jobs/carriers.toml").replace(
+        "table = \"carriers\"",
+        "path = \"${env:SLUICE_TEST_DIR}/carriers\"",
+    );
+    w.write("jobs/carriers.toml", &j);
+    for level in ["debug", "trace"] {
+        let out = w
+            .sluice(&["run", "carriers"])
+            .env("SLUICE_TEST_DIR", "hunter2-dir")
+            .env("SLUICE_LOG", level)
+            .output()
+            .unwrap();
+        let all = show(&out);
+        assert_eq!(out.status.code(), Some(0), "{all}");
+        assert!(w.path().join("hunter2-dir/carriers").is_dir());
+        assert!(
+            all.contains("DEBUG"),
+            "SLUICE_LOG={level} logged nothing: {all}"
+        );
+        assert!(!all.contains("hunter2"), "secret leaked at {level}:\n{all}");
+    }
+}

@@ -107,3 +107,169 @@ fn kill_9_mid_run_leaves_previous_target_intact() {
     let n = query(&target, "SELECT count(*) FROM t");
     assert_eq!(rows(&n), vec!["329174".to_string()]);
 }
+
+/// A project whose job `load` reads table `src` of the SQLite file `data.db` incrementally by
+/// `updated_at` and appends to the Parquet table `items`, with a rule that quarantines
+/// negative prices (for replay).
+fn incremental_project() -> Workdir {
+    let w = Workdir::with_files(&[
+        (
+            "sluice.toml",
+            "name = \"crash\"\n\n[connections.lite]\nkind = \"sqlite\"\nurl = \"data.db\"\n",
+        ),
+        (
+            "mappings/canonical/item.toml",
+            "name = \"item\"\nversion = \"1.0.0\"\n\n[fields.id]\ntype = \"int64\"\nprimary_key = true\n\n[fields.price]\ntype = \"float64\"\n\n[fields.updated_at]\ntype = \"timestamp\"\n",
+        ),
+        (
+            "mappings/src_to_item.toml",
+            "model = \"item@1\"\nfrom = \"src\"\n\n[fields]\nid = \"src.id\"\nprice = \"src.price\"\nupdated_at = \"src.updated_at\"\n\n[[rule]]\nname = \"price_not_negative\"\ncheck = \"price >= 0\"\nreason = \"price {price} is negative\"\n",
+        ),
+        (
+            "jobs/load.toml",
+            "mapping = \"src_to_item\"\n\n[sources.src]\nconnection = \"lite\"\ntable = \"src\"\nincremental = { column = \"updated_at\" }\n\n[target]\nformat = \"parquet\"\ntable = \"items\"\nmode = \"append\"\n",
+        ),
+    ]);
+    sqlite(
+        &w,
+        "CREATE TABLE src (id INTEGER PRIMARY KEY, price REAL, updated_at TIMESTAMPTZ);",
+    );
+    w
+}
+
+fn sqlite(w: &Workdir, sql: &str) {
+    let db = rusqlite::Connection::open(w.path().join("data.db")).unwrap();
+    db.execute_batch(sql).unwrap();
+}
+
+/// Each id in the target with how many times it is there: `id|count` lines by id.
+fn id_counts(w: &Workdir) -> Vec<String> {
+    rows(&query(
+        &w.path().join("warehouse/items"),
+        "SELECT id, count(*) FROM t GROUP BY id ORDER BY id",
+    ))
+}
+
+/// Rows the state store says committed runs loaded, and the watermark it holds.
+fn state_of(w: &Workdir) -> (i64, Option<String>) {
+    let db = rusqlite::Connection::open(w.path().join(".sluice/state.db")).unwrap();
+    let loaded: i64 = db
+        .query_row(
+            "SELECT coalesce(sum(rows_written), 0) FROM runs WHERE job = 'load' AND status IN ('succeeded', 'succeeded_with_warnings')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mark = db
+        .query_row(
+            "SELECT value FROM watermarks WHERE job = 'load' AND source = 'src'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    (loaded, mark)
+}
+
+/// Runs `args` with the process killed at `point`; asserts it died by the signal.
+fn run_killed_at(w: &Workdir, args: &[&str], point: &str) {
+    let o = w
+        .sluice(args)
+        .env("SLUICE_CRASH_AT", point)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "expected a kill at {point}: {}",
+        show(&o)
+    );
+}
+
+const CRASH_POINTS: [&str; 3] = ["before_publish", "after_publish", "after_state"];
+
+#[test]
+fn incremental_append_killed_at_each_commit_point_loads_every_row_once() {
+    for point in CRASH_POINTS {
+        let w = incremental_project();
+        sqlite(
+            &w,
+            "INSERT INTO src VALUES (1, 1.0, '2024-01-01T00:00:00Z'), (2, 2.0, '2024-01-01T00:00:00Z');",
+        );
+        let o = w.run(&["run", "load"]);
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        sqlite(
+            &w,
+            "INSERT INTO src VALUES (3, 3.0, '2024-01-02T00:00:00Z'), (4, 4.0, '2024-01-02T00:00:00Z');",
+        );
+        run_killed_at(&w, &["run", "load"], point);
+        let o = w.run(&["run", "load"]);
+        assert_eq!(o.status.code(), Some(0), "after {point}: {}", show(&o));
+        assert_eq!(
+            id_counts(&w),
+            ["1|1", "2|1", "3|1", "4|1"],
+            "killed at {point}: every source row once; {}",
+            show(&o)
+        );
+        let (loaded, mark) = state_of(&w);
+        assert_eq!(
+            loaded, 4,
+            "killed at {point}: the state store agrees with the target"
+        );
+        assert!(
+            mark.as_deref().is_some_and(|m| m.starts_with("2024-01-02")),
+            "killed at {point}: watermark {mark:?}"
+        );
+        if point != "before_publish" {
+            assert!(
+                show(&o).contains("recorded now from the target's commit record")
+                    || point == "after_state",
+                "{}",
+                show(&o)
+            );
+        }
+    }
+}
+
+#[test]
+fn replay_killed_at_each_commit_point_loads_the_replayed_rows_once() {
+    for point in CRASH_POINTS {
+        // The same job over a CSV file (replay reads the quarantine of a file source).
+        let w = incremental_project();
+        let job = w.read("jobs/load.toml").replace(
+            "connection = \"lite\"\ntable = \"src\"\nincremental = { column = \"updated_at\" }",
+            "format = \"csv\"\npath = \"src.csv\"\ncolumns = { updated_at = \"timestamp\" }",
+        );
+        w.write("jobs/load.toml", &job);
+        w.write(
+            "src.csv",
+            "id,price,updated_at\n1,1.0,2024-01-01T00:00:00Z\n2,-2.0,2024-01-01T00:00:00Z\n",
+        );
+        let o = w.run(&["run", "load", "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        let run_id = crate::common::report(&o)["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The fix: negative prices are refunds, and allowed.
+        let mapping = w.read("mappings/src_to_item.toml");
+        w.write(
+            "mappings/src_to_item.toml",
+            &mapping.replace("price >= 0", "price >= -10"),
+        );
+        run_killed_at(&w, &["replay", "load", "--run", &run_id], point);
+        let again = w.run(&["replay", "load", "--run", &run_id]);
+        if point == "before_publish" {
+            assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+        } else {
+            // The killed replay committed: a second one must be refused.
+            assert_eq!(again.status.code(), Some(2), "{}", show(&again));
+            assert!(
+                show(&again).contains("already replayed"),
+                "{}",
+                show(&again)
+            );
+        }
+        assert_eq!(id_counts(&w), ["1|1", "2|1"], "killed at {point}");
+    }
+}

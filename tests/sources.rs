@@ -280,3 +280,104 @@ type = "int64"
         .to_string();
     assert!(msg.contains("data/planes2.csv has columns [seats, tailnum], but data/planes.csv has [tailnum, seats]"), "{msg}");
 }
+
+/// The carrier mapping from a CSV `src` with columns code,name,founded.
+const CSV_MAPPING: &str = "model = \"carrier@1\"\nfrom = \"src\"\n[fields]\ncarrier_code = \"code\"\nname = \"name\"\nfounded_year = \"CAST(founded AS INT)\"\n";
+
+#[test]
+fn a_long_source_path_with_a_huge_batch_size_loads_every_row() {
+    // Once: the file-name column (the path repeated batch_size times) passed Arrow's 2 GiB,
+    // the reader panicked, and the run published an empty target as a success.
+    let dirs: Vec<String> = (0..9).map(|i| format!("{i}{}", "d".repeat(249))).collect();
+    let rel = format!("{}/carriers.csv", dirs.join("/"));
+    assert!(rel.len() > 2_250);
+    let mut csv = String::from("code,name,founded\n");
+    for i in 0..20_000 {
+        let code: String = [b'A' + (i % 26) as u8, b'A' + (i / 26 % 26) as u8]
+            .iter()
+            .map(|b| *b as char)
+            .collect();
+        csv.push_str(&format!("{code},Carrier {i},1950\n"));
+    }
+    let w = Workdir::with_files(&[
+        (
+            "sluice.toml",
+            "name = \"t\"\n\n[defaults]\nbatch_size = 1000000\n",
+        ),
+        ("mappings/canonical/carrier.toml", MODEL),
+        ("mappings/m.toml", CSV_MAPPING),
+        ("jobs/j.toml", &job("csv", &rel)),
+        (&rel, &csv),
+    ]);
+    let out = w.run(&["run", "j", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["rows"]["read"], 20_000);
+    assert_eq!(r["rows"]["written"], 20_000);
+    let n = query(
+        &w.path().join("warehouse/carriers"),
+        "SELECT count(*) FROM t",
+    );
+    assert_eq!(rows(&n), ["20000"]);
+}
+
+#[test]
+fn a_glob_over_a_symlink_loop_is_an_error_not_a_hang() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/carrier.toml", MODEL),
+        ("mappings/m.toml", CSV_MAPPING),
+        ("jobs/j.toml", &job("csv", "data/**/*.csv")),
+        (
+            "data/a/carriers.csv",
+            "code,name,founded\nAA,American,1926\n",
+        ),
+    ]);
+    std::os::unix::fs::symlink(w.path().join("data"), w.path().join("data/a/loop")).unwrap();
+    let out = w.run(&["run", "j"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(show(&out).contains("symbolic link loop"), "{}", show(&out));
+    // A glob that does not reach the loop still works.
+    w.write("jobs/j.toml", &job("csv", "data/a/*.csv"));
+    let out = w.run(&["run", "j"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn unwritable_standard_output_is_an_error_but_never_undoes_a_commit() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/carrier.toml", MODEL),
+        ("mappings/m.toml", CSV_MAPPING),
+        ("jobs/j.toml", &job("csv", "carriers.csv")),
+        (
+            "carriers.csv",
+            "code,name,founded\nAA,American,1926\nDL,Delta,1925\n",
+        ),
+    ]);
+    let full = || std::fs::File::create("/dev/full").unwrap();
+    let out = w.sluice(&["plan", "j"]).stdout(full()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out).contains("cannot write to standard output"),
+        "{}",
+        show(&out)
+    );
+    // The run commits; its exit code says so, so a scheduler does not load it again.
+    let out = w
+        .sluice(&["run", "j", "--json"])
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        show(&out).contains("cannot write to standard output"),
+        "{}",
+        show(&out)
+    );
+    let n = query(
+        &w.path().join("warehouse/carriers"),
+        "SELECT count(*) FROM t",
+    );
+    assert_eq!(rows(&n), ["2"]);
+}

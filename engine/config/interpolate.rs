@@ -142,9 +142,21 @@ impl Redactor {
         Ok(r.value)
     }
 
+    /// The process-wide redactor: every secret any redactor registers is also registered
+    /// here, so that log lines (at any `SLUICE_LOG` level, from Sluice or a library) can be
+    /// redacted as they are written (see [`crate::logging`]).
+    pub fn process() -> &'static Redactor {
+        static PROCESS: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+        PROCESS.get_or_init(Redactor::default)
+    }
+
     /// Registers secrets to hide. A secret that is an absolute path is also hidden without its
     /// leading `/`, the form DataFusion prints file locations in.
     pub fn add(&self, secrets: &[String]) {
+        let process = Redactor::process();
+        if !Arc::ptr_eq(&self.secrets, &process.secrets) {
+            process.add(secrets);
+        }
         if let Ok(mut s) = self.secrets.lock() {
             for secret in secrets {
                 let trimmed = secret.trim_start_matches('/').to_string();

@@ -316,6 +316,7 @@ impl Project {
             jobs,
         };
         project.check_references(&broken, &mut diags);
+        diags.extend(crate::guard::check_project(&project));
         (project, diags)
     }
 
@@ -758,6 +759,7 @@ fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSet
             }
             "defaults" => {
                 if let Some(d) = r.entry::<DefaultsSpec>(key, item) {
+                    validate_defaults(&mut r, item, &d);
                     s.defaults = d
                 }
             }
@@ -787,6 +789,48 @@ fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSet
         );
     }
     Some(s)
+}
+
+/// Largest `[defaults] batch_size`: 2^20 rows. Beyond it a batch's buffers grow past what
+/// DataFusion's operators are tuned for, with no gain in speed.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
+/// Bounds of `[defaults] max_record_bytes`: 1 KiB to 1 GiB.
+pub const MAX_RECORD_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1 << 30;
+
+fn validate_defaults(r: &mut Reader<'_>, item: &toml_edit::Item, d: &DefaultsSpec) {
+    let span = |key: &str| {
+        item.as_table_like()
+            .and_then(|t| t.get(key))
+            .and_then(toml_edit::Item::span)
+    };
+    if !(1..=MAX_BATCH_SIZE).contains(&d.batch_size) {
+        r.error(
+            span("batch_size"),
+            "defaults.batch_size",
+            format!(
+                "batch_size = {} is outside 1..={MAX_BATCH_SIZE}",
+                d.batch_size
+            ),
+            Some("rows per Arrow batch; the default, 8192, suits most loads".into()),
+        );
+    }
+    if !MAX_RECORD_BYTES_RANGE.contains(&d.max_record_bytes) {
+        r.error(
+            span("max_record_bytes"),
+            "defaults.max_record_bytes",
+            format!(
+                "max_record_bytes = {} is outside {}..={}",
+                d.max_record_bytes,
+                MAX_RECORD_BYTES_RANGE.start(),
+                MAX_RECORD_BYTES_RANGE.end()
+            ),
+            Some(
+                "the longest CSV record read whole, in bytes; the default is 16777216 (16 MiB)"
+                    .into(),
+            ),
+        );
+    }
 }
 
 fn validate_connection(r: &mut Reader<'_>, name: &str, c: &ConnectionSpec) {
@@ -1072,6 +1116,15 @@ fn validate_field(
     check_bound(r, "min", &spec.min);
     check_bound(r, "max", &spec.max);
     if let Some(values) = &spec.allowed {
+        if values.get_ref().is_empty() {
+            r.error(
+                Some(values.span()),
+                &format!("{path}.enum"),
+                "`enum = []` allows no value, so every row would fail",
+                Some("list the allowed values, or remove `enum`".into()),
+            );
+            ok = false;
+        }
         for v in values.get_ref() {
             if let Err(e) = crate::quality::literal_for(v, data_type) {
                 r.error(Some(values.span()), &format!("{path}.enum"), e, None);
@@ -1952,6 +2005,21 @@ fn validate_checks(r: &mut Reader<'_>, c: &ChecksSpec) {
                     format!("fail_below ({f}) is above warn_below ({w})"),
                     Some(
                         "the fail threshold should be the stricter one: fail_below ≤ warn_below"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        if let (Some(below), Some(above)) = (v.fail_below, v.fail_above) {
+            if below > above {
+                r.error(
+                    rc_span.clone(),
+                    "checks.row_count",
+                    format!(
+                        "fail_below ({below}) is above fail_above ({above}): every run would fail"
+                    ),
+                    Some(
+                        "fail_below is the smallest acceptable row count, fail_above the largest"
                             .into(),
                     ),
                 );

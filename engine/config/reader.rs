@@ -19,12 +19,19 @@ pub struct Reader<'a> {
     pub src: &'a SourceText,
     /// Problems found so far (in this file and possibly others).
     pub diags: &'a mut Diagnostics,
+    /// Every `[table]` / `[[array]]` header of the file with its byte offset, in file order;
+    /// built on first use so that naming the table of each of many mistakes stays linear.
+    headers: std::cell::OnceCell<Vec<(usize, String)>>,
 }
 
 impl<'a> Reader<'a> {
     /// Starts reading `src`, reporting into `diags`.
     pub fn new(src: &'a SourceText, diags: &'a mut Diagnostics) -> Self {
-        Reader { src, diags }
+        Reader {
+            src,
+            diags,
+            headers: std::cell::OnceCell::new(),
+        }
     }
 
     /// Parses the file; a syntax error becomes one diagnostic and `None`.
@@ -147,15 +154,27 @@ impl<'a> Reader<'a> {
 
     /// The `[table.header]` (or `[[array]]`) in force at byte `offset`, if any.
     fn table_header_before(&self, offset: usize) -> Option<String> {
-        let before = self.src.text.get(..offset)?;
-        before.lines().rev().find_map(|line| {
-            let t = line.trim();
-            let inner = t
-                .strip_prefix("[[")
-                .and_then(|r| r.strip_suffix("]]"))
-                .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()))?;
-            Some(inner.trim().replace([' ', '"'], ""))
-        })
+        let headers = self.headers.get_or_init(|| {
+            let mut at = 0;
+            let mut out = Vec::new();
+            for line in self.src.text.split_inclusive('\n') {
+                let t = line.trim();
+                let inner = t
+                    .strip_prefix("[[")
+                    .and_then(|r| r.strip_suffix("]]"))
+                    .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()));
+                if let Some(inner) = inner {
+                    out.push((at, inner.trim().replace([' ', '"'], "")));
+                }
+                at += line.len();
+            }
+            out
+        });
+        // The last header that starts before `offset`.
+        let n = headers.partition_point(|(start, _)| *start < offset);
+        n.checked_sub(1)
+            .and_then(|i| headers.get(i))
+            .map(|(_, h)| h.clone())
     }
 
     /// Span of the key `key` in `table`, falling back to its value's span.

@@ -559,6 +559,10 @@ pub struct DefaultsSpec {
     /// Parallel partitions DataFusion plans with; 0 = number of CPU cores (default).
     #[serde(default)]
     pub target_partitions: usize,
+    /// Longest CSV record read whole, in bytes (default 16 MiB); a longer one is quarantined
+    /// with its line and first bytes, so one huge field cannot exhaust memory.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
 }
 
 impl Default for DefaultsSpec {
@@ -566,8 +570,13 @@ impl Default for DefaultsSpec {
         DefaultsSpec {
             batch_size: default_batch_size(),
             target_partitions: 0,
+            max_record_bytes: default_max_record_bytes(),
         }
     }
+}
+
+fn default_max_record_bytes() -> usize {
+    crate::record_limit::DEFAULT_MAX_RECORD_BYTES
 }
 
 fn default_batch_size() -> usize {

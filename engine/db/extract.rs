@@ -22,7 +22,6 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::mpsc;
@@ -461,7 +460,8 @@ impl PartitionStream for DbPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (tx, rx) = mpsc::channel::<datafusion::error::Result<RecordBatch>>(2);
+        let (tx, rx) =
+            mpsc::channel::<datafusion::error::Result<RecordBatch>>(crate::producer::CHANNEL_DEPTH);
         let ext = self.ext.clone();
         let sql = self.sql.clone();
         let params = self.params.clone();
@@ -476,7 +476,8 @@ impl PartitionStream for DbPartition {
             n_out: self.n_out,
             out_schema: self.schema.clone(),
         };
-        tokio::spawn(async move {
+        let what = format!("reader of source `{}`", ext.source);
+        let task = tokio::spawn(async move {
             let columns: Vec<DbColumn> = used.iter().map(|&i| ext.columns[i].clone()).collect();
             let result = match ext.connector.kind {
                 ConnectionKind::Postgres => {
@@ -493,9 +494,7 @@ impl PartitionStream for DbPartition {
                 let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
             }
         });
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+        crate::producer::stream(self.schema.clone(), rx, task, what)
     }
 }
 

@@ -187,6 +187,10 @@ impl ParquetSink {
         };
         if mode == LoadMode::Append && target.is_dir() {
             for rel in files_under(target).map_err(|e| io_err(target, "cannot list target", e))? {
+                // The previous run's commit record is replaced by this run's.
+                if rel == Path::new(crate::commit::COMMIT_FILE) {
+                    continue;
+                }
                 let dst = sink.staging.join(&rel);
                 if let Some(p) = dst.parent() {
                     fs::create_dir_all(p).map_err(|e| io_err(p, "cannot create staging", e))?;
@@ -313,11 +317,15 @@ impl ParquetSink {
         })
     }
 
-    /// Publishes the staged version atomically (step 3). Call after [`finish`](Self::finish).
+    /// Publishes the staged version atomically (step 3), with `record` inside it (see
+    /// [`crate::commit`]). Call after [`finish`](Self::finish).
     ///
     /// # Errors
-    /// [`Error::Target`] when the exchange fails; the previous version is then still published.
-    pub fn commit(mut self) -> Result<()> {
+    /// [`Error::Target`] when the record cannot be written or the exchange fails; the previous
+    /// version is then still published.
+    pub fn commit(mut self, record: &crate::commit::CommitRecord) -> Result<()> {
+        crate::commit::write_record(&self.staging, record)?;
+        crate::commit::crash_point("before_publish");
         let parent = self
             .target
             .parent()
@@ -341,6 +349,7 @@ impl ParquetSink {
                     self.committed = true;
                     let _ = fs::remove_dir_all(&old);
                     self.synced(&parent);
+                    crate::commit::crash_point("after_publish");
                     return Ok(());
                 }
                 Err(e) => return Err(io_err(&self.target, "cannot publish (rename exchange)", e)),
@@ -352,6 +361,7 @@ impl ParquetSink {
         // Published: from here on nothing may report failure, or a retry would load twice.
         self.committed = true;
         self.synced(&parent);
+        crate::commit::crash_point("after_publish");
         // The old version now sits under the staging name.
         let _ = fs::remove_dir_all(&self.staging);
         self.lock.take();

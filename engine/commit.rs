@@ -1,0 +1,268 @@
+//! The commit protocol: a run's facts are recorded **with** its target commit, so that after a
+//! crash at any instant the next run can tell whether the commit happened (decision 0006).
+//!
+//! ```text
+//! run N: stage files ─▶ write _sluice_commit.json into staging ─▶ fsync ─▶ swap (publish)
+//!                                                                            │
+//!        state store: runs + watermarks + replay marker ◀── record ─────────┘  (may be lost)
+//!
+//! run N+1 (job lock held, before planning): read the published _sluice_commit.json;
+//!        if the state store lacks that run, record it now ─▶ then read watermarks, plan, run
+//! ```
+//!
+//! The published folder and its commit record change in the same `rename`, so the record
+//! describes exactly the version readers see. Whatever the state store says after a crash,
+//! the record wins: a watermark, a replay marker or a run the store missed is put back before
+//! anything reads them, so no crash point can make an incremental extraction or a replay load
+//! a row twice.
+//!
+//! Only the latest commit's record is kept: every run reconciles before it plans, so when run
+//! N+1 commits, run N is already in the state store.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::interpolate::Redactor;
+use crate::config::{Job, Project};
+use crate::error::{Error, Result};
+use crate::run::{RunReport, RunStatus};
+use crate::sink::fsutil::Lock;
+
+/// File name of the commit record inside a published Parquet folder. The leading `_` keeps it
+/// out of readers' listings (DataFusion, Spark and DuckDB's `*.parquet` globs skip it).
+pub const COMMIT_FILE: &str = "_sluice_commit.json";
+
+/// Environment variable naming a crash point: the process kills itself (`SIGKILL`) when it
+/// reaches that point. For the crash tests (`tests/crash_safety.rs`); see [`crash_point`].
+pub const CRASH_ENV: &str = "SLUICE_CRASH_AT";
+
+/// The named points of the protocol where the crash tests kill the process.
+pub const CRASH_POINTS: &[&str] = &[
+    // Staging and its commit record are complete and durable; nothing is published.
+    "before_publish",
+    // The new version is published; the state store has not recorded the run.
+    "after_publish",
+    // The state store has recorded the run; the run report is not written.
+    "after_state",
+];
+
+/// Kills the process with `SIGKILL` when [`CRASH_ENV`] names `point`: the same effect as a
+/// `kill -9` or a power cut at that instant (no destructor, no flush). A no-op otherwise.
+pub fn crash_point(point: &str) {
+    if std::env::var(CRASH_ENV).is_ok_and(|p| p == point) {
+        eprintln!("{CRASH_ENV}={point}: killing the process");
+        // SAFETY: kill(2) with our own pid has no memory effects.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// What a committed run consumed and produced, as the state store records it. Written as JSON
+/// into the target's staging folder before the publish.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommitRecord {
+    /// Run id.
+    pub run_id: String,
+    /// Job name.
+    pub job: String,
+    /// `succeeded` or `succeeded_with_warnings`.
+    pub status: String,
+    /// Start, RFC 3339 UTC.
+    pub started_at: String,
+    /// When the commit was prepared, RFC 3339 UTC.
+    pub finished_at: String,
+    /// Rows read, written, quarantined, dropped.
+    pub rows_read: u64,
+    /// Rows loaded by this run.
+    pub rows_written: u64,
+    /// Rows quarantined by this run.
+    pub rows_quarantined: u64,
+    /// Rows dropped by `drop` rules.
+    pub rows_dropped: u64,
+    /// Model name.
+    pub model: String,
+    /// Model version loaded.
+    pub model_version: String,
+    /// The run whose quarantine this run replayed, if it is a replay.
+    pub replay_of: Option<String>,
+    /// Watermarks this run moves: (source, cursor column, value as text).
+    pub watermarks: Vec<(String, String, String)>,
+}
+
+impl CommitRecord {
+    /// The record of `report`, as it will be once committed.
+    pub fn of(report: &RunReport, replay_of: Option<&str>) -> CommitRecord {
+        CommitRecord {
+            run_id: report.run_id.clone(),
+            job: report.job.clone(),
+            status: crate::state::status_name(report.status),
+            started_at: report.started_at.clone(),
+            finished_at: report.finished_at.clone(),
+            rows_read: report.rows.read,
+            rows_written: report.rows.written,
+            rows_quarantined: report.rows.quarantined,
+            rows_dropped: report.rows.dropped,
+            model: report.model.clone(),
+            model_version: report.model_version.clone(),
+            replay_of: replay_of.map(str::to_owned),
+            watermarks: report
+                .watermarks
+                .iter()
+                .filter(|w| w.moved)
+                .filter_map(|w| {
+                    w.value
+                        .as_ref()
+                        .map(|v| (w.source.clone(), w.column.clone(), v.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the run committed (always true for a record read from a published target).
+    pub fn committed(&self) -> bool {
+        self.status == crate::state::status_name(RunStatus::Succeeded)
+            || self.status == crate::state::status_name(RunStatus::SucceededWithWarnings)
+    }
+}
+
+/// The job lock plus the reconciliation every run and replay starts with.
+pub struct Prepared {
+    /// Held until the run ends: runs of one job never overlap.
+    pub lock: Lock,
+    /// The run recovered from the target's commit record, if the state store lacked it.
+    pub recovered: Option<String>,
+}
+
+/// Takes `job`'s lock (one run of a job at a time: the watermark a run reads is the one it
+/// moves), then reconciles the state store with the target's commit record.
+///
+/// # Errors
+/// [`Error::State`] when another run holds the lock, or when the state store cannot record
+/// a commit it missed (the run must not start: it would read a stale watermark).
+pub fn prepare(project: &Project, job: &Job) -> Result<Prepared> {
+    let lock_path = project
+        .path(&project.settings.state_dir)
+        .join("locks")
+        .join(format!("job-{}.lock", job.name));
+    let lock = Lock::try_acquire(&lock_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::state(
+                &lock_path,
+                format!(
+                    "another run of job `{}` is in progress (runs of one job never overlap, so each reads the watermark the previous one left); wait for it to finish",
+                    job.name
+                ),
+            )
+        } else {
+            Error::state(&lock_path, format!("cannot take the job lock: {e}"))
+        }
+    })?;
+    let recovered = reconcile(project, job)?;
+    Ok(Prepared { lock, recovered })
+}
+
+/// Records in the state store the run whose commit record the published target holds, when
+/// the store does not have it as committed (the process stopped between the publish and the
+/// state write). Returns that run's id.
+///
+/// # Errors
+/// [`Error::State`] when the record cannot be read or the store cannot be written.
+pub fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
+    let Some((dir, shown)) = target_folder(project, job) else {
+        return Ok(None);
+    };
+    let Some(record) = read_record(&dir, &shown)? else {
+        return Ok(None);
+    };
+    if record.job != job.name || !record.committed() {
+        return Ok(None);
+    }
+    let mut store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let known = store.run_status(&job.name, &record.run_id)?;
+    if known.as_deref() == Some(record.status.as_str()) {
+        return Ok(None);
+    }
+    store.record_commit(&record)?;
+    eprintln!(
+        "note: run {} of job `{}` was published, but the process stopped before recording it; recorded now from the target's commit record ({} rows loaded{})",
+        record.run_id,
+        job.name,
+        record.rows_written,
+        if record.watermarks.is_empty() {
+            String::new()
+        } else {
+            ", watermarks moved".into()
+        }
+    );
+    Ok(Some(record.run_id))
+}
+
+/// The commit record of the version published in `dir`, if any. `shown` names the folder in
+/// errors (as the job writes it: a resolved `${env:...}` may be a secret).
+///
+/// # Errors
+/// [`Error::State`] when the file exists but cannot be read or parsed.
+pub fn read_record(dir: &Path, shown: &str) -> Result<Option<CommitRecord>> {
+    let path = dir.join(COMMIT_FILE);
+    let shown = Path::new(shown).join(COMMIT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        // No published version yet (or a path the run will report as it writes).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(Error::state(&shown, format!("cannot read: {e}"))),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::state(&shown, format!("not a Sluice commit record: {e}")))
+}
+
+/// Writes `record` into the staging folder `dir` and makes it durable.
+///
+/// # Errors
+/// [`Error::Target`] on an I/O error.
+pub fn write_record(dir: &Path, record: &CommitRecord) -> Result<()> {
+    let path = dir.join(COMMIT_FILE);
+    let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Internal(e.to_string()))?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        crate::sink::fsutil::sync_dir(dir)
+    };
+    write().map_err(|e| Error::target(&path, format!("cannot write the commit record: {e}")))
+}
+
+/// The folder of `job`'s Parquet target and its name as the job writes it (`None` for a
+/// database target, or a path whose `${...}` cannot be resolved: the planner reports that).
+pub fn target_folder(project: &Project, job: &Job) -> Option<(PathBuf, String)> {
+    if job.target.is_database() {
+        return None;
+    }
+    let (rel, shown) = match (&job.target.table, &job.target.path) {
+        (Some(t), _) => {
+            let rel = project.settings.warehouse.join(t.get_ref());
+            let shown = rel.display().to_string();
+            (rel, shown)
+        }
+        (None, Some(p)) => (
+            PathBuf::from(
+                Redactor::default()
+                    .resolve(p.get_ref(), &project.root)
+                    .ok()?,
+            ),
+            p.get_ref().clone(),
+        ),
+        (None, None) => return None,
+    };
+    Some((project.path(rel), shown))
+}

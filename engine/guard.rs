@@ -1,0 +1,323 @@
+//! Guarded paths: a job's target and quarantine never replace what they must not touch.
+//!
+//! A Parquet target is published by swapping its whole folder (decision 0002), and an
+//! overwrite deletes the previous version. So a target folder that is, contains, or lies inside
+//! a source folder, the state folder or another job's output would delete those files; one
+//! that is or contains the project root would delete the project. The quarantine folder gets
+//! the same guard (it holds one file per run and is cleaned of crashed staging files).
+//!
+//! | the target or quarantine `T` and a protected location `P` | refused when |
+//! |---|---|
+//! | a source's file, folder or glob base (another job's source that reads a job's output is a chain of jobs, and allowed) | `T` = `P`, `T` contains `P`, `P` contains `T` |
+//! | the state folder (`.sluice/`)                                | same |
+//! | another job's target or quarantine, this job's other output | same |
+//! | the project root                                             | `T` = `P` or `T` contains `P` (inside it is normal) |
+//!
+//! Paths are compared after resolving `..`, `.` and symlinks of the part that exists, so
+//! `../project`, `./warehouse/../samples` and a symlink to a source folder are all caught.
+//! [`check_project`] runs at validate time on the paths as written (templates whose `${...}`
+//! cannot be resolved are skipped there); [`check_run`] runs again when a run starts, on the
+//! resolved paths.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::config::interpolate::Redactor;
+use crate::config::{Job, Project};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+
+/// Something a job writes into: its target folder or its quarantine folder.
+#[derive(Debug, Clone)]
+struct Output {
+    /// `target` or `quarantine`.
+    kind: &'static str,
+    /// The TOML key that sets it (`target.table`, `target.path`, `quarantine.path`).
+    key: &'static str,
+    /// Its span in the job file, when written there (the default quarantine has none).
+    span: Option<std::ops::Range<usize>>,
+    path: PathBuf,
+}
+
+/// A location a job's outputs must keep clear of.
+#[derive(Debug, Clone)]
+struct Protected {
+    /// What it is, for the message (``source `flights` of job `flights` ``).
+    what: String,
+    path: PathBuf,
+    /// True for the project root: an output may lie inside it, not over it.
+    root: bool,
+}
+
+/// The problems of every job of `project`: each output that overlaps a protected location.
+pub fn check_project(project: &Project) -> Diagnostics {
+    let redactor = Redactor::default();
+    let mut diags = Diagnostics::default();
+    for job in project.jobs.values() {
+        diags.extend(check_job(project, job, &redactor));
+    }
+    diags
+}
+
+/// The problems of `job`'s outputs, with paths resolved as a run resolves them.
+pub fn check_run(project: &Project, job: &Job, redactor: &Redactor) -> Diagnostics {
+    check_job(project, job, redactor)
+}
+
+fn check_job(project: &Project, job: &Job, redactor: &Redactor) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let outputs = outputs_of(project, job, redactor);
+    let protected = protected_for(project, job, redactor);
+    for o in &outputs {
+        // The target must keep clear of its own quarantine too (reported once, at the target).
+        let own = outputs
+            .iter()
+            .filter(|s| o.kind == "target" && s.kind != "target")
+            .map(|s| Protected {
+                what: format!("the {} of this job", s.kind),
+                path: s.path.clone(),
+                root: false,
+            });
+        for p in protected.iter().cloned().chain(own) {
+            if let Some(how) = overlap(&o.path, &p.path, p.root) {
+                let mut d = refusal(project, job, o, &p, how);
+                // A path resolved from `${env:...}` may hold a secret.
+                d.message = redactor.redact(&d.message);
+                diags.push(d);
+            }
+        }
+    }
+    diags
+}
+
+fn refusal(project: &Project, job: &Job, o: &Output, p: &Protected, how: &str) -> Diagnostic {
+    let mut d = job.src.diagnostic(
+        o.span.clone(),
+        o.key,
+        format!(
+            "the {} folder {} {how} {} ({}); publishing there would delete or replace those files",
+            o.kind,
+            shown(project, &o.path),
+            p.what,
+            shown(project, &p.path)
+        ),
+    );
+    d.hint = Some(if o.kind == "target" {
+        "give the target a folder of its own, e.g. `table = \"<name>\"` under the warehouse".into()
+    } else {
+        "give the quarantine a folder of its own, or remove `[quarantine] path` to use <warehouse>/_quarantine/<job>".into()
+    });
+    d
+}
+
+/// How `output` overlaps `protected`, if it does.
+fn overlap(output: &Path, protected: &Path, protected_is_root: bool) -> Option<&'static str> {
+    if output == protected {
+        Some("is")
+    } else if protected.starts_with(output) {
+        Some("contains")
+    } else if !protected_is_root && output.starts_with(protected) {
+        Some("lies inside")
+    } else {
+        None
+    }
+}
+
+/// The folders `job` writes into (file targets only: a database target has no folder).
+fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> {
+    let mut out = Vec::new();
+    if !job.target.is_database() {
+        let written = match (&job.target.table, &job.target.path) {
+            (Some(t), _) => Some((
+                "target.table",
+                t.span(),
+                Ok(project.settings.warehouse.join(t.get_ref())),
+            )),
+            (None, Some(p)) => Some((
+                "target.path",
+                p.span(),
+                redactor
+                    .resolve(p.get_ref(), &project.root)
+                    .map(PathBuf::from),
+            )),
+            (None, None) => None,
+        };
+        if let Some((key, span, Ok(rel))) = written {
+            out.push(Output {
+                kind: "target",
+                key,
+                span: Some(span),
+                path: canonical(&project.path(rel)),
+            });
+        }
+    }
+    let quarantine = match &job.quarantine.path {
+        Some(p) => redactor
+            .resolve(p.get_ref(), &project.root)
+            .ok()
+            .map(|r| (Some(p.span()), PathBuf::from(r))),
+        None => Some((
+            None,
+            project
+                .settings
+                .warehouse
+                .join("_quarantine")
+                .join(&job.name),
+        )),
+    };
+    if let Some((span, rel)) = quarantine {
+        out.push(Output {
+            kind: "quarantine",
+            key: "quarantine.path",
+            span,
+            path: canonical(&project.path(rel)),
+        });
+    }
+    out
+}
+
+/// Everything `job`'s outputs must keep clear of: the project root, the state folder, every
+/// file source of every job, and the other jobs' outputs.
+fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Protected> {
+    let mut out = vec![
+        Protected {
+            what: "the project root".into(),
+            path: canonical(&project.root),
+            root: true,
+        },
+        Protected {
+            what: "the state folder".into(),
+            path: canonical(&project.path(&project.settings.state_dir)),
+            root: false,
+        },
+    ];
+    // Every job's outputs: another job reading one of them as a source is a chain of jobs
+    // (it reads what this one loads), not raw data to protect.
+    let all_outputs: Vec<PathBuf> = project
+        .jobs
+        .values()
+        .flat_map(|j| outputs_of(project, j, redactor))
+        .map(|o| o.path)
+        .collect();
+    for other in project.jobs.values() {
+        for (name, s) in &other.sources {
+            let Some(p) = s.path.as_ref().filter(|_| !s.is_database()) else {
+                continue;
+            };
+            let Ok(resolved) = redactor.resolve(p.get_ref(), &project.root) else {
+                continue;
+            };
+            let path = canonical(&project.path(glob_base(&resolved)));
+            let downstream = all_outputs.iter().any(|o| path.starts_with(o));
+            if other.name != job.name && downstream {
+                continue;
+            }
+            out.push(Protected {
+                what: format!("source `{name}` of job `{}`", other.name),
+                path,
+                root: false,
+            });
+        }
+        if other.name != job.name {
+            for o in outputs_of(project, other, redactor) {
+                out.push(Protected {
+                    what: format!("the {} of job `{}`", o.kind, other.name),
+                    path: o.path,
+                    root: false,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The literal folder a glob starts from (`samples/*/flights.csv` → `samples`), or the path
+/// itself when it has no pattern.
+pub fn glob_base(path: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    for c in Path::new(path).components() {
+        if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+            break;
+        }
+        base.push(c);
+    }
+    base
+}
+
+/// `path` with `.` and `..` resolved, and symlinks resolved in the longest part that exists
+/// (a target folder may not exist yet).
+pub fn canonical(path: &Path) -> PathBuf {
+    let mut lexical = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    let mut existing = lexical.clone();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let mut out = real;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (existing.file_name().map(ToOwned::to_owned), existing.pop()) {
+            (Some(name), true) => rest.push(name),
+            _ => return lexical,
+        }
+    }
+}
+
+fn shown(project: &Project, path: &Path) -> String {
+    let root = canonical(&project.root);
+    match path.strip_prefix(&root) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".into(),
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlaps_are_found_both_ways_and_the_root_only_from_above() {
+        let p = Path::new;
+        assert_eq!(overlap(p("/a/b"), p("/a/b"), false), Some("is"));
+        assert_eq!(overlap(p("/a"), p("/a/b"), false), Some("contains"));
+        assert_eq!(overlap(p("/a/b/c"), p("/a/b"), false), Some("lies inside"));
+        assert_eq!(
+            overlap(p("/a/bc"), p("/a/b"), false),
+            None,
+            "a sibling with a longer name"
+        );
+        assert_eq!(overlap(p("/proj/warehouse/x"), p("/proj"), true), None);
+        assert_eq!(overlap(p("/"), p("/proj"), true), Some("contains"));
+    }
+
+    #[test]
+    fn canonical_resolves_dots_and_missing_tails() {
+        let t = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(t.path()).unwrap();
+        std::fs::create_dir(root.join("proj")).unwrap();
+        assert_eq!(canonical(&root.join("proj/warehouse/../..")), root);
+        assert_eq!(
+            canonical(&root.join("proj/./new/table")),
+            root.join("proj/new/table")
+        );
+        std::os::unix::fs::symlink(root.join("proj"), root.join("link")).unwrap();
+        assert_eq!(canonical(&root.join("link/x")), root.join("proj/x"));
+    }
+
+    #[test]
+    fn glob_base_stops_at_the_first_pattern() {
+        assert_eq!(glob_base("samples/*/f.csv"), PathBuf::from("samples"));
+        assert_eq!(glob_base("samples/f.csv"), PathBuf::from("samples/f.csv"));
+        assert_eq!(glob_base("s/**/*.csv"), PathBuf::from("s"));
+    }
+}

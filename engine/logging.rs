@@ -1,0 +1,55 @@
+//! Log output: `SLUICE_LOG` (an `EnvFilter` directive, default `warn`) to standard error, with
+//! every registered secret redacted from each line, whichever crate logged it.
+//!
+//! Secrets (values of `${env:...}` and `${file:...}`) are registered as configs are resolved
+//! ([`crate::config::interpolate::Redactor::process`]). A library logging a resolved path or
+//! URL at `debug` level would print them; each formatted event is therefore buffered and
+//! written only after redaction.
+
+use std::io::Write;
+
+use crate::config::interpolate::Redactor;
+
+/// Installs the global subscriber. Call once, first thing in `main`.
+pub fn init() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(RedactedStderr)
+        .init();
+}
+
+/// Makes one [`RedactedLine`] per event.
+struct RedactedStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactedLine;
+
+    fn make_writer(&'a self) -> RedactedLine {
+        RedactedLine(Vec::new())
+    }
+}
+
+/// One formatted event, written to standard error redacted when dropped.
+struct RedactedLine(Vec<u8>);
+
+impl Write for RedactedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let redacted = Redactor::process().redact(&text);
+        let _ = std::io::stderr().lock().write_all(redacted.as_bytes());
+    }
+}
