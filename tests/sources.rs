@@ -381,3 +381,50 @@ fn unwritable_standard_output_is_an_error_but_never_undoes_a_commit() {
     );
     assert_eq!(rows(&n), ["2"]);
 }
+
+#[test]
+fn a_record_above_max_record_bytes_is_quarantined_and_the_rest_load_with_exact_lines() {
+    let big = "x".repeat(3000);
+    // Line 3: one long unquoted field. Lines 4-6: a long quoted field with two line breaks.
+    let csv = format!(
+        "code,name,founded\nAA,American,1926\nBB,{big},1930\nCC,\"{big}\n{big}\n{big}\",1931\nDL,Delta,1925\nZZ,,1990\n"
+    );
+    let w = Workdir::with_files(&[
+        (
+            "sluice.toml",
+            "name = \"t\"\n\n[defaults]\nmax_record_bytes = 2048\n",
+        ),
+        ("mappings/canonical/carrier.toml", MODEL),
+        ("mappings/m.toml", CSV_MAPPING),
+        ("jobs/j.toml", &job("csv", "carriers.csv")),
+        ("carriers.csv", &csv),
+    ]);
+    let out = w.run(&["run", "j", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["rows"]["read"], 5);
+    assert_eq!(r["rows"]["written"], 2);
+    let loaded = query(
+        &w.path().join("warehouse/carriers"),
+        "SELECT carrier_code FROM t ORDER BY carrier_code",
+    );
+    assert_eq!(rows(&loaded), ["AA", "DL"]);
+    let q = query(
+        &w.path().join("warehouse/_quarantine/j"),
+        "SELECT source_line, failed_rules[1]['reason'], length(source_values) FROM t ORDER BY source_line",
+    );
+    let q = rows(&q);
+    assert_eq!(q.len(), 3, "{q:?}");
+    assert!(q[0].starts_with("3|"), "{q:?}");
+    assert!(
+        q[0].contains("3008 bytes, above max_record_bytes = 2048"),
+        "{q:?}"
+    );
+    assert!(q[1].starts_with("4|"), "{q:?}");
+    assert!(q[1].contains("9012 bytes"), "{q:?}");
+    // The line breaks inside the cut record still count: ZZ is on line 8.
+    assert!(q[2].starts_with("8|"), "{q:?}");
+    // The raw text kept is the record's first bytes, not all of it.
+    let kept: usize = q[0].rsplit('|').next().unwrap().parse().unwrap();
+    assert!(kept < 3000, "{q:?}");
+}
