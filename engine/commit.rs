@@ -6,8 +6,10 @@
 //!                                                                            │
 //!        state store: runs + watermarks + replay marker ◀── record ─────────┘  (may be lost)
 //!
-//! run N+1 (job lock held, before planning): read the published _sluice_commit.json;
-//!        if the state store lacks that run, record it now ─▶ then read watermarks, plan, run
+//! run N+1 (job lock held, before planning): read the published _sluice_commit.json (or the
+//!        database target's sluice_runs row, written in the load's transaction, see
+//!        crate::db::runs); if the state store lacks that run, record it now ─▶ then read
+//!        watermarks, plan, run
 //! ```
 //!
 //! The published folder and its commit record change in the same `rename`, so the record
@@ -127,26 +129,18 @@ impl CommitRecord {
     }
 }
 
-/// The job lock plus the reconciliation every run and replay starts with.
-pub struct Prepared {
-    /// Held until the run ends: runs of one job never overlap.
-    pub lock: Lock,
-    /// The run recovered from the target's commit record, if the state store lacked it.
-    pub recovered: Option<String>,
-}
-
-/// Takes `job`'s lock (one run of a job at a time: the watermark a run reads is the one it
-/// moves), then reconciles the state store with the target's commit record.
+/// Takes `job`'s lock: one run (or replay, or backfill) of a job at a time, so the watermark a
+/// run reads is the one it moves. Held until the returned lock is dropped. Call
+/// [`reconcile`] next, before anything reads the state store.
 ///
 /// # Errors
-/// [`Error::State`] when another run holds the lock, or when the state store cannot record
-/// a commit it missed (the run must not start: it would read a stale watermark).
-pub fn prepare(project: &Project, job: &Job) -> Result<Prepared> {
+/// [`Error::State`] when another run holds the lock or the lock file cannot be created.
+pub fn lock_job(project: &Project, job: &Job) -> Result<Lock> {
     let lock_path = project
         .path(&project.settings.state_dir)
         .join("locks")
         .join(format!("job-{}.lock", job.name));
-    let lock = Lock::try_acquire(&lock_path).map_err(|e| {
+    Lock::try_acquire(&lock_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             Error::state(
                 &lock_path,
@@ -158,22 +152,28 @@ pub fn prepare(project: &Project, job: &Job) -> Result<Prepared> {
         } else {
             Error::state(&lock_path, format!("cannot take the job lock: {e}"))
         }
-    })?;
-    let recovered = reconcile(project, job)?;
-    Ok(Prepared { lock, recovered })
+    })
 }
 
-/// Records in the state store the run whose commit record the published target holds, when
-/// the store does not have it as committed (the process stopped between the publish and the
-/// state write). Returns that run's id.
+/// Records in the state store the run whose commit record the published target holds (the
+/// Parquet folder's `_sluice_commit.json`, or the database target's `sluice_runs` row), when
+/// the store does not have it as committed: the process stopped between the publish and the
+/// state write. Returns that run's id. Call with the job lock held.
 ///
 /// # Errors
-/// [`Error::State`] when the record cannot be read or the store cannot be written.
-pub fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
-    let Some((dir, shown)) = target_folder(project, job) else {
-        return Ok(None);
+/// [`Error::Connection`] when a database target cannot be reached; [`Error::State`] when the
+/// record cannot be read or the store cannot be written (the run must not start then: it
+/// would read a stale watermark).
+pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
+    let record = if job.target.is_database() {
+        database_record(project, job).await?
+    } else {
+        match target_folder(project, job) {
+            Some((dir, shown)) => read_record(&dir, &shown)?,
+            None => None,
+        }
     };
-    let Some(record) = read_record(&dir, &shown)? else {
+    let Some(record) = record else {
         return Ok(None);
     };
     if record.job != job.name || !record.committed() {
@@ -186,7 +186,7 @@ pub fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
     }
     store.record_commit(&record)?;
     eprintln!(
-        "note: run {} of job `{}` was published, but the process stopped before recording it; recorded now from the target's commit record ({} rows loaded{})",
+        "note: run {} of job `{}` was committed, but the process stopped before recording it; recorded now from the target's commit record ({} rows loaded{})",
         record.run_id,
         job.name,
         record.rows_written,
@@ -197,6 +197,23 @@ pub fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
         }
     );
     Ok(Some(record.run_id))
+}
+
+/// The commit record in `sluice_runs` beside a database target.
+async fn database_record(project: &Project, job: &Job) -> Result<Option<CommitRecord>> {
+    let (Some(conn), Some(table)) = (&job.target.connection, &job.target.table) else {
+        return Ok(None);
+    };
+    // A bad table name or connection is the planner's to report, with its line.
+    let Ok(table) = crate::db::TableName::parse(table.get_ref()) else {
+        return Ok(None);
+    };
+    let Ok(connector) =
+        crate::db::Connector::resolve(project, conn.get_ref(), &Redactor::default())
+    else {
+        return Ok(None);
+    };
+    crate::db::runs::read(&connector, &table, &job.name).await
 }
 
 /// The commit record of the version published in `dir`, if any. `shown` names the folder in

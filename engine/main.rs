@@ -665,9 +665,9 @@ async fn run(
         }
         _ => {}
     }
-    // One run of a job at a time, and a commit an earlier run made but did not record is
-    // recorded before anything reads the state store.
-    let _prepared = sluice::commit::prepare(&project, &job)?;
+    // One run of a job at a time (each attempt first records a commit an earlier run made
+    // but did not record, before anything reads the state store).
+    let _job_lock = sluice::commit::lock_job(&project, &job)?;
     let retry = &job.retry;
     let duration = |d: &str| sluice::config::parse_duration(d).unwrap_or(Duration::from_secs(1));
     let mut delays = backon::ExponentialBuilder::default()
@@ -710,7 +710,10 @@ async fn run_once(
     let started = chrono::Utc::now();
     let t0 = Instant::now();
     let no_inputs = HashMap::new();
-    let compiling = sluice::plan::compile_for(project, job, &no_inputs, mode);
+    let compiling = async {
+        sluice::commit::reconcile(project, job).await?;
+        sluice::plan::compile_for(project, job, &no_inputs, mode).await
+    };
     let compiled = match sluice::producer::catch_panic(compiling, "planning the job").await {
         Ok(c) => c,
         Err(e @ Error::Config(_)) => {
@@ -752,7 +755,8 @@ async fn replay(
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
-    let _prepared = sluice::commit::prepare(&project, job)?;
+    let _job_lock = sluice::commit::lock_job(&project, job)?;
+    sluice::commit::reconcile(&project, job).await?;
     let mut terminal = if json { None } else { TerminalProgress::new() };
     let mut quiet = NoProgress;
     let progress: &mut dyn Progress = match terminal.as_mut() {

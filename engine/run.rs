@@ -347,7 +347,7 @@ impl TargetSink {
     ) -> Result<Option<crate::db::sink::LoadStats>> {
         match self {
             TargetSink::Parquet(s) => s.commit(record).map(|()| None),
-            TargetSink::Db(s, t) => s.commit(&t).await.map(Some),
+            TargetSink::Db(s, t) => s.commit(&t, record).await.map(Some),
         }
     }
 

@@ -273,3 +273,57 @@ fn replay_killed_at_each_commit_point_loads_the_replayed_rows_once() {
         assert_eq!(id_counts(&w), ["1|1", "2|1"], "killed at {point}");
     }
 }
+
+/// Each id in SQLite table `dst` with how many times it is there.
+fn db_id_counts(w: &Workdir) -> Vec<String> {
+    let db = rusqlite::Connection::open(w.path().join("data.db")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT id, count(*) FROM dst GROUP BY id ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok(format!("{}|{}", r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn incremental_append_into_a_database_killed_at_each_commit_point_loads_every_row_once() {
+    for point in CRASH_POINTS {
+        let w = incremental_project();
+        let job = w.read("jobs/load.toml").replace(
+            "format = \"parquet\"\ntable = \"items\"",
+            "connection = \"lite\"\ntable = \"dst\"",
+        );
+        w.write("jobs/load.toml", &job);
+        sqlite(
+            &w,
+            "INSERT INTO src VALUES (1, 1.0, '2024-01-01T00:00:00Z'), (2, 2.0, '2024-01-01T00:00:00Z');",
+        );
+        let o = w.run(&["run", "load"]);
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        sqlite(
+            &w,
+            "INSERT INTO src VALUES (3, 3.0, '2024-01-02T00:00:00Z'), (4, 4.0, '2024-01-02T00:00:00Z');",
+        );
+        run_killed_at(&w, &["run", "load"], point);
+        let o = w.run(&["run", "load"]);
+        assert_eq!(o.status.code(), Some(0), "after {point}: {}", show(&o));
+        assert_eq!(
+            db_id_counts(&w),
+            ["1|1", "2|1", "3|1", "4|1"],
+            "killed at {point}: every source row once; {}",
+            show(&o)
+        );
+        let (loaded, mark) = state_of(&w);
+        assert_eq!(
+            loaded, 4,
+            "killed at {point}: the state store agrees with the target"
+        );
+        assert!(
+            mark.as_deref().is_some_and(|m| m.starts_with("2024-01-02")),
+            "killed at {point}: watermark {mark:?}"
+        );
+    }
+}

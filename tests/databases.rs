@@ -1526,3 +1526,103 @@ fn mariadb_keys_compare_exactly() {
     assert_eq!(load_counts(&r), (3, 0, 0));
     assert_eq!(mariadb(&format!("SELECT count(*) FROM `{table}`")), "3");
 }
+
+/// Kills an incremental append from `src` to `dst` of connection `conn` right after its
+/// COMMIT (`SLUICE_CRASH_AT=after_publish`): the next run must record the committed run from
+/// `sluice_runs` and read only new rows. Returns the ids in `dst` with their counts.
+fn killed_after_commit_then_rerun(
+    w: &Workdir,
+    exec: &dyn Fn(&str) -> String,
+    src: &str,
+    dst: &str,
+) -> String {
+    exec(&format!(
+        "INSERT INTO {src} VALUES (1, 'a', 1.00, '2024-01-01 10:00:00'), (2, 'b', 2.00, '2024-01-01 10:00:00')"
+    ));
+    let o = w.run(&["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    exec(&format!(
+        "INSERT INTO {src} VALUES (3, 'c', 3.00, '2024-01-02 10:00:00')"
+    ));
+    let o = w
+        .sluice(&["run", "load"])
+        .env("SLUICE_CRASH_AT", "after_publish")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(9), "{}", show(&o));
+    let o = w.run(&["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        show(&o).contains("recorded now from the target's commit record"),
+        "{}",
+        show(&o)
+    );
+    exec(&format!(
+        "SELECT string_agg(concat(id, '|', n), ',' ORDER BY id) FROM (SELECT id, count(*) AS n FROM {dst} GROUP BY id) x"
+    ))
+}
+
+fn append_job(conn: &str, src: &str, dst: &str) -> String {
+    format!(
+        r#"
+mapping = "items_to_item"
+
+[sources.items]
+connection = "{conn}"
+table = "{src}"
+incremental = {{ column = "updated_at" }}
+
+[target]
+connection = "{conn}"
+table = "{dst}"
+mode = "append"
+"#
+    )
+}
+
+#[test]
+fn a_database_append_killed_after_its_commit_is_recorded_and_never_repeated() {
+    // PostgreSQL.
+    let s = PgSchema::new("killed_commit");
+    psql(&format!(
+        "CREATE TABLE {s}.src (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2), updated_at timestamptz NOT NULL);",
+        s = s.0
+    ));
+    let w = item_project(&append_job(
+        "pg",
+        &format!("{}.src", s.0),
+        &format!("{}.dst", s.0),
+    ));
+    let pg = |sql: &str| psql(&sql.replace("10:00:00'", "10:00:00+00'"));
+    let counts =
+        killed_after_commit_then_rerun(&w, &pg, &format!("{}.src", s.0), &format!("{}.dst", s.0));
+    assert_eq!(counts, "1|1,2|1,3|1");
+    // The record is a row of sluice_runs beside the target.
+    let n = psql(&format!(
+        "SELECT count(*) FROM {}.sluice_runs WHERE job = 'load'",
+        s.0
+    ));
+    assert_eq!(n, "1");
+
+    // MariaDB (no string_agg: GROUP_CONCAT).
+    let t = MyTables::new("killed_commit");
+    mariadb(&format!(
+        "CREATE TABLE {t}_src (id BIGINT PRIMARY KEY, name VARCHAR(50) NOT NULL, price DECIMAL(10,2), updated_at TIMESTAMP(6) NOT NULL);",
+        t = t.0
+    ));
+    let w = item_project(&append_job(
+        "my",
+        &format!("{}_src", t.0),
+        &format!("{}_dst", t.0),
+    ));
+    let my = |sql: &str| {
+        mariadb(&sql.replace(
+            "string_agg(concat(id, '|', n), ',' ORDER BY id)",
+            "GROUP_CONCAT(concat(id, '|', n) ORDER BY id SEPARATOR ',')",
+        ))
+    };
+    let counts =
+        killed_after_commit_then_rerun(&w, &my, &format!("{}_src", t.0), &format!("{}_dst", t.0));
+    assert_eq!(counts, "1|1,2|1,3|1");
+}

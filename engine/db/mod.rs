@@ -19,6 +19,7 @@
 pub mod extract;
 pub mod mysql;
 pub mod postgres;
+pub mod runs;
 pub mod sink;
 pub mod sqlite;
 pub mod values;

@@ -622,6 +622,34 @@ async fn table_columns(
     }))
 }
 
+/// The `record` of `job` and `key` in `sluice_runs` beside `target`, if the table and the row
+/// exist.
+///
+/// # Errors
+/// [`Error::Connection`].
+pub async fn read_run_record(
+    c: &Connector,
+    target: &super::TableName,
+    job: &str,
+    key: &str,
+) -> Result<Option<String>> {
+    let mut my = connect(c).await?;
+    let runs = super::runs::runs_table(target);
+    if table_columns(c, &mut my.conn, &runs).await?.is_none() {
+        return Ok(None);
+    }
+    my.conn
+        .exec_first(
+            format!(
+                "SELECT record FROM {} WHERE job = ? AND target_table = ?",
+                runs.quoted(Dialect::Mysql)
+            ),
+            (job.to_string(), key.to_string()),
+        )
+        .await
+        .map_err(|e| error(c, &format!("reading {runs}"), &e))
+}
+
 /// The columns of a table (name, `COLUMN_TYPE`, NOT NULL), or `None` when it does not exist.
 ///
 /// # Errors
@@ -691,6 +719,11 @@ impl MyLoad {
                 }
             }
         }
+        // DDL commits implicitly on MySQL: create the run table before the load's transaction.
+        my.conn
+            .query_drop(super::runs::create_sql(d, &t.table))
+            .await
+            .map_err(err)?;
         let stage = t.table.sibling("__sluice_stage");
         my.conn
             .query_drop(format!("DROP TABLE IF EXISTS {}", stage.quoted(d)))
@@ -776,7 +809,7 @@ impl MyLoad {
     ///
     /// # Errors
     /// [`Error::Connection`] or [`Error::Target`] (duplicate keys); the table is as before.
-    pub async fn commit(mut self, t: &DbTarget) -> Result<LoadStats> {
+    pub async fn commit(mut self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
         let c = self.connector.clone();
         let d = Dialect::Mysql;
         let what = format!("committing {}", t.table);
@@ -786,6 +819,13 @@ impl MyLoad {
         let cols = self.columns.clone();
         let conn = &mut self.my.conn;
         let mut stats = LoadStats::default();
+        let record_sql = super::runs::upsert_sql(d, &t.table);
+        let record_params = (
+            run.job.clone(),
+            run.target.clone(),
+            run.run_id.clone(),
+            run.record.clone(),
+        );
         if t.mode != LoadMode::Append {
             // The staged rows are in; make them durable before the swap.
             conn.query_drop("COMMIT").await.map_err(err)?;
@@ -808,9 +848,14 @@ impl MyLoad {
         let on = super::sink::key_join(d, "s", "t", &t.key);
         match t.mode {
             LoadMode::Append => {
+                conn.exec_drop(&record_sql, record_params)
+                    .await
+                    .map_err(err)?;
+                crate::commit::crash_point("before_publish");
                 conn.query_drop("COMMIT")
                     .await
                     .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
+                crate::commit::crash_point("after_publish");
                 stats.inserted = self.rows;
             }
             LoadMode::Overwrite => {
@@ -839,6 +884,11 @@ impl MyLoad {
                 ))
                 .await
                 .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
+                // RENAME is not transactional: the record follows it (an overwrite loaded
+                // twice leaves the same table).
+                conn.exec_drop(&record_sql, record_params)
+                    .await
+                    .map_err(err)?;
                 conn.query_drop(format!("DROP TABLE IF EXISTS {old}"))
                     .await
                     .map_err(err)?;
@@ -885,9 +935,14 @@ impl MyLoad {
                     .map_err(err)?;
                     stats.deleted = conn.affected_rows();
                 }
+                conn.exec_drop(&record_sql, record_params)
+                    .await
+                    .map_err(err)?;
+                crate::commit::crash_point("before_publish");
                 conn.query_drop("COMMIT")
                     .await
                     .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
+                crate::commit::crash_point("after_publish");
             }
             LoadMode::Scd2 => {
                 let started = Value::Date(
@@ -941,9 +996,14 @@ impl MyLoad {
                 .await
                 .map_err(err)?;
                 stats.inserted = conn.affected_rows();
+                conn.exec_drop(&record_sql, record_params)
+                    .await
+                    .map_err(err)?;
+                crate::commit::crash_point("before_publish");
                 conn.query_drop("COMMIT")
                     .await
                     .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
+                crate::commit::crash_point("after_publish");
             }
         }
         let _ = conn

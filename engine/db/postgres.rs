@@ -673,6 +673,46 @@ pub async fn table_columns(
     ))
 }
 
+/// The `record` of `job` and `key` in `sluice_runs` beside `target`, if the table and the row
+/// exist.
+///
+/// # Errors
+/// [`Error::Connection`].
+pub async fn read_run_record(
+    c: &Connector,
+    target: &super::TableName,
+    job: &str,
+    key: &str,
+) -> Result<Option<String>> {
+    let conn = connect(c).await?;
+    let runs = super::runs::runs_table(target);
+    let what = format!("reading {runs}");
+    let exists: Option<String> = conn
+        .client
+        .query_one(
+            "SELECT to_regclass($1)::text",
+            &[&runs.quoted(Dialect::Postgres)],
+        )
+        .await
+        .map_err(|e| error(c, &what, &e))?
+        .get(0);
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let row = conn
+        .client
+        .query_opt(
+            &format!(
+                "SELECT record FROM {} WHERE job = $1 AND target_table = $2",
+                runs.quoted(Dialect::Postgres)
+            ),
+            &[&job, &key],
+        )
+        .await
+        .map_err(|e| error(c, &what, &e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// The error for a connection lost during `COMMIT`: the server may or may not have committed,
 /// so it is not retried (a retry could load the rows twice).
 pub fn commit_unknown(c: &Connector, target: &str, e: &str) -> Error {
@@ -736,6 +776,10 @@ impl PgLoad {
                 }
             }
         }
+        conn.client
+            .batch_execute(&super::runs::create_sql(d, &t.table))
+            .await
+            .map_err(err)?;
         let into = if t.mode == LoadMode::Append {
             t.table.quoted(d)
         } else {
@@ -829,7 +873,7 @@ impl PgLoad {
     ///
     /// # Errors
     /// [`Error::Connection`], or [`Error::Target`] for duplicate keys in a merge.
-    pub async fn commit(self, t: &DbTarget) -> Result<LoadStats> {
+    pub async fn commit(self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
         let c = &t.connector;
         let d = Dialect::Postgres;
         let client = &self.conn.client;
@@ -988,10 +1032,20 @@ impl PgLoad {
                     .map_err(err)?;
             }
         }
+        // The run's record commits with its rows (decision 0006).
+        client
+            .execute(
+                &super::runs::upsert_sql(d, &t.table),
+                &[&run.job, &run.target, &run.run_id, &run.record],
+            )
+            .await
+            .map_err(err)?;
+        crate::commit::crash_point("before_publish");
         client
             .batch_execute("COMMIT")
             .await
             .map_err(|e| commit_unknown(c, &t.shown(), &message(&e)))?;
+        crate::commit::crash_point("after_publish");
         Ok(stats)
     }
 

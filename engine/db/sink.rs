@@ -700,15 +700,21 @@ impl DbSink {
         }
     }
 
-    /// Applies the load mode and commits, in one transaction.
+    /// Applies the load mode and commits, in one transaction with `record` (written to
+    /// `sluice_runs`, see [`super::runs`]).
     ///
     /// # Errors
     /// [`Error::Connection`] or [`Error::Target`]; the table is then as before.
-    pub async fn commit(self, target: &DbTarget) -> Result<LoadStats> {
+    pub async fn commit(
+        self,
+        target: &DbTarget,
+        record: &crate::commit::CommitRecord,
+    ) -> Result<LoadStats> {
+        let run = super::runs::RunRow::new(record, &target.table)?;
         match self {
-            DbSink::Postgres(l) => l.commit(target).await,
-            DbSink::Mysql(l) => l.commit(target).await,
-            DbSink::Sqlite(l) => l.commit(target),
+            DbSink::Postgres(l) => l.commit(target, &run).await,
+            DbSink::Mysql(l) => l.commit(target, &run).await,
+            DbSink::Sqlite(l) => l.commit(target, &run),
         }
     }
 

@@ -26,7 +26,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{self as t, DataType, TimeUnit};
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::OpenFlags;
+use rusqlite::{OpenFlags, OptionalExtension};
 
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
 use super::sink::{column_list, DbTarget, LoadStats};
@@ -353,6 +353,34 @@ pub fn inspect_columns(
     table_columns(c, &conn, table)
 }
 
+/// The `record` of `job` and `key` in `sluice_runs` beside `target`, if the table and the row
+/// exist.
+///
+/// # Errors
+/// [`Error::Connection`].
+pub async fn read_run_record(
+    c: &Connector,
+    target: &super::TableName,
+    job: &str,
+    key: &str,
+) -> Result<Option<String>> {
+    if !c.sqlite_path().exists() {
+        return Ok(None);
+    }
+    let conn = open(c, true)?;
+    let runs = super::runs::runs_table(target);
+    if table_columns(c, &conn, &runs)?.is_none() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT record FROM {} WHERE job = ?1 AND target_table = ?2",
+        runs.quoted(Dialect::Sqlite)
+    );
+    conn.query_row(&sql, rusqlite::params![job, key], |r| r.get(0))
+        .optional()
+        .map_err(|e| error(c, "reading sluice_runs", &e))
+}
+
 impl SqliteLoad {
     /// Opens the file (created when absent), starts the transaction, creates or checks the
     /// table, and prepares the staging.
@@ -366,6 +394,8 @@ impl SqliteLoad {
         let what = format!("loading {}", t.table);
         let err = |e: rusqlite::Error| error(c, &what, &e);
         conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        conn.execute_batch(&super::runs::create_sql(d, &t.table))
+            .map_err(err)?;
         match table_columns(c, &conn, &t.table)? {
             None => conn.execute_batch(&t.create_sql(d)).map_err(err)?,
             Some(actual) => {
@@ -434,7 +464,7 @@ impl SqliteLoad {
     ///
     /// # Errors
     /// [`Error::Connection`], or [`Error::Target`] for duplicate keys in a merge.
-    pub fn commit(self, t: &DbTarget) -> Result<LoadStats> {
+    pub fn commit(self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
         let c = &self.connector;
         let d = Dialect::Sqlite;
         let conn = &self.conn;
@@ -564,7 +594,15 @@ impl SqliteLoad {
                     .map_err(err)? as u64;
             }
         }
+        // The run's record commits with its rows (decision 0006).
+        conn.execute(
+            &super::runs::upsert_sql(d, &t.table),
+            rusqlite::params![run.job, run.target, run.run_id, run.record],
+        )
+        .map_err(err)?;
+        crate::commit::crash_point("before_publish");
         conn.execute_batch("COMMIT").map_err(err)?;
+        crate::commit::crash_point("after_publish");
         Ok(stats)
     }
 
