@@ -1405,6 +1405,11 @@ pub async fn compile_for(
                 crate::db::Connector::shared(project, &conn, &redactor, &mut connectors)?;
             let with_flags = rules.iter().any(|r| r.action == RuleAction::Flag);
             validate_db_target(job, &model, mode, &mut diags);
+            if let Some(d) = crate::db::mysql::table_name_problem(connector.kind, &table) {
+                let mut diag = job.src.diagnostic(Some(t.span()), "target.table", d.0);
+                diag.hint = Some(d.1);
+                diags.push(diag);
+            }
             let target = crate::db::sink::DbTarget::new(
                 connector,
                 table,

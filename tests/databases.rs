@@ -1626,3 +1626,24 @@ fn a_database_append_killed_after_its_commit_is_recorded_and_never_repeated() {
         killed_after_commit_then_rerun(&w, &my, &format!("{}_src", t.0), &format!("{}_dst", t.0));
     assert_eq!(counts, "1|1,2|1,3|1");
 }
+
+#[test]
+fn a_failed_first_load_into_mariadb_leaves_no_table_behind() {
+    // MySQL commits DDL at once, so the table a first run created must be dropped again when
+    // the run does not commit.
+    let t = MyTables::new("failed_first");
+    let table = format!("{}_dst", t.0);
+    let w = item_project(&csv_job(
+        "my",
+        &table,
+        "append",
+        "\n[checks.row_count]\nfail_below = 100\n",
+    ));
+    w.write("items.csv", V1);
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let n = mariadb(&format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'test' AND table_name = '{table}'"
+    ));
+    assert_eq!(n, "0", "the empty table stayed: {}", show(&o));
+}

@@ -681,6 +681,52 @@ pub struct MyLoad {
     pending_rows: usize,
     stage: super::TableName,
     lock: String,
+    /// The target table this run created (DDL commits at once on MySQL): dropped again if the
+    /// run does not commit, so a failed first run leaves no empty table behind.
+    created: Option<super::TableName>,
+}
+
+/// MySQL's limit on identifiers and `GET_LOCK` names, in characters.
+const MAX_NAME: usize = 64;
+
+/// The longest suffix of the work tables a load creates beside the target.
+const LONGEST_SUFFIX: &str = "__sluice_stage";
+
+/// Why `table` cannot be a MySQL target (message, hint): its work tables' names
+/// (`<table>__sluice_stage`, `__sluice_next`, `__sluice_old`) would pass the 64-character limit.
+pub fn table_name_problem(
+    kind: crate::config::spec::ConnectionKind,
+    table: &super::TableName,
+) -> Option<(String, String)> {
+    let room = MAX_NAME - LONGEST_SUFFIX.len();
+    (kind == crate::config::spec::ConnectionKind::Mysql && table.name.chars().count() > room).then(
+        || {
+            (
+                format!(
+                    "table name `{}` has {} characters; on MySQL a target's name may have at most {room}, so that its work table `{}{LONGEST_SUFFIX}` fits MySQL's limit of {MAX_NAME}",
+                    table.name,
+                    table.name.chars().count(),
+                    table.name
+                ),
+                "choose a shorter table name".into(),
+            )
+        },
+    )
+}
+
+/// The `GET_LOCK` name of a target: `sluice:<schema.table>`, or its first characters and a
+/// hash when that passes MySQL's 64-character limit (an error on MySQL 5.7+, a silently
+/// shared lock on older servers).
+fn lock_name(table: &super::TableName) -> String {
+    use sha2::Digest;
+    let full = format!("sluice:{table}");
+    if full.chars().count() <= MAX_NAME {
+        return full;
+    }
+    let hash = sha2::Sha256::digest(full.as_bytes());
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let head: String = full.chars().take(MAX_NAME - hex.len() - 1).collect();
+    format!("{head}~{hex}")
 }
 
 impl MyLoad {
@@ -695,7 +741,7 @@ impl MyLoad {
         let mut my = connect(c).await?;
         let what = format!("loading {}", t.table);
         let err = |e: mysql_async::Error| error(c, &what, &e);
-        let lock = format!("sluice:{}", t.table);
+        let lock = lock_name(&t.table);
         let got: Option<i64> = my
             .conn
             .exec_first("SELECT GET_LOCK(?, 30)", (lock.clone(),))
@@ -707,18 +753,21 @@ impl MyLoad {
                 message: "another run is loading this table (its lock was held for 30 s); wait for it to finish".into(),
             });
         }
-        match table_columns(c, &mut my.conn, &t.table).await? {
-            None => my
-                .conn
-                .query_drop(my.no_pad(&t.create_sql(d)))
-                .await
-                .map_err(err)?,
+        let created = match table_columns(c, &mut my.conn, &t.table).await? {
+            None => {
+                my.conn
+                    .query_drop(my.no_pad(&t.create_sql(d)))
+                    .await
+                    .map_err(err)?;
+                Some(t.table.clone())
+            }
             Some(actual) => {
                 for sql in t.schema_changes(d, &actual)? {
                     my.conn.query_drop(my.no_pad(&sql)).await.map_err(err)?;
                 }
+                None
             }
-        }
+        };
         // DDL commits implicitly on MySQL: create the run table before the load's transaction.
         my.conn
             .query_drop(super::runs::create_sql(d, &t.table))
@@ -753,6 +802,7 @@ impl MyLoad {
             pending_rows: 0,
             stage,
             lock,
+            created,
         })
     }
 
@@ -1024,10 +1074,42 @@ impl MyLoad {
             .conn
             .query_drop(format!("DROP TABLE IF EXISTS {}", self.stage.quoted(d)))
             .await;
+        if let Some(t) = &self.created {
+            let _ = self
+                .my
+                .conn
+                .query_drop(format!("DROP TABLE IF EXISTS {}", t.quoted(d)))
+                .await;
+        }
         let _ = self
             .my
             .conn
             .exec_drop("SELECT RELEASE_LOCK(?)", (self.lock.clone(),))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::TableName;
+    use crate::config::spec::ConnectionKind;
+
+    #[test]
+    fn long_lock_names_are_cut_with_a_hash() {
+        let t = |n: &str| TableName::parse(n).unwrap();
+        assert_eq!(super::lock_name(&t("db.flights")), "sluice:db.flights");
+        let long = t(&format!("{}.{}", "s".repeat(40), "t".repeat(40)));
+        let other = t(&format!("{}.{}", "s".repeat(40), "u".repeat(40)));
+        assert_eq!(super::lock_name(&long).chars().count(), 64);
+        assert_ne!(super::lock_name(&long), super::lock_name(&other));
+    }
+
+    #[test]
+    fn table_names_whose_work_tables_would_not_fit_are_refused() {
+        let fits = TableName::parse(&"t".repeat(50)).unwrap();
+        let too_long = TableName::parse(&"t".repeat(51)).unwrap();
+        assert!(super::table_name_problem(ConnectionKind::Mysql, &fits).is_none());
+        assert!(super::table_name_problem(ConnectionKind::Mysql, &too_long).is_some());
+        assert!(super::table_name_problem(ConnectionKind::Postgres, &too_long).is_none());
     }
 }
