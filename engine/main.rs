@@ -320,17 +320,20 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
+/// Prints `e` on standard error, with every secret the process resolved redacted.
 fn report_error(e: &Error) {
-    match e {
-        Error::Config(d) => eprintln!("{d}"),
-        Error::Usage { message, hint } => {
-            eprintln!("error: {message}");
-            if let Some(h) = hint {
-                eprintln!("   = hint: {h}");
-            }
-        }
-        other => eprintln!("error: {other}"),
-    }
+    let text = match e {
+        Error::Config(d) => d.to_string(),
+        Error::Usage { message, hint } => match hint {
+            Some(h) => format!("error: {message}\n   = hint: {h}"),
+            None => format!("error: {message}"),
+        },
+        other => format!("error: {other}"),
+    };
+    eprintln!(
+        "{}",
+        sluice::config::interpolate::Redactor::process().redact(&text)
+    );
 }
 
 fn project_root(explicit: Option<&Path>, near: Option<&Path>) -> Result<PathBuf, Error> {

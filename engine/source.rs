@@ -171,6 +171,53 @@ fn glob_files(root: &Path, pattern: &str) -> std::result::Result<Vec<PathBuf>, S
     Ok(files)
 }
 
+/// Checks the frame of a Parquet file before a reader trusts it: the `PAR1` magic at both
+/// ends and a footer length that fits in the file (format: `PAR1`, row groups, footer,
+/// 4-byte little-endian footer length, `PAR1`; see the Apache Parquet file format spec). The
+/// parquet crate panics on some impossible lengths instead of returning an error.
+///
+/// # Errors
+/// What is wrong, for the source error.
+fn check_parquet_frame(path: &Path) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAGIC: &[u8; 4] = b"PAR1";
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let len = f.metadata().map_err(|e| format!("cannot read: {e}"))?.len();
+    if len < 12 {
+        return Err(format!(
+            "it has {len} bytes, fewer than the 12 of an empty Parquet file"
+        ));
+    }
+    let mut head = [0u8; 4];
+    let mut tail = [0u8; 8];
+    f.read_exact(&mut head)
+        .and_then(|()| f.seek(SeekFrom::End(-8)).map(|_| ()))
+        .and_then(|()| f.read_exact(&mut tail))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if &head != MAGIC || &tail[4..] != MAGIC {
+        return Err("it does not start and end with the Parquet magic bytes `PAR1`".into());
+    }
+    let footer = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if footer > len - 12 {
+        return Err(format!(
+            "its footer length, {footer} bytes, does not fit in the file's {len} bytes (the file is cut short or damaged)"
+        ));
+    }
+    Ok(())
+}
+
+/// `file` relative to the project root, for messages (secrets redacted: a path may come from
+/// `${env:...}`).
+fn shown_file(root: &Path, file: &Path) -> String {
+    Redactor::process().redact(
+        &file
+            .strip_prefix(root)
+            .unwrap_or(file)
+            .display()
+            .to_string(),
+    )
+}
+
 fn is_hidden(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
@@ -534,8 +581,17 @@ pub async fn scan_input(
                 "source `{name}` reads a database, not files"
             )))
         }
-        (_, SourceFormat::Parquet) => ctx
-            .read_parquet(
+        (_, SourceFormat::Parquet) => {
+            for f in &files {
+                check_parquet_frame(f).map_err(|why| {
+                    Error::source(
+                        name,
+                        template,
+                        format!("{} is not a valid Parquet file: {why}", shown_file(root, f)),
+                    )
+                })?;
+            }
+            ctx.read_parquet(
                 paths.clone(),
                 ParquetReadOptions::default().file_extension(""),
             )
@@ -543,7 +599,8 @@ pub async fn scan_input(
             .map_err(err)?
             .schema()
             .as_arrow()
-            .clone(),
+            .clone()
+        }
         (_, SourceFormat::Json) => {
             let mut schemas = Vec::new();
             for f in &files {

@@ -428,3 +428,77 @@ fn a_record_above_max_record_bytes_is_quarantined_and_the_rest_load_with_exact_l
     let kept: usize = q[0].rsplit('|').next().unwrap().parse().unwrap();
     assert!(kept < 3000, "{q:?}");
 }
+
+#[test]
+fn corrupt_parquet_sources_fail_the_run_with_an_error_never_a_panic() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", PROJECT),
+        ("mappings/canonical/carrier.toml", MODEL),
+        ("mappings/m.toml", CSV_MAPPING),
+        (
+            "mappings/copy.toml",
+            "model = \"carrier@1\"\nfrom = \"src\"\n[fields]\ncarrier_code = \"carrier_code\"\nname = \"name\"\nfounded_year = \"founded_year\"\n",
+        ),
+        ("jobs/j.toml", &job("csv", "carriers.csv")),
+        (
+            "jobs/copy.toml",
+            &job("parquet", "in/carriers.parquet")
+                .replace("mapping = \"m\"", "mapping = \"copy\"")
+                .replace("table = \"carriers\"", "table = \"copies\""),
+        ),
+        ("carriers.csv", "code,name,founded\nAA,American,1926\nDL,Delta,1925\n"),
+    ]);
+    let out = w.run(&["run", "j"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let written = std::fs::read_dir(w.path().join("warehouse/carriers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    let good = std::fs::read(written).unwrap();
+    let n = good.len();
+    // The footer length (4 bytes before the closing "PAR1"), then bytes inside the pages.
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for len in [u32::MAX, n as u32 - 8, n as u32 - 7, 1] {
+        let mut b = good.clone();
+        b[n - 8..n - 4].copy_from_slice(&len.to_le_bytes());
+        cases.push((format!("footer length {len}"), b));
+    }
+    for at in [4, 8, 16, 32, 64, n / 3, n / 2] {
+        let mut b = good.clone();
+        for x in &mut b[at..(at + 8).min(n - 8)] {
+            *x = !*x;
+        }
+        cases.push((format!("bytes flipped at {at}"), b));
+    }
+    // A footer length that does not fit the file made the parquet crate panic: now a clear
+    // source error before any reader sees the file.
+    w.write("in/.keep", "");
+    for (what, bytes) in &cases[..3] {
+        std::fs::write(w.path().join("in/carriers.parquet"), bytes).unwrap();
+        let out = w.run(&["run", "copy"]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", show(&out));
+        assert!(
+            show(&out).contains("is not a valid Parquet file: its footer length"),
+            "{what}: {}",
+            show(&out)
+        );
+    }
+    for (what, bytes) in cases {
+        w.write("in/.keep", "");
+        std::fs::write(w.path().join("in/carriers.parquet"), &bytes).unwrap();
+        let out = w.run(&["run", "copy"]);
+        let code = out.status.code();
+        // Either the damage is caught (exit 1, a message) or it hit no value the job reads.
+        assert!(code == Some(1) || code == Some(0), "{what}: {}", show(&out));
+        if code == Some(1) {
+            assert!(show(&out).contains("error"), "{what}: {}", show(&out));
+        }
+        assert!(
+            !show(&out).contains("panicked at") || show(&out).contains("internal error"),
+            "{what}: {}",
+            show(&out)
+        );
+    }
+}
