@@ -327,3 +327,31 @@ fn incremental_append_into_a_database_killed_at_each_commit_point_loads_every_ro
         );
     }
 }
+
+#[test]
+fn a_report_that_cannot_be_saved_after_the_publish_does_not_fail_the_run() {
+    // A scheduler retries a run that exits 1; after the publish that would load it twice.
+    let w = incremental_project();
+    sqlite(
+        &w,
+        "INSERT INTO src VALUES (1, 1.0, '2024-01-01T00:00:00Z'), (2, 2.0, '2024-01-01T00:00:00Z');",
+    );
+    std::fs::create_dir_all(w.path().join(".sluice/runs")).unwrap();
+    w.write(
+        ".sluice/runs/load",
+        "a file where the job's report folder should be",
+    );
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        show(&o).contains("its report was not saved"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(id_counts(&w), ["1|1", "2|1"]);
+    // The state store has the run, so the next run reads nothing again.
+    let o = w.run(&["run", "load", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(id_counts(&w), ["1|1", "2|1"]);
+    assert_eq!(state_of(&w).0, 2);
+}
