@@ -185,7 +185,7 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
         return Ok(None);
     }
     store.record_commit(&record)?;
-    eprintln!(
+    crate::logging::stderr_line(&format!(
         "note: run {} of job `{}` was committed, but the process stopped before recording it; recorded now from the target's commit record ({} rows loaded{})",
         record.run_id,
         job.name,
@@ -195,7 +195,7 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
         } else {
             ", watermarks moved".into()
         }
-    );
+    ));
     Ok(Some(record.run_id))
 }
 

@@ -592,7 +592,7 @@ impl FileReader<'_> {
                     let (line, byte) = e
                         .position()
                         .map_or((before_line, before_byte), |p| (p.line(), p.byte()));
-                    return Err(self.error(line, byte, format!("cannot read: {e}")));
+                    return Err(self.error(line + line_shift, byte, format!("cannot read: {e}")));
                 }
             }
             let (line, start) = record

@@ -43,8 +43,10 @@ struct Protected {
     /// What it is, for the message (``source `flights` of job `flights` ``).
     what: String,
     path: PathBuf,
-    /// True for the project root: an output may lie inside it, not over it.
-    root: bool,
+    /// True when an output may lie inside it (not over it): the project root, and the folder
+    /// a source glob starts from (the files it matches are checked when a run starts, see
+    /// [`check_source_files`]).
+    inside_allowed: bool,
 }
 
 /// The problems of every job of `project`: each output that overlaps a protected location.
@@ -74,10 +76,10 @@ fn check_job(project: &Project, job: &Job, redactor: &Redactor) -> Diagnostics {
             .map(|s| Protected {
                 what: format!("the {} of this job", s.kind),
                 path: s.path.clone(),
-                root: false,
+                inside_allowed: false,
             });
         for p in protected.iter().cloned().chain(own) {
-            if let Some(how) = overlap(&o.path, &p.path, p.root) {
+            if let Some(how) = overlap(&o.path, &p.path, p.inside_allowed) {
                 let mut d = refusal(project, job, o, &p, how);
                 // A path resolved from `${env:...}` may hold a secret.
                 d.message = redactor.redact(&d.message);
@@ -108,13 +110,65 @@ fn refusal(project: &Project, job: &Job, o: &Output, p: &Protected, how: &str) -
     d
 }
 
+/// The problems of a run whose source files (as expanded by the run) lie inside its target
+/// or quarantine folder: publishing would delete them. `files` are project-relative or
+/// absolute; `target` is `None` for a database target.
+pub fn check_source_files<'a>(
+    project: &Project,
+    job: &Job,
+    target: Option<&Path>,
+    quarantine: &Path,
+    files: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let outputs: Vec<(&str, PathBuf)> = target
+        .map(|t| ("target", canonical(t)))
+        .into_iter()
+        .chain(std::iter::once(("quarantine", canonical(quarantine))))
+        .collect();
+    for (source, file) in files {
+        let path = canonical(&project.path(file));
+        for (kind, out) in &outputs {
+            if path.starts_with(out) {
+                let key = match *kind {
+                    "target" if job.target.path.is_some() => "target.path",
+                    "target" => "target.table",
+                    _ => "quarantine.path",
+                };
+                let span = match *kind {
+                    "target" => job
+                        .target
+                        .path
+                        .as_ref()
+                        .or(job.target.table.as_ref())
+                        .map(|p| p.span()),
+                    _ => job.quarantine.path.as_ref().map(|p| p.span()),
+                };
+                let mut d = job.src.diagnostic(
+                    span,
+                    key,
+                    Redactor::process().redact(&format!(
+                        "the {kind} folder {} contains {}, a file of source `{source}`; publishing there would delete it",
+                        shown(project, out),
+                        shown(project, &path)
+                    )),
+                );
+                d.hint = Some(format!("give the {kind} a folder of its own"));
+                diags.push(d);
+                return diags;
+            }
+        }
+    }
+    diags
+}
+
 /// How `output` overlaps `protected`, if it does.
-fn overlap(output: &Path, protected: &Path, protected_is_root: bool) -> Option<&'static str> {
+fn overlap(output: &Path, protected: &Path, inside_allowed: bool) -> Option<&'static str> {
     if output == protected {
         Some("is")
     } else if protected.starts_with(output) {
         Some("contains")
-    } else if !protected_is_root && output.starts_with(protected) {
+    } else if !inside_allowed && output.starts_with(protected) {
         Some("lies inside")
     } else {
         None
@@ -181,12 +235,12 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
         Protected {
             what: "the project root".into(),
             path: canonical(&project.root),
-            root: true,
+            inside_allowed: true,
         },
         Protected {
             what: "the state folder".into(),
             path: canonical(&project.path(&project.settings.state_dir)),
-            root: false,
+            inside_allowed: false,
         },
     ];
     // Every job's outputs: another job reading one of them as a source is a chain of jobs
@@ -205,6 +259,7 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
             let Ok(resolved) = redactor.resolve(p.get_ref(), &project.root) else {
                 continue;
             };
+            let is_glob = resolved.contains(['*', '?', '[']);
             let path = canonical(&project.path(glob_base(&resolved)));
             let downstream = all_outputs.iter().any(|o| path.starts_with(o));
             if other.name != job.name && downstream {
@@ -213,7 +268,9 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
             out.push(Protected {
                 what: format!("source `{name}` of job `{}`", other.name),
                 path,
-                root: false,
+                // `data/*.csv` (or `*.csv`, whose folder is the project root) does not make
+                // every folder under `data` a source.
+                inside_allowed: is_glob,
             });
         }
         if other.name != job.name {
@@ -221,7 +278,7 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
                 out.push(Protected {
                     what: format!("the {} of job `{}`", o.kind, other.name),
                     path: o.path,
-                    root: false,
+                    inside_allowed: false,
                 });
             }
         }

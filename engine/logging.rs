@@ -53,3 +53,12 @@ impl Drop for RedactedLine {
         let _ = std::io::stderr().lock().write_all(redacted.as_bytes());
     }
 }
+
+/// Writes one line (a warning or note for the user) to standard error, redacted, ignoring a
+/// failed write: after a commit, a full disk on stderr must not turn into a panic and a
+/// failed run that a scheduler would load again.
+pub fn stderr_line(text: &str) {
+    let mut line = Redactor::process().redact(text);
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}

@@ -235,6 +235,10 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     sluice::logging::init();
+    // Panic messages may quote a resolved path or URL: redact them like every other output.
+    std::panic::set_hook(Box::new(|info| {
+        sluice::logging::stderr_line(&format!("{info}"));
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -511,7 +515,10 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
             return Ok(EXIT_OK);
         }
     }
-    eprintln!("{diags}");
+    eprintln!(
+        "{}",
+        sluice::config::interpolate::Redactor::process().redact(&diags.to_string())
+    );
     Ok(EXIT_INVALID)
 }
 
@@ -724,7 +731,7 @@ async fn run_once(
             return Ok(None);
         }
         Err(e) => {
-            let redactor = sluice::config::interpolate::Redactor::default();
+            let redactor = sluice::config::interpolate::Redactor::process().clone();
             let report = sluice::run::failed_before_start(project, job, started, &e, &redactor)?;
             if json {
                 print_json(&report)?;

@@ -1446,8 +1446,18 @@ pub async fn compile_for(
             .map_err(|e| path_error(job, "quarantine.path", p, &e))?,
         None => quarantine_dir(project, job, &redactor)?,
     };
-    // Again with `${...}` resolved as this run resolves them.
+    // Again with `${...}` resolved as this run resolves them, and against the files the
+    // sources' globs match now.
     diags.extend(crate::guard::check_run(project, job, &redactor));
+    diags.extend(crate::guard::check_source_files(
+        project,
+        job,
+        (!job.target.is_database()).then_some(target_dir.as_path()),
+        &quarantine_dir,
+        sources
+            .iter()
+            .flat_map(|s| s.files.iter().map(move |f| (s.name.as_str(), f.as_str()))),
+    ));
     for p in &job.target.partition_by {
         if let Some(f) = model.field(p.get_ref()) {
             if matches!(

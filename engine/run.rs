@@ -486,7 +486,9 @@ pub async fn run_with(
                             .and_then(|s| s.runs(&compiled.job.name, 100, true))
                             .map(|runs| runs.iter().map(|r| r.rows_written).collect::<Vec<_>>())
                             .unwrap_or_else(|e| {
-                                eprintln!("warning: volume check without history: {e}");
+                                crate::logging::stderr_line(&format!(
+                                    "warning: volume check without history: {e}"
+                                ));
                                 Vec::new()
                             })
                     } else {
@@ -674,10 +676,10 @@ pub async fn run_with(
             return Err(e);
         }
         // Committed: failing now would make a scheduler load it again.
-        eprintln!(
+        crate::logging::stderr_line(&format!(
             "warning: run {} committed, but its report was not saved: {e}",
             report.run_id
-        );
+        ));
     }
     Ok(report)
 }
@@ -698,10 +700,10 @@ fn record(
     let store = match recorded {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
+            crate::logging::stderr_line(&format!(
                 "warning: run {} is not in the quality history: {e}",
                 report.run_id
-            );
+            ));
             return;
         }
     };
@@ -714,10 +716,10 @@ fn record(
             .map_err(|e| Error::state(&model.file, e.to_string()))
             .and_then(|text| store.register_model(&model.name, &model.version.to_string(), &text));
         if let Err(e) = result {
-            eprintln!(
+            crate::logging::stderr_line(&format!(
                 "warning: model {} {} not registered: {e}",
                 model.name, model.version
-            );
+            ));
         }
     }
 }

@@ -139,7 +139,8 @@ fn glob_files(root: &Path, pattern: &str) -> std::result::Result<Vec<PathBuf>, S
     let base = crate::guard::glob_base(pattern);
     let base = root.join(&base);
     // Without `**`, a match is exactly as deep as the pattern.
-    let depth = if pattern.contains("**") {
+    let recursive = pattern.contains("**");
+    let depth = if recursive {
         usize::MAX
     } else {
         Path::new(&full).components().count() - base.components().count()
@@ -153,7 +154,8 @@ fn glob_files(root: &Path, pattern: &str) -> std::result::Result<Vec<PathBuf>, S
     for entry in walk {
         let entry = match entry {
             Ok(e) => e,
-            Err(e) if e.loop_ancestor().is_some() => {
+            // Only a `**` pattern walks into the loop; a fixed-depth one stops above it.
+            Err(e) if recursive && e.loop_ancestor().is_some() => {
                 return Err(format!(
                     "the folder {} links back to {}, a folder above it (a symbolic link loop); remove the link or narrow the glob",
                     e.path().map(|p| p.display().to_string()).unwrap_or_default(),

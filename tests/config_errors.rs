@@ -499,3 +499,38 @@ fn secrets_stay_redacted_at_every_log_level() {
         assert!(!all.contains("hunter2"), "secret leaked at {level}:\n{all}");
     }
 }
+
+#[test]
+fn sources_read_by_glob_leave_folders_beside_them_free_for_targets() {
+    // `*.csv` starts at the project root and `warehouse/*/part-*.parquet` reads every table:
+    // neither makes the folders under them sources.
+    let w = Workdir::project();
+    w.write("top.csv", "carrier,name\nAA,American\n");
+    w.write("warehouse/stage/carriers.csv", "carrier,name\nDL,Delta\n");
+    let job = w
+        .read("jobs/carriers.toml")
+        .replace("samples/nycflights13/airlines.csv.gz", "*.csv");
+    w.write("jobs/carriers.toml", &job);
+    let downstream = job
+        .replace("\"*.csv\"", "\"warehouse/*/carriers*.csv\"")
+        .replace("table = \"carriers\"", "table = \"carriers_all\"");
+    w.write("jobs/carriers_all.toml", &downstream);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    // But a target folder holding files the glob matches is refused when the run starts.
+    let job = job
+        .replace("\"*.csv\"", "\"data/**/*.csv\"")
+        .replace("table = \"carriers\"", "path = \"data/out\"");
+    w.write("jobs/carriers.toml", &job);
+    w.write("data/in/a.csv", "carrier,name\nAA,American\n");
+    w.write("data/out/b.csv", "carrier,name\nDL,Delta\n");
+    let out = w.run(&["run", "carriers"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("contains data/out/b.csv, a file of source `airlines`"),
+        "{}",
+        show(&out)
+    );
+    assert!(w.path().join("data/out/b.csv").is_file());
+}

@@ -768,11 +768,15 @@ impl MyLoad {
                 None
             }
         };
-        // DDL commits implicitly on MySQL: create the run table before the load's transaction.
-        my.conn
-            .query_drop(super::runs::create_sql(d, &t.table))
-            .await
-            .map_err(err)?;
+        // DDL commits implicitly on MySQL: create the run table (when missing: a role that may
+        // only write needs no CREATE) before the load's transaction.
+        let runs = super::runs::runs_table(&t.table);
+        if table_columns(c, &mut my.conn, &runs).await?.is_none() {
+            my.conn
+                .query_drop(super::runs::create_sql(d, &t.table))
+                .await
+                .map_err(err)?;
+        }
         let stage = t.table.sibling("__sluice_stage");
         my.conn
             .query_drop(format!("DROP TABLE IF EXISTS {}", stage.quoted(d)))

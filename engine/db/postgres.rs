@@ -673,6 +673,48 @@ pub async fn table_columns(
     ))
 }
 
+/// Creates `sluice_runs` beside `target` when it is missing, outside the load's transaction:
+/// a role that may only write an existing table (a DBA created `sluice_runs`) never needs
+/// CREATE, and two first loads into one schema at once do not block each other (the loser's
+/// "already exists" is ignored).
+///
+/// # Errors
+/// [`Error::Connection`].
+async fn ensure_runs_table(
+    c: &Connector,
+    client: &Client,
+    target: &super::TableName,
+) -> Result<()> {
+    let d = Dialect::Postgres;
+    let runs = super::runs::runs_table(target);
+    let what = format!("creating {runs}");
+    let exists: Option<String> = client
+        .query_one("SELECT to_regclass($1)::text", &[&runs.quoted(d)])
+        .await
+        .map_err(|e| error(c, &what, &e))?
+        .get(0);
+    if exists.is_some() {
+        return Ok(());
+    }
+    let mut statements = Vec::new();
+    if let Some(schema) = &target.schema {
+        statements.push(format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(schema)));
+    }
+    statements.push(super::runs::create_sql(d, target));
+    for sql in statements {
+        if let Err(e) = client.batch_execute(&sql).await {
+            let raced = matches!(
+                e.code(),
+                Some(c) if [&SqlState::DUPLICATE_TABLE, &SqlState::DUPLICATE_SCHEMA, &SqlState::UNIQUE_VIOLATION].contains(&c)
+            );
+            if !raced {
+                return Err(error(c, &what, &e));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The `record` of `job` and `key` in `sluice_runs` beside `target`, if the table and the row
 /// exist.
 ///
@@ -750,6 +792,7 @@ impl PgLoad {
         let d = Dialect::Postgres;
         let what = format!("loading {}", t.table);
         let err = |e: tokio_postgres::Error| error(c, &what, &e);
+        ensure_runs_table(c, &conn.client, &t.table).await?;
         conn.client.batch_execute("BEGIN").await.map_err(err)?;
         // One writer per table at a time: a second run waits here, inside its transaction.
         let lock_key = format!("sluice:{}", t.table.quoted(d));
@@ -776,10 +819,6 @@ impl PgLoad {
                 }
             }
         }
-        conn.client
-            .batch_execute(&super::runs::create_sql(d, &t.table))
-            .await
-            .map_err(err)?;
         let into = if t.mode == LoadMode::Append {
             t.table.quoted(d)
         } else {
