@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Peak memory of CSV files with one huge record (issue 9): a 50 MB field among normal rows,
+# Peak memory of CSV files with one huge record (issue 9): a 64 KiB and a 256 KiB field first
+# in 20,000 rows (type inference samples them), a 50 MB field among normal rows,
 # and a file that is one 1 GB line, each read with the default max_record_bytes (16 MiB: the
 # record is quarantined without being read whole) and, for the 50 MB field, with a limit above
 # it (the record is read and loaded). Release build.
@@ -61,6 +62,12 @@ with open("field50.csv", "w") as f:
     f.write("1001," + "x" * (50 * 1000 * 1000) + "\n")
     for i in range(1002, 2001):
         f.write(f"{i},row {i}\n")
+for name, size in (("field64k.csv", 64 * 1024), ("field256k.csv", 256 * 1024)):
+    with open(name, "w") as f:
+        f.write("id,body\n")
+        f.write("1," + "z" * size + "\n")
+        for i in range(2, 20001):
+            f.write(f"{i},row {i}\n")
 with open("line1g.csv", "wb") as f:
     f.write(b"id,body\n")
     chunk = b"y" * (1 << 20)
@@ -85,6 +92,8 @@ except Exception as e:
     print(f"{name:<34} {wall:<10} {kib/1024:<14.1f} (no report: {open('err.txt').read().strip()[:80]})")
 PY
 }
+project 16777216; job field64k.csv; measure "64 KiB field, 20,000 rows"
+project 16777216; job field256k.csv; measure "256 KiB field, 20,000 rows"
 project 16777216; job field50.csv; measure "50 MB field, limit 16 MiB"
 project 67108864; job field50.csv; measure "50 MB field, limit 64 MiB"
 project 16777216; job line1g.csv; measure "1 GiB single line, limit 16 MiB"

@@ -7,7 +7,8 @@
 //! decompressed into a temporary file. Each round runs both readers on both inputs,
 //! alternating, so machine noise hits both alike; the table shows the median per reader and
 //! the tolerant/DataFusion time ratio (1.10 = 10% slower). A third line, `csv crate`, is the
-//! floor: the csv crate alone reading every record, building no arrays.
+//! floor: the csv crate alone reading every record, building no arrays; `csv+limit` is that
+//! floor read through the record-size limit (`max_record_bytes`), whose cost is the difference.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -102,6 +103,31 @@ fn csv_crate_only(path: &Path) -> u64 {
     n
 }
 
+/// The floor read through the record-size limit (`RecordLimit`, default 16 MiB): its cost is
+/// this line minus the floor.
+fn csv_crate_limited(path: &Path) -> u64 {
+    let input = csv_reader::open_decoded(path, Compression::Auto).expect("open");
+    let cuts = std::rc::Rc::new(std::cell::RefCell::new(
+        sluice::record_limit::Cuts::default(),
+    ));
+    let limited = sluice::record_limit::RecordLimit::new(
+        input,
+        sluice::record_limit::DEFAULT_MAX_RECORD_BYTES,
+        b',',
+        b'"',
+        cuts,
+    );
+    let mut r = csv::ReaderBuilder::new()
+        .buffer_capacity(256 * 1024)
+        .from_reader(limited);
+    let mut rec = csv::ByteRecord::new();
+    let mut n = 0;
+    while r.read_byte_record(&mut rec).expect("record") {
+        n += 1;
+    }
+    n
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -155,6 +181,7 @@ fn main() {
         let mut df_times = Vec::new();
         let mut tol_times = Vec::new();
         let mut floor_times = Vec::new();
+        let mut limited_times = Vec::new();
         let mut rows = (0, 0);
         for _ in 0..rounds {
             let t = Instant::now();
@@ -166,6 +193,9 @@ fn main() {
             let t = Instant::now();
             assert_eq!(csv_crate_only(path), rows.1);
             floor_times.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            assert_eq!(csv_crate_limited(path), rows.1);
+            limited_times.push(t.elapsed().as_secs_f64());
         }
         assert_eq!(rows.0, rows.1, "both readers see every row");
         let (d, s) = (median(&mut df_times), median(&mut tol_times));
@@ -193,6 +223,15 @@ fn main() {
             rows.1,
             f,
             rows.1 as f64 / f
+        );
+        let l = median(&mut limited_times);
+        println!(
+            "{:<14} {:<10} {:>10} {:>12.3} {:>12.0}",
+            label,
+            "csv+limit",
+            rows.1,
+            l,
+            rows.1 as f64 / l
         );
         println!("{:<14} tolerant/datafusion time ratio: {:.3}", label, s / d);
     }
