@@ -355,3 +355,80 @@ fn a_report_that_cannot_be_saved_after_the_publish_does_not_fail_the_run() {
     assert_eq!(id_counts(&w), ["1|1", "2|1"]);
     assert_eq!(state_of(&w).0, 2);
 }
+
+/// Rows of the SQLite table `dst` (merge target) or the Parquet table `items`.
+fn target_ids(w: &Workdir, database: bool) -> Vec<String> {
+    if database {
+        db_id_counts(w)
+    } else {
+        id_counts(w)
+    }
+}
+
+#[test]
+fn overwrite_merge_and_backfill_killed_at_each_commit_point_leave_each_row_once() {
+    // (edits of the job file, command, database target)
+    let to_db = (
+        "format = \"parquet\"\ntable = \"items\"\nmode = \"append\"",
+        "connection = \"lite\"\ntable = \"dst\"\nmode = \"merge\"",
+    );
+    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, bool)> = vec![
+        (
+            vec![
+                ("mode = \"append\"", "mode = \"overwrite\""),
+                ("incremental = { column = \"updated_at\" }\n", ""),
+            ],
+            vec!["run", "load"],
+            false,
+        ),
+        (vec![to_db], vec!["run", "load"], true),
+        (
+            vec![to_db],
+            vec![
+                "backfill",
+                "load",
+                "--from",
+                "2024-01-01T00:00:00Z",
+                "--to",
+                "2024-01-03T00:00:00Z",
+            ],
+            true,
+        ),
+    ];
+    for (edits, args, database) in cases {
+        let args = &args[..];
+        for point in CRASH_POINTS {
+            let w = incremental_project();
+            let mut job = w.read("jobs/load.toml");
+            for (from, to) in &edits {
+                assert!(job.contains(from), "{from}");
+                job = job.replace(from, to);
+            }
+            w.write("jobs/load.toml", &job);
+            sqlite(
+                &w,
+                "INSERT INTO src VALUES (1, 1.0, '2024-01-01T00:00:00Z'), (2, 2.0, '2024-01-01T00:00:00Z');",
+            );
+            let o = w.run(&["run", "load"]);
+            assert_eq!(o.status.code(), Some(0), "{args:?}: {}", show(&o));
+            sqlite(
+                &w,
+                "INSERT INTO src VALUES (3, 3.0, '2024-01-02T00:00:00Z'); UPDATE src SET price = 9.0 WHERE id = 1;",
+            );
+            run_killed_at(&w, args, point);
+            let o = w.run(args);
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{args:?} after {point}: {}",
+                show(&o)
+            );
+            assert_eq!(
+                target_ids(&w, database),
+                ["1|1", "2|1", "3|1"],
+                "{args:?} killed at {point}: {}",
+                show(&o)
+            );
+        }
+    }
+}
