@@ -372,7 +372,8 @@ fn overwrite_merge_and_backfill_killed_at_each_commit_point_leave_each_row_once(
         "format = \"parquet\"\ntable = \"items\"\nmode = \"append\"",
         "connection = \"lite\"\ntable = \"dst\"\nmode = \"merge\"",
     );
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, bool)> = vec![
+    type Edits = Vec<(&'static str, &'static str)>;
+    let cases: Vec<(Edits, Vec<&str>, bool)> = vec![
         (
             vec![
                 ("mode = \"append\"", "mode = \"overwrite\""),
