@@ -117,9 +117,19 @@ impl Error {
         // Errors of Sluice's own sources (the CSV reader) arrive wrapped as "External error".
         let text = e.strip_backtrace();
         let text = text.strip_prefix("External error: ").unwrap_or(&text);
+        // A worker task of DataFusion's that panicked (a reader meeting a corrupt page, say)
+        // arrives as a bare "Join Error": say what it means.
+        let message = if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ExecutionJoin(_)
+        ) {
+            format!("a worker reading or computing rows stopped with an internal error ({text}); a source file may be damaged; nothing was committed")
+        } else {
+            text.to_string()
+        };
         Error::Engine {
             job: job.to_string(),
-            message: redactor.redact(text),
+            message: redactor.redact(&message),
         }
     }
 
