@@ -75,7 +75,7 @@ pub struct CommitRecord {
     pub started_at: String,
     /// When the commit was prepared, RFC 3339 UTC.
     pub finished_at: String,
-    /// Rows read, written, quarantined, dropped.
+    /// Rows of the driving source read.
     pub rows_read: u64,
     /// Rows loaded by this run.
     pub rows_written: u64,

@@ -30,6 +30,12 @@ fn write_out(args: std::fmt::Arguments) {
     }
 }
 
+/// One line on standard error, redacted; a failed write is ignored (never a panic, whose exit
+/// code could make a committed run look failed).
+fn errln(text: &str) {
+    sluice::logging::stderr_line(text);
+}
+
 /// `print!` that never panics (see [`write_out`]).
 macro_rules! out {
     ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
@@ -52,9 +58,9 @@ fn finish_output(code: i32, runs_a_job: bool) -> i32 {
     let Some(e) = STDOUT_ERROR.get() else {
         return code;
     };
-    eprintln!("error: cannot write to standard output: {e}");
+    errln(&format!("error: cannot write to standard output: {e}"));
     if runs_a_job {
-        eprintln!("   = note: the exit code ({code}) is the run's; its report is in the state folder (runs/JOB/RUN_ID.json)");
+        errln(&format!("   = note: the exit code ({code}) is the run's; its report is in the state folder (runs/JOB/RUN_ID.json)"));
         code
     } else {
         EXIT_RUN_FAILED
@@ -245,7 +251,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(EXIT_RUN_FAILED as u8);
         }
     };
@@ -261,10 +267,10 @@ fn main() -> ExitCode {
             .catch_unwind()
             .await
             .unwrap_or_else(|p| {
-                eprintln!(
+                errln(&format!(
                     "error: internal error (a bug in Sluice): {}",
                     sluice::producer::panic_message(p.as_ref())
-                );
+                ));
                 EXIT_RUN_FAILED
             })
     });
@@ -324,7 +330,8 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// Prints `e` on standard error, with every secret the process resolved redacted.
+/// Prints `e` on standard error, with every secret the process resolved redacted (see
+/// [`errln`]).
 fn report_error(e: &Error) {
     let text = match e {
         Error::Config(d) => d.to_string(),
@@ -334,10 +341,7 @@ fn report_error(e: &Error) {
         },
         other => format!("error: {other}"),
     };
-    eprintln!(
-        "{}",
-        sluice::config::interpolate::Redactor::process().redact(&text)
-    );
+    errln(&text);
 }
 
 fn project_root(explicit: Option<&Path>, near: Option<&Path>) -> Result<PathBuf, Error> {
@@ -416,10 +420,10 @@ async fn compile_jobs(
             }
             // A database that cannot be reached says nothing about the files: warn, and
             // check the rest.
-            Err(e @ Error::Connection { .. }) => eprintln!(
+            Err(e @ Error::Connection { .. }) => errln(&format!(
                 "warning: job `{}` was checked without its database, which could not be reached: {e}",
                 job.name
-            ),
+            )),
             Err(e) => diags.push(Diagnostic::file_level(job.src.path.clone(), e.to_string())),
         }
     }
@@ -515,10 +519,7 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
             return Ok(EXIT_OK);
         }
     }
-    eprintln!(
-        "{}",
-        sluice::config::interpolate::Redactor::process().redact(&diags.to_string())
-    );
+    errln(&diags.to_string());
     Ok(EXIT_INVALID)
 }
 
@@ -631,7 +632,7 @@ fn model_diff(old: &Path, new: &Path, json: bool) -> Result<i32, Error> {
         Ok(()) => EXIT_OK,
         Err(e) => {
             if json {
-                eprintln!("error: {e}");
+                errln(&format!("error: {e}"));
             }
             EXIT_INVALID
         }
@@ -658,7 +659,7 @@ async fn run(
     }
     match (&mode, job.target.mode) {
         (ExtractMode::FullRefresh, LoadMode::Append) => {
-            eprintln!("note: --full-refresh replaces the target (overwrite) instead of appending, so no row is loaded twice");
+            errln("note: --full-refresh replaces the target (overwrite) instead of appending, so no row is loaded twice");
             job.target.mode = LoadMode::Overwrite;
         }
         (ExtractMode::Backfill { .. }, LoadMode::Overwrite) => {
@@ -671,7 +672,7 @@ async fn run(
             });
         }
         (ExtractMode::Backfill { .. }, LoadMode::Append) => {
-            eprintln!("warning: job `{}` appends, so rows of the range that were loaded before are loaded again; prefer `mode = \"merge\"`", job.name);
+            errln(&format!("warning: job `{}` appends, so rows of the range that were loaded before are loaded again; prefer `mode = \"merge\"`", job.name));
         }
         _ => {}
     }
@@ -696,11 +697,11 @@ async fn run(
         let transient = report.error.as_ref().is_some_and(|e| e.transient);
         if transient {
             if let Some(delay) = delays.next() {
-                eprintln!(
+                errln(&format!(
                     "attempt {attempt} of {} failed for a reason that may pass (above); nothing was committed; retrying in {:.1} s",
                     retry.attempts,
                     delay.as_secs_f64()
-                );
+                ));
                 tokio::time::sleep(delay).await;
                 attempt += 1;
                 continue;
