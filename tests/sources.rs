@@ -504,3 +504,37 @@ fn corrupt_parquet_sources_fail_the_run_with_an_error_never_a_panic() {
         );
     }
 }
+
+#[test]
+fn a_parquet_file_whose_embedded_arrow_schema_panics_the_reader_fails_the_run_cleanly() {
+    // Found by the file_source fuzzer: arrow-ipc 59 panics (`unimplemented!`) on an unknown
+    // type in a file's ARROW:schema metadata (apache/arrow-rs#10437, fixed upstream after 59).
+    // The panic must be a failed run with a message, never a crash or a published target.
+    let damaged =
+        std::fs::read(crate::common::repo().join("tests/data/arrow_schema_unknown_type.parquet"))
+            .unwrap();
+    let w = Workdir::project();
+    w.write(
+        "mappings/copy.toml",
+        "model = \"airport@1\"\nfrom = \"src\"\n\n[fields]\nfaa_code = \"faa_code\"\nname = \"name\"\nlatitude = \"latitude\"\nlongitude = \"longitude\"\naltitude_m = \"altitude_m\"\ntime_zone = \"time_zone\"\n",
+    );
+    w.write(
+        "jobs/copy.toml",
+        "mapping = \"copy\"\n\n[sources.src]\nformat = \"parquet\"\npath = \"in/a.parquet\"\n\n[target]\nformat = \"parquet\"\ntable = \"copies\"\nmode = \"overwrite\"\n",
+    );
+    w.write("in/.keep", "");
+    std::fs::write(w.path().join("in/a.parquet"), damaged).unwrap();
+    let out = w.run(&["run", "copy", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = report(&out);
+    assert_eq!(r["status"], "failed");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("panic while planning the job"),
+        "{}",
+        show(&out)
+    );
+    assert!(!w.path().join("warehouse/copies").exists());
+}
