@@ -91,6 +91,10 @@ pub struct CommitRecord {
     pub replay_of: Option<String>,
     /// Watermarks this run moves: (source, cursor column, value as text).
     pub watermarks: Vec<(String, String, String)>,
+    /// The model file's text as loaded, so a recovered run registers the version it loaded
+    /// (see [`crate::contract::check_registered`]).
+    #[serde(default)]
+    pub model_definition: Option<String>,
 }
 
 impl CommitRecord {
@@ -119,7 +123,14 @@ impl CommitRecord {
                         .map(|v| (w.source.clone(), w.column.clone(), v.clone()))
                 })
                 .collect(),
+            model_definition: None,
         }
+    }
+
+    /// The record with the model file's text.
+    pub fn with_model_definition(mut self, text: Option<String>) -> CommitRecord {
+        self.model_definition = text;
+        self
     }
 
     /// Whether the run committed (always true for a record read from a published target).
@@ -185,6 +196,9 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
         return Ok(None);
     }
     store.record_commit(&record)?;
+    if let Some(definition) = &record.model_definition {
+        store.register_model(&record.model, &record.model_version, definition)?;
+    }
     crate::logging::stderr_line(&format!(
         "note: run {} of job `{}` was committed, but the process stopped before recording it; recorded now from the target's commit record ({} rows loaded{})",
         record.run_id,

@@ -648,15 +648,6 @@ async fn run(
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
     let mut job = project.job(job).map_err(|d| Error::config(*d))?.clone();
-    if let Some(model) = project
-        .mappings
-        .get(&job.mapping)
-        .and_then(|m| project.models.get(&m.model.name))
-    {
-        if let Some(d) = sluice::contract::check_registered(&project, model) {
-            return Err(Error::config(d));
-        }
-    }
     match (&mode, job.target.mode) {
         (ExtractMode::FullRefresh, LoadMode::Append) => {
             errln("note: --full-refresh replaces the target (overwrite) instead of appending, so no row is loaded twice");
@@ -723,6 +714,17 @@ async fn run_once(
     let no_inputs = HashMap::new();
     let compiling = async {
         sluice::commit::reconcile(project, job).await?;
+        // Models as contracts, checked against every version committed runs loaded (a run
+        // recovered just now included).
+        if let Some(model) = project
+            .mappings
+            .get(&job.mapping)
+            .and_then(|m| project.models.get(&m.model.name))
+        {
+            if let Some(d) = sluice::contract::check_registered(project, model) {
+                return Err(Error::config(d));
+            }
+        }
         sluice::plan::compile_for(project, job, &no_inputs, mode).await
     };
     let compiled = match sluice::producer::catch_panic(compiling, "planning the job").await {

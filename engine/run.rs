@@ -647,7 +647,9 @@ pub async fn run_with(
     report.finish_at(started, Utc::now());
     if let Some(sink) = sink_opt.take() {
         if will_commit {
-            let record = crate::commit::CommitRecord::of(&report, replay_of);
+            let record = crate::commit::CommitRecord::of(&report, replay_of).with_model_definition(
+                std::fs::read_to_string(project.path(&compiled.model.file)).ok(),
+            );
             match sink.commit(&record).await {
                 Ok(stats) => {
                     tracing::info!(target_dir = %compiled.target_shown, "target committed");

@@ -433,3 +433,28 @@ fn overwrite_merge_and_backfill_killed_at_each_commit_point_leave_each_row_once(
         }
     }
 }
+
+#[test]
+fn a_recovered_run_registers_the_model_version_it_loaded() {
+    // The first run of the job is killed after its publish: the model version it loaded must
+    // still hold as a contract, so an incompatible edit under the same version is refused.
+    let w = incremental_project();
+    sqlite(
+        &w,
+        "INSERT INTO src VALUES (1, 1.0, '2024-01-01T00:00:00Z');",
+    );
+    run_killed_at(&w, &["run", "load"], "after_publish");
+    let model = w.read("mappings/canonical/item.toml").replace(
+        "[fields.price]\ntype = \"float64\"\n",
+        "[fields.price]\ntype = \"float64\"\nrequired = true\n",
+    );
+    w.write("mappings/canonical/item.toml", &model);
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        show(&o).contains("recorded now from the target's commit record"),
+        "{}",
+        show(&o)
+    );
+    assert!(show(&o).contains("1.0.0"), "{}", show(&o));
+}
