@@ -8,13 +8,16 @@
 //!
 //! | the target or quarantine `T` and a protected location `P` | refused when |
 //! |---|---|
-//! | a source's file, folder or glob base (another job's source that reads a job's output is a chain of jobs, and allowed) | `T` = `P`, `T` contains `P`, `P` contains `T` |
-//! | the state folder (`.sluice/`)                                | same |
-//! | another job's target or quarantine, this job's other output | same |
+//! | a source's file or folder                                    | `T` = `P`, `T` contains `P`, `P` contains `T` |
+//! | the folder a source's glob starts from (`data` of `data/*.csv`) | `T` = `P` or `T` contains `P` |
+//! | a file a job's glob matches when the run starts              | `T` contains it ([`check_source_files`]) |
+//! | the state folder (`.sluice/`)                                | `T` = `P`, `T` contains `P`, `P` contains `T` |
+//! | another job's target or quarantine, this job's other output | `T` = `P`, `T` contains `P`, `P` contains `T` |
 //! | the project root                                             | `T` = `P` or `T` contains `P` (inside it is normal) |
 //!
-//! Paths are compared after resolving `..`, `.` and symlinks of the part that exists, so
-//! `../project`, `./warehouse/../samples` and a symlink to a source folder are all caught.
+//! Another job's source that reads a job's output is a chain of jobs, and allowed. Paths are
+//! compared after resolving `..`, `.` and symlinks of the part that exists, so `../project`,
+//! `./warehouse/../samples` and a symlink to a source folder are all caught.
 //! [`check_project`] runs at validate time on the paths as written (templates whose `${...}`
 //! cannot be resolved are skipped there); [`check_run`] runs again when a run starts, on the
 //! resolved paths.
