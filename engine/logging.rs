@@ -10,8 +10,39 @@ use std::io::Write;
 
 use crate::config::interpolate::Redactor;
 
-/// Installs the global subscriber. Call once, first thing in `main`.
+thread_local! {
+    /// Set while [`catch_quietly`] runs on this thread: its panics are expected and reported as
+    /// errors, not printed.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, returning its panic's message as `Err` instead of unwinding further and without
+/// printing it. For library calls known to panic on damaged input (arrow-ipc 59 decoding a
+/// Parquet file's `ARROW:schema`, apache/arrow-rs#10437), so the caller can report the file.
+///
+/// # Errors
+/// The panic message.
+pub fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result.map_err(|p| crate::producer::panic_message(p.as_ref()))
+}
+
+/// True while [`catch_quietly`] runs on this thread (for a panic hook that must let those
+/// expected panics through, such as a fuzz target's).
+pub fn in_catch_quietly() -> bool {
+    QUIET.with(std::cell::Cell::get)
+}
+
+/// Installs the global subscriber and the panic hook (a panic message, redacted, on standard
+/// error; none inside [`catch_quietly`]). Call once, first thing in `main`.
 pub fn init() {
+    std::panic::set_hook(Box::new(|info| {
+        if !in_catch_quietly() {
+            stderr_line(&format!("{info}"));
+        }
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")

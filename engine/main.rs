@@ -240,11 +240,8 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    // Logs and panic messages go to standard error redacted (they may quote a resolved path).
     sluice::logging::init();
-    // Panic messages may quote a resolved path or URL: redact them like every other output.
-    std::panic::set_hook(Box::new(|info| {
-        sluice::logging::stderr_line(&format!("{info}"));
-    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -205,7 +205,22 @@ fn check_parquet_frame(path: &Path) -> std::result::Result<(), String> {
             "its footer length, {footer} bytes, does not fit in the file's {len} bytes (the file is cut short or damaged)"
         ));
     }
-    Ok(())
+    // The footer and the Arrow schema embedded in it: arrow-ipc 59 panics on some damaged
+    // `ARROW:schema` values instead of returning an error (found by the fuzzer).
+    use datafusion::parquet::arrow::parquet_to_arrow_schema;
+    use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+    crate::logging::catch_quietly(|| {
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&f)
+            .map_err(|e| format!("its footer cannot be read: {e}"))?;
+        let m = meta.file_metadata();
+        parquet_to_arrow_schema(m.schema_descr(), m.key_value_metadata())
+            .map(|_| ())
+            .map_err(|e| format!("its schema cannot be read: {e}"))
+    })
+    .map_err(|panic| {
+        format!("its embedded Arrow schema (`ARROW:schema` metadata) is damaged: {panic}")
+    })?
 }
 
 /// `file` relative to the project root, for messages (secrets redacted: a path may come from

@@ -15,7 +15,23 @@ fn write(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
+/// libFuzzer's panic hook aborts on every panic, even one Sluice catches on purpose
+/// (`sluice::logging::catch_quietly`, around library calls known to panic on damaged files):
+/// let those through, abort on any other.
+fn hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !sluice::logging::in_catch_quietly() {
+                abort(info);
+            }
+        }));
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    hook();
     let Some((&kind, body)) = data.split_first() else {
         return;
     };
