@@ -646,27 +646,15 @@ pub async fn run_with(
     };
     report.finish_at(started, Utc::now());
     if let Some(sink) = sink_opt.take() {
-        if will_commit {
-            let record = crate::commit::CommitRecord::of(&report, replay_of).with_model_definition(
-                std::fs::read_to_string(project.path(&compiled.model.file)).ok(),
-            );
-            match sink.commit(&record).await {
-                Ok(stats) => {
-                    tracing::info!(target_dir = %compiled.target_shown, "target committed");
-                    report.load = stats;
-                }
-                Err(e) => {
-                    report.status = RunStatus::Failed;
-                    report.error = Some(ErrorReport::new(&e, &compiled.redactor));
-                    if let Some(target) = report.outputs.first_mut() {
-                        target.committed = false;
-                    }
-                    report.watermarks = watermark_reports(&compiled, false);
-                }
-            }
-        } else {
-            sink.abort().await;
-        }
+        publish(
+            project,
+            &compiled,
+            sink,
+            will_commit,
+            &mut report,
+            replay_of,
+        )
+        .await;
     }
     report.stages.commit_ms = commit_start.elapsed().as_millis() as u64;
     progress.finish();
@@ -684,6 +672,38 @@ pub async fn run_with(
         ));
     }
     Ok(report)
+}
+
+/// Commits `sink` with the run's commit record when `will_commit` (on failure `report` becomes
+/// a failed run that moved nothing), else discards it.
+async fn publish(
+    project: &Project,
+    compiled: &CompiledJob,
+    sink: TargetSink,
+    will_commit: bool,
+    report: &mut RunReport,
+    replay_of: Option<&str>,
+) {
+    if !will_commit {
+        sink.abort().await;
+        return;
+    }
+    let record = crate::commit::CommitRecord::of(report, replay_of)
+        .with_model_definition(std::fs::read_to_string(project.path(&compiled.model.file)).ok());
+    match sink.commit(&record).await {
+        Ok(stats) => {
+            tracing::info!(target_dir = %compiled.target_shown, "target committed");
+            report.load = stats;
+        }
+        Err(e) => {
+            report.status = RunStatus::Failed;
+            report.error = Some(ErrorReport::new(&e, &compiled.redactor));
+            if let Some(target) = report.outputs.first_mut() {
+                target.committed = false;
+            }
+            report.watermarks = watermark_reports(compiled, false);
+        }
+    }
 }
 
 /// Appends the run and its quality results to the state store and, for a committed run, the

@@ -192,34 +192,7 @@ const CRASH_POINTS: [&str; 3] = ["before_publish", "after_publish", "after_state
 fn incremental_append_killed_at_each_commit_point_loads_every_row_once() {
     for point in CRASH_POINTS {
         let w = incremental_project();
-        sqlite(
-            &w,
-            "INSERT INTO src VALUES (1, 1.0, '2024-01-01T00:00:00Z'), (2, 2.0, '2024-01-01T00:00:00Z');",
-        );
-        let o = w.run(&["run", "load"]);
-        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-        sqlite(
-            &w,
-            "INSERT INTO src VALUES (3, 3.0, '2024-01-02T00:00:00Z'), (4, 4.0, '2024-01-02T00:00:00Z');",
-        );
-        run_killed_at(&w, &["run", "load"], point);
-        let o = w.run(&["run", "load"]);
-        assert_eq!(o.status.code(), Some(0), "after {point}: {}", show(&o));
-        assert_eq!(
-            id_counts(&w),
-            ["1|1", "2|1", "3|1", "4|1"],
-            "killed at {point}: every source row once; {}",
-            show(&o)
-        );
-        let (loaded, mark) = state_of(&w);
-        assert_eq!(
-            loaded, 4,
-            "killed at {point}: the state store agrees with the target"
-        );
-        assert!(
-            mark.as_deref().is_some_and(|m| m.starts_with("2024-01-02")),
-            "killed at {point}: watermark {mark:?}"
-        );
+        let o = kill_incremental_append_then_rerun(&w, point, id_counts);
         if point != "before_publish" {
             assert!(
                 show(&o).contains("recorded now from the target's commit record")
@@ -297,35 +270,47 @@ fn incremental_append_into_a_database_killed_at_each_commit_point_loads_every_ro
             "connection = \"lite\"\ntable = \"dst\"",
         );
         w.write("jobs/load.toml", &job);
-        sqlite(
-            &w,
-            "INSERT INTO src VALUES (1, 1.0, '2024-01-01T00:00:00Z'), (2, 2.0, '2024-01-01T00:00:00Z');",
-        );
-        let o = w.run(&["run", "load"]);
-        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-        sqlite(
-            &w,
-            "INSERT INTO src VALUES (3, 3.0, '2024-01-02T00:00:00Z'), (4, 4.0, '2024-01-02T00:00:00Z');",
-        );
-        run_killed_at(&w, &["run", "load"], point);
-        let o = w.run(&["run", "load"]);
-        assert_eq!(o.status.code(), Some(0), "after {point}: {}", show(&o));
-        assert_eq!(
-            db_id_counts(&w),
-            ["1|1", "2|1", "3|1", "4|1"],
-            "killed at {point}: every source row once; {}",
-            show(&o)
-        );
-        let (loaded, mark) = state_of(&w);
-        assert_eq!(
-            loaded, 4,
-            "killed at {point}: the state store agrees with the target"
-        );
-        assert!(
-            mark.as_deref().is_some_and(|m| m.starts_with("2024-01-02")),
-            "killed at {point}: watermark {mark:?}"
-        );
+        kill_incremental_append_then_rerun(&w, point, db_id_counts);
     }
+}
+
+/// Loads ids 1-2, kills the run loading ids 3-4 at `point`, runs again; asserts every id is in
+/// the target once (read by `ids`), and the state store's rows and watermark agree. Returns
+/// the last run's output.
+fn kill_incremental_append_then_rerun(
+    w: &Workdir,
+    point: &str,
+    ids: fn(&Workdir) -> Vec<String>,
+) -> std::process::Output {
+    sqlite(
+        w,
+        "INSERT INTO src VALUES (1, 1.0, '2024-01-01T00:00:00Z'), (2, 2.0, '2024-01-01T00:00:00Z');",
+    );
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    sqlite(
+        w,
+        "INSERT INTO src VALUES (3, 3.0, '2024-01-02T00:00:00Z'), (4, 4.0, '2024-01-02T00:00:00Z');",
+    );
+    run_killed_at(w, &["run", "load"], point);
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(0), "after {point}: {}", show(&o));
+    assert_eq!(
+        ids(w),
+        ["1|1", "2|1", "3|1", "4|1"],
+        "killed at {point}: every source row once; {}",
+        show(&o)
+    );
+    let (loaded, mark) = state_of(w);
+    assert_eq!(
+        loaded, 4,
+        "killed at {point}: the state store agrees with the target"
+    );
+    assert!(
+        mark.as_deref().is_some_and(|m| m.starts_with("2024-01-02")),
+        "killed at {point}: watermark {mark:?}"
+    );
+    o
 }
 
 #[test]
