@@ -31,6 +31,7 @@ pub mod quality;
 pub mod quarantine;
 pub mod record_limit;
 pub mod replay;
+pub mod row_errors;
 pub mod run;
 pub mod sink;
 pub mod source;

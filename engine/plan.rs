@@ -52,12 +52,14 @@ use crate::diagnostic::{did_you_mean, Diagnostics};
 use crate::error::{Error, Result};
 use crate::model::{CanonicalModel, FieldType};
 use crate::quality::{failed_when_not, model_rules, ReasonTemplate, RowRule, RuleKind};
+use crate::row_errors::RowGuardPart;
 use crate::source::{
     self, qualified_col, ScannedSource, SourceInput, DRIVING_ROW_COLUMN, FILE_COLUMN, LINE_COLUMN,
     PARSE_FAILED_PREFIX, RAW_PREFIX,
 };
 use datafusion::functions_window::expr_fn::{first_value, row_number};
 use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::logical_expr::ScalarUDF;
 use std::collections::HashMap;
 use std::ops::Not;
 use std::sync::Arc;
@@ -66,6 +68,123 @@ const LET: &str = "__let";
 const VALUE: &str = "__v";
 const CANONICAL: &str = "__canonical";
 const DUPLICATE: &str = "__dup";
+/// A guarded expression's `{value, error}` struct, before it is split.
+const GUARDED: &str = "__guarded";
+/// Error text of a field's expression on a row (see [`crate::row_errors`]).
+const EVAL: &str = "__eval";
+/// Error text of a `[let]` expression on a row.
+const EVAL_LET: &str = "__eval_let";
+
+/// The output columns of one projection step of mapping expressions (lets or fields): each
+/// expression's value under `qualifier.<name>`, and for an expression that can fail per row, its
+/// error text under `eval_qualifier.<name>`.
+struct ValueOutputs {
+    qualifier: &'static str,
+    eval_qualifier: &'static str,
+    plain: Vec<Expr>,
+    guarded: Vec<(String, Expr)>,
+}
+
+impl ValueOutputs {
+    fn new(qualifier: &'static str, eval_qualifier: &'static str) -> Self {
+        ValueOutputs {
+            qualifier,
+            eval_qualifier,
+            plain: Vec::new(),
+            guarded: Vec::new(),
+        }
+    }
+
+    /// Adds `expr` as `name`, guarded by a [`crate::row_errors::RowGuard`] when it can fail on
+    /// a row's values.
+    fn push(
+        &mut self,
+        state: &datafusion::execution::SessionState,
+        name: &str,
+        expr: Expr,
+        schema: &DFSchema,
+    ) {
+        match crate::row_errors::guard(state, &expr, schema) {
+            Some(call) => self.guarded.push((name.to_string(), call)),
+            None => self
+                .plain
+                .push(expr.alias_qualified(Some(TableReference::bare(self.qualifier)), name)),
+        }
+    }
+
+    fn is_guarded(&self, name: &str) -> bool {
+        self.guarded.iter().any(|(n, _)| n == name)
+    }
+
+    /// `frame` with its columns and these outputs: a projection computing the guarded structs
+    /// (once each), then one splitting them into value and error columns.
+    fn select(self, frame: DataFrame) -> datafusion::common::Result<DataFrame> {
+        let frame = if self.guarded.is_empty() {
+            frame
+        } else {
+            let mut exprs = all_columns(frame.schema());
+            for (name, call) in &self.guarded {
+                exprs.push(
+                    call.clone()
+                        .alias_qualified(Some(TableReference::bare(GUARDED)), name),
+                );
+            }
+            frame.select(exprs)?
+        };
+        let mut exprs: Vec<Expr> = all_columns(frame.schema())
+            .into_iter()
+            .filter(|e| !matches!(e, Expr::Column(c) if c.relation.as_ref().is_some_and(|r| r.table() == GUARDED)))
+            .collect();
+        for (name, _) in &self.guarded {
+            let s = qualified_col(GUARDED, name);
+            exprs.push(
+                ScalarUDF::from(RowGuardPart::value())
+                    .call(vec![s.clone()])
+                    .alias_qualified(Some(TableReference::bare(self.qualifier)), name),
+            );
+            exprs.push(
+                ScalarUDF::from(RowGuardPart::error())
+                    .call(vec![s])
+                    .alias_qualified(Some(TableReference::bare(self.eval_qualifier)), name),
+            );
+        }
+        exprs.extend(self.plain);
+        frame.select(exprs)
+    }
+}
+
+/// The `eval.<name>` rule of a guarded expression: fails when the row's error text is set.
+struct EvalRule {
+    rule: String,
+    qualifier: &'static str,
+    name: String,
+}
+
+impl EvalRule {
+    fn new(rule: String, qualifier: &'static str, name: &str) -> Self {
+        EvalRule {
+            rule,
+            qualifier,
+            name: name.to_string(),
+        }
+    }
+
+    fn rule(&self) -> RowRule {
+        RowRule {
+            name: self.rule.clone(),
+            kind: RuleKind::Eval,
+            field: (self.qualifier == EVAL).then(|| self.name.clone()),
+            failed: qualified_col(self.qualifier, &self.name).is_not_null(),
+            reason: ReasonTemplate::with_value(
+                &format!("{} could not be computed: ", self.name),
+                &format!("{}.{}", self.qualifier, self.name),
+                String::new(),
+            ),
+            description: format!("{} evaluates without error", self.name),
+            action: RuleAction::Quarantine,
+        }
+    }
+}
 
 /// `"updated_at DESC NULLS LAST"` → (`"updated_at"`, ascending?, nulls first?). SQL defaults:
 /// ascending; nulls last when ascending, first when descending.
@@ -760,6 +879,8 @@ pub async fn compile_for(
     }
 
     // Lets.
+    let state = ctx.state();
+    let mut evals: Vec<EvalRule> = Vec::new();
     let mut let_names: Vec<String> = Vec::new();
     for l in &mapping.lets {
         let names = let_names.clone();
@@ -777,9 +898,16 @@ pub async fn compile_for(
                     );
                     continue;
                 }
-                let mut exprs = all_columns(frame.schema());
-                exprs.push(e.alias_qualified(Some(TableReference::bare(LET)), &l.name));
-                frame = frame.select(exprs).map_err(to_err)?;
+                let mut outputs = ValueOutputs::new(LET, EVAL_LET);
+                outputs.push(&state, &l.name, e, frame.schema());
+                if outputs.is_guarded(&l.name) {
+                    evals.push(EvalRule::new(
+                        format!("eval.let.{}", l.name),
+                        EVAL_LET,
+                        &l.name,
+                    ));
+                }
+                frame = outputs.select(frame).map_err(to_err)?;
                 let_names.push(l.name.clone());
             }
             Err(e) => {
@@ -797,7 +925,7 @@ pub async fn compile_for(
 
     // Field expressions, as written.
     let mut fields = Vec::new();
-    let mut value_exprs = all_columns(frame.schema());
+    let mut values = ValueOutputs::new(VALUE, EVAL);
     let lets_for_fields = let_names.clone();
     let field_resolver = move |n: &str| lets_for_fields.iter().any(|x| x == n).then_some(LET);
     for f in &model.fields {
@@ -852,7 +980,10 @@ pub async fn compile_for(
             );
             continue;
         }
-        value_exprs.push(expr.alias_qualified(Some(TableReference::bare(VALUE)), &f.name));
+        values.push(&state, &f.name, expr, frame.schema());
+        if values.is_guarded(&f.name) {
+            evals.push(EvalRule::new(format!("eval.{}", f.name), EVAL, &f.name));
+        }
         fields.push(FieldPlan {
             name: f.name.clone(),
             sql,
@@ -863,7 +994,7 @@ pub async fn compile_for(
     if !diags.is_empty() {
         return Err(with_checks(diags));
     }
-    frame = frame.select(value_exprs).map_err(to_err)?;
+    frame = values.select(frame).map_err(to_err)?;
 
     // Canonical values: missing values → NULL, then cast; cast flags.
     let mut rules: Vec<RowRule> = Vec::new();
@@ -951,6 +1082,12 @@ pub async fn compile_for(
         }
     }
     frame = frame.select(canonical_exprs).map_err(to_err)?;
+
+    // Rows whose expressions failed to evaluate (see `row_errors`).
+    for e in evals {
+        flag_exprs.push(qualified_col(e.qualifier, &e.name).is_not_null());
+        rules.push(e.rule());
+    }
 
     // Model constraints and business rules, over canonical fields.
     for r in model_rules(&model) {

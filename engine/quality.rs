@@ -56,6 +56,8 @@ pub enum RuleKind {
     Unique,
     /// A value missing from another source or table (`references`).
     References,
+    /// A mapping expression failed to evaluate on the row's values (`eval.<field>`).
+    Eval,
 }
 
 /// A row rule, compiled.

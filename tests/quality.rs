@@ -918,3 +918,88 @@ fn a_cross_field_check_counts_null_results_only_with_nulls_fail() {
     assert_eq!(failed["pass"], 0);
     assert_eq!(failed["fail"], unknown as u64);
 }
+
+/// Sets column `col` of data line `line` (1-based, header = line 1) of `lines`.
+fn set_field(lines: &mut [String], line: usize, col: usize, value: &str) {
+    let mut fields: Vec<String> = lines[line - 1].split(',').map(String::from).collect();
+    fields[col] = value.to_string();
+    lines[line - 1] = fields.join(",");
+}
+
+#[test]
+fn a_row_whose_expression_fails_is_quarantined_with_the_error_and_the_rest_load() {
+    let head = flights_head(1000);
+    let per_hour =
+        "[[rule]]\nname = \"speed_positive\"\ncheck = \"per_hour IS NULL OR per_hour > 0\"\n";
+    let with_let = |w: &Workdir| {
+        let m = w.read("mappings/nycflights13_to_flight.toml").replace(
+            "[let]\n",
+            "[let]\nper_hour = \"flights.distance * 60 / flights.air_time\"\n",
+        );
+        w.write(
+            "mappings/nycflights13_to_flight.toml",
+            &format!("{m}\n{per_hour}"),
+        );
+    };
+    let clean = flights_project(head.as_bytes());
+    with_let(&clean);
+    let out_clean = clean.run(&["run", "flights", "--json"]);
+    assert_eq!(out_clean.status.code(), Some(0), "{}", show(&out_clean));
+    let rejected = rows(&query(
+        &clean.path().join("warehouse/_quarantine/flights"),
+        "SELECT CAST(source_line AS VARCHAR) FROM t",
+    ));
+    // Three lines the clean run loaded.
+    let picked: Vec<usize> = (2..=1001)
+        .filter(|l| !rejected.contains(&l.to_string()))
+        .take(3)
+        .collect();
+
+    let mut lines: Vec<String> = head.lines().map(String::from).collect();
+    // 30 February, which `make_date` refuses.
+    set_field(&mut lines, picked[0], 1, "2");
+    set_field(&mut lines, picked[0], 2, "30");
+    // A departure delay that `CAST(... AS INT)` cannot hold.
+    set_field(&mut lines, picked[1], 5, "99999999999");
+    // Zero air time, divided by in a `[let]`.
+    set_field(&mut lines, picked[2], 14, "0");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let bad = flights_project(text.as_bytes());
+    with_let(&bad);
+    let out = bad.run(&["run", "flights", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let (rc, rb) = (report(&out_clean), report(&out));
+    assert_eq!(rb["rows"]["read"], 1000);
+    assert_eq!(
+        rb["rows"]["written"].as_u64().unwrap() + 3,
+        rc["rows"]["written"].as_u64().unwrap(),
+        "{rb}"
+    );
+    let q = rows(&query(
+        &bad.path().join("warehouse/_quarantine/flights"),
+        "SELECT CAST(source_line AS VARCHAR) || '|' || f['rule'] || '|' || f['reason']
+           FROM (SELECT source_line, unnest(failed_rules) AS f FROM t)
+           WHERE f['rule'] LIKE 'eval.%' ORDER BY source_line",
+    ));
+    assert_eq!(q.len(), 3, "{q:?}");
+    let expect = |i: usize, prefix: &str, text: &str| {
+        let p = format!("{}|{prefix}", picked[i]);
+        assert!(
+            q[i].starts_with(&p) && q[i].contains(text),
+            "{} (want {p} … {text})",
+            q[i]
+        );
+    };
+    expect(
+        0,
+        "eval.flight_date|flight_date could not be computed: ",
+        "2013, 2, 30",
+    );
+    expect(1, "eval.departure_delay_minutes|", "99999999999");
+    expect(
+        2,
+        "eval.let.per_hour|per_hour could not be computed: ",
+        "Divide by zero",
+    );
+    assert_eq!(rule(&rb, "eval.flight_date")["failed_rows"], 1, "{rb}");
+}
