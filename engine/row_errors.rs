@@ -2,8 +2,8 @@
 //!
 //! DataFusion evaluates an expression a batch at a time, and one row's error — `make_date(2013,
 //! 2, 30)`, `CAST('12x' AS INT)`, an integer divided by zero — fails the whole batch and so the
-//! whole run, naming no row. A mapping expression that can fail on a row's values (it calls a
-//! function, casts, or does arithmetic) is therefore compiled into [`RowGuard`], an ordinary
+//! whole run, naming no row. A mapping expression that can fail on a row's values (see
+//! [`can_fail_per_row`]) is therefore compiled into [`RowGuard`], an ordinary
 //! scalar function that evaluates the expression itself:
 //!
 //! - on the whole batch first (the usual case costs one extra struct per batch);
@@ -48,16 +48,50 @@ pub const ERROR_FIELD: &str = "error";
 /// whole CSV field.
 const MAX_ERROR_BYTES: usize = 500;
 
-/// Whether evaluating `expr` can fail on one row's values: it calls a function, casts, or does
-/// arithmetic, and reads at least one column (a constant fails on every row or on none).
-pub fn can_fail_per_row(expr: &Expr) -> bool {
+/// Functions that return NULL rather than fail on a row's values (Sluice's own, see
+/// [`crate::functions`], and DataFusion built-ins that accept any value of their types).
+const NEVER_FAIL: &[&str] = &[
+    "make_timestamp",
+    "to_utc_timestamp",
+    "to_minutes",
+    "coalesce",
+    "nullif",
+    "concat",
+    "concat_ws",
+    "upper",
+    "lower",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "length",
+    "character_length",
+    "abs",
+    "round",
+    "floor",
+    "ceil",
+    "greatest",
+    "least",
+];
+
+/// Whether evaluating `expr` (over `schema`) can fail on one row's values, so that it needs a
+/// [`RowGuard`]. It can when it reads a column and contains one of:
+///
+/// - a `CAST` to another type that is not text (`TRY_CAST` never fails);
+/// - a function call, except those in [`NEVER_FAIL`];
+/// - integer or decimal `/` or `%` by anything but a literal other than 0 and -1 (float
+///   division gives infinity or NaN instead);
+/// - `+`, `-` or `*` on dates, times, timestamps or intervals (an overflow is an error;
+///   integer and decimal arithmetic wraps in DataFusion, as in its default configuration).
+///
+/// A constant expression (no column) fails on every row or on none, and is left alone.
+pub fn can_fail_per_row(expr: &Expr, schema: &DFSchema) -> bool {
     if expr.column_refs().is_empty() {
         return false;
     }
     let mut found = false;
     let _ = expr.apply(|e| {
-        found = matches!(e, Expr::Cast(_) | Expr::ScalarFunction(_))
-            || matches!(e, Expr::BinaryExpr(b) if is_arithmetic(b.op));
+        found = node_can_fail(e, schema);
         Ok(if found {
             TreeNodeRecursion::Stop
         } else {
@@ -67,11 +101,33 @@ pub fn can_fail_per_row(expr: &Expr) -> bool {
     found
 }
 
-fn is_arithmetic(op: Operator) -> bool {
-    matches!(
-        op,
-        Operator::Plus | Operator::Minus | Operator::Multiply | Operator::Divide | Operator::Modulo
-    )
+fn node_can_fail(e: &Expr, schema: &DFSchema) -> bool {
+    let ty = |e: &Expr| e.get_type(schema).ok();
+    match e {
+        Expr::Cast(c) => {
+            let from = ty(&c.expr);
+            from.as_ref() != Some(c.field.data_type())
+                && !matches!(
+                    c.field.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+        }
+        Expr::ScalarFunction(f) => !NEVER_FAIL.contains(&f.name()),
+        Expr::BinaryExpr(b) => match b.op {
+            Operator::Divide | Operator::Modulo => {
+                let float = ty(e).is_some_and(|t| t.is_floating());
+                let safe_divisor = matches!(b.right.as_ref(), Expr::Literal(v, _)
+                    if v.to_string().parse::<f64>().is_ok_and(|x| x != 0.0 && x != -1.0));
+                !float && !safe_divisor
+            }
+            Operator::Plus | Operator::Minus | Operator::Multiply => [ty(&b.left), ty(&b.right)]
+                .iter()
+                .flatten()
+                .any(DataType::is_temporal),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// The message of a data error on a row's values, or `None` when `e` is not one (then the run
@@ -347,7 +403,7 @@ impl ScalarUDFImpl for RowGuardPart {
 /// `expr` wrapped in a [`RowGuard`], or `None` when it cannot fail per row or cannot be
 /// planned on its own.
 pub fn guard(state: &SessionState, expr: &Expr, schema: &DFSchema) -> Option<Expr> {
-    if !can_fail_per_row(expr) {
+    if !can_fail_per_row(expr, schema) {
         return None;
     }
     let guard = RowGuard::new(state, expr.clone(), schema).ok()?;
@@ -386,6 +442,46 @@ mod tests {
         ] {
             assert_eq!(row_error_message(&fatal), None, "{fatal}");
         }
+    }
+
+    #[test]
+    fn only_expressions_that_can_fail_on_a_value_are_guarded() {
+        use datafusion::arrow::datatypes::{IntervalUnit, TimeUnit};
+        use datafusion::functions::expr_fn::{make_date, upper};
+        use datafusion::logical_expr::{cast, col, lit, try_cast};
+        use datafusion::scalar::ScalarValue;
+        let schema = DFSchema::try_from(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("d", DataType::Interval(IntervalUnit::MonthDayNano), true),
+        ]))
+        .unwrap();
+        let fails = |e: Expr| can_fail_per_row(&e, &schema);
+        // Casts that can fail, and those that cannot.
+        assert!(fails(cast(col("i"), DataType::Int32)));
+        assert!(fails(cast(col("s"), DataType::Int64)));
+        assert!(!fails(cast(col("i"), DataType::Utf8)));
+        assert!(!fails(try_cast(col("s"), DataType::Int64)));
+        // Integer division and remainder, unless by a literal other than 0 and -1.
+        assert!(fails(col("i") / col("i")));
+        assert!(fails(col("i") / lit(0i64)));
+        assert!(fails(col("i") % lit(-1i64)));
+        assert!(!fails(col("i") / lit(100i64)));
+        assert!(!fails(col("f") / col("f")));
+        // Integer arithmetic wraps; temporal arithmetic can overflow.
+        assert!(!fails(col("i") * lit(2i64) + col("i")));
+        assert!(fails(col("ts") + col("d")));
+        // Functions.
+        assert!(fails(make_date(col("i"), col("i"), col("i"))));
+        assert!(!fails(upper(col("s"))));
+        // Plain columns and constants.
+        assert!(!fails(col("i")));
+        assert!(!fails(cast(
+            lit(ScalarValue::Utf8(Some("x".into()))),
+            DataType::Int32
+        )));
     }
 
     #[test]
