@@ -21,7 +21,7 @@ use datafusion::datasource::file_format::file_compression_type::FileCompressionT
 use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use sluice::config::spec::Compression;
-use sluice::csv_reader::{self, CsvFile, CsvOptions, OnMalformed};
+use sluice::csv_reader::{self, CsvFile, CsvOptions, OnMalformed, QuoteMode};
 
 fn session() -> SessionContext {
     SessionContext::new_with_config(
@@ -78,6 +78,7 @@ async fn tolerant_reader(path: &Path, columns: &[String]) -> u64 {
             has_header: true,
             compression: Compression::Auto,
             on_malformed: OnMalformed::Quarantine,
+            quote_mode: QuoteMode::Strict,
             batch_size: 8192,
             max_record_bytes: sluice::record_limit::DEFAULT_MAX_RECORD_BYTES,
         },
@@ -159,6 +160,7 @@ fn main() {
             has_header: true,
             compression: Compression::None,
             on_malformed: OnMalformed::Quarantine,
+            quote_mode: QuoteMode::Strict,
             batch_size: 8192,
             max_record_bytes: sluice::record_limit::DEFAULT_MAX_RECORD_BYTES,
         },

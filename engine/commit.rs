@@ -273,27 +273,22 @@ pub fn write_record(dir: &Path, record: &CommitRecord) -> Result<()> {
     write().map_err(|e| Error::target(&path, format!("cannot write the commit record: {e}")))
 }
 
-/// The folder of `job`'s Parquet target and its name as the job writes it (`None` for a
+/// The folder of `job`'s Parquet target and how Sluice shows it (relative to the project) (`None` for a
 /// database target, or a path whose `${...}` cannot be resolved: the planner reports that).
 pub fn target_folder(project: &Project, job: &Job) -> Option<(PathBuf, String)> {
     if job.target.is_database() {
         return None;
     }
-    let (rel, shown) = match (&job.target.table, &job.target.path) {
-        (Some(t), _) => {
-            let rel = project.settings.warehouse.join(t.get_ref());
-            let shown = rel.display().to_string();
-            (rel, shown)
-        }
-        (None, Some(p)) => (
-            PathBuf::from(
-                Redactor::default()
-                    .resolve(p.get_ref(), &project.root)
-                    .ok()?,
-            ),
-            p.get_ref().clone(),
+    let rel = match (&job.target.table, &job.target.path) {
+        (Some(t), _) => project.settings.warehouse.join(t.get_ref()),
+        (None, Some(p)) => PathBuf::from(
+            Redactor::default()
+                .resolve_path(p.get_ref(), &project.root)
+                .ok()?,
         ),
         (None, None) => return None,
     };
-    Some((project.path(rel), shown))
+    let dir = project.path(rel);
+    let shown = project.shown(&dir);
+    Some((dir, shown))
 }

@@ -60,6 +60,18 @@ pub enum OnMalformed {
     Fail,
 }
 
+/// How quotes are read (`quote_mode` in a job's source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuoteMode {
+    /// RFC 4180: a quote inside an unquoted value makes the record malformed (the default).
+    #[default]
+    Strict,
+    /// A quote inside an unquoted value is a literal character (`5'10"`), as PostgreSQL's
+    /// and DuckDB's readers can accept; quoted values still follow RFC 4180.
+    Lenient,
+}
+
 /// How to read the files of one CSV source.
 #[derive(Debug, Clone)]
 pub struct CsvOptions {
@@ -73,6 +85,8 @@ pub struct CsvOptions {
     pub compression: Compression,
     /// Malformed-record policy.
     pub on_malformed: OnMalformed,
+    /// How quotes inside unquoted values are read.
+    pub quote_mode: QuoteMode,
     /// Rows per batch.
     pub batch_size: usize,
     /// Longest record read whole, in bytes; a longer one is quarantined as malformed with its
@@ -653,14 +667,8 @@ impl FileReader<'_> {
                 let raw = trim_line_end(kept.slice(start, end).unwrap_or_default());
                 match text {
                     Some(_) if memchr::memchr(self.options.quote, raw).is_none() => None,
-                    Some(_) => check_quoting(raw, self.options.delimiter, self.options.quote),
-                    None => record_problem(
-                        &record,
-                        raw,
-                        self.columns,
-                        self.options.delimiter,
-                        self.options.quote,
-                    ),
+                    Some(_) => check_quoting(raw, self.options),
+                    None => record_problem(&record, raw, self.columns, self.options),
                 }
                 .map(|p| {
                     // An unclosed quote swallows the following lines into one record.
@@ -794,8 +802,7 @@ pub fn record_problem(
     record: &csv::ByteRecord,
     raw: &[u8],
     columns: &[String],
-    delimiter: u8,
-    quote: u8,
+    options: &CsvOptions,
 ) -> Option<String> {
     let width = columns.len();
     if record.len() != width {
@@ -817,8 +824,8 @@ pub fn record_problem(
         ));
     }
     // The csv crate accepts stray quotes; RFC 4180 does not.
-    if raw.contains(&quote) {
-        return check_quoting(raw, delimiter, quote);
+    if raw.contains(&options.quote) {
+        return check_quoting(raw, options);
     }
     None
 }
@@ -828,8 +835,10 @@ pub const TRUNCATED_MARK: &str = "…[truncated; the record has ";
 
 /// Checks a record's raw bytes against RFC 4180 quoting: a quoted field starts with the quote,
 /// doubles the quotes inside, and ends with a quote followed by a delimiter or the record's
-/// end; an unquoted field has no quote. Returns what is wrong, if anything.
-fn check_quoting(raw: &[u8], delimiter: u8, quote: u8) -> Option<String> {
+/// end; an unquoted field has no quote ([`QuoteMode::Lenient`]: may hold quotes, read as
+/// literal characters). Returns what is wrong, if anything.
+fn check_quoting(raw: &[u8], options: &CsvOptions) -> Option<String> {
+    let (delimiter, quote) = (options.delimiter, options.quote);
     let mut i = 0;
     let n = raw.len();
     let mut field = 1;
@@ -860,9 +869,9 @@ fn check_quoting(raw: &[u8], delimiter: u8, quote: u8) -> Option<String> {
                 .iter()
                 .position(|b| *b == delimiter)
                 .map_or(n, |k| i + k);
-            if raw[i..end].contains(&quote) {
+            if options.quote_mode == QuoteMode::Strict && raw[i..end].contains(&quote) {
                 return Some(format!(
-                    "field {field} has a quote inside an unquoted value"
+                    "field {field} has a quote inside an unquoted value (set quote_mode = \"lenient\" on the source to read it as a literal quote)"
                 ));
             }
             i = end;
@@ -895,6 +904,7 @@ mod tests {
             has_header: true,
             compression: Compression::None,
             on_malformed: OnMalformed::Quarantine,
+            quote_mode: QuoteMode::Strict,
             batch_size: 2,
             max_record_bytes: crate::record_limit::DEFAULT_MAX_RECORD_BYTES,
         }
@@ -993,17 +1003,21 @@ mod tests {
 
     #[test]
     fn rfc4180_quoting() {
-        assert_eq!(check_quoting(b"1,\"a,b\",\"x\"\"y\"", b',', b'"'), None);
-        assert_eq!(check_quoting(b"\"\"", b',', b'"'), None);
-        assert!(check_quoting(b"1,a\"b", b',', b'"')
-            .unwrap()
-            .contains("field 2"));
-        assert!(check_quoting(b"\"a\"b,1", b',', b'"')
-            .unwrap()
-            .contains("field 1"));
-        assert!(check_quoting(b"1,\"ab", b',', b'"')
-            .unwrap()
-            .contains("unclosed"));
+        let strict = options();
+        let check = |raw: &[u8]| check_quoting(raw, &strict);
+        assert_eq!(check(b"1,\"a,b\",\"x\"\"y\""), None);
+        assert_eq!(check(b"\"\""), None);
+        assert!(check(b"1,a\"b").unwrap().contains("field 2"));
+        assert!(check(b"\"a\"b,1").unwrap().contains("field 1"));
+        assert!(check(b"1,\"ab").unwrap().contains("unclosed"));
+        // Lenient: a quote inside an unquoted value is a character; quoted values are RFC 4180.
+        let lenient = CsvOptions {
+            quote_mode: QuoteMode::Lenient,
+            ..options()
+        };
+        assert_eq!(check_quoting(b"1,5'10\",a\"b", &lenient), None);
+        assert!(check_quoting(b"\"a\"b,1", &lenient).is_some());
+        assert!(check_quoting(b"1,\"ab", &lenient).is_some());
     }
 
     #[tokio::test]

@@ -192,7 +192,7 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
                 "target.path",
                 p.span(),
                 redactor
-                    .resolve(p.get_ref(), &project.root)
+                    .resolve_path(p.get_ref(), &project.root)
                     .map(PathBuf::from),
             )),
             (None, None) => None,
@@ -208,7 +208,7 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
     }
     let quarantine = match &job.quarantine.path {
         Some(p) => redactor
-            .resolve(p.get_ref(), &project.root)
+            .resolve_path(p.get_ref(), &project.root)
             .ok()
             .map(|r| (Some(p.span()), PathBuf::from(r))),
         None => Some((
@@ -259,7 +259,7 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
             let Some(p) = s.path.as_ref().filter(|_| !s.is_database()) else {
                 continue;
             };
-            let Ok(resolved) = redactor.resolve(p.get_ref(), &project.root) else {
+            let Ok(resolved) = redactor.resolve_path(p.get_ref(), &project.root) else {
                 continue;
             };
             let is_glob = resolved.contains(['*', '?', '[']);

@@ -366,6 +366,19 @@ fn load(root: &Path) -> Result<Project, Error> {
     Project::load(root).map_err(Error::Config)
 }
 
+/// Loads the project to run `job`; problems only in files the job does not use are printed
+/// as warnings (see [`Project::load_for_job`]).
+fn load_for_job(root: &Path, job: &str) -> Result<Project, Error> {
+    let (project, others) = Project::load_for_job(root, job).map_err(Error::Config)?;
+    if !others.is_empty() {
+        errln(&format!(
+            "warning: files that job `{job}` does not use have problems; running it anyway:\n{}",
+            others.to_string().trim_end()
+        ));
+    }
+    Ok(project)
+}
+
 /// Compiles the jobs `wanted` selects whose own files loaded, against their sources' schemas,
 /// and returns the problems found (expression errors, unknown fields in rules, ...).
 async fn compile_jobs(
@@ -522,7 +535,7 @@ async fn validate(explicit: Option<&Path>, paths: &[PathBuf]) -> Result<i32, Err
 
 async fn plan(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
-    let project = load(&root)?;
+    let project = load_for_job(&root, job)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
     let compiled = sluice::plan::compile(&project, job).await?;
     out!(
@@ -539,7 +552,7 @@ async fn quarantine(
     samples: usize,
 ) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
-    let project = load(&root)?;
+    let project = load_for_job(&root, job)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
     let redactor = sluice::config::interpolate::Redactor::default();
     let dir = sluice::plan::quarantine_dir(&project, job, &redactor)?;
@@ -597,7 +610,7 @@ async fn test(
 
 fn quality(explicit: Option<&Path>, job: &str, last: usize) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
-    let project = load(&root)?;
+    let project = load_for_job(&root, job)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
     let store = sluice::state::StateStore::open(&project.path(&project.settings.state_dir))?;
     out!(
@@ -643,7 +656,7 @@ async fn run(
     mode: ExtractMode,
 ) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
-    let project = load(&root)?;
+    let project = load_for_job(&root, job)?;
     let mut job = project.job(job).map_err(|d| Error::config(*d))?.clone();
     match (&mode, job.target.mode) {
         (ExtractMode::FullRefresh, LoadMode::Append) => {
@@ -763,7 +776,7 @@ async fn replay(
     json: bool,
 ) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
-    let project = load(&root)?;
+    let project = load_for_job(&root, job)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
     let _job_lock = sluice::commit::lock_job(&project, job)?;
     sluice::commit::reconcile(&project, job).await?;
@@ -895,7 +908,7 @@ fn print_summary(r: &RunReport, project: &Project) {
         );
     }
     if let Some(e) = &r.error {
-        outln!("error ({}): {}", e.class, e.message);
+        errln(&format!("error ({}): {}", e.class, e.message));
     }
     let report = sluice::run::report_path(project, &r.job, &r.run_id);
     outln!(

@@ -138,6 +138,7 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
         infer_schema_rows: None,
         columns: None,
         on_malformed: None,
+        quote_mode: None,
     };
     Job {
         name: format!("test:{}", mapping.name),

@@ -509,10 +509,96 @@ fn cast_hint(to: FieldType, class: &CastClass) -> String {
         (_, CastClass::Lossy(_)) => format!(
             "if the loss is intended, convert explicitly: TRY_CAST(<expression> AS {0}) gives NULL \
              for a value that does not fit (a `required` field then quarantines the row); \
-             CAST(<expression> AS {0}) stops the run on such a value",
+             CAST(<expression> AS {0}) quarantines such a row as `eval.<field>`",
             sql_type_name(to)
         ),
         _ => format!("the field is declared `{to}` in the model"),
+    }
+}
+
+/// The hint for a field that reads a CSV column whose type was parsed from the text, where
+/// converting the parsed value would lose what was written: declare the column's type in the
+/// job instead. Text: a parsed `08123` would print as `8123`. Decimal: a float column would
+/// reach the decimal through binary floating point.
+fn declared_column_hint(expr: &Expr, to: FieldType, sources: &[ScannedSource]) -> Option<String> {
+    let Expr::Column(c) = expr else {
+        return None;
+    };
+    let alias = c.relation.as_ref().map(|r| r.table());
+    let mut found = sources.iter().filter_map(|s| {
+        let col = s.columns.iter().find(|x| x.name == c.name && x.parsed)?;
+        let matches = s.format == SourceFormat::Csv && alias.is_none_or(|a| a == s.alias);
+        matches.then_some((s, col))
+    });
+    let (s, col) = found.next()?;
+    let why = match to {
+        FieldType::String => format!(
+            "so each value stays the text as written (`08123` keeps its zero; converting the {} would print `8123`)",
+            col.data_type
+        ),
+        FieldType::Decimal { .. } if col.data_type.is_floating() => {
+            "so each value parses exactly as a decimal, never through binary floating point".into()
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "`{}.{}` is parsed as {} from the CSV text; declare its type in the job instead: \
+         `[sources.{}] columns = {{ {} = \"{to}\" }}`, {why}",
+        s.alias,
+        c.name,
+        col.data_type,
+        toml_key(&s.name),
+        toml_key(&c.name),
+    ))
+}
+
+/// Entries of a CSV source's `columns` that name no column of its files, each at its line in
+/// the job file, with the column it most likely meant.
+fn unknown_declared_columns(job: &Job, sources: &[ScannedSource]) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    for s in sources.iter().filter(|s| s.format == SourceFormat::Csv) {
+        let Some(declared) = job
+            .sources
+            .get(&s.name)
+            .and_then(|spec| spec.columns.as_ref())
+        else {
+            continue;
+        };
+        let names: Vec<&str> = s.columns.iter().map(|c| c.name.as_str()).collect();
+        for (column, ty) in declared {
+            if names.contains(&column.as_str()) {
+                continue;
+            }
+            let shown: Vec<String> = names.iter().map(|n| toml_key(n)).collect();
+            let mut d = job.src.diagnostic(
+                Some(ty.span()),
+                format!("sources.{}.columns.{column}", s.name),
+                format!(
+                    "`columns` declares `{column}`, which the file does not have; its columns: {}",
+                    shown.join(", ")
+                ),
+            );
+            // Case does not matter for the suggestion: `carrier` may mean `Carrier`.
+            let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+            d.hint = did_you_mean(&column.to_lowercase(), lower.iter().map(String::as_str))
+                .and_then(|m| lower.iter().position(|l| l == m))
+                .map(|i| format!("did you mean `{}`?", toml_key(names[i])));
+            diags.push(d);
+        }
+    }
+    diags
+}
+
+/// `name` as a TOML key: bare when it can be, else quoted.
+fn toml_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        name.to_string()
+    } else {
+        serde_json::to_string(name).unwrap_or_else(|_| format!("\"{name}\""))
     }
 }
 
@@ -695,7 +781,7 @@ fn resolve_dir(
     template: &str,
     redactor: &Redactor,
 ) -> std::result::Result<PathBuf, String> {
-    Ok(project.path(redactor.resolve(template, &project.root)?))
+    Ok(project.path(redactor.resolve_path(template, &project.root)?))
 }
 
 /// Compiles `job` of `project` into a plan. Reads only source schemas (and the first rows to
@@ -806,6 +892,10 @@ pub async fn compile_for(
             )
             .await?,
         );
+    }
+    let unknown_columns = unknown_declared_columns(job, &sources);
+    if !unknown_columns.is_empty() {
+        return Err(Error::Config(unknown_columns));
     }
     if matches!(mode, ExtractMode::Backfill { .. })
         && !extractions.iter().any(|e| e.cursor.is_some())
@@ -976,7 +1066,10 @@ pub async fn compile_for(
                 written.and_then(|w| w.span.clone()),
                 format!("fields.{}", f.name),
                 format!("{what} for field `{}`: {m}", f.name),
-                Some(cast_hint(f.data_type, &class)),
+                Some(
+                    declared_column_hint(&expr, f.data_type, &sources)
+                        .unwrap_or_else(|| cast_hint(f.data_type, &class)),
+                ),
             );
             continue;
         }
@@ -1574,7 +1667,7 @@ pub async fn compile_for(
         (None, Some(p)) => {
             let dir = resolve_dir(project, p.get_ref(), &redactor)
                 .map_err(|e| path_error(job, "target.path", p, &e))?;
-            (p.get_ref().clone(), dir)
+            (project.shown(&dir), dir)
         }
         (None, None) => return Err(Error::Internal("target without table or path".into())),
     };
@@ -1863,11 +1956,16 @@ fn explain(e: &DataFusionError, valid: &[String]) -> (String, Option<String>) {
                         .and_then(|s| valid.iter().find(|v| v.rsplit('.').next() == Some(s)))
                         .map(String::as_str)
                 };
+                let shown: Vec<String> = valid.iter().map(|v| sql_name(v)).collect();
                 let hint = match did_you_mean(&name, valid.iter().map(String::as_str))
                     .or_else(by_column)
                 {
-                    Some(s) => format!("did you mean `{s}`? valid columns: {}", valid.join(", ")),
-                    None => format!("valid columns: {}", valid.join(", ")),
+                    Some(s) => format!(
+                        "did you mean `{}`? valid columns: {}",
+                        sql_name(s),
+                        shown.join(", ")
+                    ),
+                    None => format!("valid columns: {}", shown.join(", ")),
                 };
                 return (format!("unknown column `{name}`"), Some(hint));
             }
@@ -1893,6 +1991,28 @@ fn explain(e: &DataFusionError, valid: &[String]) -> (String, Option<String>) {
         .unwrap_or("")
         .to_string();
     (text, None)
+}
+
+/// `alias.column` (or a bare name) as it must be written in SQL: the column part in double
+/// quotes when it is not a plain lower-case identifier, since unquoted names are lower-cased
+/// (`flights."DepTime"`).
+fn sql_name(name: &str) -> String {
+    let (prefix, column) = match name.split_once('.') {
+        Some((alias, column)) => (format!("{alias}."), column),
+        None => (String::new(), name),
+    };
+    let plain = column
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && column
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        format!("{prefix}{column}")
+    } else {
+        format!("{prefix}\"{}\"", column.replace('"', "\"\""))
+    }
 }
 
 /// `fail_below = 1, warn_below = 300000`: the thresholds that are set.

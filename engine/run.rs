@@ -433,25 +433,31 @@ pub async fn run_with(
         compile_ms: compile_time.as_millis() as u64,
         ..Default::default()
     };
-    let rel = |p: &Path| {
-        p.strip_prefix(&project.root)
-            .unwrap_or(p)
-            .display()
-            .to_string()
-    };
+    let rel = |p: &Path| project.shown(p);
     let lock_path = project
         .path(&project.settings.state_dir)
         .join("locks")
         .join(format!("{}.lock", lock_name(&compiled.target_dir)));
     let mut quarantine = QuarantineWriter::new(&compiled.quarantine_dir, &run_id);
     let mut sink_opt: Option<TargetSink> = None;
+    // Row counts of a pass that fails part-way.
+    let mut partial = RowCounts::default();
     progress.stage("reading and mapping rows");
     let executing = async {
         let sink = TargetSink::begin(&compiled, &lock_path, &run_id).await?;
         let sink = sink_opt.insert(sink);
         // The target lock is held now.
         quarantine.sweep_crashed();
-        execute(&compiled, &run_id, started, sink, &mut quarantine, progress).await
+        execute(
+            &compiled,
+            &run_id,
+            started,
+            sink,
+            &mut quarantine,
+            progress,
+            &mut partial,
+        )
+        .await
     };
     // A panic while reading or writing (in Sluice, DataFusion or a driver) fails the run:
     // the staged target is aborted below like after any other error.
@@ -614,7 +620,7 @@ pub async fn run_with(
             }
             quarantine.abort();
             error = Some(ErrorReport::new(&e, &compiled.redactor));
-            (RunStatus::Failed, RowCounts::default(), Vec::new())
+            (RunStatus::Failed, partial, Vec::new())
         }
     };
     // The report as it will be once committed: its facts go into the commit itself.
@@ -843,6 +849,23 @@ fn save_report(project: &Project, report: &RunReport) -> Result<()> {
     Ok(())
 }
 
+/// Running totals of one pass over the rows.
+struct Tally {
+    counts: RowCounts,
+    /// Per rule (in `CompiledJob::rules` order): rows failing it.
+    rule_counts: Vec<u64>,
+    /// Per rule: the first few reasons, for the report.
+    samples: Vec<Vec<String>>,
+}
+
+/// Reads and maps every row, stages the valid ones in `sink` and writes the rejected ones to
+/// `quarantine`, in one pass. `counts` holds the row counts so far when this fails, so a
+/// failed run still reports what it read.
+///
+/// # Errors
+/// An engine error while reading or mapping, or a target or quarantine write error; nothing is
+/// published either way.
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     compiled: &CompiledJob,
     run_id: &str,
@@ -850,6 +873,7 @@ async fn execute(
     sink: &mut TargetSink,
     quarantine: &mut QuarantineWriter,
     progress: &mut dyn Progress,
+    counts: &mut RowCounts,
 ) -> Result<Outcome> {
     let engine_err = |e: datafusion::error::DataFusionError| {
         Error::engine(&compiled.job.name, &compiled.redactor, &e)
@@ -862,70 +886,190 @@ async fn execute(
         .map_err(engine_err)?;
     let mut stream =
         execute_stream(physical.clone(), compiled.ctx.task_ctx()).map_err(engine_err)?;
-    let layout = &compiled.layout;
-    let target_schema = compiled.target_schema();
     let mut aggregates = crate::checks::DatasetAggregates::start(
         &compiled.ctx,
-        target_schema.clone(),
+        compiled.target_schema(),
         &compiled.job.checks,
     )?;
+    let mut tally = Tally {
+        counts: RowCounts::default(),
+        rule_counts: vec![0u64; compiled.rules.len()],
+        samples: vec![Vec::new(); compiled.rules.len()],
+    };
+    let batches = BatchWriter {
+        compiled,
+        run_id,
+        started_micros: started.timestamp_micros(),
+    };
     let mut aborted: Option<String> = None;
-    let started_micros = started.timestamp_micros();
-    let mut counts = RowCounts::default();
-    let mut rule_counts = vec![0u64; compiled.rules.len()];
-    let mut samples: Vec<Vec<String>> = vec![Vec::new(); compiled.rules.len()];
-    let format = FormatOptions::default().with_null("NULL");
+    let pass: Result<()> = async {
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(engine_err)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            aborted = batches
+                .write(&batch, &mut tally, sink, quarantine, aggregates.as_mut())
+                .await?;
+            progress.rows(tally.counts.produced, tally.counts.quarantined);
+            if aborted.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    tally.counts.read = match &compiled.sources[0].records {
+        Some(records) => records.load(std::sync::atomic::Ordering::Relaxed),
+        None => driving_rows_read(&physical),
+    };
+    if let Err(e) = pass {
+        // Nothing is loaded; the rows read until the error still count.
+        tally.counts.written = 0;
+        *counts = tally.counts;
+        return Err(e);
+    }
+    finish(tally, aborted, sink, aggregates).await
+}
 
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(engine_err)?;
-        let n = batch.num_rows();
-        if n == 0 {
-            continue;
+/// Finishes the staged target and the dataset checks' aggregates after the pass.
+async fn finish(
+    mut tally: Tally,
+    aborted: Option<String>,
+    sink: &mut TargetSink,
+    aggregates: Option<crate::checks::DatasetAggregates>,
+) -> Result<Outcome> {
+    let counts = &mut tally.counts;
+    tracing::info!(
+        read = counts.read,
+        written = counts.written,
+        quarantined = counts.quarantined,
+        "all rows processed; finishing staged files"
+    );
+    let sink_metrics = if aborted.is_some() {
+        SinkMetrics::default()
+    } else {
+        sink.finish().await?
+    };
+    let aggregates = match aggregates {
+        Some(a) if aborted.is_none() => a.finish().await.map_err(|e| e.to_string()),
+        _ => Ok(HashMap::new()),
+    };
+    if aborted.is_some() {
+        // Staged rows are discarded: nothing was loaded. The reader may have read ahead of
+        // the row that stopped the run; count the rows processed.
+        counts.written = 0;
+        counts.read = counts.produced;
+    }
+    Ok(Outcome {
+        counts: tally.counts,
+        rule_counts: tally.rule_counts,
+        samples: tally.samples,
+        sink_metrics,
+        aborted,
+        aggregates,
+    })
+}
+
+/// Splits each batch of plan output into valid rows (staged in the target) and rejected
+/// rows (written to the quarantine with their reasons).
+struct BatchWriter<'a> {
+    compiled: &'a CompiledJob,
+    run_id: &'a str,
+    started_micros: i64,
+}
+
+impl BatchWriter<'_> {
+    /// Writes one batch; returns why a `fail` rule stopped the run, if one did.
+    async fn write(
+        &self,
+        batch: &RecordBatch,
+        tally: &mut Tally,
+        sink: &mut TargetSink,
+        quarantine: &mut QuarantineWriter,
+        aggregates: Option<&mut crate::checks::DatasetAggregates>,
+    ) -> Result<Option<String>> {
+        let compiled = self.compiled;
+        let counts = &mut tally.counts;
+        counts.produced += batch.num_rows() as u64;
+        let classified = classify(compiled, batch);
+        for (i, values) in classified.flag_values.iter().enumerate() {
+            tally.rule_counts[i] += values.count_set_bits() as u64;
         }
-        counts.produced += n as u64;
-        let Classified {
-            flag_values,
-            to_flag,
-            to_drop,
-            to_fail,
-            any,
-            removed,
-        } = classify(compiled, &batch);
-        for (i, values) in flag_values.iter().enumerate() {
-            rule_counts[i] += values.count_set_bits() as u64;
-        }
-        counts.dropped += (&to_drop & &!&any).count_set_bits() as u64;
-        let valid = BooleanArray::new(!&removed, None);
-        let mut columns: Vec<ArrayRef> = layout
+        counts.dropped += (&classified.to_drop & &!&classified.any).count_set_bits() as u64;
+        let valid = BooleanArray::new(!&classified.removed, None);
+        let mut columns: Vec<ArrayRef> = compiled
+            .layout
             .canonical
             .iter()
             .map(|i| filter(batch.column(*i), &valid))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::Internal(format!("filtering valid rows: {e}")))?;
         if compiled.has_flag_rules() {
-            let flagged = &to_flag & &!&removed;
+            let flagged = &classified.to_flag & &!&classified.removed;
             counts.flagged += flagged.count_set_bits() as u64;
-            columns.push(dq_flags(compiled, &flag_values, &valid));
+            columns.push(dq_flags(compiled, &classified.flag_values, &valid));
         }
-        let valid_batch = RecordBatch::try_new(target_schema.clone(), columns)
+        let valid_batch = RecordBatch::try_new(compiled.target_schema(), columns)
             .map_err(|e| Error::Internal(format!("valid rows do not fit the model schema: {e}")))?;
         counts.written += valid_batch.num_rows() as u64;
-        if to_fail.count_set_bits() == 0 {
-            if let Some(a) = aggregates.as_mut() {
+        if classified.to_fail.count_set_bits() == 0 {
+            if let Some(a) = aggregates {
                 a.send(valid_batch.clone()).await?;
             }
             sink.write(valid_batch).await?;
         }
 
-        let failing: Vec<u32> = any.set_indices().map(|i| i as u32).collect();
+        let failing: Vec<u32> = classified.any.set_indices().map(|i| i as u32).collect();
         if failing.is_empty() {
-            progress.rows(counts.produced, counts.quarantined);
-            continue;
+            return Ok(None);
         }
-        let indices = datafusion::arrow::array::UInt32Array::from(failing.clone());
+        let rows = self.rejected(batch, &failing, &classified.flag_values, &mut tally.samples)?;
+        tally.counts.quarantined += rows.len() as u64;
+        let qb = quarantine::batch(self.run_id, &compiled.job.name, self.started_micros, &rows)?;
+        quarantine.write(&qb).await?;
+        let Some(k) = failing
+            .iter()
+            .position(|&i| classified.to_fail.value(i as usize))
+        else {
+            return Ok(None);
+        };
+        let row = &rows[k];
+        let (rule, reason) = row
+            .failed
+            .iter()
+            .find(|(name, _)| {
+                compiled
+                    .rules
+                    .iter()
+                    .any(|r| &r.name == name && r.action == RuleAction::Fail)
+            })
+            .cloned()
+            .unwrap_or_default();
+        Ok(Some(format!(
+            "rule `{rule}` (action = \"fail\") failed at {}:{}: {reason}; the run stopped and nothing was loaded",
+            row.source_file.as_deref().unwrap_or("?"),
+            row.source_line.map_or("?".to_string(), |l| l.to_string()),
+        )))
+    }
+
+    /// The quarantine rows for the `failing` rows of `batch`: source file, line and values,
+    /// and every rule each failed with its reason (the first few also go to `samples`).
+    fn rejected(
+        &self,
+        batch: &RecordBatch,
+        failing: &[u32],
+        flag_values: &[BooleanBuffer],
+        samples: &mut [Vec<String>],
+    ) -> Result<Vec<RejectedRow>> {
+        let compiled = self.compiled;
+        let layout = &compiled.layout;
+        let format = FormatOptions::default().with_null("NULL");
+        let internal = |e: datafusion::arrow::error::ArrowError| Error::Internal(e.to_string());
+        let indices = datafusion::arrow::array::UInt32Array::from(failing.to_vec());
         let take_col = |i: usize| take(batch.column(i), &indices, None);
-        let file = take_col(layout.file).map_err(|e| Error::Internal(e.to_string()))?;
-        let line = take_col(layout.line).map_err(|e| Error::Internal(e.to_string()))?;
+        let file = take_col(layout.file).map_err(internal)?;
+        let line = take_col(layout.line).map_err(internal)?;
         let file = file.as_string::<i32>();
         let line = line.as_any().downcast_ref::<Int64Array>();
         let src_cols: Vec<(String, ArrayRef)> = layout
@@ -933,26 +1077,25 @@ async fn execute(
             .iter()
             .map(|(name, i)| take_col(*i).map(|a| (name.clone(), a)))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(internal)?;
         let src_fmt: Vec<(String, &ArrayRef, ArrayFormatter)> = src_cols
             .iter()
             .map(|(n, a)| ArrayFormatter::try_new(a.as_ref(), &format).map(|f| (n.clone(), a, f)))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(internal)?;
         let reason_cols: Vec<(String, ArrayRef)> = layout
             .reason_values
             .iter()
             .map(|(name, i)| take_col(*i).map(|a| (name.clone(), a)))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(internal)?;
         let reason_fmt: HashMap<&str, ArrayFormatter> = reason_cols
             .iter()
             .map(|(n, a)| ArrayFormatter::try_new(a.as_ref(), &format).map(|f| (n.as_str(), f)))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-
+            .map_err(internal)?;
         let raw_record = match layout.malformed {
-            Some((_, col)) => Some(take_col(col).map_err(|e| Error::Internal(e.to_string()))?),
+            Some((_, col)) => Some(take_col(col).map_err(internal)?),
             None => None,
         };
         let raw_record = raw_record.as_ref().map(|a| a.as_string::<i32>());
@@ -976,7 +1119,7 @@ async fn execute(
                 values.insert(name.clone(), v);
             }
             let mut failed = Vec::new();
-            for (i, (r, flags)) in compiled.rules.iter().zip(&flag_values).enumerate() {
+            for (i, (r, flags)) in compiled.rules.iter().zip(flag_values).enumerate() {
                 if flags.value(row as usize) {
                     let reason = r.reason.render(|p| {
                         reason_fmt
@@ -997,64 +1140,8 @@ async fn execute(
                 failed,
             });
         }
-        counts.quarantined += rows.len() as u64;
-        let qb = quarantine::batch(run_id, &compiled.job.name, started_micros, &rows)?;
-        quarantine.write(&qb).await?;
-        progress.rows(counts.produced, counts.quarantined);
-        if let Some(k) = failing.iter().position(|&i| to_fail.value(i as usize)) {
-            let row = &rows[k];
-            let (rule, reason) = row
-                .failed
-                .iter()
-                .find(|(name, _)| {
-                    compiled
-                        .rules
-                        .iter()
-                        .any(|r| &r.name == name && r.action == RuleAction::Fail)
-                })
-                .cloned()
-                .unwrap_or_default();
-            aborted = Some(format!(
-                "rule `{rule}` (action = \"fail\") failed at {}:{}: {reason}; the run stopped and nothing was loaded",
-                row.source_file.as_deref().unwrap_or("?"),
-                row.source_line.map_or("?".to_string(), |l| l.to_string()),
-            ));
-            break;
-        }
+        Ok(rows)
     }
-    counts.read = match &compiled.sources[0].records {
-        Some(records) => records.load(std::sync::atomic::Ordering::Relaxed),
-        None => driving_rows_read(&physical),
-    };
-    tracing::info!(
-        read = counts.read,
-        written = counts.written,
-        quarantined = counts.quarantined,
-        "all rows processed; finishing staged files"
-    );
-    let sink_metrics = if aborted.is_some() {
-        SinkMetrics::default()
-    } else {
-        sink.finish().await?
-    };
-    let aggregates = match aggregates {
-        Some(a) if aborted.is_none() => a.finish().await.map_err(|e| e.to_string()),
-        _ => Ok(HashMap::new()),
-    };
-    if aborted.is_some() {
-        // Staged rows are discarded: nothing was loaded. The reader may have read ahead of
-        // the row that stopped the run; count the rows processed.
-        counts.written = 0;
-        counts.read = counts.produced;
-    }
-    Ok(Outcome {
-        counts,
-        rule_counts,
-        samples,
-        sink_metrics,
-        aborted,
-        aggregates,
-    })
 }
 
 /// Rows read from the driving source: the sum of `output_rows` of the plan nodes that create

@@ -89,7 +89,7 @@ pub fn expand_files(
     redactor: &Redactor,
 ) -> Result<Vec<PathBuf>> {
     let resolved = redactor
-        .resolve(template, root)
+        .resolve_path(template, root)
         .map_err(|e| Error::source(source, template, e))?;
     let full = root.join(&resolved);
     let mut files: Vec<PathBuf> = if resolved.contains(['*', '?', '[']) {
@@ -274,6 +274,7 @@ fn csv_options(spec: &SourceSpec, batch_size: usize, max_record_bytes: usize) ->
         has_header: spec.has_header.unwrap_or(true),
         compression: spec.compression.unwrap_or_default(),
         on_malformed: spec.on_malformed.unwrap_or_default(),
+        quote_mode: spec.quote_mode.unwrap_or_default(),
         batch_size,
         max_record_bytes,
     }
@@ -391,13 +392,9 @@ fn inline_batch(
                     reader.read_byte_record(&mut record),
                     reader.read_byte_record(&mut extra),
                 ) {
-                    (Ok(true), Ok(false)) => csv_reader::record_problem(
-                        &record,
-                        raw.as_bytes(),
-                        columns,
-                        options.delimiter,
-                        options.quote,
-                    ),
+                    (Ok(true), Ok(false)) => {
+                        csv_reader::record_problem(&record, raw.as_bytes(), columns, options)
+                    }
                     (Ok(true), Ok(true)) => Some("the text holds more than one record".into()),
                     _ => Some("the record is empty or unreadable".into()),
                 }
@@ -645,37 +642,23 @@ pub async fn scan_input(
 
     // Declared column types replace inferred ones.
     let inferred = match (&spec.columns, format) {
-        (Some(declared), SourceFormat::Csv) => {
-            for column in declared.keys() {
-                if inferred.field_with_name(column).is_err() {
-                    let names: Vec<&str> = inferred
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect();
-                    return Err(Error::source(
-                        name,
-                        template,
-                        format!("`columns` declares `{column}`, which the file does not have; its columns: {}", names.join(", ")),
-                    ));
-                }
-            }
-            Schema::new(
-                inferred
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        match declared
-                            .get(f.name())
-                            .and_then(|t| crate::model::FieldType::parse(t.get_ref()).ok())
-                        {
-                            Some(t) => ArrowField::new(f.name(), t.to_arrow(), true),
-                            None => f.as_ref().clone(),
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        }
+        // A declared column the files do not have is the compiler's to report, at its key
+        // (`plan::unknown_declared_columns`).
+        (Some(declared), SourceFormat::Csv) => Schema::new(
+            inferred
+                .fields()
+                .iter()
+                .map(|f| {
+                    match declared
+                        .get(f.name())
+                        .and_then(|t| crate::model::FieldType::parse(t.get_ref()).ok())
+                    {
+                        Some(t) => ArrowField::new(f.name(), t.to_arrow(), true),
+                        None => f.as_ref().clone(),
+                    }
+                })
+                .collect::<Vec<_>>(),
+        ),
         _ => inferred,
     };
 
@@ -883,6 +866,7 @@ mod tests {
             has_header: true,
             compression: Compression::None,
             on_malformed: csv_reader::OnMalformed::Quarantine,
+            quote_mode: csv_reader::QuoteMode::Strict,
             batch_size: 10,
             max_record_bytes: crate::record_limit::DEFAULT_MAX_RECORD_BYTES,
         };

@@ -1,6 +1,6 @@
 //! Config mistakes: each names the file and line, all are reported at once, exit code 2.
 
-use crate::common::{show, Workdir};
+use crate::common::{query, report, rows, show, Workdir};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
@@ -477,6 +477,11 @@ fn validate_reports_every_one_of_many_problems() {
 #[test]
 fn secrets_stay_redacted_at_every_log_level() {
     let w = Workdir::project();
+    // A credential (a connection's password) that also appears in a path, which DataFusion's
+    // debug log prints.
+    let p = w.read("sluice.toml")
+        + "\n[connections.ops]\nkind = \"postgres\"\nurl = \"postgres://loader:${env:SLUICE_TEST_DIR}@db/ops\"\n";
+    w.write("sluice.toml", &p);
     let j = w.read("jobs/carriers.toml").replace(
         "table = \"carriers\"",
         "path = \"${env:SLUICE_TEST_DIR}/carriers\"",
@@ -533,4 +538,175 @@ fn sources_read_by_glob_leave_folders_beside_them_free_for_targets() {
         show(&out)
     );
     assert!(w.path().join("data/out/b.csv").is_file());
+}
+
+#[test]
+fn a_parsed_csv_column_into_text_or_decimal_hints_at_declaring_its_type() {
+    let w = Workdir::project();
+    let mapping = "mappings/nycflights13_to_airport.toml";
+    let m = w.read(mapping).replace("name = \"name\"", "name = \"tz\"");
+    w.write(mapping, &m);
+    let model = "mappings/canonical/airport.toml";
+    let decimal = w.read(model).replacen(
+        "[fields.latitude]\ntype = \"float64\"",
+        "[fields.latitude]\ntype = \"decimal(9,6)\"",
+        1,
+    );
+    w.write(model, &decimal);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`airports.tz` is parsed as Int64 from the CSV text; declare its type in the job instead: `[sources.airports] columns = { tz = \"string\" }`"),
+        "{err}"
+    );
+    assert!(err.contains("`08123` keeps its zero"), "{err}");
+    assert!(
+        err.contains("`[sources.airports] columns = { lat = \"decimal(9,6)\" }`, so each value parses exactly as a decimal"),
+        "{err}"
+    );
+    assert!(!err.contains("CAST(<expression> AS VARCHAR)"), "{err}");
+    // Following the hint fixes both.
+    let job = w.read("jobs/airports.toml").replace(
+        "null_values = [\"\", \"NA\"]\n",
+        "null_values = [\"\", \"NA\"]\ncolumns = { tz = \"string\", lat = \"decimal(9,6)\" }\n",
+    );
+    w.write("jobs/airports.toml", &job);
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn misspelled_csv_columns_get_a_did_you_mean_written_as_it_must_be_typed() {
+    let w = Workdir::project();
+    w.write(
+        "samples/airlines.csv",
+        "Carrier,Full Name\nUA,United Air Lines Inc.\n",
+    );
+    let job = w
+        .read("jobs/carriers.toml")
+        .replace(
+            "samples/nycflights13/airlines.csv.gz",
+            "samples/airlines.csv",
+        )
+        .replace(
+            "path = \"samples/airlines.csv\"\n",
+            "path = \"samples/airlines.csv\"\ncolumns = { carier = \"string\" }\n",
+        );
+    w.write("jobs/carriers.toml", &job);
+    // A declared column the file does not have: at its line in the job, with the near name.
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    let line = job.lines().position(|l| l.contains("carier")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("jobs/carriers.toml:{line}:")),
+        "{err}"
+    );
+    assert!(
+        err.contains("`columns` declares `carier`, which the file does not have; its columns: Carrier, \"Full Name\""),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `Carrier`?"), "{err}");
+
+    // An unquoted mixed-case name in an expression: the suggestion is quoted.
+    w.write(
+        "jobs/carriers.toml",
+        &job.replace("columns = { carier = \"string\" }\n", ""),
+    );
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unknown column `carrier`"), "{err}");
+    assert!(
+        err.contains("did you mean `airlines.\"Carrier\"`?"),
+        "{err}"
+    );
+    assert!(err.contains("airlines.\"Full Name\""), "{err}");
+}
+
+#[test]
+fn a_path_from_the_environment_is_shown_as_it_resolves_everywhere() {
+    let w = Workdir::project();
+    std::fs::create_dir_all(w.path().join("in")).unwrap();
+    std::fs::copy(
+        w.path().join("samples/nycflights13/airlines.csv.gz"),
+        w.path().join("in/airlines.csv.gz"),
+    )
+    .unwrap();
+    let p = w.read("sluice.toml").replace(
+        "warehouse = \"warehouse\"",
+        "warehouse = \"${env:SLUICE_TEST_WH}\"",
+    );
+    w.write("sluice.toml", &p);
+    let j = w.read("jobs/carriers.toml").replace(
+        "samples/nycflights13/airlines.csv.gz",
+        "${env:SLUICE_TEST_IN}/airlines.csv.gz",
+    );
+    w.write("jobs/carriers.toml", &j);
+    let m = w.read("mappings/nycflights13_to_carrier.toml")
+        + "\n[[rule]]\nname = \"reject_ua\"\ncheck = \"carrier_code <> 'UA'\"\n";
+    w.write("mappings/nycflights13_to_carrier.toml", &m);
+    let run = |args: &[&str]| {
+        w.sluice(args)
+            .env("SLUICE_TEST_WH", "lake")
+            .env("SLUICE_TEST_IN", "in")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["run", "carriers", "--json"]);
+    let all = show(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains("***"), "{all}");
+    let r = report(&out);
+    assert_eq!(r["outputs"][0]["path"], "lake/carriers", "{r}");
+    assert!(
+        r["outputs"][1]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("lake/_quarantine/carriers/"),
+        "{r}"
+    );
+    // The quarantine records the source file as read.
+    let q = rows(&query(
+        &w.path().join("lake/_quarantine/carriers"),
+        "SELECT DISTINCT source_file FROM t",
+    ));
+    assert_eq!(q, vec!["in/airlines.csv.gz".to_string()]);
+    // An unset variable in `warehouse` is refused at its line.
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    let line = p.lines().position(|l| l.starts_with("warehouse")).unwrap() + 1;
+    assert!(err.contains(&format!("sluice.toml:{line}:")), "{err}");
+    assert!(
+        err.contains("environment variable `SLUICE_TEST_WH` is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_broken_file_stops_only_the_jobs_that_use_it() {
+    let w = Workdir::project();
+    // The airports mapping is broken; carriers does not use it.
+    let m = w.read("mappings/nycflights13_to_airport.toml") + "\nnot toml at all [\n";
+    w.write("mappings/nycflights13_to_airport.toml", &m);
+    let out = w.run(&["run", "carriers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: files that job `carriers` does not use have problems"),
+        "{err}"
+    );
+    let line = m.lines().count();
+    assert!(
+        err.contains(&format!("mappings/nycflights13_to_airport.toml:{line}:")),
+        "{err}"
+    );
+    assert!(w.path().join("warehouse/carriers").is_dir());
+    // A job that uses it stops, and validate still reports it.
+    let out = w.run(&["run", "airports"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = w.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }

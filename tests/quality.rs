@@ -1003,3 +1003,31 @@ fn a_row_whose_expression_fails_is_quarantined_with_the_error_and_the_rest_load(
     );
     assert_eq!(rule(&rb, "eval.flight_date")["failed_rows"], 1, "{rb}");
 }
+
+#[test]
+fn a_run_that_fails_part_way_reports_the_rows_it_read_and_its_error_on_stderr() {
+    // Rule checks are not guarded per row: an integer division by zero in one stops the run.
+    // The first 842 flights are on 1 January; `day - 2` is zero from the next one.
+    let w = flights_slice(
+        1000,
+        "[[rule]]\nname = \"bad\"\ncheck = \"100 / (flights.day - 2) <> 0\"\n",
+    );
+    let out = w.run(&["run", "flights"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!stdout.contains("error ("), "{}", show(&out));
+    assert!(stderr.contains("error (engine): "), "{}", show(&out));
+    assert!(
+        stderr.to_lowercase().contains("divide by zero"),
+        "{}",
+        show(&out)
+    );
+    let out = w.run(&["run", "flights", "--json"]);
+    let r = report(&out);
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["rows"]["read"], 1000, "{r}");
+    assert_eq!(r["rows"]["written"], 0, "{r}");
+}

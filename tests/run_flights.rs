@@ -321,3 +321,33 @@ fn quarantine_command_summarises_runs_rules_and_samples() {
         show(&bad)
     );
 }
+
+#[test]
+fn a_run_that_loads_no_rows_publishes_a_readable_empty_table() {
+    // Every row fails a rule, so the target receives none; flights is partitioned by origin.
+    for (job, mapping, field) in [
+        ("carriers", "nycflights13_to_carrier", "carrier_code"),
+        ("flights", "nycflights13_to_flight", "flight_date"),
+    ] {
+        let w = Workdir::project();
+        let m = w.read(&format!("mappings/{mapping}.toml"));
+        w.write(
+            &format!("mappings/{mapping}.toml"),
+            &format!("{m}\n[[rule]]\nname = \"none_pass\"\ncheck = \"{field} IS NULL\"\n"),
+        );
+        let spec = w.read(&format!("jobs/{job}.toml"));
+        w.write(
+            &format!("jobs/{job}.toml"),
+            &spec[..spec.find("[checks").unwrap()],
+        );
+        let out = w.run(&["run", job, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert_eq!(report(&out)["rows"]["written"], 0);
+        // Readable, with the model's columns.
+        let got = rows(&query(
+            &w.path().join("warehouse").join(job),
+            &format!("SELECT COUNT(*), COUNT({field}) FROM t"),
+        ));
+        assert_eq!(got, vec!["0|0".to_string()], "{job}");
+    }
+}

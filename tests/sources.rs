@@ -540,3 +540,47 @@ fn a_parquet_file_whose_embedded_arrow_schema_panics_the_reader_fails_the_run_cl
     assert!(!show(&out).contains("panicked"), "{}", show(&out));
     assert!(!w.path().join("warehouse/copies").exists());
 }
+
+#[test]
+fn quote_mode_lenient_loads_a_quote_inside_an_unquoted_value_as_a_character() {
+    let w = Workdir::project();
+    w.write(
+        "samples/airlines.csv",
+        "carrier,name\nAA,American 5'10\" Air\nUA,\"United, Inc.\"\nDL,Delta\"\"Quoted\n",
+    );
+    let job = w.read("jobs/carriers.toml").replace(
+        "samples/nycflights13/airlines.csv.gz",
+        "samples/airlines.csv",
+    );
+    w.write("jobs/carriers.toml", &job);
+    let names = |w: &Workdir| {
+        rows(&query(
+            &w.path().join("warehouse/carriers"),
+            "SELECT carrier_code || '|' || name FROM t ORDER BY carrier_code",
+        ))
+    };
+    // Strict (the default): the two records with a stray quote are malformed.
+    let out = w.run(&["run", "carriers", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(report(&out)["rows"]["quarantined"], 2);
+    assert_eq!(names(&w), vec!["UA|United, Inc.".to_string()]);
+    // Lenient: they load with the quotes as written; the quoted value is still unquoted.
+    w.write(
+        "jobs/carriers.toml",
+        &job.replace(
+            "path = \"samples/airlines.csv\"\n",
+            "path = \"samples/airlines.csv\"\nquote_mode = \"lenient\"\n",
+        ),
+    );
+    let out = w.run(&["run", "carriers", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(report(&out)["rows"]["quarantined"], 0);
+    assert_eq!(
+        names(&w),
+        vec![
+            "AA|American 5'10\" Air".to_string(),
+            "DL|Delta\"\"Quoted".to_string(),
+            "UA|United, Inc.".to_string(),
+        ]
+    );
+}

@@ -1,5 +1,9 @@
 //! `${env:NAME}` and `${file:PATH}` interpolation, with redaction.
 //!
+//! What is secret: the pieces resolved into connection settings (credentials). Paths (sources,
+//! targets, quarantine, `warehouse`, `state_dir`) may use `${env:...}` too, but a path is not a
+//! secret: it resolves with [`Redactor::resolve_path`] and is shown as it resolves.
+//!
 //! Secrets never live in TOML: a value such as
 //! `url = "postgres://loader:${env:PGPASSWORD}@db/warehouse"` is kept as written (the
 //! *template*) everywhere Sluice prints it — `plan`, errors, reports — and is resolved only when a
@@ -142,6 +146,17 @@ impl Redactor {
         Ok(r.value)
     }
 
+    /// Resolves a path template (see [`resolve`]) without registering anything: a path is
+    /// where data lives, not a credential, and is shown as it resolves (a credential that also
+    /// appears in a path is still hidden, since [`redact`](Self::redact) hides every credential
+    /// registered in the process).
+    ///
+    /// # Errors
+    /// As [`resolve_with`].
+    pub fn resolve_path(&self, template: &str, root: &std::path::Path) -> Result<String, String> {
+        resolve(template, root).map(|r| r.value)
+    }
+
     /// The process-wide redactor: every secret any redactor registers is also registered
     /// here, so that log lines (at any `SLUICE_LOG` level, from Sluice or a library) can be
     /// redacted as they are written (see [`crate::logging`]).
@@ -171,12 +186,19 @@ impl Redactor {
         }
     }
 
-    /// `message` with every registered secret replaced by `***`.
+    /// `message` with every secret registered here or in the process replaced by `***`.
     pub fn redact(&self, message: &str) -> String {
         let mut out = message.to_string();
-        if let Ok(s) = self.secrets.lock() {
-            for secret in s.iter() {
-                out = out.replace(secret.as_str(), "***");
+        let process = Redactor::process();
+        let mut lists = vec![&self.secrets];
+        if !Arc::ptr_eq(&self.secrets, &process.secrets) {
+            lists.push(&process.secrets);
+        }
+        for list in lists {
+            if let Ok(s) = list.lock() {
+                for secret in s.iter() {
+                    out = out.replace(secret.as_str(), "***");
+                }
             }
         }
         out

@@ -267,6 +267,48 @@ impl Project {
         diags.into_result(project)
     }
 
+    /// Loads the project to run the job `job` (a name or a job file's path): problems in the
+    /// files the job uses (`sluice.toml`, its job file, its mapping, its model) stop it, with
+    /// every problem found; problems only in other files do not, and are returned to be shown
+    /// as warnings, so one broken file does not stop every job.
+    ///
+    /// # Errors
+    /// Every diagnostic, when one is in a file the job uses or the job did not load.
+    pub fn load_for_job(root: &Path, job: &str) -> Result<(Project, Diagnostics), Diagnostics> {
+        let (project, diags) = Project::load_partial(root);
+        if diags.is_empty() {
+            return Ok((project, diags));
+        }
+        let Some(used) = project.files_of(job) else {
+            return Err(diags);
+        };
+        let in_used = |d: &Diagnostic| {
+            d.file.as_os_str().is_empty()
+                || used.contains(&d.file)
+                || (d.file.starts_with(Path::new("mappings").join("canonical"))
+                    && d.file.file_stem() == used.last().and_then(|m| m.file_stem()))
+        };
+        if diags.0.iter().any(in_used) {
+            return Err(diags);
+        }
+        Ok((project, diags))
+    }
+
+    /// The files job `job` is read from, as diagnostics name them: `sluice.toml`, the job file,
+    /// the mapping file, and last the model's file name (`<model>.toml`). `None` when the job,
+    /// its mapping or its model did not load.
+    fn files_of(&self, job: &str) -> Option<Vec<PathBuf>> {
+        let job = self.job(job).ok()?;
+        let mapping = self.mappings.get(&job.mapping)?;
+        self.models.get(&mapping.model.name)?;
+        Some(vec![
+            PathBuf::from(PROJECT_FILE),
+            job.src.path.clone(),
+            mapping.src.path.clone(),
+            PathBuf::from(format!("{}.toml", mapping.model.name)),
+        ])
+    }
+
     /// Loads what can be loaded: the project holds every file that is valid on its own, and
     /// the diagnostics every problem found. Used by `validate` to go on checking the jobs whose
     /// files are fine. A reference to a file that exists but has errors is not reported again.
@@ -317,6 +359,12 @@ impl Project {
         };
         project.check_references(&broken, &mut diags);
         diags.extend(crate::guard::check_project(&project));
+        // Credentials are hidden from every message from the start, also where a value
+        // reappears outside its connection (see `interpolate`). One that does not resolve
+        // is reported when its connection is opened.
+        for c in project.settings.connections.values() {
+            let _ = interpolate::Redactor::process().resolve(c.url.get_ref(), &project.root);
+        }
         (project, diags)
     }
 
@@ -349,6 +397,14 @@ impl Project {
     /// Absolute path of a project-relative path.
     pub fn path(&self, relative: impl AsRef<Path>) -> PathBuf {
         self.root.join(relative)
+    }
+
+    /// `path` as Sluice shows it: relative to the project root when inside it.
+    pub fn shown(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     /// Checks references between files: job → mapping → model, source bindings, field coverage.
@@ -747,14 +803,21 @@ fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSet
     for (key, item) in table.iter() {
         match key {
             "name" => s.name = r.entry::<String>(key, item).unwrap_or_default(),
-            "warehouse" => {
-                if let Some(p) = r.entry::<String>(key, item) {
-                    s.warehouse = PathBuf::from(p)
-                }
-            }
-            "state_dir" => {
-                if let Some(p) = r.entry::<String>(key, item) {
-                    s.state_dir = PathBuf::from(p)
+            "warehouse" | "state_dir" => {
+                let Some(p) = r.entry::<String>(key, item) else {
+                    continue;
+                };
+                match interpolate::resolve_with(&p, &|n| std::env::var(n).ok(), &|_| {
+                    Err("a folder is not read from a file; use `${env:NAME}`".into())
+                }) {
+                    Ok(v) if key == "warehouse" => s.warehouse = PathBuf::from(v.value),
+                    Ok(v) => s.state_dir = PathBuf::from(v.value),
+                    Err(e) => r.error(
+                        Reader::key_span(&table, key),
+                        key,
+                        format!("cannot resolve `{key}`: {e}"),
+                        Some("set the variable in the environment that runs sluice, or write the folder without it".into()),
+                    ),
                 }
             }
             "defaults" => {
@@ -1814,7 +1877,7 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
     };
     let format = *format_spanned.get_ref();
     let format_span = format_spanned.span();
-    let csv_only: [(&str, Option<Range<usize>>); 6] = [
+    let csv_only: [(&str, Option<Range<usize>>); 7] = [
         (
             "columns",
             s.columns
@@ -1831,6 +1894,10 @@ fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
         (
             "on_malformed",
             s.on_malformed.as_ref().map(|_| format_span.clone()),
+        ),
+        (
+            "quote_mode",
+            s.quote_mode.as_ref().map(|_| format_span.clone()),
         ),
     ];
     if format != SourceFormat::Csv {
@@ -1913,7 +1980,7 @@ fn validate_db_source(
     entry_span: Option<Range<usize>>,
 ) {
     let path = format!("sources.{name}");
-    let file_only: [(&str, bool); 10] = [
+    let file_only: [(&str, bool); 11] = [
         ("format", s.format.is_some()),
         ("path", s.path.is_some()),
         ("compression", s.compression.is_some()),
@@ -1924,6 +1991,7 @@ fn validate_db_source(
         ("infer_schema_rows", s.infer_schema_rows.is_some()),
         ("columns", s.columns.is_some()),
         ("on_malformed", s.on_malformed.is_some()),
+        ("quote_mode", s.quote_mode.is_some()),
     ];
     for (key, set) in file_only {
         if set {

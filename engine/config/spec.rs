@@ -247,6 +247,9 @@ pub struct SourceSpec {
     /// CSV: what to do with a malformed record (wrong field count, broken quoting, invalid
     /// UTF-8): `quarantine` (default) or `fail`. See [`crate::csv_reader`].
     pub on_malformed: Option<crate::csv_reader::OnMalformed>,
+    /// CSV: `strict` (RFC 4180, default) or `lenient` (a quote inside an unquoted value is a
+    /// literal character). See [`crate::csv_reader::QuoteMode`].
+    pub quote_mode: Option<crate::csv_reader::QuoteMode>,
 }
 
 impl SourceSpec {

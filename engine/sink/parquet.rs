@@ -11,6 +11,8 @@
 //! * **overwrite**: the staging folder holds only this run's files.
 //! * **append**: the staging folder first gets hard links to every published file (no data is
 //!   copied), then this run's files.
+//! * A version with no rows holds one Parquet file with the schema and no rows
+//!   ([`EMPTY_FILE`]), so readers see an empty table rather than "no files found".
 //!
 //! Commit swaps the staging folder and the published folder in one `renameat2(RENAME_EXCHANGE)`,
 //! so a reader sees either the old version or the new one, never a mix; then the old version
@@ -120,6 +122,8 @@ pub struct ParquetSink {
     sender: Option<mpsc::Sender<RecordBatch>>,
     writer: Option<JoinHandle<std::result::Result<u64, DataFusionError>>>,
     rows: u64,
+    /// The target's schema, for the empty file of a run that loads no rows.
+    schema: SchemaRef,
     lock: Option<Lock>,
     committed: bool,
 }
@@ -182,13 +186,16 @@ impl ParquetSink {
             sender: None,
             writer: None,
             rows: 0,
+            schema: schema.clone(),
             lock: Some(lock),
             committed: false,
         };
         if mode == LoadMode::Append && target.is_dir() {
             for rel in files_under(target).map_err(|e| io_err(target, "cannot list target", e))? {
                 // The previous run's commit record is replaced by this run's.
-                if rel == Path::new(crate::commit::COMMIT_FILE) {
+                // So is the empty file of a run that loaded nothing: `finish` writes it
+                // again if the table is still empty.
+                if rel == Path::new(crate::commit::COMMIT_FILE) || rel == Path::new(EMPTY_FILE) {
                     continue;
                 }
                 let dst = sink.staging.join(&rel);
@@ -306,6 +313,12 @@ impl ParquetSink {
             }
             let _ = fs::remove_dir_all(&self.new_dir);
         }
+        if !has_parquet_file(&self.staging)? {
+            // A run that loads no rows still publishes a readable table: one Parquet file
+            // with the model's schema and no rows (readers fail on a folder without files).
+            write_empty(&self.staging.join(EMPTY_FILE), &self.schema)?;
+            new_files += 1;
+        }
         sync_tree(&self.staging).map_err(|e| io_err(&self.staging, "cannot sync staging", e))?;
         let total = files_under(&self.staging)
             .map(|f| f.len() as u64)
@@ -406,6 +419,28 @@ impl Drop for ParquetSink {
 
 /// Removes staging left by crashed runs of `target`, restoring an old version that a crashed
 /// fallback commit moved aside. Called with the target's lock held.
+/// The file a run that loads no rows publishes, so the target is a readable, empty table.
+pub const EMPTY_FILE: &str = "empty.parquet";
+
+fn has_parquet_file(dir: &Path) -> Result<bool> {
+    let files = files_under(dir).map_err(|e| io_err(dir, "cannot list staging", e))?;
+    Ok(files
+        .iter()
+        .any(|f| f.extension().is_some_and(|x| x == "parquet")))
+}
+
+/// Writes a Parquet file with `schema` and no rows (no row group) at `path`.
+fn write_empty(path: &Path, schema: &SchemaRef) -> Result<()> {
+    let failed = |e: datafusion::parquet::errors::ParquetError| {
+        Error::target(path, format!("cannot write an empty Parquet file: {e}"))
+    };
+    let file = fs::File::create(path).map_err(|e| io_err(path, "cannot create", e))?;
+    let writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
+        .map_err(failed)?;
+    writer.close().map_err(failed)?;
+    Ok(())
+}
+
 fn remove_leftovers(target: &Path) -> Result<()> {
     let Some(parent) = target.parent() else {
         return Ok(());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use sluice::config::spec::Compression;
-use sluice::csv_reader::{self, CsvFile, CsvOptions, OnMalformed};
+use sluice::csv_reader::{self, CsvFile, CsvOptions, OnMalformed, QuoteMode};
 
 fuzz_target!(|data: &[u8]| {
     let [d, q, flags, body @ ..] = data else {
@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         has_header: flags & 1 == 1,
         compression: Compression::None,
         on_malformed: OnMalformed::Quarantine,
+        quote_mode: if flags & 2 == 2 { QuoteMode::Lenient } else { QuoteMode::Strict },
         batch_size: 1 + usize::from(flags >> 4),
         max_record_bytes: 16 + usize::from(flags >> 1) * 8,
     };
