@@ -1564,6 +1564,60 @@ pub async fn compile_for(
     }
 
     // Final projection.
+    let (frame, layout) =
+        final_projection(frame, &model, &driving, &rules, flag_exprs, reason_exprs)
+            .map_err(to_err)?;
+    // Catch anything the per-expression checks missed, before any row is read.
+    frame.clone().into_optimized_plan().map_err(to_err)?;
+
+    // Target and quarantine folders.
+    let with_flags = rules.iter().any(|r| r.action == RuleAction::Flag);
+    let outputs = JobOutputs::resolve(
+        project,
+        job,
+        &model,
+        mode,
+        with_flags,
+        &sources,
+        &redactor,
+        &mut connectors,
+        &mut diags,
+    )?;
+    if !diags.is_empty() || !check_diags.is_empty() {
+        return Err(with_checks(diags));
+    }
+
+    Ok(CompiledJob {
+        job: job.clone(),
+        mapping,
+        model,
+        ctx,
+        frame,
+        rules,
+        fields,
+        sources,
+        layout,
+        target_dir: outputs.target_dir,
+        target_shown: outputs.target_shown,
+        quarantine_dir: outputs.quarantine_dir,
+        redactor,
+        db_target: outputs.db_target,
+        extractions,
+        extract_mode: mode.clone(),
+    })
+}
+
+/// The plan's output columns, in the order [`Layout`] records: canonical fields, the driving
+/// row's file, line and counter, its source values (raw text for CSV), the raw record when a
+/// `malformed` rule exists, the values reasons quote, and one flag per rule (true = fails).
+fn final_projection(
+    frame: DataFrame,
+    model: &CanonicalModel,
+    driving: &ScannedSource,
+    rules: &[RowRule],
+    flag_exprs: Vec<Expr>,
+    reason_exprs: Vec<(String, Expr)>,
+) -> datafusion::common::Result<(DataFrame, Layout)> {
     let mut out: Vec<Expr> = Vec::new();
     for f in &model.fields {
         out.push(qualified_col(CANONICAL, &f.name).alias(&f.name));
@@ -1598,17 +1652,13 @@ pub async fn compile_for(
         out.push(e.alias(format!("__reason:{p}")));
     }
     let mut flags = Vec::new();
-    for (e, r) in flag_exprs.into_iter().zip(&rules) {
+    for (e, r) in flag_exprs.into_iter().zip(rules) {
         flags.push(out.len());
         out.push(
             datafusion::functions::expr_fn::coalesce(vec![e, lit(false)])
                 .alias(format!("__rule:{}", r.name)),
         );
     }
-    let frame = frame.select(out).map_err(to_err)?;
-    // Catch anything the per-expression checks missed, before any row is read.
-    frame.clone().into_optimized_plan().map_err(to_err)?;
-
     let layout = Layout {
         canonical: (0..model.fields.len()).collect(),
         file: file_idx,
@@ -1618,114 +1668,128 @@ pub async fn compile_for(
         reason_values,
         malformed,
     };
+    Ok((frame.select(out)?, layout))
+}
 
-    // Target and quarantine folders.
-    let mut db_target = None;
-    let (target_template, target_dir) = match (&job.target.table, &job.target.path) {
-        (Some(t), _) if job.target.is_database() => {
-            let conn = job
-                .target
-                .connection
-                .as_ref()
-                .map(|c| c.get_ref().clone())
-                .unwrap_or_default();
-            let table = crate::db::TableName::parse(t.get_ref())
-                .map_err(|e| Error::target(t.get_ref(), e))?;
-            let connector =
-                crate::db::Connector::shared(project, &conn, &redactor, &mut connectors)?;
-            let with_flags = rules.iter().any(|r| r.action == RuleAction::Flag);
-            validate_db_target(job, &model, mode, &mut diags);
-            if let Some(d) = crate::db::mysql::table_name_problem(connector.kind, &table) {
-                let mut diag = job.src.diagnostic(Some(t.span()), "target.table", d.0);
-                diag.hint = Some(d.1);
-                diags.push(diag);
-            }
-            let target = crate::db::sink::DbTarget::new(
-                connector,
-                table,
-                job.target.mode,
-                &model,
-                with_flags,
-                &job.target,
-                chrono::Utc::now(),
-            );
-            let shown = target.shown();
-            db_target = Some(target);
-            // Not a folder: names the target's lock and appears in messages.
-            (
-                shown.clone(),
-                project
-                    .path(&project.settings.state_dir)
-                    .join("targets")
-                    .join(shown.replace([':', '/'], "_")),
-            )
-        }
-        (Some(t), _) => {
-            let rel = project.settings.warehouse.join(t.get_ref());
-            (rel.to_string_lossy().to_string(), project.path(rel))
-        }
-        (None, Some(p)) => {
-            let dir = resolve_dir(project, p.get_ref(), &redactor)
-                .map_err(|e| path_error(job, "target.path", p, &e))?;
-            (project.shown(&dir), dir)
-        }
-        (None, None) => return Err(Error::Internal("target without table or path".into())),
-    };
-    let quarantine_dir = match &job.quarantine.path {
-        Some(p) => resolve_dir(project, p.get_ref(), &redactor)
-            .map_err(|e| path_error(job, "quarantine.path", p, &e))?,
-        None => quarantine_dir(project, job, &redactor)?,
-    };
-    // Again with `${...}` resolved as this run resolves them, and against the files the
-    // sources' globs match now.
-    diags.extend(crate::guard::check_run(project, job, &redactor));
-    diags.extend(crate::guard::check_source_files(
-        project,
-        job,
-        (!job.target.is_database()).then_some(target_dir.as_path()),
-        &quarantine_dir,
-        sources
-            .iter()
-            .flat_map(|s| s.files.iter().map(move |f| (s.name.as_str(), f.as_str()))),
-    ));
-    for p in &job.target.partition_by {
-        if let Some(f) = model.field(p.get_ref()) {
-            if matches!(
-                f.data_type,
-                FieldType::Timestamp | FieldType::Float64 | FieldType::Time
-            ) {
-                let mut d = job.src.diagnostic(
-                    Some(p.span()),
-                    "target.partition_by",
-                    format!("cannot partition by `{}`, a {} field", f.name, f.data_type),
+/// Where a job's valid and rejected rows go, resolved for this run.
+struct JobOutputs {
+    db_target: Option<crate::db::sink::DbTarget>,
+    /// The target as shown (a folder relative to the project, or `connection:table`).
+    target_shown: String,
+    /// The target folder (database targets: the folder naming the target's lock).
+    target_dir: PathBuf,
+    quarantine_dir: PathBuf,
+}
+
+impl JobOutputs {
+    /// Resolves the target and quarantine of `job` with `${...}` as this run resolves them,
+    /// and checks them: the path guard against the files the sources match now, the
+    /// database target against the model, the partition columns. Problems go to `diags`.
+    ///
+    /// # Errors
+    /// A path that cannot be resolved (a config error at its line), or a database target
+    /// whose connection cannot be set up.
+    #[allow(clippy::too_many_arguments)]
+    fn resolve(
+        project: &Project,
+        job: &Job,
+        model: &CanonicalModel,
+        mode: &ExtractMode,
+        with_flags: bool,
+        sources: &[ScannedSource],
+        redactor: &Redactor,
+        connectors: &mut HashMap<String, crate::db::Connector>,
+        diags: &mut Diagnostics,
+    ) -> Result<JobOutputs> {
+        let mut db_target = None;
+        let (target_shown, target_dir) = match (&job.target.table, &job.target.path) {
+            (Some(t), _) if job.target.is_database() => {
+                let conn = job
+                    .target
+                    .connection
+                    .as_ref()
+                    .map(|c| c.get_ref().clone())
+                    .unwrap_or_default();
+                let table = crate::db::TableName::parse(t.get_ref())
+                    .map_err(|e| Error::target(t.get_ref(), e))?;
+                let connector = crate::db::Connector::shared(project, &conn, redactor, connectors)?;
+                validate_db_target(job, model, mode, diags);
+                if let Some(d) = crate::db::mysql::table_name_problem(connector.kind, &table) {
+                    let mut diag = job.src.diagnostic(Some(t.span()), "target.table", d.0);
+                    diag.hint = Some(d.1);
+                    diags.push(diag);
+                }
+                let target = crate::db::sink::DbTarget::new(
+                    connector,
+                    table,
+                    job.target.mode,
+                    model,
+                    with_flags,
+                    &job.target,
+                    chrono::Utc::now(),
                 );
-                d.hint = Some("partition by a date, string, integer or boolean field; add a date field (e.g. flight_date) if needed".into());
-                diags.push(d);
+                let shown = target.shown();
+                db_target = Some(target);
+                // Not a folder: names the target's lock and appears in messages.
+                (
+                    shown.clone(),
+                    project
+                        .path(&project.settings.state_dir)
+                        .join("targets")
+                        .join(shown.replace([':', '/'], "_")),
+                )
+            }
+            (Some(t), _) => {
+                let rel = project.settings.warehouse.join(t.get_ref());
+                (rel.to_string_lossy().to_string(), project.path(rel))
+            }
+            (None, Some(p)) => {
+                let dir = resolve_dir(project, p.get_ref(), redactor)
+                    .map_err(|e| path_error(job, "target.path", p, &e))?;
+                (project.shown(&dir), dir)
+            }
+            (None, None) => return Err(Error::Internal("target without table or path".into())),
+        };
+        let quarantine_dir = match &job.quarantine.path {
+            Some(p) => resolve_dir(project, p.get_ref(), redactor)
+                .map_err(|e| path_error(job, "quarantine.path", p, &e))?,
+            None => quarantine_dir(project, job, redactor)?,
+        };
+        // Again with `${...}` resolved as this run resolves them, and against the files the
+        // sources' globs match now.
+        diags.extend(crate::guard::check_run(project, job, redactor));
+        diags.extend(crate::guard::check_source_files(
+            project,
+            job,
+            (!job.target.is_database()).then_some(target_dir.as_path()),
+            &quarantine_dir,
+            sources
+                .iter()
+                .flat_map(|s| s.files.iter().map(move |f| (s.name.as_str(), f.as_str()))),
+        ));
+        for p in &job.target.partition_by {
+            if let Some(f) = model.field(p.get_ref()) {
+                if matches!(
+                    f.data_type,
+                    FieldType::Timestamp | FieldType::Float64 | FieldType::Time
+                ) {
+                    let mut d = job.src.diagnostic(
+                        Some(p.span()),
+                        "target.partition_by",
+                        format!("cannot partition by `{}`, a {} field", f.name, f.data_type),
+                    );
+                    d.hint = Some("partition by a date, string, integer or boolean field; add a date field (e.g. flight_date) if needed".into());
+                    diags.push(d);
+                }
             }
         }
+        Ok(JobOutputs {
+            db_target,
+            target_shown,
+            target_dir,
+            quarantine_dir,
+        })
     }
-    if !diags.is_empty() || !check_diags.is_empty() {
-        return Err(with_checks(diags));
-    }
-
-    Ok(CompiledJob {
-        job: job.clone(),
-        mapping,
-        model,
-        ctx,
-        frame,
-        rules,
-        fields,
-        sources,
-        layout,
-        target_dir,
-        target_shown: target_template,
-        quarantine_dir,
-        redactor,
-        db_target,
-        extractions,
-        extract_mode: mode.clone(),
-    })
 }
 
 /// Checks of a database target that need the model: `merge` and `scd2` need a primary key,
