@@ -131,10 +131,7 @@ impl ValueOutputs {
             }
             frame.select(exprs)?
         };
-        let mut exprs: Vec<Expr> = all_columns(frame.schema())
-            .into_iter()
-            .filter(|e| !matches!(e, Expr::Column(c) if c.relation.as_ref().is_some_and(|r| r.table() == GUARDED)))
-            .collect();
+        let mut exprs = columns_except(frame.schema(), GUARDED);
         for (name, _) in &self.guarded {
             let s = qualified_col(GUARDED, name);
             exprs.push(
@@ -565,11 +562,13 @@ fn unknown_declared_columns(job: &Job, sources: &[ScannedSource]) -> Diagnostics
             continue;
         };
         let names: Vec<&str> = s.columns.iter().map(|c| c.name.as_str()).collect();
+        let shown: Vec<String> = names.iter().map(|n| toml_key(n)).collect();
+        // Case does not matter for the suggestion: `carrier` may mean `Carrier`.
+        let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
         for (column, ty) in declared {
             if names.contains(&column.as_str()) {
                 continue;
             }
-            let shown: Vec<String> = names.iter().map(|n| toml_key(n)).collect();
             let mut d = job.src.diagnostic(
                 Some(ty.span()),
                 format!("sources.{}.columns.{column}", s.name),
@@ -578,8 +577,6 @@ fn unknown_declared_columns(job: &Job, sources: &[ScannedSource]) -> Diagnostics
                     shown.join(", ")
                 ),
             );
-            // Case does not matter for the suggestion: `carrier` may mean `Carrier`.
-            let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
             d.hint = did_you_mean(&column.to_lowercase(), lower.iter().map(String::as_str))
                 .and_then(|m| lower.iter().position(|l| l == m))
                 .map(|i| format!("did you mean `{}`?", toml_key(names[i])));
@@ -1092,10 +1089,7 @@ pub async fn compile_for(
     // Canonical values: missing values → NULL, then cast; cast flags.
     let mut rules: Vec<RowRule> = Vec::new();
     let mut flag_exprs: Vec<Expr> = Vec::new();
-    let mut canonical_exprs: Vec<Expr> = all_columns(frame.schema())
-        .into_iter()
-        .filter(|e| !matches!(e, Expr::Column(c) if c.relation.as_ref().is_some_and(|r| r.table() == VALUE)))
-        .collect();
+    let mut canonical_exprs = columns_except(frame.schema(), VALUE);
     for (f, fp) in model.fields.iter().zip(&fields) {
         let v = qualified_col(VALUE, &f.name);
         let cleaned = if f.missing_values.is_empty() {
@@ -1865,6 +1859,16 @@ fn validate_db_target(
 /// Every column of a schema as a column expression (qualifiers kept).
 fn all_columns(schema: &DFSchema) -> Vec<Expr> {
     schema.columns().into_iter().map(Expr::Column).collect()
+}
+
+/// Every column of `schema` except those qualified by `qualifier` (a step's working columns).
+fn columns_except(schema: &DFSchema, qualifier: &str) -> Vec<Expr> {
+    schema
+        .columns()
+        .into_iter()
+        .filter(|c| c.relation.as_ref().is_none_or(|r| r.table() != qualifier))
+        .map(Expr::Column)
+        .collect()
 }
 
 /// Names a user may write, for error hints: `alias.column` of sources (in the mapping's order

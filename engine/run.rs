@@ -433,7 +433,6 @@ pub async fn run_with(
         compile_ms: compile_time.as_millis() as u64,
         ..Default::default()
     };
-    let rel = |p: &Path| project.shown(p);
     let lock_path = project
         .path(&project.settings.state_dir)
         .join("locks")
@@ -542,7 +541,7 @@ pub async fn run_with(
                 }
             };
             let q_rows = quarantine.rows();
-            let q_path = compiled.redactor.redact(&rel(quarantine.path()));
+            let q_path = compiled.redactor.redact(&project.shown(quarantine.path()));
             // The quarantine is kept whatever the checks say.
             let q_result = quarantine.commit().await;
             let mut status = match worst {

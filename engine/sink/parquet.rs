@@ -313,16 +313,20 @@ impl ParquetSink {
             }
             let _ = fs::remove_dir_all(&self.new_dir);
         }
-        if !has_parquet_file(&self.staging)? {
+        let staged = files_under(&self.staging)
+            .map_err(|e| io_err(&self.staging, "cannot list staging", e))?;
+        let mut total = staged.len() as u64;
+        if !staged
+            .iter()
+            .any(|f| f.extension().is_some_and(|x| x == "parquet"))
+        {
             // A run that loads no rows still publishes a readable table: one Parquet file
             // with the model's schema and no rows (readers fail on a folder without files).
             write_empty(&self.staging.join(EMPTY_FILE), &self.schema)?;
             new_files += 1;
+            total += 1;
         }
         sync_tree(&self.staging).map_err(|e| io_err(&self.staging, "cannot sync staging", e))?;
-        let total = files_under(&self.staging)
-            .map(|f| f.len() as u64)
-            .unwrap_or(0);
         Ok(SinkMetrics {
             rows_written: rows,
             files_written: new_files,
@@ -417,17 +421,8 @@ impl Drop for ParquetSink {
     }
 }
 
-/// Removes staging left by crashed runs of `target`, restoring an old version that a crashed
-/// fallback commit moved aside. Called with the target's lock held.
 /// The file a run that loads no rows publishes, so the target is a readable, empty table.
 pub const EMPTY_FILE: &str = "empty.parquet";
-
-fn has_parquet_file(dir: &Path) -> Result<bool> {
-    let files = files_under(dir).map_err(|e| io_err(dir, "cannot list staging", e))?;
-    Ok(files
-        .iter()
-        .any(|f| f.extension().is_some_and(|x| x == "parquet")))
-}
 
 /// Writes a Parquet file with `schema` and no rows (no row group) at `path`.
 fn write_empty(path: &Path, schema: &SchemaRef) -> Result<()> {
@@ -441,6 +436,8 @@ fn write_empty(path: &Path, schema: &SchemaRef) -> Result<()> {
     Ok(())
 }
 
+/// Removes staging left by crashed runs of `target`, restoring an old version that a crashed
+/// fallback commit moved aside. Called with the target's lock held.
 fn remove_leftovers(target: &Path) -> Result<()> {
     let Some(parent) = target.parent() else {
         return Ok(());
