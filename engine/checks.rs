@@ -25,7 +25,8 @@ use datafusion::prelude::SessionContext;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::spec::{ChecksSpec, HasThresholds, Thresholds};
+use crate::config::spec::{ChecksSpec, HasThresholds, SqlCheckSpec, Thresholds, VolumeSpec};
+use crate::diagnostic::SourceText;
 use crate::error::{Error, Result};
 use crate::model::{CanonicalModel, FieldType};
 use crate::quality::{CheckResult, CheckStatus};
@@ -270,29 +271,147 @@ pub fn validate(
     out
 }
 
-/// The aggregate query running beside the load.
-pub struct DatasetAggregates {
+/// One aggregate query running beside the load.
+struct AggregateQuery {
     sender: Option<mpsc::Sender<RecordBatch>>,
     handle: JoinHandle<datafusion::error::Result<Vec<RecordBatch>>>,
     names: Vec<String>,
+    /// The custom check this query computes (`sql.NAME`) and where it is written
+    /// (`jobs/flights.toml:42`); `None` for the query of the built-in checks.
+    custom: Option<(String, String)>,
+}
+
+/// The aggregate queries running beside the load: one for the built-in checks (null ratio,
+/// uniqueness, freshness) and one per `[[checks.sql]]`, so that a custom expression that fails
+/// on the data (an integer division by zero, a cast of text that is not a number) fails its
+/// own check, with its file and line, and every other check is still measured.
+pub struct DatasetAggregates {
+    queries: Vec<AggregateQuery>,
+}
+
+/// What the aggregate queries measured.
+#[derive(Debug, Default)]
+pub struct AggregateValues {
+    /// Each aggregate's value by name (`rows`, `nulls:F`, `sql:NAME`, ...).
+    pub values: HashMap<String, ScalarValue>,
+    /// Checks that could not be computed, as failed results: `sql.NAME` for a custom check,
+    /// `dataset_checks` when the built-in query failed.
+    pub failed: Vec<CheckResult>,
 }
 
 impl DatasetAggregates {
-    /// Starts the query over `schema` (the target's), or returns `None` when no check needs
-    /// it.
+    /// Starts the queries over `schema` (the target's), or returns `None` when no check needs
+    /// them. `src` is the job file, to say where a failing custom check is written.
     ///
     /// # Errors
-    /// [`Error::Engine`] when an expression does not plan (validated at compile time, so a
-    /// bug).
+    /// [`Error::Internal`] when an expression does not plan (they are validated at compile
+    /// time, so that is a bug).
     pub fn start(
         ctx: &SessionContext,
         schema: SchemaRef,
         checks: &ChecksSpec,
+        src: &SourceText,
     ) -> Result<Option<DatasetAggregates>> {
         let exprs = aggregate_exprs(checks);
         if exprs.is_empty() {
             return Ok(None);
         }
+        let (custom, builtin): (Vec<_>, Vec<_>) = exprs
+            .into_iter()
+            .partition(|(name, _)| name.starts_with("sql:"));
+        let mut queries = vec![AggregateQuery::start(ctx, schema.clone(), builtin, None)?];
+        for (name, sql) in custom {
+            let check = name.replacen("sql:", "sql.", 1);
+            let at = checks
+                .sql
+                .iter()
+                .find(|s| format!("sql.{}", s.name) == check)
+                .map(|s| {
+                    let (line, _) = src.line_col(s.expr.span().start);
+                    format!("{}:{line}", src.path.display())
+                })
+                .unwrap_or_else(|| src.path.display().to_string());
+            let q =
+                AggregateQuery::start(ctx, schema.clone(), vec![(name, sql)], Some((check, at)))?;
+            queries.push(q);
+        }
+        Ok(Some(DatasetAggregates { queries }))
+    }
+
+    /// Feeds one batch of loaded rows to every query (a query that stopped early is skipped;
+    /// its error comes from `finish`).
+    ///
+    /// # Errors
+    /// None today; the signature leaves room for a bounded wait.
+    pub async fn send(&mut self, batch: RecordBatch) -> Result<()> {
+        for q in &mut self.queries {
+            if let Some(tx) = &q.sender {
+                if tx.send(batch.clone()).await.is_err() {
+                    q.sender = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the input and returns each aggregate by name, and the checks that could not be
+    /// computed (their error text redacted by `redact`).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when a query task panicked or its result has no value.
+    pub async fn finish(self, redact: &dyn Fn(&str) -> String) -> Result<AggregateValues> {
+        let mut out = AggregateValues::default();
+        for mut q in self.queries {
+            q.sender = None;
+            let joined = q
+                .handle
+                .await
+                .map_err(|e| Error::Internal(format!("dataset check query: {e}")))?;
+            let batches = match joined {
+                Ok(b) => b,
+                Err(e) => {
+                    let why = redact(&e.strip_backtrace());
+                    out.failed.push(match q.custom {
+                        Some((check, at)) => CheckResult {
+                            check,
+                            status: CheckStatus::Fail,
+                            measured: f64::NAN,
+                            threshold: None,
+                            message: format!(
+                                "could not be computed on the loaded rows ({at}): {why}"
+                            ),
+                        },
+                        None => CheckResult {
+                            check: "dataset_checks".into(),
+                            status: CheckStatus::Fail,
+                            measured: f64::NAN,
+                            threshold: None,
+                            message: format!("the dataset checks could not be computed: {why}"),
+                        },
+                    });
+                    continue;
+                }
+            };
+            if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
+                for (i, name) in q.names.iter().enumerate() {
+                    let v = ScalarValue::try_from_array(b.column(i), 0)
+                        .map_err(|e| Error::Internal(format!("dataset check value: {e}")))?;
+                    out.values.insert(name.clone(), v);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl AggregateQuery {
+    /// Starts one aggregate query of `exprs` (name, SQL) fed through a bounded channel.
+    fn start(
+        ctx: &SessionContext,
+        schema: SchemaRef,
+        exprs: Vec<(String, String)>,
+        custom: Option<(String, String)>,
+    ) -> Result<AggregateQuery> {
         let err = |e: datafusion::error::DataFusionError| {
             Error::Internal(format!("dataset check query: {e}"))
         };
@@ -306,47 +425,12 @@ impl DatasetAggregates {
             names.push(name);
         }
         let df = df.aggregate(vec![], aggs).map_err(err)?;
-        let handle = tokio::spawn(df.collect());
-        Ok(Some(DatasetAggregates {
+        Ok(AggregateQuery {
             sender: Some(tx),
-            handle,
+            handle: tokio::spawn(df.collect()),
             names,
-        }))
-    }
-
-    /// Feeds one batch of loaded rows.
-    ///
-    /// # Errors
-    /// [`Error::Internal`] when the query stopped early (its error comes from `finish`).
-    pub async fn send(&mut self, batch: RecordBatch) -> Result<()> {
-        if let Some(tx) = &self.sender {
-            if tx.send(batch).await.is_err() {
-                self.sender = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the input and returns each aggregate by name.
-    ///
-    /// # Errors
-    /// [`Error::Internal`] when the query failed.
-    pub async fn finish(mut self) -> Result<HashMap<String, ScalarValue>> {
-        self.sender = None;
-        let batches = self
-            .handle
-            .await
-            .map_err(|e| Error::Internal(format!("dataset check query: {e}")))?
-            .map_err(|e| Error::Internal(format!("dataset check query: {e}")))?;
-        let mut out = HashMap::new();
-        if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
-            for (i, name) in self.names.iter().enumerate() {
-                let v = ScalarValue::try_from_array(b.column(i), 0)
-                    .map_err(|e| Error::Internal(format!("dataset check value: {e}")))?;
-                out.insert(name.clone(), v);
-            }
-        }
-        Ok(out)
+            custom,
+        })
     }
 }
 
@@ -409,13 +493,49 @@ fn as_f64(v: Option<&ScalarValue>) -> Option<f64> {
 
 /// Evaluates the aggregate-based checks and the volume check.
 ///
-/// `values` are [`DatasetAggregates::finish`]'s; `history` the rows loaded by earlier
-/// committed runs, newest first; `rows_loaded` this run's; `started` the run start.
+/// `measured` is [`DatasetAggregates::finish`]'s; a check that could not be computed is
+/// reported as failed (and when the built-in query failed, its checks are not graded on
+/// missing values). `history` the rows loaded by earlier committed runs, newest first;
+/// `rows_loaded` this run's; `started` the run start.
 pub fn evaluate(
     checks: &ChecksSpec,
-    values: &HashMap<String, ScalarValue>,
+    measured: &AggregateValues,
     rows_loaded: u64,
     history: &[u64],
+    started: DateTime<Utc>,
+) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    let values = &measured.values;
+    let failed = |check: &str| measured.failed.iter().find(|f| f.check == check);
+    if let Some(f) = failed("dataset_checks") {
+        out.push(f.clone());
+    } else {
+        out.extend(builtin_results(checks, values, started));
+    }
+    if let Some(v) = &checks.volume {
+        out.push(volume_result(v, rows_loaded, history));
+    }
+    for s in &checks.sql {
+        let check = format!("sql.{}", s.name);
+        if let Some(f) = failed(&check) {
+            let mut f = f.clone();
+            f.message = format!("{} {}", s.expr.get_ref(), f.message);
+            out.push(f);
+            continue;
+        }
+        out.push(sql_result(
+            s,
+            check,
+            as_f64(values.get(&format!("sql:{}", s.name))),
+        ));
+    }
+    out
+}
+
+/// The null-ratio, uniqueness and freshness results from the built-in query's values.
+fn builtin_results(
+    checks: &ChecksSpec,
+    values: &HashMap<String, ScalarValue>,
     started: DateTime<Utc>,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
@@ -480,50 +600,51 @@ pub fn evaluate(
             }),
         }
     }
-    if let Some(v) = &checks.volume {
-        let recent: Vec<u64> = history.iter().take(v.runs.max(1)).copied().collect();
-        match median(&recent) {
-            Some(m) if m > 0.0 => {
-                let ratio = rows_loaded as f64 / m;
-                let mut r = grade("volume".into(), ratio, &v.thresholds(), &|x| {
-                    format!("{x:.2}×")
-                });
-                r.message = format!(
-                    "{rows_loaded} rows loaded; median of the last {} committed run(s) is {m:.0}: {}",
-                    recent.len(),
-                    r.message
-                );
-                out.push(r);
-            }
-            _ => out.push(CheckResult {
-                check: "volume".into(),
-                status: CheckStatus::Pass,
-                measured: 1.0,
-                threshold: None,
-                message: "no committed run with rows in the history yet; nothing to compare".into(),
-            }),
-        }
-    }
-    for s in &checks.sql {
-        let value = as_f64(values.get(&format!("sql:{}", s.name)));
-        match value {
-            Some(x) => {
-                let mut r = grade(format!("sql.{}", s.name), x, &s.thresholds(), &|x| {
-                    format!("{x}")
-                });
-                r.message = format!("{} = {}", s.expr.get_ref(), r.message);
-                out.push(r);
-            }
-            None => out.push(CheckResult {
-                check: format!("sql.{}", s.name),
-                status: CheckStatus::Warn,
-                measured: f64::NAN,
-                threshold: None,
-                message: format!("{} is NULL (no rows loaded?)", s.expr.get_ref()),
-            }),
-        }
-    }
     out
+}
+
+/// The volume check: rows loaded against the median of the last `runs` committed runs.
+fn volume_result(v: &VolumeSpec, rows_loaded: u64, history: &[u64]) -> CheckResult {
+    let recent: Vec<u64> = history.iter().take(v.runs.max(1)).copied().collect();
+    match median(&recent) {
+        Some(m) if m > 0.0 => {
+            let ratio = rows_loaded as f64 / m;
+            let mut r = grade("volume".into(), ratio, &v.thresholds(), &|x| {
+                format!("{x:.2}×")
+            });
+            r.message = format!(
+                "{rows_loaded} rows loaded; median of the last {} committed run(s) is {m:.0}: {}",
+                recent.len(),
+                r.message
+            );
+            r
+        }
+        _ => CheckResult {
+            check: "volume".into(),
+            status: CheckStatus::Pass,
+            measured: 1.0,
+            threshold: None,
+            message: "no committed run with rows in the history yet; nothing to compare".into(),
+        },
+    }
+}
+
+/// A custom SQL check graded on its value (`None`: the aggregate was NULL).
+fn sql_result(s: &SqlCheckSpec, check: String, value: Option<f64>) -> CheckResult {
+    match value {
+        Some(x) => {
+            let mut r = grade(check, x, &s.thresholds(), &|x| format!("{x}"));
+            r.message = format!("{} = {}", s.expr.get_ref(), r.message);
+            r
+        }
+        None => CheckResult {
+            check,
+            status: CheckStatus::Warn,
+            measured: f64::NAN,
+            threshold: None,
+            message: format!("{} is NULL (no rows loaded?)", s.expr.get_ref()),
+        },
+    }
 }
 
 /// The median of `xs` (mean of the two middle values for an even count), or `None` if empty.

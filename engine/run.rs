@@ -287,8 +287,8 @@ struct Outcome {
     sink_metrics: SinkMetrics,
     /// Why a `fail` rule stopped the run.
     aborted: Option<String>,
-    /// Values of the dataset checks' aggregates, or why the query failed.
-    aggregates: std::result::Result<HashMap<String, datafusion::common::ScalarValue>, String>,
+    /// Values of the dataset checks' aggregates, and the checks that could not be computed.
+    aggregates: crate::checks::AggregateValues,
 }
 
 /// Where valid rows go: a Parquet folder or a database table (same contract, see
@@ -499,40 +499,13 @@ pub async fn run_with(
                     } else {
                         Vec::new()
                     };
-                    match &o.aggregates {
-                        Ok(values) => checks.extend(crate::checks::evaluate(
-                            &compiled.job.checks,
-                            values,
-                            o.counts.written,
-                            &history,
-                            started,
-                        )),
-                        Err(e) => {
-                            // A check that cannot be computed (an integer division by zero
-                            // in a custom aggregate, say) fails; the volume check still runs.
-                            checks.push(CheckResult {
-                                check: "dataset_checks".into(),
-                                status: CheckStatus::Fail,
-                                measured: f64::NAN,
-                                threshold: None,
-                                message: format!(
-                                    "the dataset checks could not be computed: {}",
-                                    compiled.redactor.redact(e)
-                                ),
-                            });
-                            let volume_only = crate::config::spec::ChecksSpec {
-                                volume: compiled.job.checks.volume.clone(),
-                                ..Default::default()
-                            };
-                            checks.extend(crate::checks::evaluate(
-                                &volume_only,
-                                &HashMap::new(),
-                                o.counts.written,
-                                &history,
-                                started,
-                            ));
-                        }
-                    }
+                    checks.extend(crate::checks::evaluate(
+                        &compiled.job.checks,
+                        &o.aggregates,
+                        o.counts.written,
+                        &history,
+                        started,
+                    ));
                     checks
                         .iter()
                         .map(|c| c.status)
@@ -889,6 +862,7 @@ async fn execute(
         &compiled.ctx,
         compiled.target_schema(),
         &compiled.job.checks,
+        &compiled.job.src,
     )?;
     let mut tally = Tally {
         counts: RowCounts::default(),
@@ -928,7 +902,8 @@ async fn execute(
         *counts = tally.counts;
         return Err(e);
     }
-    finish(tally, aborted, sink, aggregates).await
+    let redact = |t: &str| compiled.redactor.redact(t);
+    finish(tally, aborted, sink, aggregates, &redact).await
 }
 
 /// Finishes the staged target and the dataset checks' aggregates after the pass.
@@ -937,6 +912,7 @@ async fn finish(
     aborted: Option<String>,
     sink: &mut TargetSink,
     aggregates: Option<crate::checks::DatasetAggregates>,
+    redact: &dyn Fn(&str) -> String,
 ) -> Result<Outcome> {
     let counts = &mut tally.counts;
     tracing::info!(
@@ -951,8 +927,8 @@ async fn finish(
         sink.finish().await?
     };
     let aggregates = match aggregates {
-        Some(a) if aborted.is_none() => a.finish().await.map_err(|e| e.to_string()),
-        _ => Ok(HashMap::new()),
+        Some(a) if aborted.is_none() => a.finish(redact).await?,
+        _ => crate::checks::AggregateValues::default(),
     };
     if aborted.is_some() {
         // Staged rows are discarded: nothing was loaded. The reader may have read ahead of

@@ -298,6 +298,53 @@ fn every_unknown_key_of_one_table_is_reported() {
 }
 
 #[test]
+fn a_mistake_is_reported_at_its_own_key_and_a_nested_table_reports_every_unknown_key() {
+    let w = Workdir::project();
+    // `format` and `path` are written in [sources.airlines] first; the mistakes are the
+    // ones in [target] (lines 10 and 11). [checks.quarantine_ratio] has two unknown keys (15, 16).
+    w.write(
+        "jobs/carriers_pg.toml",
+        r#"mapping = "nycflights13_to_carrier"
+
+[sources.airlines]
+format = "csv"
+path = "samples/nycflights13/airlines.csv.gz"
+
+[target]
+connection = "warehouse_pg"
+table = "carriers_copy"
+format = "parquet"
+path = "out/carriers"
+mode = "append"
+
+[checks.quarantine_ratio]
+fail_abve = 0.1
+warn_abve = 0.05
+"#,
+    );
+    let out = w.run(&["validate", "jobs/carriers_pg.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("jobs/carriers_pg.toml:10:1"), "{err}");
+    assert!(
+        err.contains("`format = \"parquet\"` and `connection` both given"),
+        "{err}"
+    );
+    assert!(err.contains("jobs/carriers_pg.toml:11:1"), "{err}");
+    assert!(
+        err.contains("`path` applies only to Parquet targets"),
+        "{err}"
+    );
+    assert!(!err.contains("carriers_pg.toml:4:"), "{err}");
+    assert!(!err.contains("carriers_pg.toml:5:"), "{err}");
+    assert!(err.contains("jobs/carriers_pg.toml:15:1"), "{err}");
+    assert!(err.contains("did you mean `fail_above`?"), "{err}");
+    assert!(err.contains("jobs/carriers_pg.toml:16:1"), "{err}");
+    assert!(err.contains("did you mean `warn_above`?"), "{err}");
+    assert!(err.contains("4 problems found"), "{err}");
+}
+
+#[test]
 fn validating_one_mapping_file_compiles_the_jobs_that_use_it() {
     let w = Workdir::project();
     let m = w.read("mappings/nycflights13_to_airport.toml");

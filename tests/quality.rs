@@ -391,6 +391,52 @@ fn malformed_records_are_quarantined_with_line_and_raw_text() {
 }
 
 #[test]
+fn a_custom_check_failing_on_the_data_fails_that_check_at_its_line_and_the_others_are_measured() {
+    let w = Workdir::project();
+    let job = w.read("jobs/airports.toml");
+    let job = format!(
+        "{job}
+[checks.null_ratio]
+altitude_m = {{ warn_above = 0.5 }}
+
+[[checks.sql]]
+name = \"names_as_numbers\"
+expr = \"sum(CAST(name AS INT))\"
+fail_above = 0
+
+[[checks.sql]]
+name = \"mean_altitude_m\"
+expr = \"avg(altitude_m)\"
+fail_above = 10000
+"
+    );
+    let line = 1 + job
+        .lines()
+        .position(|l| l.contains("CAST(name AS INT)"))
+        .unwrap();
+    w.write("jobs/airports.toml", &job);
+    let out = w.run(&["run", "airports", "--json"]);
+    // A failed check: the run completes, the target is not committed.
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let r = report(&out);
+    let failed = check(&r, "sql.names_as_numbers");
+    assert_eq!(failed["status"], "fail", "{failed}");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("jobs/airports.toml:{line}")),
+        "the check's file and line: {message}"
+    );
+    assert!(message.contains("Cannot cast"), "the data error: {message}");
+    assert!(!show(&out).contains("bug in Sluice"), "{}", show(&out));
+    // The other checks are still measured on the loaded rows.
+    assert_eq!(check(&r, "null_ratio.altitude_m")["measured"], 0.0);
+    let mean = check(&r, "sql.mean_altitude_m");
+    assert_eq!(mean["status"], "pass", "{mean}");
+    assert!(mean["measured"].as_f64().unwrap() > 0.0, "{mean}");
+    assert!(!w.path().join("warehouse/airports").exists());
+}
+
+#[test]
 fn dataset_checks_measure_the_loaded_rows_and_volume_uses_history() {
     let w = Workdir::project();
     let job = w.read("jobs/airports.toml");

@@ -471,7 +471,7 @@ impl Project {
                 .map(|f| f.name.as_str())
                 .collect();
             if !missing.is_empty() {
-                let span = m.src.text.find("[fields]").map(|s| s..s + 8);
+                let span = key_path_span(&m.src, "fields");
                 let mut d = m.src.diagnostic(
                     span,
                     "fields",
@@ -495,7 +495,7 @@ impl Project {
                     continue;
                 }
                 let known: Vec<&str> = self.mappings.keys().map(String::as_str).collect();
-                let span = Reader::key_span_in_text(&j.src, "mapping");
+                let span = key_path_span(&j.src, "mapping");
                 let mut d =
                     j.src
                         .diagnostic(span, "mapping", format!("no mapping named `{}`", j.mapping));
@@ -603,11 +603,7 @@ impl Project {
             }
             for name in j.sources.keys() {
                 if !needed.contains(&name.as_str()) {
-                    let span = j
-                        .src
-                        .text
-                        .find(&format!("[sources.{name}]"))
-                        .map(|s| s..s + 1);
+                    let span = key_path_span(&j.src, &format!("sources.{name}"));
                     let mut d = j.src.diagnostic(
                         span,
                         format!("sources.{name}"),
@@ -639,31 +635,18 @@ impl Project {
     }
 }
 
-impl Reader<'_> {
-    /// Span of the first `key =` at the start of a line, for entries read into plain values.
-    pub fn key_span_in_text(src: &SourceText, key: &str) -> Option<Range<usize>> {
-        let mut offset = 0;
-        for line in src.text.split_inclusive('\n') {
-            let trimmed = line.trim_start();
-            if let Some(rest) = trimmed.strip_prefix(key) {
-                if rest.trim_start().starts_with('=') {
-                    let start = offset + (line.len() - trimmed.len());
-                    return Some(start..start + key.len());
-                }
-            }
-            offset += line.len();
-        }
-        None
-    }
-}
-
 /// Span of a dotted key path in a file (`version`, `checks.freshness.field`,
 /// `checks.null_ratio.tail_number`): the key when found, else the deepest table found. In an
 /// array of tables a segment names the element whose `name` is that segment
 /// (`checks.sql.<name>.expr`). `None` when the text does not parse or nothing matches.
 pub fn key_path_span(src: &SourceText, path: &str) -> Option<Range<usize>> {
     let doc = toml_edit::ImDocument::parse(src.text.clone()).ok()?;
-    let mut table = doc.as_table();
+    key_path_span_in(doc.as_table(), path)
+}
+
+/// [`key_path_span`] in an already parsed file.
+pub fn key_path_span_in(root: &Table, path: &str) -> Option<Range<usize>> {
+    let mut table = root;
     let mut found = None;
     let mut segments = path.split('.').peekable();
     while let Some(seg) = segments.next() {
@@ -672,6 +655,14 @@ pub fn key_path_span(src: &SourceText, path: &str) -> Option<Range<usize>> {
             Some(Item::Table(t)) => {
                 found = span.or(found);
                 table = t;
+            }
+            Some(Item::Value(toml_edit::Value::InlineTable(t))) => {
+                // `sources.x = { ... }`: the rest of the path is a key of the inline table.
+                found = span.or(found);
+                let Some(key) = segments.next() else {
+                    return found;
+                };
+                return t.key(key).and_then(|k| k.span()).or(found);
             }
             Some(Item::ArrayOfTables(a)) => {
                 let Some(name) = segments.next() else {
@@ -1678,7 +1669,7 @@ fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
 
 fn validate_retry(r: &mut Reader<'_>, spec: &RetrySpec) {
     if spec.attempts == 0 {
-        let span = Reader::key_span_in_text(r.src, "attempts");
+        let span = key_path_span(r.src, "retry.attempts");
         r.error(
             span,
             "retry.attempts",
@@ -1718,7 +1709,7 @@ fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
     let target_span = Reader::key_span(table, "target");
     if t.is_database() {
         if let Some(f) = t.format {
-            let span = Reader::key_span_in_text(r.src, "format");
+            let span = key_path_span_in(table, "target.format");
             r.error(
                 span,
                 "target.format",
@@ -1735,7 +1726,7 @@ fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
         ] {
             if set {
                 r.error(
-                    Reader::key_span_in_text(r.src, key),
+                    key_path_span_in(table, &format!("target.{key}")),
                     &format!("target.{key}"),
                     format!("`{key}` applies only to Parquet targets"),
                     Some(format!(
@@ -1792,7 +1783,7 @@ fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
         }
         if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
             r.error(
-                Reader::key_span_in_text(r.src, "mode"),
+                key_path_span_in(table, "target.mode"),
                 "target.mode",
                 format!(
                     "`mode = \"{}\"` needs a database target",
@@ -1811,7 +1802,7 @@ fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
         ] {
             if set {
                 r.error(
-                    Reader::key_span_in_text(r.src, key),
+                    key_path_span_in(table, &format!("target.{key}")),
                     &format!("target.{key}"),
                     format!("`{key}` applies only to database targets"),
                     Some(format!("remove `{key}`")),
@@ -1821,7 +1812,7 @@ fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
     }
     if t.delete_missing && !matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
         r.error(
-            Reader::key_span_in_text(r.src, "delete_missing"),
+            key_path_span_in(table, "target.delete_missing"),
             "target.delete_missing",
             "`delete_missing` applies to `merge` and `scd2` loads",
             Some("`overwrite` already replaces every row; remove `delete_missing`".into()),
@@ -1839,11 +1830,7 @@ fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
 
 fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
     let path = format!("sources.{name}");
-    let entry_span = r
-        .src
-        .text
-        .find(&format!("[sources.{name}]"))
-        .map(|p| p..p + 1);
+    let entry_span = key_path_span(r.src, &path);
     if s.is_database() {
         validate_db_source(r, name, s, entry_span);
         return;
@@ -2057,12 +2044,7 @@ fn validate_db_source(
 }
 
 fn validate_checks(r: &mut Reader<'_>, c: &ChecksSpec) {
-    let span_of = |key: &str| {
-        let text = &r.src.text;
-        text.find(&format!("[checks.{key}]"))
-            .or_else(|| text.find(key))
-            .map(|s| s..s + 1)
-    };
+    let span_of = |key: &str| key_path_span(r.src, &format!("checks.{key}"));
     if let Some(v) = &c.row_count {
         let rc_span = span_of("row_count");
         if let (Some(w), Some(f)) = (v.warn_below, v.fail_below) {
@@ -2110,7 +2092,7 @@ fn validate_checks(r: &mut Reader<'_>, c: &ChecksSpec) {
             if let Some(x) = x {
                 if !(0.0..=1.0).contains(&x) {
                     r.error(
-                        q_span.clone(),
+                        span_of(&format!("quarantine_ratio.{name}")).or(q_span.clone()),
                         &format!("checks.quarantine_ratio.{name}"),
                         format!("{name} = {x} is not a fraction between 0 and 1"),
                         Some("write 0.05 for 5%".into()),

@@ -133,21 +133,33 @@ impl<'a> Reader<'a> {
                 return None;
             }
         }
-        let value = item_to_value(item.clone())?;
-        match T::deserialize(value.into_deserializer()) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let span = e.span().or(fallback_span);
-                let (message, hint) = explain_serde_error(e.message());
-                // Name the innermost table the mistake is in (`checks.quarantine_ratio`), not
-                // just the entry (`checks`).
-                let key = span
-                    .as_ref()
-                    .and_then(|s| self.table_header_before(s.start))
-                    .filter(|h| h.starts_with(key_path))
-                    .unwrap_or_else(|| key_path.to_string());
-                self.error(span, &key, message, hint);
-                None
+        let mut value = item_to_value(item.clone())?;
+        // serde stops at the first mistake; an unknown key deeper down (`[checks.row_count]`
+        // has two) is reported, taken out, and the entry read again to find the next one.
+        let mut reported = false;
+        loop {
+            let e = match T::deserialize(value.clone().into_deserializer()) {
+                Ok(v) if !reported => return Some(v),
+                Ok(_) => return None,
+                Err(e) => e,
+            };
+            let span = e.span().or(fallback_span.clone());
+            let (message, hint) = explain_serde_error(e.message());
+            // Name the innermost table the mistake is in (`checks.quarantine_ratio`), not
+            // just the entry (`checks`).
+            let key = span
+                .as_ref()
+                .and_then(|s| self.table_header_before(s.start))
+                .filter(|h| h.starts_with(key_path))
+                .unwrap_or_else(|| key_path.to_string());
+            self.error(span.clone(), &key, message, hint);
+            reported = true;
+            let unknown = first_line(e.message())
+                .strip_prefix("unknown field ")
+                .and_then(|rest| backticked(rest).into_iter().next());
+            match (unknown, e.span()) {
+                (Some(name), Some(at)) if remove_key_at(&mut value, &name, &at) => continue,
+                _ => return None,
             }
         }
     }
@@ -234,6 +246,22 @@ fn item_to_value(item: Item) -> Option<Value> {
         Item::Value(v) => Some(v),
         Item::Table(t) => Some(Value::InlineTable(t.into_inline_table())),
         Item::ArrayOfTables(a) => Some(Value::Array(a.into_array())),
+    }
+}
+
+/// Removes the key `name` whose key is written at `at` from the tables inside `value`;
+/// false when there is no such key (then nothing is removed).
+fn remove_key_at(value: &mut Value, name: &str, at: &Range<usize>) -> bool {
+    match value {
+        Value::InlineTable(t) => {
+            let here = t.key(name).and_then(|k| k.span()).as_ref() == Some(at);
+            if here {
+                return t.remove(name).is_some();
+            }
+            t.iter_mut().any(|(_, v)| remove_key_at(v, name, at))
+        }
+        Value::Array(a) => a.iter_mut().any(|v| remove_key_at(v, name, at)),
+        _ => false,
     }
 }
 
@@ -368,6 +396,25 @@ mod tests {
         assert!(got.is_none());
         assert_eq!(diags.0[0].line, 3, "{}", diags.0[0]);
         assert_eq!(diags.0[0].key, "checks.quarantine_ratio", "{}", diags.0[0]);
+    }
+
+    #[test]
+    fn every_unknown_key_of_a_nested_table_is_reported() {
+        let src = SourceText::new(
+            "job.toml",
+            "[checks.quarantine_ratio]\nwarn_abve = 0.1\nonwer = \"me\"\n".to_string(),
+        );
+        let mut diags = Diagnostics::default();
+        let mut r = Reader::new(&src, &mut diags);
+        let table = r.parse().expect("valid toml");
+        let got: Option<Checks> = r.entry("checks", &table["checks"]);
+        assert!(got.is_none());
+        let lines: Vec<usize> = diags.0.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [2, 3], "{diags}");
+        assert_eq!(
+            diags.0[0].hint.as_deref(),
+            Some("did you mean `warn_above`?")
+        );
     }
 
     #[test]
