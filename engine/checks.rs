@@ -78,14 +78,43 @@ pub fn aggregate_exprs(checks: &ChecksSpec) -> Vec<(String, String)> {
     out
 }
 
+/// A problem in a job's dataset checks: (key path, message, hint).
+pub type CheckProblem = (String, String, Option<String>);
+
 /// Checks the job's dataset checks against the model: fields exist, freshness is on a date or
-/// timestamp, SQL aggregates parse and return a number. Returns (key path, message, hint) per
-/// problem.
+/// timestamp, thresholds can be met, SQL aggregates parse and return a number. Returns every
+/// problem found.
 pub fn validate(
     ctx: &SessionContext,
     model: &CanonicalModel,
     checks: &ChecksSpec,
-) -> Vec<(String, String, Option<String>)> {
+) -> Vec<CheckProblem> {
+    let mut out = validate_fields(model, checks);
+    let Ok(schema) = DFSchema::try_from(model.arrow_schema().as_ref().clone()) else {
+        return out;
+    };
+    out.extend(validate_thresholds(checks));
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &checks.sql {
+        if !seen.insert(s.name.as_str()) {
+            out.push((
+                format!("checks.sql.{}", s.name),
+                format!("two `[[checks.sql]]` are named `{}`", s.name),
+                Some(
+                    "names identify a check in reports and the quality history; make them unique"
+                        .into(),
+                ),
+            ));
+        }
+    }
+    for s in &checks.sql {
+        out.extend(validate_sql(ctx, model, &schema, s));
+    }
+    out
+}
+
+/// The fields the checks name exist; freshness is measured on a date or timestamp.
+fn validate_fields(model: &CanonicalModel, checks: &ChecksSpec) -> Vec<CheckProblem> {
     let mut out = Vec::new();
     let names: Vec<&str> = model.fields.iter().map(|f| f.name.as_str()).collect();
     let unknown = |out: &mut Vec<_>, key: String, field: &str| {
@@ -135,9 +164,13 @@ pub fn validate(
             Some(_) => {}
         }
     }
-    let Ok(schema) = DFSchema::try_from(model.arrow_schema().as_ref().clone()) else {
-        return out;
-    };
+    out
+}
+
+/// Thresholds that can be met: at least one run for volume, no negative age for freshness,
+/// no `fail_below` above `fail_above`.
+fn validate_thresholds(checks: &ChecksSpec) -> Vec<CheckProblem> {
+    let mut out = Vec::new();
     if let Some(v) = &checks.volume {
         if v.runs == 0 {
             out.push((
@@ -188,85 +221,82 @@ pub fn validate(
             }
         }
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for s in &checks.sql {
-        if !seen.insert(s.name.as_str()) {
+    out
+}
+
+/// One `[[checks.sql]]`: a snake_case name, and an aggregate over the model's fields that
+/// plans and returns a number.
+fn validate_sql(
+    ctx: &SessionContext,
+    model: &CanonicalModel,
+    schema: &DFSchema,
+    s: &SqlCheckSpec,
+) -> Vec<CheckProblem> {
+    let mut out = Vec::new();
+    let key = format!("checks.sql.{}.expr", s.name);
+    if !crate::config::is_identifier(&s.name) {
+        out.push((
+            format!("checks.sql.{}", s.name),
+            format!("check name `{}` is not snake_case", s.name),
+            None,
+        ));
+    }
+    let expr = match ctx.parse_sql_expr(s.expr.get_ref(), schema) {
+        Ok(e)
+            if datafusion::logical_expr::utils::find_aggregate_exprs(std::slice::from_ref(&e))
+                .is_empty() =>
+        {
             out.push((
-                format!("checks.sql.{}", s.name),
-                format!("two `[[checks.sql]]` are named `{}`", s.name),
+                key,
+                format!(
+                    "check `{}` is not an aggregate: `{}` has a value per row, not one for the run",
+                    s.name,
+                    s.expr.get_ref()
+                ),
                 Some(
-                    "names identify a check in reports and the quality history; make them unique"
+                    "aggregate it, e.g. `avg(...)`, `max(...)` or `count(*) FILTER (WHERE ...)`"
                         .into(),
                 ),
             ));
+            return out;
         }
-    }
-    for s in &checks.sql {
-        if !crate::config::is_identifier(&s.name) {
+        Ok(e) => e,
+        Err(e) => {
+            let names: Vec<&str> = model.fields.iter().map(|f| f.name.as_str()).collect();
             out.push((
-                format!("checks.sql.{}", s.name),
-                format!("check name `{}` is not snake_case", s.name),
-                None,
+                key,
+                format!("in check `{}`: {}", s.name, e.strip_backtrace()),
+                Some(format!(
+                    "write an aggregate over fields: {}",
+                    names.join(", ")
+                )),
             ));
+            return out;
         }
-        let expr = match ctx.parse_sql_expr(s.expr.get_ref(), &schema) {
-            Ok(e)
-                if datafusion::logical_expr::utils::find_aggregate_exprs(std::slice::from_ref(
-                    &e,
-                ))
-                .is_empty() =>
-            {
+    };
+    let df = datafusion::datasource::MemTable::try_new(model.arrow_schema(), vec![vec![]])
+        .and_then(|t| ctx.read_table(std::sync::Arc::new(t)))
+        .and_then(|d| d.aggregate(vec![], vec![expr]));
+    match df {
+        Ok(d) => {
+            let t = d.schema().field(0).data_type().clone();
+            if !(t.is_numeric() || t.is_null()) {
                 out.push((
-                    format!("checks.sql.{}.expr", s.name),
-                    format!(
-                        "check `{}` is not an aggregate: `{}` has a value per row, not one for the run",
-                        s.name,
-                        s.expr.get_ref()
-                    ),
-                    Some("aggregate it, e.g. `avg(...)`, `max(...)` or `count(*) FILTER (WHERE ...)`".into()),
+                    key,
+                    format!("check `{}` returns {t}; thresholds need a number", s.name),
+                    Some("aggregate to a number, e.g. `avg(distance_km)` or `count(*) FILTER (WHERE ...)`".into()),
                 ));
-                continue;
             }
-            Ok(e) => e,
-            Err(e) => {
-                out.push((
-                    format!("checks.sql.{}.expr", s.name),
-                    format!("in check `{}`: {}", s.name, e.strip_backtrace()),
-                    Some(format!(
-                        "write an aggregate over fields: {}",
-                        names.join(", ")
-                    )),
-                ));
-                continue;
-            }
-        };
-        let df = datafusion::datasource::MemTable::try_new(model.arrow_schema(), vec![vec![]])
-            .and_then(|t| ctx.read_table(std::sync::Arc::new(t)))
-            .and_then(|d| d.aggregate(vec![], vec![expr]));
-        match df {
-            Ok(d) => {
-                let t = d.schema().field(0).data_type().clone();
-                if !(t.is_numeric() || t.is_null()) {
-                    out.push((
-                        format!("checks.sql.{}.expr", s.name),
-                        format!(
-                            "check `{}` returns {t}; thresholds need a number",
-                            s.name
-                        ),
-                        Some("aggregate to a number, e.g. `avg(distance_km)` or `count(*) FILTER (WHERE ...)`".into()),
-                    ));
-                }
-            }
-            Err(e) => out.push((
-                format!("checks.sql.{}.expr", s.name),
-                format!(
-                    "in check `{}`: {} (it must be an aggregate such as avg(x) or count(*))",
-                    s.name,
-                    e.strip_backtrace()
-                ),
-                None,
-            )),
         }
+        Err(e) => out.push((
+            key,
+            format!(
+                "in check `{}`: {} (it must be an aggregate such as avg(x) or count(*))",
+                s.name,
+                e.strip_backtrace()
+            ),
+            None,
+        )),
     }
     out
 }

@@ -613,17 +613,7 @@ impl FileReader<'_> {
                 .position()
                 .map_or((before_line, before_byte), |p| (p.line(), p.byte()));
             let end = reader.position().byte();
-            // The csv crate skips blank lines but reports the record from the first of them.
-            let (line, start) = {
-                let kept = kept.borrow();
-                let raw = kept.slice(start, end).unwrap_or_default();
-                let blank = raw
-                    .iter()
-                    .take_while(|b| **b == b'\n' || **b == b'\r')
-                    .count();
-                let lines = raw[..blank].iter().filter(|b| **b == b'\n').count();
-                (line + lines as u64 + line_shift, start + blank as u64)
-            };
+            let (line, start) = skip_blank_lines(&kept.borrow(), line + line_shift, start, end);
             let cut = cuts.borrow_mut().take_within(start, end.max(start + 1));
             if let Some(c) = &cut {
                 line_shift += c.lines;
@@ -637,57 +627,31 @@ impl FileReader<'_> {
                 }
             }
             row_number += 1;
-            // Fast path: one UTF-8 check for the whole record, a quote scan of its raw bytes
-            // only; the slow path (record_problem) finds what is wrong.
-            let bytes = record.as_slice();
-            let text = if record.len() != width {
-                None
-            } else if bytes.is_ascii() {
-                Some(())
-            } else {
-                // Valid UTF-8, and every field starts on a character boundary.
-                std::str::from_utf8(bytes)
-                    .ok()
-                    .filter(|all| {
-                        let mut at = 0;
-                        record.iter().all(|f| {
-                            at += f.len();
-                            all.is_char_boundary(at)
-                        })
-                    })
-                    .map(|_| ())
+            let text = well_formed_text(&record, width);
+            let raw_of = || {
+                let kept = kept.borrow();
+                trim_line_end(kept.slice(start, end).unwrap_or_default()).to_vec()
             };
-            let problem = if let Some(c) = cut {
-                Some(format!(
+            let problem = match cut {
+                Some(c) => Some(format!(
                     "the record is {} bytes, above max_record_bytes = {} (its first bytes are kept as its raw text)",
                     c.bytes, self.options.max_record_bytes
-                ))
-            } else {
-                let kept = kept.borrow();
-                let raw = trim_line_end(kept.slice(start, end).unwrap_or_default());
-                match text {
-                    Some(_) if memchr::memchr(self.options.quote, raw).is_none() => None,
-                    Some(_) => check_quoting(raw, self.options),
-                    None => record_problem(&record, raw, self.columns, self.options),
-                }
-                .map(|p| {
-                    // An unclosed quote swallows the following lines into one record.
+                )),
+                None => {
+                    let kept = kept.borrow();
+                    let raw = trim_line_end(kept.slice(start, end).unwrap_or_default());
                     let last = reader.position().line().saturating_sub(1) + line_shift;
-                    if last > line {
-                        format!("{p} (the record runs from line {line} to line {last})")
-                    } else {
-                        p
-                    }
-                })
+                    self.problem_of(&record, raw, text, line, last)
+                }
             };
             match (problem, text) {
-                (None, Some(_)) => {
+                (None, true) => {
                     // UTF-8 and field boundaries were checked above.
                     for (b, f) in batch.values.iter_mut().zip(record.iter()) {
                         b.push(f);
                     }
                 }
-                (None, None) => {
+                (None, false) => {
                     return Err(self.error(
                         line,
                         start,
@@ -700,22 +664,12 @@ impl FileReader<'_> {
                             "malformed record: {p}; set on_malformed = \"quarantine\" on this source to quarantine such records and load the rest"
                         )));
                     }
-                    let kept = kept.borrow();
-                    let raw = kept.slice(start, end).unwrap_or_default();
-                    let raw = trim_line_end(raw);
-                    let text = if raw.len() > RAW_RECORD_LIMIT {
-                        format!(
-                            "{}{TRUNCATED_MARK}{} bytes]",
-                            String::from_utf8_lossy(&raw[..RAW_RECORD_LIMIT]),
-                            raw.len()
-                        )
-                    } else {
-                        String::from_utf8_lossy(raw).into_owned()
-                    };
                     for b in &mut batch.values {
                         b.push_null();
                     }
-                    batch.malformed.push((batch.len, p, text));
+                    batch
+                        .malformed
+                        .push((batch.len, p, raw_record_text(&raw_of())));
                 }
             }
             batch.line.append_value(line as i64);
@@ -738,6 +692,32 @@ impl FileReader<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// What is wrong with a record, if anything: a quote scan of its raw bytes when its
+    /// text passed the fast check (and it has a quote at all), else the slow path
+    /// ([`record_problem`]). `last` is the line the record ends on: an unclosed quote
+    /// swallows the following lines into one record.
+    fn problem_of(
+        &self,
+        record: &csv::ByteRecord,
+        raw: &[u8],
+        text_ok: bool,
+        line: u64,
+        last: u64,
+    ) -> Option<String> {
+        let problem = if !text_ok {
+            record_problem(record, raw, self.columns, self.options)
+        } else if memchr::memchr(self.options.quote, raw).is_none() {
+            None
+        } else {
+            check_quoting(raw, self.options)
+        }?;
+        Some(if last > line {
+            format!("{problem} (the record runs from line {line} to line {last})")
+        } else {
+            problem
+        })
     }
 
     /// Later files of a source must have the header of the first (columns are by position).
@@ -793,6 +773,51 @@ impl FileReader<'_> {
         }
         RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| self.error(0, 0, format!("internal error building a batch: {e}")))
+    }
+}
+
+/// The record's line and first byte after the blank lines the csv crate skipped before it
+/// (it reports a record from the first of them).
+fn skip_blank_lines(kept: &Kept, line: u64, start: u64, end: u64) -> (u64, u64) {
+    let raw = kept.slice(start, end).unwrap_or_default();
+    let blank = raw
+        .iter()
+        .take_while(|b| **b == b'\n' || **b == b'\r')
+        .count();
+    let lines = raw[..blank].iter().filter(|b| **b == b'\n').count();
+    (line + lines as u64, start + blank as u64)
+}
+
+/// The fast check of a record: the expected number of fields, valid UTF-8 (one check for the
+/// whole record), and every field starting on a character boundary.
+fn well_formed_text(record: &csv::ByteRecord, width: usize) -> bool {
+    if record.len() != width {
+        return false;
+    }
+    let bytes = record.as_slice();
+    if bytes.is_ascii() {
+        return true;
+    }
+    std::str::from_utf8(bytes).is_ok_and(|all| {
+        let mut at = 0;
+        record.iter().all(|f| {
+            at += f.len();
+            all.is_char_boundary(at)
+        })
+    })
+}
+
+/// A malformed record's raw text as the quarantine keeps it: lossy UTF-8, cut after
+/// [`RAW_RECORD_LIMIT`] bytes with [`TRUNCATED_MARK`] and the full length.
+fn raw_record_text(raw: &[u8]) -> String {
+    if raw.len() > RAW_RECORD_LIMIT {
+        format!(
+            "{}{TRUNCATED_MARK}{} bytes]",
+            String::from_utf8_lossy(&raw[..RAW_RECORD_LIMIT]),
+            raw.len()
+        )
+    } else {
+        String::from_utf8_lossy(raw).into_owned()
     }
 }
 

@@ -31,12 +31,14 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_spanned::Spanned;
 
 use crate::config::spec::{
-    ChecksSpec, LoadMode, QuarantineSpec, SourceFormat, SourceSpec, TargetFormat, TargetSpec,
-    TestRows, TestSpec,
+    ChecksSpec, ExpectedQuarantine, LoadMode, QuarantineSpec, SourceFormat, SourceSpec,
+    TargetFormat, TargetSpec, TestRows, TestSpec,
 };
 use crate::config::{Job, Mapping, Project};
 use crate::error::{Error, Result};
+use crate::plan::CompiledJob;
 use crate::source::{InlineRow, SourceInput};
+use datafusion::arrow::record_batch::RecordBatch;
 
 /// The result of one test.
 #[derive(Debug, Clone)]
@@ -236,6 +238,44 @@ fn matches(expected: &str, actual: &str) -> bool {
 }
 
 async fn run_one(project: &Project, mapping: &Mapping, test: &TestSpec) -> Result<Vec<String>> {
+    let (inputs, mut failures) = test_inputs(mapping, test)?;
+    if !failures.is_empty() {
+        return Ok(failures);
+    }
+    let job = test_job(project, mapping);
+    let compiled = crate::plan::compile_with(project, &job, &inputs).await?;
+    let batches = compiled
+        .frame
+        .clone()
+        .collect()
+        .await
+        .map_err(|e| Error::engine(&job.name, &compiled.redactor, &e))?;
+    let outcome = TestOutput::of(&compiled, &batches)?;
+    if let Some(expect) = &test.expect {
+        failures.extend(compare_loaded(
+            expect,
+            &outcome.loaded,
+            &compiled.model.name,
+        ));
+    }
+    if let Some(expected) = &test.quarantined {
+        failures.extend(compare_quarantined(
+            expected,
+            &outcome.quarantined,
+            &compiled,
+        ));
+    }
+    Ok(failures)
+}
+
+/// The test's rows as each source's input, and what is missing or extra (a failure each).
+///
+/// # Errors
+/// [`Error::Usage`] when a source's rows cannot be read.
+fn test_inputs(
+    mapping: &Mapping,
+    test: &TestSpec,
+) -> Result<(HashMap<String, SourceInput>, Vec<String>)> {
     let mut failures = Vec::new();
     let mut inputs = HashMap::new();
     for s in mapping.source_names() {
@@ -257,146 +297,161 @@ async fn run_one(project: &Project, mapping: &Mapping, test: &TestSpec) -> Resul
             failures.push(format!("source `{s}` is not read by the mapping"));
         }
     }
-    if !failures.is_empty() {
-        return Ok(failures);
-    }
-    let job = test_job(project, mapping);
-    let compiled = crate::plan::compile_with(project, &job, &inputs).await?;
-    let batches = compiled
-        .frame
-        .clone()
-        .collect()
-        .await
-        .map_err(|e| Error::engine(&job.name, &compiled.redactor, &e))?;
-    let format = FormatOptions::default().with_null("NULL");
-    let names: Vec<&str> = compiled
-        .model
-        .fields
-        .iter()
-        .map(|f| f.name.as_str())
-        .collect();
-    // (line, values): the plan may reorder rows, the expectation is in source order.
-    let mut loaded: Vec<(i64, BTreeMap<String, String>)> = Vec::new();
-    let mut quarantined: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
-    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        let c = crate::run::classify(&compiled, batch);
-        let keep = datafusion::arrow::array::BooleanArray::new(!&c.removed, None);
-        let cols = compiled
-            .layout
-            .canonical
+    Ok((inputs, failures))
+}
+
+/// What a test's plan did with its rows.
+struct TestOutput {
+    /// Loaded rows in source-line order, each field's value as text (`NULL` for null).
+    loaded: Vec<BTreeMap<String, String>>,
+    /// Rejected rows by line, with the rules each failed.
+    quarantined: BTreeMap<i64, BTreeSet<String>>,
+}
+
+impl TestOutput {
+    /// Splits the plan's output as a run would.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when a column cannot be filtered or formatted.
+    fn of(compiled: &CompiledJob, batches: &[RecordBatch]) -> Result<TestOutput> {
+        let format = FormatOptions::default().with_null("NULL");
+        let names: Vec<&str> = compiled
+            .model
+            .fields
             .iter()
-            .map(|i| filter(batch.column(*i), &keep))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let fmts = cols
-            .iter()
-            .map(|a| ArrayFormatter::try_new(a.as_ref(), &format))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let lines = batch
-            .column(compiled.layout.line)
-            .as_any()
-            .downcast_ref::<Int64Array>();
-        let kept_lines: Vec<i64> = keep
-            .values()
-            .set_indices()
-            .map(|i| lines.filter(|l| l.is_valid(i)).map_or(0, |l| l.value(i)))
+            .map(|f| f.name.as_str())
             .collect();
-        for (row, line) in kept_lines.into_iter().enumerate() {
-            loaded.push((
-                line,
-                names
+        // (line, values): the plan may reorder rows, the expectation is in source order.
+        let mut loaded: Vec<(i64, BTreeMap<String, String>)> = Vec::new();
+        let mut quarantined: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            let c = crate::run::classify(compiled, batch);
+            let keep = datafusion::arrow::array::BooleanArray::new(!&c.removed, None);
+            let cols = compiled
+                .layout
+                .canonical
+                .iter()
+                .map(|i| filter(batch.column(*i), &keep))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let fmts = cols
+                .iter()
+                .map(|a| ArrayFormatter::try_new(a.as_ref(), &format))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let lines = batch
+                .column(compiled.layout.line)
+                .as_any()
+                .downcast_ref::<Int64Array>();
+            let line_of = |i: usize| lines.filter(|l| l.is_valid(i)).map_or(0, |l| l.value(i));
+            for (row, i) in keep.values().set_indices().enumerate() {
+                let values = names
                     .iter()
                     .zip(&fmts)
                     .map(|(n, f)| (n.to_string(), f.value(row).to_string()))
-                    .collect(),
-            ));
-        }
-        for row in c.any.set_indices() {
-            let line = lines
-                .filter(|l| l.is_valid(row))
-                .map_or(0, |l| l.value(row));
-            let failed = compiled
-                .rules
-                .iter()
-                .zip(&c.flag_values)
-                .filter(|(_, f)| f.value(row))
-                .map(|(r, _)| r.name.clone())
-                .collect();
-            quarantined.insert(line, failed);
-        }
-    }
-    loaded.sort_by_key(|(line, _)| *line);
-    let loaded: Vec<BTreeMap<String, String>> = loaded.into_iter().map(|(_, r)| r).collect();
-    if let Some(expect) = &test.expect {
-        if expect.len() != loaded.len() {
-            failures.push(format!(
-                "expected {} loaded row(s), got {}",
-                expect.len(),
-                loaded.len()
-            ));
-        }
-        for (i, (want, got)) in expect.iter().zip(&loaded).enumerate() {
-            for (field, value) in want {
-                let want = expected_text(value);
-                match got.get(field) {
-                    None => failures.push(format!(
-                        "row {}: `{field}` is not a field of model `{}`",
-                        i + 1,
-                        compiled.model.name
-                    )),
-                    Some(g) if !matches(&want, g) => {
-                        failures.push(format!("row {}, {field}: expected {want}, got {g}", i + 1))
-                    }
-                    Some(_) => {}
-                }
+                    .collect();
+                loaded.push((line_of(i), values));
+            }
+            for row in c.any.set_indices() {
+                let failed = compiled
+                    .rules
+                    .iter()
+                    .zip(&c.flag_values)
+                    .filter(|(_, f)| f.value(row))
+                    .map(|(r, _)| r.name.clone())
+                    .collect();
+                quarantined.insert(line_of(row), failed);
             }
         }
+        loaded.sort_by_key(|(line, _)| *line);
+        Ok(TestOutput {
+            loaded: loaded.into_iter().map(|(_, r)| r).collect(),
+            quarantined,
+        })
     }
-    if let Some(expected) = &test.quarantined {
-        for q in expected {
-            for rule in &q.rules {
-                if !compiled.rules.iter().any(|r| &r.name == rule) {
-                    let names: Vec<&str> = compiled.rules.iter().map(|r| r.name.as_str()).collect();
-                    failures.push(format!(
-                        "line {}: no rule named `{rule}`{}",
-                        q.line,
-                        match crate::diagnostic::did_you_mean(rule, names.iter().copied()) {
-                            Some(s) => format!(" (did you mean `{s}`?)"),
-                            None => String::new(),
-                        }
-                    ));
-                }
-            }
-        }
-        let want: BTreeMap<i64, BTreeSet<String>> = expected
-            .iter()
-            .map(|q| (q.line, q.rules.iter().cloned().collect()))
-            .collect();
-        for (line, rules) in &want {
-            match quarantined.get(line) {
+}
+
+/// Differences between the expected loaded rows and the loaded ones (only the fields the
+/// expectation names are compared).
+fn compare_loaded(
+    expect: &[serde_json::Map<String, serde_json::Value>],
+    loaded: &[BTreeMap<String, String>],
+    model: &str,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    if expect.len() != loaded.len() {
+        failures.push(format!(
+            "expected {} loaded row(s), got {}",
+            expect.len(),
+            loaded.len()
+        ));
+    }
+    for (i, (want, got)) in expect.iter().zip(loaded).enumerate() {
+        for (field, value) in want {
+            let want = expected_text(value);
+            match got.get(field) {
                 None => failures.push(format!(
-                    "line {line}: expected quarantined by [{}], but it was not quarantined",
-                    join(rules)
+                    "row {}: `{field}` is not a field of model `{model}`",
+                    i + 1
                 )),
-                Some(got) if got != rules => failures.push(format!(
-                    "line {line}: expected rules [{}], got [{}]",
-                    join(rules),
-                    join(got)
-                )),
+                Some(g) if !matches(&want, g) => {
+                    failures.push(format!("row {}, {field}: expected {want}, got {g}", i + 1))
+                }
                 Some(_) => {}
             }
         }
-        for (line, rules) in &quarantined {
-            if !want.contains_key(line) {
-                failures.push(format!(
-                    "line {line}: quarantined by [{}], not expected",
-                    join(rules)
-                ));
-            }
+    }
+    failures
+}
+
+/// Differences between the expected quarantined lines (with their rules) and the actual
+/// ones; an expected rule the mapping does not have is a failure too.
+fn compare_quarantined(
+    expected: &[ExpectedQuarantine],
+    quarantined: &BTreeMap<i64, BTreeSet<String>>,
+    compiled: &CompiledJob,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let names: Vec<&str> = compiled.rules.iter().map(|r| r.name.as_str()).collect();
+    for q in expected {
+        for rule in q.rules.iter().filter(|r| !names.contains(&r.as_str())) {
+            failures.push(format!(
+                "line {}: no rule named `{rule}`{}",
+                q.line,
+                match crate::diagnostic::did_you_mean(rule, names.iter().copied()) {
+                    Some(s) => format!(" (did you mean `{s}`?)"),
+                    None => String::new(),
+                }
+            ));
         }
     }
-    Ok(failures)
+    let want: BTreeMap<i64, BTreeSet<String>> = expected
+        .iter()
+        .map(|q| (q.line, q.rules.iter().cloned().collect()))
+        .collect();
+    for (line, rules) in &want {
+        match quarantined.get(line) {
+            None => failures.push(format!(
+                "line {line}: expected quarantined by [{}], but it was not quarantined",
+                join(rules)
+            )),
+            Some(got) if got != rules => failures.push(format!(
+                "line {line}: expected rules [{}], got [{}]",
+                join(rules),
+                join(got)
+            )),
+            Some(_) => {}
+        }
+    }
+    for (line, rules) in quarantined {
+        if !want.contains_key(line) {
+            failures.push(format!(
+                "line {line}: quarantined by [{}], not expected",
+                join(rules)
+            ));
+        }
+    }
+    failures
 }
 
 fn join(s: &BTreeSet<String>) -> String {

@@ -410,7 +410,7 @@ pub async fn scan(
     use crate::source::{ident_col, DRIVING_ROW_COLUMN, FILE_COLUMN, LINE_COLUMN};
     use datafusion::functions_window::expr_fn::row_number;
     use datafusion::logical_expr::{cast, col, lit};
-    use extract::{CursorKind, CursorRange, CursorValue, Relation};
+    use extract::Relation;
 
     let conn_name = spec
         .connection
@@ -436,116 +436,13 @@ pub async fn scan(
     };
     let src_err = |m: String| Error::source(name, &shown, m);
 
-    // The cursor and this run's range.
-    let mut cursor = None;
-    let mut range = None;
-    let mut previous = None;
-    if let Some(inc) = &spec.incremental {
-        let column = inc.column.get_ref();
-        let idx = columns
-            .iter()
-            .position(|c| &c.name == column)
-            .ok_or_else(|| {
-                let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                src_err(format!(
-                    "the incremental column `{column}` is not a column of the source (columns: {})",
-                    names.join(", ")
-                ))
-            })?;
-        let kind = CursorKind::of(&columns[idx].data_type).ok_or_else(|| {
-            src_err(format!(
-                "the incremental column `{column}` is {}, but a cursor must be a timestamp, date or integer column",
-                columns[idx].db_type
-            ))
-        })?;
-        cursor = Some((idx, kind));
-        // A lookback of the wrong kind is an error now, not on the run after the first.
-        if let Some(lb) = &inc.lookback {
-            let zero = match kind {
-                CursorKind::Integer => CursorValue::Int(0),
-                CursorKind::Timestamp { .. } => CursorValue::Micros(0),
-                CursorKind::Date => CursorValue::Days(0),
-            };
-            zero.minus(lb.get_ref()).map_err(src_err)?;
+    let (cursor, range, previous) = match &spec.incremental {
+        Some(inc) => {
+            let planned = plan_cursor(project, job, name, inc, &columns, mode, &src_err)?;
+            (Some(planned.cursor), Some(planned.range), planned.previous)
         }
-        let db_type = columns[idx].db_type.clone();
-        let mk = |lower, upper, why: String| CursorRange {
-            column: column.clone(),
-            db_type: db_type.clone(),
-            lower,
-            upper,
-            why,
-        };
-        let store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
-        let stored = store.watermark(job, name)?;
-        if let (Some(w), false) = (&stored, *mode == ExtractMode::FullRefresh) {
-            if &w.cursor_column != column {
-                return Err(src_err(format!(
-                    "the stored watermark ({}, run {}) is a value of column `{}`, but the incremental column is now `{column}`; run once with --full-refresh to start over",
-                    w.value, w.run_id, w.cursor_column
-                )));
-            }
-        }
-        if let Some(w) = &stored {
-            previous = CursorValue::parse(&w.value, kind).ok();
-        }
-        range = match mode {
-            ExtractMode::FullRefresh => Some(mk(
-                None,
-                None,
-                "--full-refresh: every row is read; the watermark is set from them".into(),
-            )),
-            ExtractMode::Backfill { from, to } => {
-                let from_v =
-                    CursorValue::parse(from, kind).map_err(|e| src_err(format!("--from: {e}")))?;
-                let to_v =
-                    CursorValue::parse(to, kind).map_err(|e| src_err(format!("--to: {e}")))?;
-                if to_v <= from_v {
-                    return Err(src_err(format!(
-                        "--to ({to}) must be after --from ({from}): a backfill reads from <= {column} < to"
-                    )));
-                }
-                Some(mk(
-                    Some((from_v, true)),
-                    Some((to_v, false)),
-                    format!("backfill {from} <= {column} < {to}; the watermark does not move"),
-                ))
-            }
-            ExtractMode::Incremental => match stored {
-                None => Some(mk(
-                    None,
-                    None,
-                    "no watermark yet (first run): every row is read".into(),
-                )),
-                Some(w) => {
-                    let wv = CursorValue::parse(&w.value, kind).map_err(|e| {
-                            src_err(format!(
-                                "the stored watermark does not fit the column any more ({e}); run with --full-refresh"
-                            ))
-                        })?;
-                    let (lower, why) = match &inc.lookback {
-                        Some(lb) => {
-                            let v = wv.minus(lb.get_ref()).map_err(src_err)?;
-                            let lb_text = match lb.get_ref() {
-                                crate::config::spec::Lookback::Number(n) => n.to_string(),
-                                crate::config::spec::Lookback::Duration(d) => d.clone(),
-                            };
-                            (
-                                v,
-                                format!(
-                                    "watermark {} (run {}) minus lookback {lb_text}",
-                                    wv.to_text(),
-                                    w.run_id
-                                ),
-                            )
-                        }
-                        None => (wv, format!("watermark {} (run {})", wv.to_text(), w.run_id)),
-                    };
-                    Some(mk(Some((lower, false)), None, why))
-                }
-            },
-        };
-    }
+        None => (None, None, None),
+    };
 
     let ext = Arc::new(extract::Extraction {
         source: name.to_string(),
@@ -593,4 +490,154 @@ pub async fn scan(
         records: Some(ext.rows.clone()),
     };
     Ok((scanned, ext))
+}
+
+/// An incremental source's cursor and the range this run reads.
+struct PlannedCursor {
+    /// The cursor column's position and kind.
+    cursor: (usize, extract::CursorKind),
+    /// The range of cursor values this run reads, and why.
+    range: extract::CursorRange,
+    /// The stored watermark, if any (the run's new one must not move below it).
+    previous: Option<extract::CursorValue>,
+}
+
+/// Plans the cursor of an incremental source: the column must exist and be a timestamp,
+/// date or integer; the lookback must fit its kind; the stored watermark must be a value of
+/// this column. The range is every row (first run, `--full-refresh`), `from <= c < to` for a
+/// backfill, or above the watermark minus the lookback.
+///
+/// # Errors
+/// [`Error::Source`] for each of those mismatches, or an unreadable state store.
+#[allow(clippy::too_many_arguments)]
+fn plan_cursor(
+    project: &Project,
+    job: &str,
+    name: &str,
+    inc: &crate::config::spec::IncrementalSpec,
+    columns: &[DbColumn],
+    mode: &ExtractMode,
+    src_err: &dyn Fn(String) -> Error,
+) -> Result<PlannedCursor> {
+    use extract::{CursorKind, CursorValue};
+    let column = inc.column.get_ref();
+    let idx = columns
+        .iter()
+        .position(|c| &c.name == column)
+        .ok_or_else(|| {
+            let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            src_err(format!(
+                "the incremental column `{column}` is not a column of the source (columns: {})",
+                names.join(", ")
+            ))
+        })?;
+    let kind = CursorKind::of(&columns[idx].data_type).ok_or_else(|| {
+        src_err(format!(
+            "the incremental column `{column}` is {}, but a cursor must be a timestamp, date or integer column",
+            columns[idx].db_type
+        ))
+    })?;
+    // A lookback of the wrong kind is an error now, not on the run after the first.
+    if let Some(lb) = &inc.lookback {
+        let zero = match kind {
+            CursorKind::Integer => CursorValue::Int(0),
+            CursorKind::Timestamp { .. } => CursorValue::Micros(0),
+            CursorKind::Date => CursorValue::Days(0),
+        };
+        zero.minus(lb.get_ref()).map_err(src_err)?;
+    }
+    let store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let stored = store.watermark(job, name)?;
+    if let (Some(w), false) = (&stored, *mode == ExtractMode::FullRefresh) {
+        if &w.cursor_column != column {
+            return Err(src_err(format!(
+                "the stored watermark ({}, run {}) is a value of column `{}`, but the incremental column is now `{column}`; run once with --full-refresh to start over",
+                w.value, w.run_id, w.cursor_column
+            )));
+        }
+    }
+    let previous = stored
+        .as_ref()
+        .and_then(|w| CursorValue::parse(&w.value, kind).ok());
+    let (lower, upper, why) = cursor_bounds(inc, kind, stored.as_ref(), mode, src_err)?;
+    let range = extract::CursorRange {
+        column: column.clone(),
+        db_type: columns[idx].db_type.clone(),
+        lower,
+        upper,
+        why,
+    };
+    Ok(PlannedCursor {
+        cursor: (idx, kind),
+        range,
+        previous,
+    })
+}
+
+/// A cursor bound: the value and whether it is included.
+type Bound = Option<(extract::CursorValue, bool)>;
+
+/// The lower and upper bounds this run reads, and why (shown by `sluice plan`).
+fn cursor_bounds(
+    inc: &crate::config::spec::IncrementalSpec,
+    kind: extract::CursorKind,
+    stored: Option<&crate::state::StoredWatermark>,
+    mode: &ExtractMode,
+    src_err: &dyn Fn(String) -> Error,
+) -> Result<(Bound, Bound, String)> {
+    use extract::CursorValue;
+    let column = inc.column.get_ref();
+    match (mode, stored) {
+        (ExtractMode::FullRefresh, _) => Ok((
+            None,
+            None,
+            "--full-refresh: every row is read; the watermark is set from them".into(),
+        )),
+        (ExtractMode::Backfill { from, to }, _) => {
+            let from_v =
+                CursorValue::parse(from, kind).map_err(|e| src_err(format!("--from: {e}")))?;
+            let to_v = CursorValue::parse(to, kind).map_err(|e| src_err(format!("--to: {e}")))?;
+            if to_v <= from_v {
+                return Err(src_err(format!(
+                    "--to ({to}) must be after --from ({from}): a backfill reads from <= {column} < to"
+                )));
+            }
+            Ok((
+                Some((from_v, true)),
+                Some((to_v, false)),
+                format!("backfill {from} <= {column} < {to}; the watermark does not move"),
+            ))
+        }
+        (ExtractMode::Incremental, None) => Ok((
+            None,
+            None,
+            "no watermark yet (first run): every row is read".into(),
+        )),
+        (ExtractMode::Incremental, Some(w)) => {
+            let wv = CursorValue::parse(&w.value, kind).map_err(|e| {
+                src_err(format!(
+                    "the stored watermark does not fit the column any more ({e}); run with --full-refresh"
+                ))
+            })?;
+            let (lower, why) = match &inc.lookback {
+                Some(lb) => {
+                    let v = wv.minus(lb.get_ref()).map_err(src_err)?;
+                    let lb_text = match lb.get_ref() {
+                        crate::config::spec::Lookback::Number(n) => n.to_string(),
+                        crate::config::spec::Lookback::Duration(d) => d.clone(),
+                    };
+                    (
+                        v,
+                        format!(
+                            "watermark {} (run {}) minus lookback {lb_text}",
+                            wv.to_text(),
+                            w.run_id
+                        ),
+                    )
+                }
+                None => (wv, format!("watermark {} (run {})", wv.to_text(), w.run_id)),
+            };
+            Ok((Some((lower, false)), None, why))
+        }
+    }
 }

@@ -864,204 +864,44 @@ impl MyLoad {
     /// # Errors
     /// [`Error::Connection`] or [`Error::Target`] (duplicate keys); the table is as before.
     pub async fn commit(mut self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
-        let c = self.connector.clone();
         let d = Dialect::Mysql;
-        let what = format!("committing {}", t.table);
-        let err = |e: mysql_async::Error| error(&c, &what, &e);
-        let target = t.table.quoted(d);
-        let stage = self.stage.quoted(d);
-        let cols = self.columns.clone();
+        let sql = CommitSql {
+            c: &self.connector,
+            t,
+            target: t.table.quoted(d),
+            stage: self.stage.quoted(d),
+            cols: self.columns.clone(),
+            on: super::sink::key_join(d, "s", "t", &t.key),
+            record_sql: super::runs::upsert_sql(d, &t.table),
+            record_params: (
+                run.job.clone(),
+                run.target.clone(),
+                run.run_id.clone(),
+                run.record.clone(),
+            ),
+        };
         let conn = &mut self.my.conn;
-        let mut stats = LoadStats::default();
-        let record_sql = super::runs::upsert_sql(d, &t.table);
-        let record_params = (
-            run.job.clone(),
-            run.target.clone(),
-            run.run_id.clone(),
-            run.record.clone(),
-        );
         if t.mode != LoadMode::Append {
             // The staged rows are in; make them durable before the swap.
-            conn.query_drop("COMMIT").await.map_err(err)?;
+            conn.query_drop("COMMIT").await.map_err(|e| sql.err(e))?;
         }
         if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
-            let key = t.key_list(d);
-            let dups: Option<i64> = conn
-                .query_first(format!(
-                    "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {key} HAVING count(*) > 1) d"
-                ))
-                .await
-                .map_err(err)?;
-            if let Some(n) = dups.filter(|n| *n > 0) {
-                let _ = conn
-                    .query_drop(format!("DROP TABLE IF EXISTS {stage}"))
-                    .await;
-                return Err(super::sink::duplicate_keys(t, n as u64));
-            }
+            sql.refuse_duplicate_keys(conn).await?;
         }
-        let on = super::sink::key_join(d, "s", "t", &t.key);
-        match t.mode {
+        let stats = match t.mode {
             LoadMode::Append => {
-                conn.exec_drop(&record_sql, record_params)
-                    .await
-                    .map_err(err)?;
-                crate::commit::crash_point("before_publish");
-                conn.query_drop("COMMIT")
-                    .await
-                    .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
-                crate::commit::crash_point("after_publish");
-                stats.inserted = self.rows;
-            }
-            LoadMode::Overwrite => {
-                let before: Option<i64> = conn
-                    .query_first(format!("SELECT count(*) FROM {target}"))
-                    .await
-                    .map_err(err)?;
-                // The new table is built like the target (keys, types), filled, then swapped
-                // in by one atomic RENAME.
-                let next = t.table.sibling("__sluice_next").quoted(d);
-                let old = t.table.sibling("__sluice_old").quoted(d);
-                conn.query_drop(format!("DROP TABLE IF EXISTS {next}, {old}"))
-                    .await
-                    .map_err(err)?;
-                conn.query_drop(format!("CREATE TABLE {next} LIKE {target}"))
-                    .await
-                    .map_err(err)?;
-                conn.query_drop(format!(
-                    "INSERT INTO {next} ({cols}) SELECT {cols} FROM {stage}"
-                ))
-                .await
-                .map_err(err)?;
-                stats.inserted = conn.affected_rows();
-                conn.query_drop(format!(
-                    "RENAME TABLE {target} TO {old}, {next} TO {target}"
-                ))
-                .await
-                .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
-                // RENAME is not transactional: the record follows it (an overwrite loaded
-                // twice leaves the same table).
-                conn.exec_drop(&record_sql, record_params)
-                    .await
-                    .map_err(err)?;
-                conn.query_drop(format!("DROP TABLE IF EXISTS {old}"))
-                    .await
-                    .map_err(err)?;
-                stats.deleted = before.unwrap_or(0) as u64;
-            }
-            LoadMode::Merge => {
-                let matched: Option<i64> = conn
-                    .query_first(format!(
-                        "SELECT count(*) FROM {stage} s JOIN {target} t ON {on}"
-                    ))
-                    .await
-                    .map_err(err)?;
-                let non_key: Vec<String> = t
-                    .staged
-                    .iter()
-                    .filter(|col| !t.key.contains(&col.name))
-                    .map(|col| d.quote(&col.name))
-                    .collect();
-                let first_key = d.quote(&t.key[0]);
-                let update = if non_key.is_empty() {
-                    format!("{first_key} = {first_key}")
-                } else {
-                    non_key
-                        .iter()
-                        .map(|q| format!("{q} = VALUES({q})"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                conn.query_drop("START TRANSACTION").await.map_err(err)?;
-                conn.query_drop(format!(
-                    "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} ON DUPLICATE KEY UPDATE {update}"
-                ))
-                .await
-                .map_err(err)?;
-                // Affected rows: 1 per insert, 2 per changed row, 0 per unchanged row.
-                let affected = conn.affected_rows();
-                stats.inserted = self.rows.saturating_sub(matched.unwrap_or(0) as u64);
-                stats.updated = affected.saturating_sub(stats.inserted) / 2;
-                if t.delete_missing {
-                    conn.query_drop(format!(
-                        "DELETE t FROM {target} t LEFT JOIN {stage} s ON {on} WHERE s.{first_key} IS NULL"
-                    ))
-                    .await
-                    .map_err(err)?;
-                    stats.deleted = conn.affected_rows();
+                sql.record_and_commit(conn).await?;
+                LoadStats {
+                    inserted: self.rows,
+                    ..Default::default()
                 }
-                conn.exec_drop(&record_sql, record_params)
-                    .await
-                    .map_err(err)?;
-                crate::commit::crash_point("before_publish");
-                conn.query_drop("COMMIT")
-                    .await
-                    .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
-                crate::commit::crash_point("after_publish");
             }
-            LoadMode::Scd2 => {
-                let started = Value::Date(
-                    t.started.year() as u16,
-                    t.started.month() as u8,
-                    t.started.day() as u8,
-                    t.started.hour() as u8,
-                    t.started.minute() as u8,
-                    t.started.second() as u8,
-                    t.started.timestamp_subsec_micros(),
-                );
-                let (vf, vt, cur, hash) = (
-                    d.quote(super::sink::VALID_FROM),
-                    d.quote(super::sink::VALID_TO),
-                    d.quote(super::sink::IS_CURRENT),
-                    d.quote(super::sink::ROW_HASH),
-                );
-                let first_key = d.quote(&t.key[0]);
-                conn.query_drop("START TRANSACTION").await.map_err(err)?;
-                conn.exec_drop(
-                    format!(
-                        "UPDATE {target} t JOIN {stage} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
-                         WHERE t.{cur} = 1 AND t.{hash} <> s.{hash}"
-                    ),
-                    vec![started.clone()],
-                )
-                .await
-                .map_err(err)?;
-                stats.updated = conn.affected_rows();
-                if t.delete_missing {
-                    conn.exec_drop(
-                        format!(
-                            "UPDATE {target} t LEFT JOIN {stage} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
-                             WHERE t.{cur} = 1 AND s.{first_key} IS NULL"
-                        ),
-                        vec![started.clone()],
-                    )
-                    .await
-                    .map_err(err)?;
-                    stats.deleted = conn.affected_rows();
-                }
-                let s_cols = t.staged_of(d, "s");
-                conn.exec_drop(
-                    format!(
-                        "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) SELECT {}, ?, NULL, 1 \
-                         FROM {stage} s LEFT JOIN {target} t ON {on} AND t.{cur} = 1 WHERE t.{first_key} IS NULL",
-                        s_cols
-                    ),
-                    vec![started],
-                )
-                .await
-                .map_err(err)?;
-                stats.inserted = conn.affected_rows();
-                conn.exec_drop(&record_sql, record_params)
-                    .await
-                    .map_err(err)?;
-                crate::commit::crash_point("before_publish");
-                conn.query_drop("COMMIT")
-                    .await
-                    .map_err(|e| super::postgres::commit_unknown(&c, &t.shown(), &e.to_string()))?;
-                crate::commit::crash_point("after_publish");
-            }
-        }
+            LoadMode::Overwrite => sql.overwrite(conn).await?,
+            LoadMode::Merge => sql.merge(conn, self.rows).await?,
+            LoadMode::Scd2 => sql.scd2(conn).await?,
+        };
         let _ = conn
-            .query_drop(format!("DROP TABLE IF EXISTS {stage}"))
+            .query_drop(format!("DROP TABLE IF EXISTS {}", sql.stage))
             .await;
         let _ = conn
             .exec_drop("SELECT RELEASE_LOCK(?)", (self.lock.clone(),))
@@ -1090,6 +930,226 @@ impl MyLoad {
             .conn
             .exec_drop("SELECT RELEASE_LOCK(?)", (self.lock.clone(),))
             .await;
+    }
+}
+
+/// The statements of one MySQL/MariaDB commit, per load mode. Each mode ends with the run's
+/// record in the same transaction as its changes (overwrite: right after the atomic
+/// `RENAME`, which MySQL cannot roll back).
+struct CommitSql<'a> {
+    c: &'a Connector,
+    t: &'a DbTarget,
+    /// The target table, quoted.
+    target: String,
+    /// The staging table, quoted.
+    stage: String,
+    /// The staged columns, quoted, comma-separated.
+    cols: String,
+    /// `s.k = t.k AND ...` over the model's key.
+    on: String,
+    record_sql: String,
+    record_params: (String, String, String, String),
+}
+
+impl CommitSql<'_> {
+    /// A statement failed before anything was published.
+    fn err(&self, e: mysql_async::Error) -> Error {
+        error(self.c, &format!("committing {}", self.t.table), &e)
+    }
+
+    /// The connection failed during the COMMIT (or the RENAME) itself.
+    fn unknown(&self, e: mysql_async::Error) -> Error {
+        super::postgres::commit_unknown(self.c, &self.t.shown(), &e.to_string())
+    }
+
+    /// Writes the run's record (the load's facts, by run id).
+    async fn record(&self, conn: &mut Conn) -> Result<()> {
+        conn.exec_drop(&self.record_sql, self.record_params.clone())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Writes the run's record and commits the transaction, between the crash points.
+    async fn record_and_commit(&self, conn: &mut Conn) -> Result<()> {
+        self.record(conn).await?;
+        crate::commit::crash_point("before_publish");
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| self.unknown(e))?;
+        crate::commit::crash_point("after_publish");
+        Ok(())
+    }
+
+    /// Merge and SCD2 need one staged row per key.
+    async fn refuse_duplicate_keys(&self, conn: &mut Conn) -> Result<()> {
+        let key = self.t.key_list(Dialect::Mysql);
+        let stage = &self.stage;
+        let dups: Option<i64> = conn
+            .query_first(format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {key} HAVING count(*) > 1) d"
+            ))
+            .await
+            .map_err(|e| self.err(e))?;
+        if let Some(n) = dups.filter(|n| *n > 0) {
+            let _ = conn
+                .query_drop(format!("DROP TABLE IF EXISTS {stage}"))
+                .await;
+            return Err(super::sink::duplicate_keys(self.t, n as u64));
+        }
+        Ok(())
+    }
+
+    /// A new table built like the target, filled from the stage, swapped in by one atomic
+    /// `RENAME`.
+    async fn overwrite(&self, conn: &mut Conn) -> Result<LoadStats> {
+        let d = Dialect::Mysql;
+        let (target, stage, cols) = (&self.target, &self.stage, &self.cols);
+        let before: Option<i64> = conn
+            .query_first(format!("SELECT count(*) FROM {target}"))
+            .await
+            .map_err(|e| self.err(e))?;
+        let next = self.t.table.sibling("__sluice_next").quoted(d);
+        let old = self.t.table.sibling("__sluice_old").quoted(d);
+        for statement in [
+            format!("DROP TABLE IF EXISTS {next}, {old}"),
+            format!("CREATE TABLE {next} LIKE {target}"),
+            format!("INSERT INTO {next} ({cols}) SELECT {cols} FROM {stage}"),
+        ] {
+            conn.query_drop(statement).await.map_err(|e| self.err(e))?;
+        }
+        let inserted = conn.affected_rows();
+        conn.query_drop(format!(
+            "RENAME TABLE {target} TO {old}, {next} TO {target}"
+        ))
+        .await
+        .map_err(|e| self.unknown(e))?;
+        // RENAME is not transactional: the record follows it (an overwrite loaded twice
+        // leaves the same table).
+        self.record(conn).await?;
+        conn.query_drop(format!("DROP TABLE IF EXISTS {old}"))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(LoadStats {
+            inserted,
+            deleted: before.unwrap_or(0) as u64,
+            ..Default::default()
+        })
+    }
+
+    /// Upsert by key (`ON DUPLICATE KEY UPDATE`); with `delete_missing`, target rows whose
+    /// key was not staged are deleted.
+    async fn merge(&self, conn: &mut Conn, rows: u64) -> Result<LoadStats> {
+        let d = Dialect::Mysql;
+        let (target, stage, cols, on) = (&self.target, &self.stage, &self.cols, &self.on);
+        let mut stats = LoadStats::default();
+        let matched: Option<i64> = conn
+            .query_first(format!(
+                "SELECT count(*) FROM {stage} s JOIN {target} t ON {on}"
+            ))
+            .await
+            .map_err(|e| self.err(e))?;
+        let non_key: Vec<String> = self
+            .t
+            .staged
+            .iter()
+            .filter(|col| !self.t.key.contains(&col.name))
+            .map(|col| d.quote(&col.name))
+            .collect();
+        let first_key = d.quote(&self.t.key[0]);
+        let update = if non_key.is_empty() {
+            format!("{first_key} = {first_key}")
+        } else {
+            non_key
+                .iter()
+                .map(|q| format!("{q} = VALUES({q})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        conn.query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| self.err(e))?;
+        conn.query_drop(format!(
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} ON DUPLICATE KEY UPDATE {update}"
+        ))
+        .await
+        .map_err(|e| self.err(e))?;
+        // Affected rows: 1 per insert, 2 per changed row, 0 per unchanged row.
+        let affected = conn.affected_rows();
+        stats.inserted = rows.saturating_sub(matched.unwrap_or(0) as u64);
+        stats.updated = affected.saturating_sub(stats.inserted) / 2;
+        if self.t.delete_missing {
+            conn.query_drop(format!(
+                "DELETE t FROM {target} t LEFT JOIN {stage} s ON {on} WHERE s.{first_key} IS NULL"
+            ))
+            .await
+            .map_err(|e| self.err(e))?;
+            stats.deleted = conn.affected_rows();
+        }
+        self.record_and_commit(conn).await?;
+        Ok(stats)
+    }
+
+    /// Type 2 history: the current version of a changed key is closed (`valid_to` = run
+    /// start), a new version inserted; with `delete_missing`, keys not staged are closed.
+    async fn scd2(&self, conn: &mut Conn) -> Result<LoadStats> {
+        let d = Dialect::Mysql;
+        let (target, stage, cols, on) = (&self.target, &self.stage, &self.cols, &self.on);
+        let mut stats = LoadStats::default();
+        let s = self.t.started;
+        let started = Value::Date(
+            s.year() as u16,
+            s.month() as u8,
+            s.day() as u8,
+            s.hour() as u8,
+            s.minute() as u8,
+            s.second() as u8,
+            s.timestamp_subsec_micros(),
+        );
+        let (vf, vt, cur, hash) = (
+            d.quote(super::sink::VALID_FROM),
+            d.quote(super::sink::VALID_TO),
+            d.quote(super::sink::IS_CURRENT),
+            d.quote(super::sink::ROW_HASH),
+        );
+        let first_key = d.quote(&self.t.key[0]);
+        conn.query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| self.err(e))?;
+        conn.exec_drop(
+            format!(
+                "UPDATE {target} t JOIN {stage} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
+                 WHERE t.{cur} = 1 AND t.{hash} <> s.{hash}"
+            ),
+            vec![started.clone()],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        stats.updated = conn.affected_rows();
+        if self.t.delete_missing {
+            conn.exec_drop(
+                format!(
+                    "UPDATE {target} t LEFT JOIN {stage} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
+                     WHERE t.{cur} = 1 AND s.{first_key} IS NULL"
+                ),
+                vec![started.clone()],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+            stats.deleted = conn.affected_rows();
+        }
+        let s_cols = self.t.staged_of(d, "s");
+        conn.exec_drop(
+            format!(
+                "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) SELECT {s_cols}, ?, NULL, 1 \
+                 FROM {stage} s LEFT JOIN {target} t ON {on} AND t.{cur} = 1 WHERE t.{first_key} IS NULL"
+            ),
+            vec![started],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        stats.inserted = conn.affected_rows();
+        self.record_and_commit(conn).await?;
+        Ok(stats)
     }
 }
 

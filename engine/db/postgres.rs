@@ -755,6 +755,139 @@ pub async fn read_run_record(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// Upsert by key (`INSERT ... ON CONFLICT`; a row whose values are unchanged is not
+/// rewritten); with `delete_missing`, target rows whose key was not staged are deleted.
+async fn merge(
+    client: &tokio_postgres::Client,
+    t: &DbTarget,
+    err: &dyn Fn(tokio_postgres::Error) -> Error,
+) -> Result<LoadStats> {
+    let d = Dialect::Postgres;
+    let target = t.table.quoted(d);
+    let stage = d.quote(STAGE);
+    let cols = column_list(d, &t.staged);
+    let mut stats = LoadStats::default();
+    let row = client
+        .query_one(
+            &format!(
+                "WITH up AS (INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} \
+                 ON CONFLICT ({}) {} RETURNING (xmax = 0) AS inserted) \
+                 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
+                t.key_list(d),
+                conflict_action(t, &target)
+            ),
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    stats.inserted = row.get::<_, i64>(0) as u64;
+    stats.updated = row.get::<_, i64>(1) as u64;
+    if t.delete_missing {
+        stats.deleted = client
+            .execute(
+                &format!(
+                    "DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {})",
+                    super::sink::key_join(d, "s", "t", &t.key)
+                ),
+                &[],
+            )
+            .await
+            .map_err(err)?;
+    }
+    Ok(stats)
+}
+
+/// The `ON CONFLICT` action of a merge: update the non-key columns when any differs.
+fn conflict_action(t: &DbTarget, target: &str) -> String {
+    let d = Dialect::Postgres;
+    let non_key: Vec<&super::sink::TargetColumn> = t
+        .staged
+        .iter()
+        .filter(|c| !t.key.contains(&c.name))
+        .collect();
+    if non_key.is_empty() {
+        return "DO NOTHING".to_string();
+    }
+    let set: Vec<String> = non_key
+        .iter()
+        .map(|c| {
+            let q = d.quote(&c.name);
+            format!("{q} = EXCLUDED.{q}")
+        })
+        .collect();
+    let old: Vec<String> = non_key
+        .iter()
+        .map(|c| format!("{target}.{}", d.quote(&c.name)))
+        .collect();
+    let new: Vec<String> = non_key
+        .iter()
+        .map(|c| format!("EXCLUDED.{}", d.quote(&c.name)))
+        .collect();
+    format!(
+        "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+        set.join(", "),
+        old.join(", "),
+        new.join(", ")
+    )
+}
+
+/// Type 2 history: the current version of a changed key is closed (`valid_to` = `started`),
+/// a new version inserted; with `delete_missing`, keys not staged are closed.
+async fn scd2(
+    client: &tokio_postgres::Client,
+    t: &DbTarget,
+    started: &str,
+    err: &dyn Fn(tokio_postgres::Error) -> Error,
+) -> Result<LoadStats> {
+    let d = Dialect::Postgres;
+    let target = t.table.quoted(d);
+    let stage = d.quote(STAGE);
+    let cols = column_list(d, &t.staged);
+    let mut stats = LoadStats::default();
+    let on = super::sink::key_join(d, "s", "t", &t.key);
+    let (vf, vt, cur, hash) = (
+        d.quote(super::sink::VALID_FROM),
+        d.quote(super::sink::VALID_TO),
+        d.quote(super::sink::IS_CURRENT),
+        d.quote(super::sink::ROW_HASH),
+    );
+    stats.updated = client
+        .execute(
+            &format!(
+                "UPDATE {target} t SET {vt} = $1::text::timestamptz, {cur} = false FROM {stage} s \
+                 WHERE t.{cur} AND {on} AND t.{hash} <> s.{hash}"
+            ),
+            &[&started],
+        )
+        .await
+        .map_err(err)?;
+    if t.delete_missing {
+        stats.deleted = client
+            .execute(
+                &format!(
+                    "UPDATE {target} t SET {vt} = $1::text::timestamptz, {cur} = false \
+                     WHERE t.{cur} AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {on})"
+                ),
+                &[&started],
+            )
+            .await
+            .map_err(err)?;
+    }
+    let s_cols = t.staged_of(d, "s");
+    stats.inserted = client
+        .execute(
+            &format!(
+                "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) \
+                 SELECT {s_cols}, $1::text::timestamptz, NULL, true FROM {stage} s \
+                 WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{cur} AND {on})"
+            ),
+            &[&started],
+        )
+        .await
+        .map_err(err)?;
+    Ok(stats)
+}
+
 /// The error for a connection lost during `COMMIT`: the server may or may not have committed,
 /// so it is not retried (a retry could load the rows twice).
 pub fn commit_unknown(c: &Connector, target: &str, e: &str) -> Error {
@@ -968,108 +1101,8 @@ impl PgLoad {
                     .map_err(err)?;
                 stats.deleted = deleted as u64;
             }
-            LoadMode::Merge => {
-                let non_key: Vec<&super::sink::TargetColumn> = t
-                    .staged
-                    .iter()
-                    .filter(|c| !t.key.contains(&c.name))
-                    .collect();
-                let action = if non_key.is_empty() {
-                    "DO NOTHING".to_string()
-                } else {
-                    let set: Vec<String> = non_key
-                        .iter()
-                        .map(|c| {
-                            let q = d.quote(&c.name);
-                            format!("{q} = EXCLUDED.{q}")
-                        })
-                        .collect();
-                    let old: Vec<String> = non_key
-                        .iter()
-                        .map(|c| format!("{target}.{}", d.quote(&c.name)))
-                        .collect();
-                    let new: Vec<String> = non_key
-                        .iter()
-                        .map(|c| format!("EXCLUDED.{}", d.quote(&c.name)))
-                        .collect();
-                    format!(
-                        "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
-                        set.join(", "),
-                        old.join(", "),
-                        new.join(", ")
-                    )
-                };
-                let row = client
-                    .query_one(
-                        &format!(
-                            "WITH up AS (INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} \
-                             ON CONFLICT ({}) {action} RETURNING (xmax = 0) AS inserted) \
-                             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
-                            t.key_list(d)
-                        ),
-                        &[],
-                    )
-                    .await
-                    .map_err(err)?;
-                stats.inserted = row.get::<_, i64>(0) as u64;
-                stats.updated = row.get::<_, i64>(1) as u64;
-                if t.delete_missing {
-                    stats.deleted = client
-                        .execute(
-                            &format!(
-                                "DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {})",
-                                super::sink::key_join(d, "s", "t", &t.key)
-                            ),
-                            &[],
-                        )
-                        .await
-                        .map_err(err)?;
-                }
-            }
-            LoadMode::Scd2 => {
-                let on = super::sink::key_join(d, "s", "t", &t.key);
-                let (vf, vt, cur, hash) = (
-                    d.quote(super::sink::VALID_FROM),
-                    d.quote(super::sink::VALID_TO),
-                    d.quote(super::sink::IS_CURRENT),
-                    d.quote(super::sink::ROW_HASH),
-                );
-                stats.updated = client
-                    .execute(
-                        &format!(
-                            "UPDATE {target} t SET {vt} = $1::text::timestamptz, {cur} = false FROM {stage} s \
-                             WHERE t.{cur} AND {on} AND t.{hash} <> s.{hash}"
-                        ),
-                        &[&started],
-                    )
-                    .await
-                    .map_err(err)?;
-                if t.delete_missing {
-                    stats.deleted = client
-                        .execute(
-                            &format!(
-                                "UPDATE {target} t SET {vt} = $1::text::timestamptz, {cur} = false \
-                                 WHERE t.{cur} AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {on})"
-                            ),
-                            &[&started],
-                        )
-                        .await
-                        .map_err(err)?;
-                }
-                let s_cols = t.staged_of(d, "s");
-                stats.inserted = client
-                    .execute(
-                        &format!(
-                            "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) \
-                             SELECT {}, $1::text::timestamptz, NULL, true FROM {stage} s \
-                             WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{cur} AND {on})",
-                            s_cols
-                        ),
-                        &[&started],
-                    )
-                    .await
-                    .map_err(err)?;
-            }
+            LoadMode::Merge => stats = merge(client, t, &err).await?,
+            LoadMode::Scd2 => stats = scd2(client, t, &started, &err).await?,
         }
         // The run's record commits with its rows (decision 0006).
         client

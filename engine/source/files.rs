@@ -1,0 +1,108 @@
+//! Which files a source's `path` names: one file, a folder's files, or a glob, relative to the
+//! project root, sorted, hidden files (`.x`, `_x`) left out.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::interpolate::Redactor;
+use crate::error::{Error, Result};
+
+/// Expands `path` (a file, a folder, or a glob) relative to `root` into sorted files.
+///
+/// # Errors
+/// [`Error::Source`] when nothing matches or the pattern is invalid.
+pub fn expand_files(
+    root: &Path,
+    source: &str,
+    template: &str,
+    redactor: &Redactor,
+) -> Result<Vec<PathBuf>> {
+    let resolved = redactor
+        .resolve_path(template, root)
+        .map_err(|e| Error::source(source, template, e))?;
+    let full = root.join(&resolved);
+    let mut files: Vec<PathBuf> = if resolved.contains(['*', '?', '[']) {
+        glob_files(root, &resolved).map_err(|e| Error::source(source, template, e))?
+    } else if full.is_dir() {
+        std::fs::read_dir(&full)
+            .map_err(|e| Error::source(source, template, format!("cannot list folder: {e}")))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && !is_hidden(p))
+            .collect()
+    } else if full.is_file() {
+        vec![full.clone()]
+    } else {
+        Vec::new()
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::source(
+            source,
+            template,
+            "no file matches this path (paths are relative to the folder holding sluice.toml)",
+        ));
+    }
+    Ok(files)
+}
+
+/// The files under `root` matching the glob `pattern` (relative to `root` unless absolute),
+/// skipping hidden files and folders. Symbolic links are followed; a link that loops back
+/// to a folder above it is an error, not an endless walk.
+fn glob_files(root: &Path, pattern: &str) -> std::result::Result<Vec<PathBuf>, String> {
+    // Only the user's part is a pattern; the project root is taken literally.
+    let full = if Path::new(pattern).is_absolute() {
+        pattern.to_string()
+    } else {
+        format!(
+            "{}/{pattern}",
+            glob::Pattern::escape(&root.to_string_lossy())
+        )
+    };
+    let matcher = glob::Pattern::new(&full).map_err(|e| format!("invalid glob: {e}"))?;
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+        ..Default::default()
+    };
+    let base = crate::guard::glob_base(pattern);
+    let base = root.join(&base);
+    // Without `**`, a match is exactly as deep as the pattern.
+    let recursive = pattern.contains("**");
+    let depth = if recursive {
+        usize::MAX
+    } else {
+        Path::new(&full).components().count() - base.components().count()
+    };
+    let walk = walkdir::WalkDir::new(&base)
+        .follow_links(true)
+        .max_depth(depth)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    let mut files = Vec::new();
+    for entry in walk {
+        let entry = match entry {
+            Ok(e) => e,
+            // Only a `**` pattern walks into the loop; a fixed-depth one stops above it.
+            Err(e) if recursive && e.loop_ancestor().is_some() => {
+                return Err(format!(
+                    "the folder {} links back to {}, a folder above it (a symbolic link loop); remove the link or narrow the glob",
+                    e.path().map(|p| p.display().to_string()).unwrap_or_default(),
+                    e.loop_ancestor().map(|p| p.display().to_string()).unwrap_or_default()
+                ))
+            }
+            // An unreadable folder or a dangling link: not a match (as the shell's glob).
+            Err(_) => continue,
+        };
+        let p = entry.path();
+        if entry.file_type().is_file() && !is_hidden(p) && matcher.matches_path_with(p, options) {
+            files.push(p.to_path_buf());
+        }
+    }
+    Ok(files)
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
+}

@@ -1,0 +1,110 @@
+//! Parquet sources: the column types from the files' footers, and each file's rows numbered
+//! by their position in the file.
+
+use std::path::Path;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::prelude::{DataFrame, ParquetReadOptions};
+
+use super::{numbered_union, FileFormatReader, FileScan, Rows};
+use crate::config::spec::SourceFormat;
+use crate::error::Result;
+
+/// The Parquet reader.
+pub(super) struct Parquet;
+
+#[async_trait::async_trait]
+impl FileFormatReader for Parquet {
+    fn format(&self) -> SourceFormat {
+        SourceFormat::Parquet
+    }
+
+    async fn schema(&self, scan: &FileScan<'_>) -> Result<Schema> {
+        for f in &scan.files {
+            check_parquet_frame(f).map_err(|why| {
+                scan.error(format!(
+                    "{} is not a valid Parquet file: {why}",
+                    scan.shown_file(f)
+                ))
+            })?;
+        }
+        let frame = scan
+            .ctx
+            .read_parquet(
+                scan.paths(),
+                ParquetReadOptions::default().file_extension(""),
+            )
+            .await
+            .map_err(scan.df_err())?;
+        Ok(frame.schema().as_arrow().clone())
+    }
+
+    async fn rows(&self, scan: &FileScan<'_>, schema: &Schema) -> Result<Rows> {
+        let mut frames: Vec<(DataFrame, &Path)> = Vec::new();
+        for f in &scan.files {
+            let options = ParquetReadOptions::default()
+                .file_extension("")
+                .schema(schema);
+            let df = scan
+                .ctx
+                .read_parquet(f.to_string_lossy().to_string(), options)
+                .await
+                .map_err(scan.df_err())?;
+            frames.push((df, f));
+        }
+        Ok(Rows {
+            frame: numbered_union(scan, schema, frames)?,
+            records: None,
+        })
+    }
+}
+
+/// Checks the frame of a Parquet file before a reader trusts it: the `PAR1` magic at both
+/// ends and a footer length that fits in the file (format: `PAR1`, row groups, footer,
+/// 4-byte little-endian footer length, `PAR1`; see the Apache Parquet file format spec). The
+/// parquet crate panics on some impossible lengths instead of returning an error.
+///
+/// # Errors
+/// What is wrong, for the source error.
+fn check_parquet_frame(path: &Path) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAGIC: &[u8; 4] = b"PAR1";
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let len = f.metadata().map_err(|e| format!("cannot read: {e}"))?.len();
+    if len < 12 {
+        return Err(format!(
+            "it has {len} bytes, fewer than the 12 of an empty Parquet file"
+        ));
+    }
+    let mut head = [0u8; 4];
+    let mut tail = [0u8; 8];
+    f.read_exact(&mut head)
+        .and_then(|()| f.seek(SeekFrom::End(-8)).map(|_| ()))
+        .and_then(|()| f.read_exact(&mut tail))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if &head != MAGIC || &tail[4..] != MAGIC {
+        return Err("it does not start and end with the Parquet magic bytes `PAR1`".into());
+    }
+    let footer = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if footer > len - 12 {
+        return Err(format!(
+            "its footer length, {footer} bytes, does not fit in the file's {len} bytes (the file is cut short or damaged)"
+        ));
+    }
+    // The footer and the Arrow schema embedded in it: arrow-ipc 59 panics on some damaged
+    // `ARROW:schema` values instead of returning an error (found by the fuzzer).
+    use datafusion::parquet::arrow::parquet_to_arrow_schema;
+    use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+    crate::logging::catch_quietly(|| {
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&f)
+            .map_err(|e| format!("its footer cannot be read: {e}"))?;
+        let m = meta.file_metadata();
+        parquet_to_arrow_schema(m.schema_descr(), m.key_value_metadata())
+            .map(|_| ())
+            .map_err(|e| format!("its schema cannot be read: {e}"))
+    })
+    .map_err(|panic| {
+        format!("its embedded Arrow schema (`ARROW:schema` metadata) is damaged: {panic}")
+    })?
+}
