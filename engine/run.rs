@@ -465,136 +465,31 @@ pub async fn run_with(
     let commit_start = Instant::now();
     progress.stage("checking and committing");
 
-    let mut outputs = Vec::new();
-    let mut checks = Vec::new();
-    let mut error = None;
-    let (status, counts, rules) = match outcome {
-        Ok(o) => {
-            let worst = match &o.aborted {
-                Some(why) => {
-                    error = Some(ErrorReport {
-                        class: "quality".into(),
-                        message: compiled.redactor.redact(why),
-                        transient: false,
-                    });
-                    CheckStatus::Fail
-                }
-                None => {
-                    checks = evaluate_checks(
-                        &compiled.job.checks,
-                        o.counts.read,
-                        o.counts.written,
-                        o.counts.quarantined,
-                    );
-                    let history = if compiled.job.checks.volume.is_some() {
-                        crate::state::StateStore::open(&project.path(&project.settings.state_dir))
-                            .and_then(|s| s.runs(&compiled.job.name, 100, true))
-                            .map(|runs| runs.iter().map(|r| r.rows_written).collect::<Vec<_>>())
-                            .unwrap_or_else(|e| {
-                                crate::logging::stderr_line(&format!(
-                                    "warning: volume check without history: {e}"
-                                ));
-                                Vec::new()
-                            })
-                    } else {
-                        Vec::new()
-                    };
-                    checks.extend(crate::checks::evaluate(
-                        &compiled.job.checks,
-                        &o.aggregates,
-                        o.counts.written,
-                        &history,
-                        started,
-                    ));
-                    checks
-                        .iter()
-                        .map(|c| c.status)
-                        .max()
-                        .unwrap_or(CheckStatus::Pass)
-                }
-            };
-            let q_rows = quarantine.rows();
-            let q_path = compiled.redactor.redact(&project.shown(quarantine.path()));
-            // The quarantine is kept whatever the checks say.
-            let q_result = quarantine.commit().await;
-            let mut status = match worst {
-                CheckStatus::Pass => RunStatus::Succeeded,
-                CheckStatus::Warn => RunStatus::SucceededWithWarnings,
-                CheckStatus::Fail => RunStatus::CheckFailed,
-            };
-            match q_result {
-                Ok(written) => outputs.push(OutputReport {
-                    kind: "quarantine".into(),
-                    path: q_path,
-                    rows: q_rows,
-                    files: u64::from(written.is_some()),
-                    committed: written.is_some(),
-                }),
-                Err(e) => {
-                    status = RunStatus::Failed;
-                    error = Some(ErrorReport::new(&e, &compiled.redactor));
-                }
-            }
-            // delete_missing removes the keys this run did not load; a key whose row was
-            // quarantined or dropped is missing only because it failed a rule.
-            if let Some(t) = compiled.db_target.as_ref().filter(|t| t.delete_missing) {
-                let rejected = o.counts.quarantined + o.counts.dropped;
-                if rejected > 0
-                    && matches!(
-                        status,
-                        RunStatus::Succeeded | RunStatus::SucceededWithWarnings
-                    )
-                {
-                    status = RunStatus::Failed;
-                    error = Some(ErrorReport {
-                        class: "target".into(),
-                        message: format!(
-                            "{rejected} rows were quarantined or dropped, so `delete_missing` would delete (or close) the target rows of their keys; nothing was loaded into {}. Fix the rows (see `sluice quarantine {}`) or set `delete_missing = false`",
-                            t.shown(),
-                            compiled.job.name
-                        ),
-                        transient: false,
-                    });
-                }
-            }
-            outputs.insert(
-                0,
-                OutputReport {
-                    kind: "target".into(),
-                    path: compiled.redactor.redact(&compiled.target_shown),
-                    rows: o.sink_metrics.rows_written,
-                    files: o.sink_metrics.files_written,
-                    committed: false,
-                },
-            );
-            let rules = compiled
-                .rules
-                .iter()
-                .zip(o.rule_counts.iter().zip(o.samples))
-                .map(|(r, (n, samples))| RuleReport {
-                    rule: r.name.clone(),
-                    kind: r.kind,
-                    action: r.action,
-                    status: match (*n, r.action) {
-                        (0, _) => CheckStatus::Pass,
-                        (_, RuleAction::Fail) => CheckStatus::Fail,
-                        _ => CheckStatus::Warn,
-                    },
-                    failed_rows: *n,
-                    samples,
-                })
-                .collect();
-            (status, o.counts, rules)
-        }
+    let verdict = match outcome {
+        Ok(o) => judge(project, &compiled, o, started, quarantine).await,
         Err(e) => {
             if let Some(sink) = sink_opt.take() {
                 sink.abort().await;
             }
             quarantine.abort();
-            error = Some(ErrorReport::new(&e, &compiled.redactor));
-            (RunStatus::Failed, partial, Vec::new())
+            Verdict {
+                status: RunStatus::Failed,
+                counts: partial,
+                rules: Vec::new(),
+                checks: Vec::new(),
+                outputs: Vec::new(),
+                error: Some(ErrorReport::new(&e, &compiled.redactor)),
+            }
         }
     };
+    let Verdict {
+        status,
+        counts,
+        rules,
+        checks,
+        mut outputs,
+        error,
+    } = verdict;
     // The report as it will be once committed: its facts go into the commit itself.
     let will_commit = matches!(
         status,
@@ -650,6 +545,173 @@ pub async fn run_with(
         ));
     }
     Ok(report)
+}
+
+/// What a run amounts to once its pass is over: status, counts, rule and check results, the
+/// outputs (target first) and the error that failed it, if one did.
+struct Verdict {
+    status: RunStatus,
+    counts: RowCounts,
+    rules: Vec<RuleReport>,
+    checks: Vec<CheckResult>,
+    outputs: Vec<OutputReport>,
+    error: Option<ErrorReport>,
+}
+
+/// Judges a completed pass: a `fail` rule that stopped it, or the dataset checks; then
+/// commits the quarantine (kept whatever the checks say) and refuses a `delete_missing` load
+/// that rejected rows. The target is not committed here.
+async fn judge(
+    project: &Project,
+    compiled: &CompiledJob,
+    o: Outcome,
+    started: DateTime<Utc>,
+    quarantine: QuarantineWriter,
+) -> Verdict {
+    let mut error = None;
+    let (checks, worst) = match &o.aborted {
+        Some(why) => {
+            error = Some(ErrorReport {
+                class: "quality".into(),
+                message: compiled.redactor.redact(why),
+                transient: false,
+            });
+            (Vec::new(), CheckStatus::Fail)
+        }
+        None => dataset_checks(project, compiled, &o, started),
+    };
+    let mut outputs = Vec::new();
+    let q_rows = quarantine.rows();
+    let q_path = compiled.redactor.redact(&project.shown(quarantine.path()));
+    let mut status = match worst {
+        CheckStatus::Pass => RunStatus::Succeeded,
+        CheckStatus::Warn => RunStatus::SucceededWithWarnings,
+        CheckStatus::Fail => RunStatus::CheckFailed,
+    };
+    match quarantine.commit().await {
+        Ok(written) => outputs.push(OutputReport {
+            kind: "quarantine".into(),
+            path: q_path,
+            rows: q_rows,
+            files: u64::from(written.is_some()),
+            committed: written.is_some(),
+        }),
+        Err(e) => {
+            status = RunStatus::Failed;
+            error = Some(ErrorReport::new(&e, &compiled.redactor));
+        }
+    }
+    if let Some(refused) = refuse_delete_missing(compiled, &o, status) {
+        status = RunStatus::Failed;
+        error = Some(refused);
+    }
+    outputs.insert(
+        0,
+        OutputReport {
+            kind: "target".into(),
+            path: compiled.redactor.redact(&compiled.target_shown),
+            rows: o.sink_metrics.rows_written,
+            files: o.sink_metrics.files_written,
+            committed: false,
+        },
+    );
+    Verdict {
+        status,
+        rules: rule_reports(compiled, &o.rule_counts, o.samples),
+        counts: o.counts,
+        checks,
+        outputs,
+        error,
+    }
+}
+
+/// The dataset checks of a completed pass (row counts, the aggregates, volume against the
+/// history of committed runs) and the worst of their statuses.
+fn dataset_checks(
+    project: &Project,
+    compiled: &CompiledJob,
+    o: &Outcome,
+    started: DateTime<Utc>,
+) -> (Vec<CheckResult>, CheckStatus) {
+    let mut checks = evaluate_checks(
+        &compiled.job.checks,
+        o.counts.read,
+        o.counts.written,
+        o.counts.quarantined,
+    );
+    let history = if compiled.job.checks.volume.is_some() {
+        crate::state::StateStore::open(&project.path(&project.settings.state_dir))
+            .and_then(|s| s.runs(&compiled.job.name, 100, true))
+            .map(|runs| runs.iter().map(|r| r.rows_written).collect::<Vec<_>>())
+            .unwrap_or_else(|e| {
+                crate::logging::stderr_line(&format!("warning: volume check without history: {e}"));
+                Vec::new()
+            })
+    } else {
+        Vec::new()
+    };
+    checks.extend(crate::checks::evaluate(
+        &compiled.job.checks,
+        &o.aggregates,
+        o.counts.written,
+        &history,
+        started,
+    ));
+    let worst = checks
+        .iter()
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(CheckStatus::Pass);
+    (checks, worst)
+}
+
+/// `delete_missing` removes the keys this run did not load; a key whose row was quarantined
+/// or dropped is missing only because it failed a rule, so such a run loads nothing.
+fn refuse_delete_missing(
+    compiled: &CompiledJob,
+    o: &Outcome,
+    status: RunStatus,
+) -> Option<ErrorReport> {
+    let t = compiled.db_target.as_ref().filter(|t| t.delete_missing)?;
+    let rejected = o.counts.quarantined + o.counts.dropped;
+    let loading = matches!(
+        status,
+        RunStatus::Succeeded | RunStatus::SucceededWithWarnings
+    );
+    (rejected > 0 && loading).then(|| ErrorReport {
+        class: "target".into(),
+        message: format!(
+            "{rejected} rows were quarantined or dropped, so `delete_missing` would delete (or close) the target rows of their keys; nothing was loaded into {}. Fix the rows (see `sluice quarantine {}`) or set `delete_missing = false`",
+            t.shown(),
+            compiled.job.name
+        ),
+        transient: false,
+    })
+}
+
+/// Each rule's report: how many rows failed it, with samples, and its status.
+fn rule_reports(
+    compiled: &CompiledJob,
+    counts: &[u64],
+    samples: Vec<Vec<String>>,
+) -> Vec<RuleReport> {
+    compiled
+        .rules
+        .iter()
+        .zip(counts.iter().zip(samples))
+        .map(|(r, (n, samples))| RuleReport {
+            rule: r.name.clone(),
+            kind: r.kind,
+            action: r.action,
+            status: match (*n, r.action) {
+                (0, _) => CheckStatus::Pass,
+                (_, RuleAction::Fail) => CheckStatus::Fail,
+                _ => CheckStatus::Warn,
+            },
+            failed_rows: *n,
+            samples,
+        })
+        .collect()
 }
 
 /// Commits `sink` with the run's commit record when `will_commit` (on failure `report` becomes
