@@ -1,0 +1,559 @@
+//! A job file (`jobs/<name>.toml`): the mapping it runs, its sources, target, quarantine,
+//! dataset checks and retry policy, each checked on its own.
+
+use super::*;
+
+pub(super) const JOB_KEYS: &[&str] = &[
+    "description",
+    "owner",
+    "mapping",
+    "sources",
+    "target",
+    "quarantine",
+    "checks",
+    "retry",
+];
+
+pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
+    let before = diags.len();
+    let mut r = Reader::new(src, diags);
+    let table = r.parse()?;
+    let mut description = None;
+    let mut owner = None;
+    let mut mapping = None;
+    let mut sources = BTreeMap::new();
+    let mut target: Option<TargetSpec> = None;
+    let mut quarantine = QuarantineSpec::default();
+    let mut checks = ChecksSpec::default();
+    let mut retry = Some(RetryPolicy::default());
+    for (key, item) in table.iter() {
+        match key {
+            "retry" => {
+                if let Some(spec) = r.entry::<RetrySpec>(key, item) {
+                    retry = validate_retry(&mut r, &spec);
+                }
+            }
+            "description" => description = r.entry::<String>(key, item),
+            "owner" => owner = r.entry::<String>(key, item),
+            "mapping" => mapping = r.entry::<String>(key, item),
+            "sources" => {
+                for (name, s, _) in entries::<SourceSpec>(&mut r, &table, key) {
+                    validate_source(&mut r, &name, &s);
+                    sources.insert(name, s);
+                }
+            }
+            "target" => target = r.entry::<TargetSpec>(key, item),
+            "quarantine" => quarantine = r.entry::<QuarantineSpec>(key, item).unwrap_or_default(),
+            "checks" => {
+                if let Some(c) = r.entry::<ChecksSpec>(key, item) {
+                    validate_checks(&mut r, &c);
+                    checks = c;
+                }
+            }
+            other => r.unknown_key(&table, other, "", JOB_KEYS),
+        }
+    }
+    if !table.contains_key("mapping") {
+        r.missing_key(
+            None,
+            "",
+            "mapping",
+            "add `mapping = \"<file name in mappings/ without .toml>\"`",
+        );
+    }
+    if !table.contains_key("target") {
+        r.missing_key(
+            None,
+            "",
+            "target",
+            "add a [target] section with `format`, `table` and `mode`",
+        );
+    }
+    if let Some(t) = &target {
+        validate_target(&mut r, &table, t);
+        if t.mode == LoadMode::Overwrite {
+            for (name, s) in &sources {
+                if let Some(inc) = &s.incremental {
+                    r.error(
+                        Some(inc.column.span()),
+                        &format!("sources.{name}.incremental"),
+                        "an incremental source reads only new rows, and an `overwrite` target would replace the table with them",
+                        Some("use `mode = \"append\"` (Parquet or database) or `\"merge\"` (database), or remove `incremental`".into()),
+                    );
+                }
+            }
+        }
+        if t.mode == LoadMode::Append {
+            for (name, s) in &sources {
+                if let Some(lb) = s.incremental.as_ref().and_then(|i| i.lookback.as_ref()) {
+                    r.error(
+                        Some(lb.span()),
+                        &format!("sources.{name}.incremental.lookback"),
+                        "a lookback reads rows again, and an `append` target would load them twice",
+                        Some("use `mode = \"merge\"` (or `scd2`) on a database target, or remove `lookback`".into()),
+                    );
+                }
+            }
+        }
+    }
+    if r.diags.len() > before {
+        return None;
+    }
+    Some(Job {
+        name: stem(src),
+        src: src.clone(),
+        description,
+        owner,
+        mapping: mapping?,
+        sources,
+        target: target?,
+        quarantine,
+        checks,
+        retry: retry?,
+    })
+}
+
+pub(super) fn validate_retry(r: &mut Reader<'_>, spec: &RetrySpec) -> Option<RetryPolicy> {
+    let mut ok = true;
+    if spec.attempts == 0 {
+        let span = key_path_span(r.src, "retry.attempts");
+        r.error(
+            span,
+            "retry.attempts",
+            "`attempts` counts the first run too, so it must be at least 1",
+            Some("write `attempts = 3` for the first run and two retries".into()),
+        );
+        ok = false;
+    }
+    let mut duration = |key: &str, v: &Spanned<String>| match parse_duration(v.get_ref()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            r.error(
+                Some(v.span()),
+                &format!("retry.{key}"),
+                e,
+                Some(DURATION_HINT.into()),
+            );
+            None
+        }
+    };
+    let backoff = duration("backoff", &spec.backoff);
+    let max_backoff = duration("max_backoff", &spec.max_backoff);
+    Some(RetryPolicy {
+        attempts: spec.attempts,
+        backoff: backoff?,
+        max_backoff: max_backoff?,
+    })
+    .filter(|_| ok)
+}
+
+/// How durations are written, for hints.
+pub const DURATION_HINT: &str =
+    "write a duration such as \"500ms\", \"30s\", \"5m\", \"2h\" or \"1d\"";
+
+/// Parses a duration as written in TOML (`"30s"`, `"5m"`, `"2h 30m"`, `"1d"`), with the
+/// `humantime` crate's syntax.
+///
+/// # Errors
+/// A message quoting the text.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration ({e})"))
+}
+
+pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
+    let target_span = Reader::key_span(table, "target");
+    if t.is_database() {
+        if let Some(f) = t.format {
+            let span = key_path_span_in(table, "target.format");
+            r.error(
+                span,
+                "target.format",
+                format!(
+                    "`format = \"{}\"` and `connection` both given",
+                    crate::plan::json_name(&f)
+                ),
+                Some("a database target has no file format: remove `format`".into()),
+            );
+        }
+        for (key, set) in [
+            ("path", t.path.is_some()),
+            ("partition_by", !t.partition_by.is_empty()),
+        ] {
+            if set {
+                r.error(
+                    key_path_span_in(table, &format!("target.{key}")),
+                    &format!("target.{key}"),
+                    format!("`{key}` applies only to Parquet targets"),
+                    Some(format!(
+                        "remove `{key}`; a database target names its `table`"
+                    )),
+                );
+            }
+        }
+        match &t.table {
+            None => r.missing_key(
+                target_span,
+                "target",
+                "table",
+                "add `table = \"<name>\"` or `table = \"<schema>.<name>\"`",
+            ),
+            Some(tb) => {
+                if let Err(e) = crate::db::TableName::parse(tb.get_ref()) {
+                    r.error(Some(tb.span()), "target.table", e, None);
+                }
+            }
+        }
+    } else {
+        if t.format.is_none() {
+            r.missing_key(
+                target_span.clone(),
+                "target",
+                "format",
+                "add `format = \"parquet\"` for a warehouse table, or `connection = \"<name>\"` for a database table",
+            );
+        }
+        match (&t.table, &t.path) {
+            (None, None) => r.missing_key(
+                target_span,
+                "target",
+                "table",
+                "add `table = \"<name>\"` (a folder under the warehouse) or `path = \"...\"`",
+            ),
+            (Some(tb), Some(_)) => r.error(
+                Some(tb.span()),
+                "target.table",
+                "`table` and `path` both given",
+                Some(
+                    "keep one: `table` for the warehouse folder, `path` for any other folder"
+                        .into(),
+                ),
+            ),
+            (Some(tb), None) if !is_identifier(tb.get_ref()) => r.error(
+                Some(tb.span()),
+                "target.table",
+                format!("table name `{}` is not snake_case", tb.get_ref()),
+                None,
+            ),
+            _ => {}
+        }
+        if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
+            r.error(
+                key_path_span_in(table, "target.mode"),
+                "target.mode",
+                format!(
+                    "`mode = \"{}\"` needs a database target",
+                    crate::plan::json_name(&t.mode)
+                ),
+                Some("Parquet targets support `append` and `overwrite`; for merge or scd2 load a database table (`connection = \"<name>\"`)".into()),
+            );
+        }
+        for (key, set) in [
+            ("delete_missing", t.delete_missing),
+            ("track", t.track.is_some()),
+            (
+                "on_schema_change",
+                t.on_schema_change != OnSchemaChange::Fail,
+            ),
+        ] {
+            if set {
+                r.error(
+                    key_path_span_in(table, &format!("target.{key}")),
+                    &format!("target.{key}"),
+                    format!("`{key}` applies only to database targets"),
+                    Some(format!("remove `{key}`")),
+                );
+            }
+        }
+    }
+    if t.delete_missing && !matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
+        r.error(
+            key_path_span_in(table, "target.delete_missing"),
+            "target.delete_missing",
+            "`delete_missing` applies to `merge` and `scd2` loads",
+            Some("`overwrite` already replaces every row; remove `delete_missing`".into()),
+        );
+    }
+    if t.track.is_some() && t.mode != LoadMode::Scd2 {
+        r.error(
+            t.track.as_ref().map(Spanned::span),
+            "target.track",
+            "`track` applies to `scd2` loads",
+            Some("remove `track`, or set `mode = \"scd2\"`".into()),
+        );
+    }
+}
+
+pub(super) fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
+    let path = format!("sources.{name}");
+    let entry_span = key_path_span(r.src, &path);
+    if s.is_database() {
+        validate_db_source(r, name, s, entry_span);
+        return;
+    }
+    for (key, span) in [
+        ("table", s.table.as_ref().map(Spanned::span)),
+        ("query", s.query.as_ref().map(Spanned::span)),
+        (
+            "incremental",
+            s.incremental.as_ref().map(|i| i.column.span()),
+        ),
+    ] {
+        if let Some(span) = span {
+            r.error(
+                Some(span),
+                &format!("{path}.{key}"),
+                format!("`{key}` applies only to database sources"),
+                Some("add `connection = \"<name>\"` (a [connections.<name>] of sluice.toml), or remove it".into()),
+            );
+        }
+    }
+    let (Some(format_spanned), Some(path_spanned)) = (&s.format, &s.path) else {
+        let missing = if s.format.is_none() { "format" } else { "path" };
+        r.missing_key(
+            entry_span,
+            &path,
+            missing,
+            "a file source needs `format` and `path`; a database source needs `connection` and `table` or `query`",
+        );
+        return;
+    };
+    let format = *format_spanned.get_ref();
+    let format_span = format_spanned.span();
+    let csv_only: [(&str, Option<Range<usize>>); 7] = [
+        (
+            "columns",
+            s.columns
+                .as_ref()
+                .and_then(|c| c.values().next().map(Spanned::span)),
+        ),
+        ("delimiter", s.delimiter.as_ref().map(Spanned::span)),
+        ("quote", s.quote.as_ref().map(Spanned::span)),
+        ("has_header", s.has_header.map(|_| format_span.clone())),
+        (
+            "null_values",
+            s.null_values.as_ref().map(|_| format_span.clone()),
+        ),
+        (
+            "on_malformed",
+            s.on_malformed.as_ref().map(|_| format_span.clone()),
+        ),
+        (
+            "quote_mode",
+            s.quote_mode.as_ref().map(|_| format_span.clone()),
+        ),
+    ];
+    if format != SourceFormat::Csv {
+        for (key, span) in csv_only {
+            if let Some(span) = span {
+                r.error(
+                    Some(span),
+                    &format!("{path}.{key}"),
+                    format!("`{key}` applies only to CSV sources"),
+                    Some("remove it, or set `format = \"csv\"`".into()),
+                );
+            }
+        }
+    }
+    if format == SourceFormat::Parquet {
+        for (key, set) in [
+            ("compression", s.compression.is_some()),
+            ("infer_schema_rows", s.infer_schema_rows.is_some()),
+        ] {
+            if set {
+                r.error(
+                    Some(format_span.clone()),
+                    &format!("{path}.{key}"),
+                    format!("`{key}` does not apply to Parquet sources (Parquet files carry their own compression and schema)"),
+                    Some(format!("remove `{key}`")),
+                );
+            }
+        }
+    }
+    for (key, v) in [("delimiter", &s.delimiter), ("quote", &s.quote)] {
+        if let Some(v) = v {
+            if v.get_ref().len() != 1 {
+                r.error(
+                    Some(v.span()),
+                    &format!("{path}.{key}"),
+                    format!(
+                        "`{key}` must be exactly one ASCII character, got {:?}",
+                        v.get_ref()
+                    ),
+                    Some("for tab-separated files write \"\\t\"".into()),
+                );
+            }
+        }
+    }
+    for (column, t) in s.columns.iter().flatten() {
+        if let Err(e) = FieldType::parse(t.get_ref()) {
+            let hint = type_hint(t.get_ref());
+            r.error(
+                Some(t.span()),
+                &format!("{path}.columns.{column}"),
+                e,
+                Some(hint),
+            );
+        }
+    }
+    if path_spanned.get_ref().trim().is_empty() {
+        r.error(
+            Some(path_spanned.span()),
+            &format!("{path}.path"),
+            "`path` is empty",
+            None,
+        );
+    }
+    if let Some(n) = s.infer_schema_rows {
+        if n == 0 {
+            r.error(
+                Some(format_span.clone()),
+                &format!("{path}.infer_schema_rows"),
+                "`infer_schema_rows` must be at least 1",
+                None,
+            );
+        }
+    }
+}
+
+pub(super) fn validate_db_source(
+    r: &mut Reader<'_>,
+    name: &str,
+    s: &SourceSpec,
+    entry_span: Option<Range<usize>>,
+) {
+    let path = format!("sources.{name}");
+    let file_only: [(&str, bool); 11] = [
+        ("format", s.format.is_some()),
+        ("path", s.path.is_some()),
+        ("compression", s.compression.is_some()),
+        ("delimiter", s.delimiter.is_some()),
+        ("quote", s.quote.is_some()),
+        ("has_header", s.has_header.is_some()),
+        ("null_values", s.null_values.is_some()),
+        ("infer_schema_rows", s.infer_schema_rows.is_some()),
+        ("columns", s.columns.is_some()),
+        ("on_malformed", s.on_malformed.is_some()),
+        ("quote_mode", s.quote_mode.is_some()),
+    ];
+    for (key, set) in file_only {
+        if set {
+            r.error(
+                entry_span.clone(),
+                &format!("{path}.{key}"),
+                format!("`{key}` applies only to file sources, and this one reads `connection`"),
+                Some(format!(
+                    "remove `{key}`: a database source gives `table` or `query`, and its column types come from the database"
+                )),
+            );
+        }
+    }
+    match (&s.table, &s.query) {
+        (None, None) => r.missing_key(
+            entry_span,
+            &path,
+            "table",
+            "add `table = \"<schema>.<table>\"` or `query = \"SELECT ...\"`",
+        ),
+        (Some(t), Some(_)) => r.error(
+            Some(t.span()),
+            &format!("{path}.table"),
+            "`table` and `query` both given",
+            Some("keep one: `table` reads a whole table (only the columns the mapping uses), `query` any SELECT".into()),
+        ),
+        (Some(t), None) => {
+            if let Err(e) = crate::db::TableName::parse(t.get_ref()) {
+                r.error(Some(t.span()), &format!("{path}.table"), e, None);
+            }
+        }
+        (None, Some(q)) => {
+            if q.get_ref().trim().is_empty() {
+                r.error(Some(q.span()), &format!("{path}.query"), "`query` is empty", None);
+            }
+        }
+    }
+    if let Some(inc) = &s.incremental {
+        if let Some(lb) = &inc.lookback {
+            match lb.get_ref() {
+                Lookback::Number(n) if *n < 0 => r.error(
+                    Some(lb.span()),
+                    &format!("{path}.incremental.lookback"),
+                    format!("`lookback` is negative ({n})"),
+                    Some("a lookback reads rows below the watermark again; write 0 or more".into()),
+                ),
+                Lookback::Duration(d) => {
+                    if let Err(e) = parse_duration(d) {
+                        r.error(
+                            Some(lb.span()),
+                            &format!("{path}.incremental.lookback"),
+                            e,
+                            Some(format!(
+                                "{DURATION_HINT}; for an integer cursor write a number"
+                            )),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+pub(super) fn validate_checks(r: &mut Reader<'_>, c: &ChecksSpec) {
+    let span_of = |key: &str| key_path_span(r.src, &format!("checks.{key}"));
+    if let Some(v) = &c.row_count {
+        let rc_span = span_of("row_count");
+        if let (Some(w), Some(f)) = (v.warn_below, v.fail_below) {
+            if f > w {
+                r.error(
+                    rc_span.clone(),
+                    "checks.row_count",
+                    format!("fail_below ({f}) is above warn_below ({w})"),
+                    Some(
+                        "the fail threshold should be the stricter one: fail_below ≤ warn_below"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        if let (Some(below), Some(above)) = (v.fail_below, v.fail_above) {
+            if below > above {
+                r.error(
+                    rc_span.clone(),
+                    "checks.row_count",
+                    format!(
+                        "fail_below ({below}) is above fail_above ({above}): every run would fail"
+                    ),
+                    Some(
+                        "fail_below is the smallest acceptable row count, fail_above the largest"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        if let (Some(w), Some(f)) = (v.warn_above, v.fail_above) {
+            if f < w {
+                r.error(
+                    rc_span.clone(),
+                    "checks.row_count",
+                    format!("fail_above ({f}) is below warn_above ({w})"),
+                    Some("fail_above should be ≥ warn_above".into()),
+                );
+            }
+        }
+    }
+    if let Some(v) = &c.quarantine_ratio {
+        let q_span = span_of("quarantine_ratio");
+        for (name, x) in [("fail_above", v.fail_above), ("warn_above", v.warn_above)] {
+            if let Some(x) = x {
+                if !(0.0..=1.0).contains(&x) {
+                    r.error(
+                        span_of(&format!("quarantine_ratio.{name}")).or(q_span.clone()),
+                        &format!("checks.quarantine_ratio.{name}"),
+                        format!("{name} = {x} is not a fraction between 0 and 1"),
+                        Some("write 0.05 for 5%".into()),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `sluice.toml`: the project settings (warehouse and state folders, defaults, connections),
+//! read with every mistake reported.
+
+use super::*;
+
+pub(super) fn default_settings(root: &Path) -> ProjectSettings {
+    ProjectSettings {
+        name: root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("sluice")
+            .to_string(),
+        warehouse: PathBuf::from("warehouse"),
+        state_dir: PathBuf::from(".sluice"),
+        defaults: DefaultsSpec::default(),
+        connections: BTreeMap::new(),
+    }
+}
+
+pub(super) fn load_project_file(root: &Path, diags: &mut Diagnostics) -> Option<ProjectSettings> {
+    let src = read_source(root, &root.join(PROJECT_FILE), diags)?;
+    parse_project(&src, diags)
+}
+
+pub(super) const PROJECT_KEYS: &[&str] =
+    &["name", "warehouse", "state_dir", "defaults", "connections"];
+
+pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSettings> {
+    let mut r = Reader::new(src, diags);
+    let table = r.parse()?;
+    let mut s = default_settings(Path::new(""));
+    s.name = String::new();
+    for (key, item) in table.iter() {
+        match key {
+            "name" => s.name = r.entry::<String>(key, item).unwrap_or_default(),
+            "warehouse" | "state_dir" => {
+                let Some(p) = r.entry::<String>(key, item) else {
+                    continue;
+                };
+                match interpolate::resolve_with(&p, &|n| std::env::var(n).ok(), &|_| {
+                    Err("a folder is not read from a file; use `${env:NAME}`".into())
+                }) {
+                    Ok(v) if key == "warehouse" => s.warehouse = PathBuf::from(v.value),
+                    Ok(v) => s.state_dir = PathBuf::from(v.value),
+                    Err(e) => r.error(
+                        Reader::key_span(&table, key),
+                        key,
+                        format!("cannot resolve `{key}`: {e}"),
+                        Some("set the variable in the environment that runs sluice, or write the folder without it".into()),
+                    ),
+                }
+            }
+            "defaults" => {
+                if let Some(d) = r.entry::<DefaultsSpec>(key, item) {
+                    validate_defaults(&mut r, item, &d);
+                    s.defaults = d
+                }
+            }
+            "connections" => {
+                for (name, c, _) in entries::<ConnectionSpec>(&mut r, &table, key) {
+                    if interpolate::has_plaintext_password(c.url.get_ref()) {
+                        r.error(
+                            Some(c.url.span()),
+                            &format!("connections.{name}.url"),
+                            "password written in plain text",
+                            Some("write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project".into()),
+                        );
+                    }
+                    validate_connection(&mut r, &name, &c);
+                    s.connections.insert(name, c);
+                }
+            }
+            other => r.unknown_key(&table, other, "", PROJECT_KEYS),
+        }
+    }
+    if s.name.is_empty() {
+        r.missing_key(
+            None,
+            "",
+            "name",
+            "add `name = \"my_project\"` at the top of sluice.toml",
+        );
+    }
+    Some(s)
+}
+
+/// Largest `[defaults] batch_size`: 2^20 rows. Beyond it a batch's buffers grow past what
+/// DataFusion's operators are tuned for, with no gain in speed.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
+/// Bounds of `[defaults] max_record_bytes`: 1 KiB to 1 GiB.
+pub const MAX_RECORD_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1 << 30;
+
+pub(super) fn validate_defaults(r: &mut Reader<'_>, item: &toml_edit::Item, d: &DefaultsSpec) {
+    let span = |key: &str| {
+        item.as_table_like()
+            .and_then(|t| t.get(key))
+            .and_then(toml_edit::Item::span)
+    };
+    if !(1..=MAX_BATCH_SIZE).contains(&d.batch_size) {
+        r.error(
+            span("batch_size"),
+            "defaults.batch_size",
+            format!(
+                "batch_size = {} is outside 1..={MAX_BATCH_SIZE}",
+                d.batch_size
+            ),
+            Some("rows per Arrow batch; the default, 8192, suits most loads".into()),
+        );
+    }
+    if !MAX_RECORD_BYTES_RANGE.contains(&d.max_record_bytes) {
+        r.error(
+            span("max_record_bytes"),
+            "defaults.max_record_bytes",
+            format!(
+                "max_record_bytes = {} is outside {}..={}",
+                d.max_record_bytes,
+                MAX_RECORD_BYTES_RANGE.start(),
+                MAX_RECORD_BYTES_RANGE.end()
+            ),
+            Some(
+                "the longest CSV record read whole, in bytes; the default is 16777216 (16 MiB)"
+                    .into(),
+            ),
+        );
+    }
+}
+
+pub(super) fn validate_connection(r: &mut Reader<'_>, name: &str, c: &ConnectionSpec) {
+    let path = format!("connections.{name}");
+    for (key, v) in [
+        ("connect_timeout", &c.connect_timeout),
+        ("statement_timeout", &c.statement_timeout),
+    ] {
+        if let Some(v) = v {
+            if let Err(e) = parse_duration(v.get_ref()) {
+                r.error(
+                    Some(v.span()),
+                    &format!("{path}.{key}"),
+                    e,
+                    Some(DURATION_HINT.into()),
+                );
+            }
+        }
+    }
+    if c.pool_size == Some(0) {
+        r.error(
+            Some(c.url.span()),
+            &format!("{path}.pool_size"),
+            "`pool_size` must be at least 1",
+            None,
+        );
+    }
+    let tls_given = c.sslmode.is_some() || c.ca_file.is_some();
+    if c.kind == ConnectionKind::Sqlite && tls_given {
+        r.error(
+            Some(c.url.span()),
+            &format!("{path}.sslmode"),
+            "a SQLite connection is a local file: `sslmode` and `ca_file` do not apply",
+            Some("remove them".into()),
+        );
+    }
+    if let (Some(ca), Some(mode)) = (&c.ca_file, c.sslmode) {
+        if mode != SslMode::VerifyFull {
+            r.error(
+                Some(ca.span()),
+                &format!("{path}.ca_file"),
+                "`ca_file` is only used to verify the server's certificate",
+                Some("set `sslmode = \"verify-full\"`, or remove `ca_file`".into()),
+            );
+        }
+    }
+}
