@@ -37,7 +37,6 @@ use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::streaming::PartitionStream;
-use serde::{Deserialize, Serialize};
 
 use crate::config::spec::Compression;
 use crate::record_limit::{Cuts, RecordLimit};
@@ -49,28 +48,7 @@ pub const RAW_RECORD_COLUMN: &str = "__raw_record";
 /// Longest raw text kept for a malformed record, in bytes; longer ones are cut and marked.
 const RAW_RECORD_LIMIT: usize = 4096;
 
-/// What to do with a malformed CSV record (`on_malformed` in a job's source).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnMalformed {
-    /// Quarantine the record with its file, line and raw text; keep reading (the default).
-    #[default]
-    Quarantine,
-    /// Stop the run with the file, line and byte offset.
-    Fail,
-}
-
-/// How quotes are read (`quote_mode` in a job's source).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuoteMode {
-    /// RFC 4180: a quote inside an unquoted value makes the record malformed (the default).
-    #[default]
-    Strict,
-    /// A quote inside an unquoted value is a literal character (`5'10"`), as PostgreSQL's
-    /// and DuckDB's readers can accept; quoted values still follow RFC 4180.
-    Lenient,
-}
+pub use crate::config::spec::{OnMalformed, QuoteMode};
 
 /// How to read the files of one CSV source.
 #[derive(Debug, Clone)]

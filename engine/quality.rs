@@ -22,13 +22,12 @@
 
 use std::fmt;
 
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{ident, lit, Expr};
 use serde::Serialize;
 use std::ops::Not;
 
 use crate::config::spec::{ChecksSpec, NullPolicy, RuleAction};
-use crate::model::{CanonicalModel, FieldType, Literal};
+use crate::model::{CanonicalModel, Literal};
 
 /// Which family a row rule belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,48 +79,7 @@ pub struct RowRule {
     pub action: RuleAction,
 }
 
-/// Converts a model literal (`min`, `max`, `enum` value) into a value of the field's type.
-///
-/// # Errors
-/// A message when the literal cannot be a value of `ty` (`'abc'` for an int32 `min`, say).
-pub fn literal_for(l: &Literal, ty: FieldType) -> Result<ScalarValue, String> {
-    let target = ty.to_arrow();
-    let text = match (l, ty) {
-        (Literal::Bool(b), FieldType::Boolean) => return Ok(ScalarValue::Boolean(Some(*b))),
-        (Literal::Bool(_), _) | (_, FieldType::Boolean) => {
-            return Err(format!("{l} is not a {ty} value"))
-        }
-        (Literal::Int(i), _) if ty.is_numeric() => i.to_string(),
-        (Literal::Float(x), FieldType::Float64 | FieldType::Decimal { .. }) => x.to_string(),
-        (Literal::Str(s), FieldType::String) => return Ok(ScalarValue::Utf8(Some(s.clone()))),
-        (Literal::Str(s), _) if !ty.is_numeric() => s.clone(),
-        (Literal::Str(s), FieldType::Decimal { .. }) => s.clone(),
-        _ => return Err(format!("{l} is not a {ty} value")),
-    };
-    let v = ScalarValue::try_from_string(text.clone(), &target)
-        .map_err(|_| format!("{l} is not a {ty} value"))?;
-    if v.is_null() {
-        return Err(format!("{l} is not a {ty} value"));
-    }
-    // A decimal literal with more digits than the type allows casts lossily; refuse it.
-    if let (ScalarValue::Decimal128(..), Literal::Str(_) | Literal::Float(_)) = (&v, l) {
-        if normalize_decimal(&v.to_string()) != normalize_decimal(&text) {
-            return Err(format!("{l} does not fit {ty} exactly"));
-        }
-    }
-    Ok(v)
-}
-
-/// `12.500` → `12.5`, `100` → `100`, `-0.0` → `-0`: a decimal's text without trailing zeros
-/// after the point, for comparing a literal with its parsed value.
-fn normalize_decimal(s: &str) -> String {
-    let s = s.trim();
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s.to_string()
-    }
-}
+pub use crate::model::literal_for;
 
 /// The constraint rules a model declares, in field order.
 pub fn model_rules(model: &CanonicalModel) -> Vec<RowRule> {
@@ -492,34 +450,6 @@ mod tests {
         assert!(ReasonTemplate::parse("bad {x").is_err());
         assert!(ReasonTemplate::parse("bad {}").is_err());
         assert!(ReasonTemplate::parse("bad }").is_err());
-    }
-
-    #[test]
-    fn literals_must_fit_the_field_type() {
-        assert_eq!(
-            literal_for(&Literal::Int(5), FieldType::Int32),
-            Ok(ScalarValue::Int32(Some(5)))
-        );
-        assert!(literal_for(&Literal::Str("x".into()), FieldType::Int32).is_err());
-        assert!(literal_for(&Literal::Int(5_000_000_000), FieldType::Int32).is_err());
-        assert!(literal_for(&Literal::Str("2013-02-30".into()), FieldType::Date).is_err());
-        assert!(literal_for(&Literal::Str("2013-02-28".into()), FieldType::Date).is_ok());
-        assert!(literal_for(
-            &Literal::Str("1.234".into()),
-            FieldType::Decimal {
-                precision: 5,
-                scale: 2
-            }
-        )
-        .is_err());
-        assert!(literal_for(
-            &Literal::Str("1.23".into()),
-            FieldType::Decimal {
-                precision: 5,
-                scale: 2
-            }
-        )
-        .is_ok());
     }
 
     fn checks(rc: RowCountSpec, q: QuarantineRatioSpec) -> ChecksSpec {

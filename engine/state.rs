@@ -178,7 +178,7 @@ impl StateStore {
                         fraction,
                         Option::<f64>::None,
                         r.status.to_string(),
-                        crate::plan::json_name(&r.action),
+                        crate::config::spec::json_name(&r.action),
                     ])
                     .map_err(err)?;
             }
@@ -409,7 +409,7 @@ fn insert_run(
 
 /// The name a status has in reports and the store (`succeeded_with_warnings`).
 pub fn status_name(s: RunStatus) -> String {
-    crate::plan::json_name(&s)
+    crate::config::spec::json_name(&s)
 }
 
 #[cfg(test)]

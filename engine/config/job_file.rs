@@ -170,7 +170,7 @@ pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec)
                 "target.format",
                 format!(
                     "`format = \"{}\"` and `connection` both given",
-                    crate::plan::json_name(&f)
+                    crate::config::spec::json_name(&f)
                 ),
                 Some("a database target has no file format: remove `format`".into()),
             );
@@ -198,7 +198,7 @@ pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec)
                 "add `table = \"<name>\"` or `table = \"<schema>.<name>\"`",
             ),
             Some(tb) => {
-                if let Err(e) = crate::db::TableName::parse(tb.get_ref()) {
+                if let Err(e) = TableName::parse(tb.get_ref()) {
                     r.error(Some(tb.span()), "target.table", e, None);
                 }
             }
@@ -242,7 +242,7 @@ pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec)
                 "target.mode",
                 format!(
                     "`mode = \"{}\"` needs a database target",
-                    crate::plan::json_name(&t.mode)
+                    crate::config::spec::json_name(&t.mode)
                 ),
                 Some("Parquet targets support `append` and `overwrite`; for merge or scd2 load a database table (`connection = \"<name>\"`)".into()),
             );
@@ -461,7 +461,7 @@ pub(super) fn validate_db_source(
             Some("keep one: `table` reads a whole table (only the columns the mapping uses), `query` any SELECT".into()),
         ),
         (Some(t), None) => {
-            if let Err(e) = crate::db::TableName::parse(t.get_ref()) {
+            if let Err(e) = TableName::parse(t.get_ref()) {
                 r.error(Some(t.span()), &format!("{path}.table"), e, None);
             }
         }

@@ -241,6 +241,48 @@ pub struct Job {
     pub retry: RetryPolicy,
 }
 
+/// A table name as written in a job: `name` or `schema.name`. Each part is used exactly as
+/// written, quoted, so it must be spelled as the database stores it (PostgreSQL folds unquoted
+/// names to lower case: write `public.flights`, not `Public.Flights`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    /// Schema (PostgreSQL), database (MySQL) or attached database (SQLite); none for the
+    /// connection's default.
+    pub schema: Option<String>,
+    /// Table name.
+    pub name: String,
+}
+
+impl TableName {
+    /// Parses `name` or `schema.name`; each part is letters, digits, `_` or `$`, not starting
+    /// with a digit.
+    ///
+    /// # Errors
+    /// A message saying what is wrong, for a config diagnostic.
+    pub fn parse(text: &str) -> std::result::Result<TableName, String> {
+        let parts: Vec<&str> = text.split('.').collect();
+        let ok = |p: &str| {
+            !p.is_empty()
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+                && p.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        };
+        match parts.as_slice() {
+            [name] if ok(name) => Ok(TableName {
+                schema: None,
+                name: name.to_string(),
+            }),
+            [schema, name] if ok(schema) && ok(name) => Ok(TableName {
+                schema: Some(schema.to_string()),
+                name: name.to_string(),
+            }),
+            _ => Err(format!(
+                "`{text}` is not a table name: write `table` or `schema.table` (letters, digits and `_`)"
+            )),
+        }
+    }
+}
+
 /// A job's `[retry]` as validated: durations parsed (see [`RetrySpec`] for the keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

@@ -139,7 +139,7 @@ pub(super) fn validate_field(
                     None,
                 );
                 ok = false;
-            } else if let Err(e) = crate::quality::literal_for(b.get_ref(), data_type) {
+            } else if let Err(e) = crate::model::literal_for(b.get_ref(), data_type) {
                 r.error(Some(b.span()), &format!("{path}.{which}"), e, None);
                 ok = false;
             }
@@ -158,7 +158,7 @@ pub(super) fn validate_field(
             ok = false;
         }
         for v in values.get_ref() {
-            if let Err(e) = crate::quality::literal_for(v, data_type) {
+            if let Err(e) = crate::model::literal_for(v, data_type) {
                 r.error(Some(values.span()), &format!("{path}.enum"), e, None);
                 ok = false;
             }

@@ -246,10 +246,10 @@ pub struct SourceSpec {
     pub columns: Option<IndexMap<String, Spanned<String>>>,
     /// CSV: what to do with a malformed record (wrong field count, broken quoting, invalid
     /// UTF-8): `quarantine` (default) or `fail`. See [`crate::csv_reader`].
-    pub on_malformed: Option<crate::csv_reader::OnMalformed>,
+    pub on_malformed: Option<OnMalformed>,
     /// CSV: `strict` (RFC 4180, default) or `lenient` (a quote inside an unquoted value is a
-    /// literal character). See [`crate::csv_reader::QuoteMode`].
-    pub quote_mode: Option<crate::csv_reader::QuoteMode>,
+    /// literal character). See [`QuoteMode`].
+    pub quote_mode: Option<QuoteMode>,
 }
 
 impl SourceSpec {
@@ -660,3 +660,34 @@ macro_rules! has_thresholds {
     )*};
 }
 has_thresholds!(UniqueCheckSpec, VolumeSpec, SqlCheckSpec);
+
+/// What to do with a malformed CSV record (`on_malformed` in a job's source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMalformed {
+    /// Quarantine the record with its file, line and raw text; keep reading (the default).
+    #[default]
+    Quarantine,
+    /// Stop the run with the file, line and byte offset.
+    Fail,
+}
+
+/// How quotes are read (`quote_mode` in a job's source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuoteMode {
+    /// RFC 4180: a quote inside an unquoted value makes the record malformed (the default).
+    #[default]
+    Strict,
+    /// A quote inside an unquoted value is a literal character (`5'10"`), as PostgreSQL's
+    /// and DuckDB's readers can accept; quoted values still follow RFC 4180.
+    Lenient,
+}
+
+/// The name a unit enum has in TOML (`overwrite`, `csv`), for messages.
+pub fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}

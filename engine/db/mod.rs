@@ -76,47 +76,9 @@ impl Dialect {
     }
 }
 
-/// A table name as written in a job: `name` or `schema.name`. Each part is used exactly as
-/// written, quoted, so it must be spelled as the database stores it (PostgreSQL folds unquoted
-/// names to lower case: write `public.flights`, not `Public.Flights`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableName {
-    /// Schema (PostgreSQL), database (MySQL) or attached database (SQLite); none for the
-    /// connection's default.
-    pub schema: Option<String>,
-    /// Table name.
-    pub name: String,
-}
+pub use crate::config::TableName;
 
 impl TableName {
-    /// Parses `name` or `schema.name`; each part is letters, digits, `_` or `$`, not starting
-    /// with a digit.
-    ///
-    /// # Errors
-    /// A message saying what is wrong, for a config diagnostic.
-    pub fn parse(text: &str) -> std::result::Result<TableName, String> {
-        let parts: Vec<&str> = text.split('.').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && !p.starts_with(|c: char| c.is_ascii_digit())
-                && p.chars()
-                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
-        };
-        match parts.as_slice() {
-            [name] if ok(name) => Ok(TableName {
-                schema: None,
-                name: name.to_string(),
-            }),
-            [schema, name] if ok(schema) && ok(name) => Ok(TableName {
-                schema: Some(schema.to_string()),
-                name: name.to_string(),
-            }),
-            _ => Err(format!(
-                "`{text}` is not a table name: write `table` or `schema.table` (letters, digits and `_`)"
-            )),
-        }
-    }
-
     /// The quoted name (`"public"."flights"`).
     pub fn quoted(&self, d: Dialect) -> String {
         match &self.schema {

@@ -757,7 +757,7 @@ pub fn duplicate_keys(target: &DbTarget, n: u64) -> Error {
             "{n} key{} of ({}) appear more than once among this run's rows, so `{}` cannot tell which row is the new one; add a `unique` rule on the key to the mapping (duplicates then go to the quarantine)",
             if n == 1 { "" } else { "s" },
             target.key.join(", "),
-            crate::plan::json_name(&target.mode)
+            crate::config::spec::json_name(&target.mode)
         ),
     }
 }

@@ -52,6 +52,7 @@ mod compile;
 mod describe;
 mod rules;
 
+pub use crate::config::spec::json_name;
 pub use crate::db::ExtractMode;
 use crate::diagnostic::{did_you_mean, Diagnostics};
 use crate::error::{Error, Result};
@@ -1124,12 +1125,4 @@ fn thresholds<T: serde::Serialize>(v: &T) -> String {
             .join(", "),
         _ => String::new(),
     }
-}
-
-/// The name a unit enum has in TOML (`overwrite`, `csv`).
-pub fn json_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
