@@ -41,6 +41,10 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use crate::config::spec::Compression;
 use crate::record_limit::{Cuts, RecordLimit};
 
+/// Hidden column: the file a row came from, as the user wrote it relative to the project.
+pub const FILE_COLUMN: &str = "__file";
+/// Hidden column: the row's line (CSV/NDJSON) or row index (Parquet), 1-based.
+pub const LINE_COLUMN: &str = "__line";
 /// Hidden column: why a record is malformed (null for a well-formed record).
 pub const MALFORMED_COLUMN: &str = "__malformed";
 /// Hidden column: the malformed record's raw text (invalid UTF-8 replaced by U+FFFD).
@@ -294,16 +298,8 @@ pub fn text_schema(columns: &[String], row_column: Option<&str>) -> SchemaRef {
         .iter()
         .map(|c| Field::new(c, DataType::Utf8, true))
         .collect();
-    fields.push(Field::new(
-        crate::source::FILE_COLUMN,
-        DataType::Utf8,
-        false,
-    ));
-    fields.push(Field::new(
-        crate::source::LINE_COLUMN,
-        DataType::Int64,
-        false,
-    ));
+    fields.push(Field::new(FILE_COLUMN, DataType::Utf8, false));
+    fields.push(Field::new(LINE_COLUMN, DataType::Int64, false));
     fields.push(Field::new(MALFORMED_COLUMN, DataType::Utf8, true));
     fields.push(Field::new(RAW_RECORD_COLUMN, DataType::Utf8, true));
     if let Some(r) = row_column {

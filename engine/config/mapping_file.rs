@@ -221,7 +221,7 @@ pub(super) fn business_rule(
         );
     }
     if let Some(reason) = &rule.reason {
-        if let Err(e) = crate::quality::ReasonTemplate::parse(reason.get_ref()) {
+        if let Err(e) = crate::reason::ReasonTemplate::parse(reason.get_ref()) {
             r.error(
                 Some(reason.span()),
                 &format!("rule.{name}.reason"),

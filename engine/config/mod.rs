@@ -12,6 +12,7 @@
 //! cover the model's required fields, ...). Checks that need source schemas — expression types,
 //! unknown columns — happen when a job is planned ([`crate::plan`]).
 
+pub mod guard;
 pub mod interpolate;
 mod job_file;
 mod mapping_file;
@@ -435,7 +436,7 @@ impl Project {
             jobs,
         };
         project.check_references(&broken, &mut diags);
-        diags.extend(crate::guard::check_project(&project));
+        diags.extend(crate::config::guard::check_project(&project));
         // Credentials are hidden from every message from the start, also where a value
         // reappears outside its connection (see `interpolate`). One that does not resolve
         // is reported when its connection is opened.

@@ -782,8 +782,8 @@ impl JobOutputs {
         };
         // Again with `${...}` resolved as this run resolves them, and against the files the
         // sources' globs match now.
-        diags.extend(crate::guard::check_run(project, job, redactor));
-        diags.extend(crate::guard::check_source_files(
+        diags.extend(crate::config::guard::check_run(project, job, redactor));
+        diags.extend(crate::config::guard::check_source_files(
             project,
             job,
             (!job.target.is_database()).then_some(target_dir.as_path()),

@@ -64,7 +64,7 @@ fn glob_files(root: &Path, pattern: &str) -> std::result::Result<Vec<PathBuf>, S
         require_literal_leading_dot: true,
         ..Default::default()
     };
-    let base = crate::guard::glob_base(pattern);
+    let base = crate::config::guard::glob_base(pattern);
     let base = root.join(&base);
     // Without `**`, a match is exactly as deep as the pattern.
     let recursive = pattern.contains("**");

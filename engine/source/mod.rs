@@ -30,6 +30,7 @@ use std::sync::Arc;
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::csv_reader::{self, CsvFile, CsvOptions};
+pub use crate::csv_reader::{FILE_COLUMN, LINE_COLUMN};
 
 mod csv;
 mod files;
@@ -43,10 +44,6 @@ use crate::config::interpolate::Redactor;
 use crate::config::spec::{Compression, SourceFormat, SourceSpec};
 use crate::error::{Error, Result};
 
-/// Hidden column: the file a row came from, as the user wrote it relative to the project.
-pub const FILE_COLUMN: &str = "__file";
-/// Hidden column: the row's line (CSV/NDJSON) or row index (Parquet), 1-based.
-pub const LINE_COLUMN: &str = "__line";
 /// Prefix of hidden columns holding a CSV column's raw text.
 pub const RAW_PREFIX: &str = "__raw_";
 /// Prefix of hidden boolean columns: true when a CSV value did not parse as its column type.
