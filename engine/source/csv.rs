@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
-use datafusion::logical_expr::col;
 
 use super::{null_values, FileFormatReader, FileScan, Rows, DRIVING_ROW_COLUMN};
 use crate::config::spec::SourceFormat;
@@ -65,18 +64,7 @@ impl FileFormatReader for Csv {
             counter.clone(),
         )
         .map_err(scan.df_err())?;
-        let frame = scan
-            .ctx
-            .read_table(Arc::new(table))
-            .map_err(scan.df_err())?;
-        let frame = if scan.driving {
-            frame
-        } else {
-            // A malformed lookup record has no values to match; leave it out.
-            frame
-                .filter(col(csv_reader::MALFORMED_COLUMN).is_null())
-                .map_err(scan.df_err())?
-        };
+        let frame = scan.text_frame(Arc::new(table))?;
         Ok(Rows {
             frame,
             records: Some(counter),

@@ -394,6 +394,18 @@ impl FileScan<'_> {
             .collect()
     }
 
+    /// A table of text rows (the CSV reader's, or rows given) as a frame; a lookup source
+    /// leaves malformed records out: they have no values to match.
+    fn text_frame(&self, table: Arc<dyn datafusion::catalog::TableProvider>) -> Result<DataFrame> {
+        let frame = self.ctx.read_table(table).map_err(self.df_err())?;
+        if self.driving {
+            return Ok(frame);
+        }
+        frame
+            .filter(col(csv_reader::MALFORMED_COLUMN).is_null())
+            .map_err(self.df_err())
+    }
+
     /// The source's CSV options, with the session's batch size and record limit.
     fn csv_options(&self) -> CsvOptions {
         let batch_size = self.ctx.state().config().batch_size();

@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
-use datafusion::logical_expr::col;
 
 use super::{FileScan, InlineRow, Rows, DRIVING_ROW_COLUMN};
 use crate::csv_reader::{self, CsvOptions};
@@ -56,17 +55,7 @@ pub(super) fn rows_frame(scan: &FileScan<'_>, rows: &[InlineRow], schema: &Schem
     .map_err(|e| scan.error(e))?;
     let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
         .map_err(scan.df_err())?;
-    let frame = scan
-        .ctx
-        .read_table(Arc::new(table))
-        .map_err(scan.df_err())?;
-    let frame = if scan.driving {
-        frame
-    } else {
-        frame
-            .filter(col(csv_reader::MALFORMED_COLUMN).is_null())
-            .map_err(scan.df_err())?
-    };
+    let frame = scan.text_frame(Arc::new(table))?;
     Ok(Rows {
         frame,
         records: Some(Arc::new(AtomicU64::new(rows.len() as u64))),
