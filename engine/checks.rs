@@ -385,52 +385,65 @@ impl DatasetAggregates {
     }
 
     /// Ends the input and returns each aggregate by name, and the checks that could not be
-    /// computed (their error text redacted by `redact`).
-    ///
-    /// # Errors
-    /// [`Error::Internal`] when a query task panicked or its result has no value.
-    pub async fn finish(self, redact: &dyn Fn(&str) -> String) -> Result<AggregateValues> {
+    /// computed (their error text redacted by `redact`): a query that failed on the data,
+    /// panicked, or returned a value that cannot be read fails its own check, never the run.
+    pub async fn finish(self, redact: &dyn Fn(&str) -> String) -> AggregateValues {
         let mut out = AggregateValues::default();
         for mut q in self.queries {
             q.sender = None;
-            let joined = q
-                .handle
-                .await
-                .map_err(|e| Error::Internal(format!("dataset check query: {e}")))?;
-            let batches = match joined {
-                Ok(b) => b,
+            let custom = q.custom.take();
+            // A query that failed on the data, or whose task panicked, fails its check (or,
+            // for the built-in query, its checks); the others are still measured.
+            let batches = match q.handle.await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    out.failed
+                        .push(failed_check(custom, &redact(&e.strip_backtrace())));
+                    continue;
+                }
                 Err(e) => {
-                    let why = redact(&e.strip_backtrace());
-                    out.failed.push(match q.custom {
-                        Some((check, at)) => CheckResult {
-                            check,
-                            status: CheckStatus::Fail,
-                            measured: f64::NAN,
-                            threshold: None,
-                            message: format!(
-                                "could not be computed on the loaded rows ({at}): {why}"
-                            ),
-                        },
-                        None => CheckResult {
-                            check: "dataset_checks".into(),
-                            status: CheckStatus::Fail,
-                            measured: f64::NAN,
-                            threshold: None,
-                            message: format!("the dataset checks could not be computed: {why}"),
-                        },
-                    });
+                    out.failed
+                        .push(failed_check(custom, &format!("the query stopped: {e}")));
                     continue;
                 }
             };
-            if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
-                for (i, name) in q.names.iter().enumerate() {
-                    let v = ScalarValue::try_from_array(b.column(i), 0)
-                        .map_err(|e| Error::Internal(format!("dataset check value: {e}")))?;
-                    out.values.insert(name.clone(), v);
-                }
+            let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+                continue;
+            };
+            let values: std::result::Result<Vec<ScalarValue>, _> = (0..q.names.len())
+                .map(|i| ScalarValue::try_from_array(b.column(i), 0))
+                .collect();
+            match values {
+                Ok(values) => out.values.extend(q.names.into_iter().zip(values)),
+                Err(e) => out.failed.push(failed_check(
+                    custom,
+                    &format!("its value cannot be read: {e}"),
+                )),
             }
         }
-        Ok(out)
+        out
+    }
+}
+
+/// The failed result of a check that could not be computed: `sql.NAME` (with where it is
+/// written) for a custom check, `dataset_checks` for the built-in query.
+fn failed_check(custom: Option<(String, String)>, why: &str) -> CheckResult {
+    let (check, message) = match custom {
+        Some((check, at)) => (
+            check,
+            format!("could not be computed on the loaded rows ({at}): {why}"),
+        ),
+        None => (
+            "dataset_checks".to_string(),
+            format!("the dataset checks could not be computed: {why}"),
+        ),
+    };
+    CheckResult {
+        check,
+        status: CheckStatus::Fail,
+        measured: f64::NAN,
+        threshold: None,
+        message,
     }
 }
 
@@ -445,7 +458,7 @@ impl AggregateQuery {
         let err = |e: datafusion::error::DataFusionError| {
             Error::Internal(format!("dataset check query: {e}"))
         };
-        let (tx, table) = crate::sink::parquet::channel_table(schema)?;
+        let (tx, table) = crate::producer::channel_table(schema)?;
         let df = ctx.read_table(std::sync::Arc::new(table)).map_err(err)?;
         let mut aggs = Vec::new();
         let mut names = Vec::new();

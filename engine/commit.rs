@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::interpolate::Redactor;
 use crate::config::{Job, Project};
 use crate::error::{Error, Result};
+use crate::fsutil::Lock;
 use crate::run::{RunReport, RunStatus};
-use crate::sink::fsutil::Lock;
 
 /// File name of the commit record inside a published Parquet folder. The leading `_` keeps it
 /// out of readers' listings (DataFusion, Spark and DuckDB's `*.parquet` globs skip it).
@@ -268,7 +268,7 @@ pub fn write_record(dir: &Path, record: &CommitRecord) -> Result<()> {
         let mut f = std::fs::File::create(&path)?;
         f.write_all(&json)?;
         f.sync_all()?;
-        crate::sink::fsutil::sync_dir(dir)
+        crate::fsutil::sync_dir(dir)
     };
     write().map_err(|e| Error::target(&path, format!("cannot write the commit record: {e}")))
 }

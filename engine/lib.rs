@@ -19,6 +19,7 @@ pub mod csv_reader;
 pub mod db;
 pub mod diagnostic;
 pub mod error;
+pub mod fsutil;
 pub mod functions;
 pub mod inspect;
 pub mod logging;

@@ -13,12 +13,19 @@
 //! is known to have returned normally.
 
 use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 
@@ -91,6 +98,64 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     } else {
         "(no message)".to_string()
     }
+}
+
+/// Batches buffered between the run and the writer (bounds memory: ~8 × batch size rows).
+const CHANNEL_BATCHES: usize = 8;
+
+/// One partition of a streaming table whose batches arrive over a channel. Can be executed
+/// once; a second execution yields an error.
+struct ChannelPartition {
+    schema: SchemaRef,
+    receiver: Mutex<Option<mpsc::Receiver<RecordBatch>>>,
+}
+
+impl fmt::Debug for ChannelPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChannelPartition")
+    }
+}
+
+impl PartitionStream for ChannelPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let receiver = self.receiver.lock().ok().and_then(|mut r| r.take());
+        let stream =
+            match receiver {
+                Some(rx) => futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|b| (Ok(b), rx))
+                })
+                .boxed(),
+                None => futures::stream::once(async {
+                    Err(DataFusionError::Internal(
+                        "channel partition executed twice".into(),
+                    ))
+                })
+                .boxed(),
+            };
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// A one-partition streaming table fed by the returned sender; it can be scanned once. Memory
+/// is bounded by the channel (8 batches).
+///
+/// # Errors
+/// [`crate::error::Error::Internal`] only on a schema inconsistency (a bug).
+pub fn channel_table(
+    schema: SchemaRef,
+) -> crate::error::Result<(mpsc::Sender<RecordBatch>, StreamingTable)> {
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let partition = Arc::new(ChannelPartition {
+        schema: schema.clone(),
+        receiver: Mutex::new(Some(rx)),
+    });
+    let table = StreamingTable::try_new(schema, vec![partition])
+        .map_err(|e| crate::error::Error::Internal(format!("streaming table: {e}")))?;
+    Ok((tx, table))
 }
 
 #[cfg(test)]

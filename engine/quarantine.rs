@@ -221,7 +221,7 @@ impl QuarantineWriter {
             std::fs::rename(&self.staging, &self.final_path).map_err(|e| {
                 Error::target(&self.final_path, format!("publishing quarantine: {e}"))
             })?;
-            crate::sink::fsutil::sync_dir(&self.dir)
+            crate::fsutil::sync_dir(&self.dir)
                 .map_err(|e| Error::target(&self.dir, e.to_string()))?;
             Ok(Some(self.final_path.clone()))
         }

@@ -989,7 +989,7 @@ async fn finish(
         sink.finish().await?
     };
     let aggregates = match aggregates {
-        Some(a) if aborted.is_none() => a.finish(redact).await?,
+        Some(a) if aborted.is_none() => a.finish(redact).await,
         _ => crate::checks::AggregateValues::default(),
     };
     if aborted.is_some() {

@@ -16,5 +16,4 @@
 //! A crash or `kill -9` at any moment leaves the previously published state intact: at worst a
 //! staging folder remains, which the next `begin` removes.
 
-pub mod fsutil;
 pub mod parquet;

@@ -20,87 +20,25 @@
 //! Files are written by DataFusion's Parquet writer (parallel row-group encoding), fed from the
 //! run's stream through a channel.
 
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::error::DataFusionError;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::fsutil::{exchange, files_under, sync_dir, sync_tree, Lock};
 use crate::config::spec::LoadMode;
 use crate::error::{Error, Result};
+use crate::fsutil::{exchange, files_under, sync_dir, sync_tree, Lock};
 
 /// Rows per Parquet row group (128 Ki rows, DuckDB's default is 122,880).
 const ROW_GROUP_ROWS: usize = 128 * 1024;
-
-/// Batches buffered between the run and the writer (bounds memory: ~8 × batch size rows).
-const CHANNEL_BATCHES: usize = 8;
-
-/// One partition of a streaming table whose batches arrive over a channel. Can be executed
-/// once; a second execution yields an error.
-struct ChannelPartition {
-    schema: SchemaRef,
-    receiver: Mutex<Option<mpsc::Receiver<RecordBatch>>>,
-}
-
-impl fmt::Debug for ChannelPartition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ChannelPartition")
-    }
-}
-
-impl PartitionStream for ChannelPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let receiver = self.receiver.lock().ok().and_then(|mut r| r.take());
-        let stream =
-            match receiver {
-                Some(rx) => futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|b| (Ok(b), rx))
-                })
-                .boxed(),
-                None => futures::stream::once(async {
-                    Err(DataFusionError::Internal(
-                        "channel partition executed twice".into(),
-                    ))
-                })
-                .boxed(),
-            };
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
-    }
-}
-
-/// A one-partition streaming table fed by the returned sender; it can be scanned once. Memory
-/// is bounded by the channel (8 batches).
-///
-/// # Errors
-/// [`Error::Internal`] only on a schema inconsistency (a bug).
-pub fn channel_table(schema: SchemaRef) -> Result<(mpsc::Sender<RecordBatch>, StreamingTable)> {
-    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    let partition = Arc::new(ChannelPartition {
-        schema: schema.clone(),
-        receiver: Mutex::new(Some(rx)),
-    });
-    let table = StreamingTable::try_new(schema, vec![partition])
-        .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
-    Ok((tx, table))
-}
 
 /// What a committed (or staged) target holds after the run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -208,7 +146,7 @@ impl ParquetSink {
             }
         }
 
-        let (tx, table) = channel_table(schema)?;
+        let (tx, table) = crate::producer::channel_table(schema)?;
         let df = ctx
             .read_table(Arc::new(table))
             .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
