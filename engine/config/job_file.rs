@@ -38,7 +38,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
             "mapping" => mapping = r.entry::<String>(key, item),
             "sources" => {
                 for (name, s, _) in entries::<SourceSpec>(&mut r, &table, key) {
-                    validate_source(&mut r, &name, &s);
+                    validate_source(&mut r, &table, &name, &s);
                     sources.insert(name, s);
                 }
             }
@@ -283,9 +283,9 @@ pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec)
     }
 }
 
-pub(super) fn validate_source(r: &mut Reader<'_>, name: &str, s: &SourceSpec) {
+pub(super) fn validate_source(r: &mut Reader<'_>, table: &Table, name: &str, s: &SourceSpec) {
     let path = format!("sources.{name}");
-    let entry_span = key_path_span(r.src, &path);
+    let entry_span = key_path_span_in(table, &path);
     if s.is_database() {
         validate_db_source(r, name, s, entry_span);
         return;

@@ -453,18 +453,23 @@ impl Builder {
     }
 }
 
+/// A UTC timestamp as MySQL's DATETIME value (microseconds kept).
+fn datetime_value(dt: &chrono::DateTime<chrono::Utc>) -> Value {
+    Value::Date(
+        dt.year() as u16,
+        dt.month() as u8,
+        dt.day() as u8,
+        dt.hour() as u8,
+        dt.minute() as u8,
+        dt.second() as u8,
+        dt.timestamp_subsec_micros(),
+    )
+}
+
 /// A cursor bound as a typed MySQL value (dates and times as `Date`, compared as such).
 fn cursor_param(v: CursorValue) -> Value {
     let date_time = |us: i64| match chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us) {
-        Some(dt) => Value::Date(
-            dt.year() as u16,
-            dt.month() as u8,
-            dt.day() as u8,
-            dt.hour() as u8,
-            dt.minute() as u8,
-            dt.second() as u8,
-            dt.timestamp_subsec_micros(),
-        ),
+        Some(dt) => datetime_value(&dt),
         None => Value::NULL,
     };
     match v {
@@ -1095,16 +1100,7 @@ impl CommitSql<'_> {
         let d = Dialect::Mysql;
         let (target, stage, cols, on) = (&self.target, &self.stage, &self.cols, &self.on);
         let mut stats = LoadStats::default();
-        let s = self.t.started;
-        let started = Value::Date(
-            s.year() as u16,
-            s.month() as u8,
-            s.day() as u8,
-            s.hour() as u8,
-            s.minute() as u8,
-            s.second() as u8,
-            s.timestamp_subsec_micros(),
-        );
+        let started = datetime_value(&self.t.started);
         let (vf, vt, cur, hash) = (
             d.quote(super::sink::VALID_FROM),
             d.quote(super::sink::VALID_TO),

@@ -350,14 +350,15 @@ fn declared_column_hint(expr: &Expr, to: FieldType, sources: &[ScannedSource]) -
         }
         _ => return None,
     };
+    // `name = "type"`: a type name has no character a TOML string would escape.
+    let declaration = format!("{} = {:?}", toml_key(&c.name), to.to_string());
     Some(format!(
         "`{}.{}` is parsed as {} from the CSV text; declare its type in the job instead: \
-         `[sources.{}] columns = {{ {} = \"{to}\" }}`, {why}",
+         `[sources.{}] columns = {{ {declaration} }}`, {why}",
         s.alias,
         c.name,
         col.data_type,
         toml_key(&s.name),
-        toml_key(&c.name),
     ))
 }
 
