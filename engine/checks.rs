@@ -387,7 +387,7 @@ impl DatasetAggregates {
     /// Ends the input and returns each aggregate by name, and the checks that could not be
     /// computed (their error text redacted by `redact`): a query that failed on the data,
     /// panicked, or returned a value that cannot be read fails its own check, never the run.
-    pub async fn finish(self, redact: &dyn Fn(&str) -> String) -> AggregateValues {
+    pub async fn finish(self, redact: &(dyn Fn(&str) -> String + Sync)) -> AggregateValues {
         let mut out = AggregateValues::default();
         for mut q in self.queries {
             q.sender = None;

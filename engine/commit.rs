@@ -21,15 +21,12 @@
 //! Only the latest commit's record is kept: every run reconciles before it plans, so when run
 //! N+1 commits, run N is already in the state store.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::interpolate::Redactor;
-use crate::config::{Job, Project};
 use crate::error::{Error, Result};
-use crate::fsutil::Lock;
-use crate::run::{RunReport, RunStatus};
+use crate::report::{RunReport, RunStatus};
 
 /// File name of the commit record inside a published Parquet folder. The leading `_` keeps it
 /// out of readers' listings (DataFusion, Spark and DuckDB's `*.parquet` globs skip it).
@@ -103,7 +100,7 @@ impl CommitRecord {
         CommitRecord {
             run_id: report.run_id.clone(),
             job: report.job.clone(),
-            status: crate::state::status_name(report.status),
+            status: report.status.name(),
             started_at: report.started_at.clone(),
             finished_at: report.finished_at.clone(),
             rows_read: report.rows.read,
@@ -135,99 +132,10 @@ impl CommitRecord {
 
     /// Whether the run committed (always true for a record read from a published target).
     pub fn committed(&self) -> bool {
-        self.status == crate::state::status_name(RunStatus::Succeeded)
-            || self.status == crate::state::status_name(RunStatus::SucceededWithWarnings)
+        [RunStatus::Succeeded, RunStatus::SucceededWithWarnings]
+            .iter()
+            .any(|s| self.status == s.name())
     }
-}
-
-/// Takes `job`'s lock: one run (or replay, or backfill) of a job at a time, so the watermark a
-/// run reads is the one it moves. Held until the returned lock is dropped. Call
-/// [`reconcile`] next, before anything reads the state store.
-///
-/// # Errors
-/// [`Error::State`] when another run holds the lock or the lock file cannot be created.
-pub fn lock_job(project: &Project, job: &Job) -> Result<Lock> {
-    let lock_path = project
-        .path(&project.settings.state_dir)
-        .join("locks")
-        .join(format!("job-{}.lock", job.name));
-    Lock::try_acquire(&lock_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            Error::state(
-                &lock_path,
-                format!(
-                    "another run of job `{}` is in progress (runs of one job never overlap, so each reads the watermark the previous one left); wait for it to finish",
-                    job.name
-                ),
-            )
-        } else {
-            Error::state(&lock_path, format!("cannot take the job lock: {e}"))
-        }
-    })
-}
-
-/// Records in the state store the run whose commit record the published target holds (the
-/// Parquet folder's `_sluice_commit.json`, or the database target's `sluice_runs` row), when
-/// the store does not have it as committed: the process stopped between the publish and the
-/// state write. Returns that run's id. Call with the job lock held.
-///
-/// # Errors
-/// [`Error::Connection`] when a database target cannot be reached; [`Error::State`] when the
-/// record cannot be read or the store cannot be written (the run must not start then: it
-/// would read a stale watermark).
-pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
-    let record = if job.target.is_database() {
-        database_record(project, job).await?
-    } else {
-        match target_folder(project, job) {
-            Some((dir, shown)) => read_record(&dir, &shown)?,
-            None => None,
-        }
-    };
-    let Some(record) = record else {
-        return Ok(None);
-    };
-    if record.job != job.name || !record.committed() {
-        return Ok(None);
-    }
-    let mut store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
-    let known = store.run_status(&job.name, &record.run_id)?;
-    if known.as_deref() == Some(record.status.as_str()) {
-        return Ok(None);
-    }
-    store.record_commit(&record)?;
-    if let Some(definition) = &record.model_definition {
-        store.register_model(&record.model, &record.model_version, definition)?;
-    }
-    crate::logging::stderr_line(&format!(
-        "note: run {} of job `{}` was committed, but the process stopped before recording it; recorded now from the target's commit record ({} rows loaded{})",
-        record.run_id,
-        job.name,
-        record.rows_written,
-        if record.watermarks.is_empty() {
-            String::new()
-        } else {
-            ", watermarks moved".into()
-        }
-    ));
-    Ok(Some(record.run_id))
-}
-
-/// The commit record in `sluice_runs` beside a database target.
-async fn database_record(project: &Project, job: &Job) -> Result<Option<CommitRecord>> {
-    let (Some(conn), Some(table)) = (&job.target.connection, &job.target.table) else {
-        return Ok(None);
-    };
-    // A bad table name or connection is the planner's to report, with its line.
-    let Ok(table) = crate::db::TableName::parse(table.get_ref()) else {
-        return Ok(None);
-    };
-    let Ok(connector) =
-        crate::db::Connector::resolve(project, conn.get_ref(), &Redactor::default())
-    else {
-        return Ok(None);
-    };
-    crate::db::runs::read(&connector, &table, &job.name).await
 }
 
 /// The commit record of the version published in `dir`, if any. `shown` names the folder in
@@ -271,24 +179,4 @@ pub fn write_record(dir: &Path, record: &CommitRecord) -> Result<()> {
         crate::fsutil::sync_dir(dir)
     };
     write().map_err(|e| Error::target(&path, format!("cannot write the commit record: {e}")))
-}
-
-/// The folder of `job`'s Parquet target and how Sluice shows it (relative to the project) (`None` for a
-/// database target, or a path whose `${...}` cannot be resolved: the planner reports that).
-pub fn target_folder(project: &Project, job: &Job) -> Option<(PathBuf, String)> {
-    if job.target.is_database() {
-        return None;
-    }
-    let rel = match (&job.target.table, &job.target.path) {
-        (Some(t), _) => project.settings.warehouse.join(t.get_ref()),
-        (None, Some(p)) => PathBuf::from(
-            Redactor::default()
-                .resolve_path(p.get_ref(), &project.root)
-                .ok()?,
-        ),
-        (None, None) => return None,
-    };
-    let dir = project.path(rel);
-    let shown = project.shown(&dir);
-    Some((dir, shown))
 }

@@ -12,7 +12,7 @@
 //! | Internal | a bug in Sluice                               | 1         |
 //!
 //! A failed dataset check is not an error: the run completes, writes its quarantine and report,
-//! does not commit the target, and `sluice run` exits 3 (see [`crate::run::RunStatus`]).
+//! does not commit the target, and `sluice run` exits 3 (see [`crate::report::RunStatus`]).
 
 use std::path::PathBuf;
 

@@ -155,6 +155,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every job that has a `schedule`, at its fire times, until stopped (SIGTERM or
+    /// Ctrl-C).
+    ///
+    /// A job is scheduled with a cron expression read in its time zone, so daylight-saving
+    /// changes neither skip nor double a run:
+    ///
+    ///   schedule = { cron = "0 2 * * *", timezone = "Europe/London" }
+    ///
+    /// Runs of one job never overlap; fires missed while the daemon was down run once at
+    /// start (`misfire = "run_once"`, the default) or are skipped (`misfire = "skip"`). Each
+    /// run reloads the job's files; one log line per fire and per run goes to standard error.
+    /// On SIGTERM no new run starts and running ones get --grace to finish, then are aborted
+    /// with their targets untouched.
+    Schedule {
+        /// How long running runs may take to finish after SIGTERM or Ctrl-C.
+        #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = schedule::parse_grace)]
+        grace: std::time::Duration,
+    },
     /// Show a job's quarantine: rows per run, rows per failed rule, and sample rows with their
     /// file, line and reasons.
     Quarantine {
@@ -300,6 +318,7 @@ async fn dispatch(cli: Cli) -> i32 {
             )
             .await
         }
+        Command::Schedule { grace } => schedule::schedule(cli.project.as_deref(), grace).await,
         Command::Quarantine { job, run, samples } => {
             quarantine::quarantine(cli.project.as_deref(), &job, run.as_deref(), samples).await
         }

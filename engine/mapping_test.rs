@@ -157,6 +157,7 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
         quarantine: QuarantineSpec::default(),
         checks: ChecksSpec::default(),
         retry: Default::default(),
+        schedule: None,
     }
 }
 

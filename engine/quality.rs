@@ -29,6 +29,10 @@ use std::ops::Not;
 use crate::config::spec::{ChecksSpec, NullPolicy, RuleAction};
 use crate::model::{CanonicalModel, Literal};
 
+/// The column of a target that lists the `flag` rules each loaded row failed
+/// (`list<utf8>`, never null; an empty list for a row without flags).
+pub const DQ_FLAGS_COLUMN: &str = "_dq_flags";
+
 /// Which family a row rule belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

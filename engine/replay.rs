@@ -32,14 +32,16 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use crate::config::spec::{ChecksSpec, LoadMode};
 use crate::config::{Job, Project};
 use crate::error::{Error, Result};
-use crate::run::{Progress, RunReport};
+use crate::report::RunReport;
+use crate::run::Progress;
 use crate::source::{InlineRow, SourceInput};
 use crate::state::StateStore;
 
-/// Replays the quarantine of run `run_id` of `job`; returns the replay run's report.
+/// Replays the quarantine of run `run_id` of `job`; returns the replay run's report. Takes the
+/// job lock and reconciles the state store first, like a run ([`crate::recovery`]).
 ///
 /// # Errors
-/// [`Error::Usage`] when the run has no quarantine file or was replayed already;
+/// [`Error::State`] when another run of the job holds the lock; [`Error::Usage`] when the run has no quarantine file or was replayed already;
 /// [`Error::Config`] when the current mapping does not compile; [`Error::Engine`] when the
 /// quarantine cannot be read. Errors during the load itself are in the report.
 pub async fn replay(
@@ -48,6 +50,8 @@ pub async fn replay(
     run_id: &str,
     progress: &mut dyn Progress,
 ) -> Result<RunReport> {
+    let _job_lock = crate::recovery::lock_job(project, job)?;
+    crate::recovery::reconcile(project, job).await?;
     let started = Utc::now();
     let t0 = Instant::now();
     let store = StateStore::open(&project.path(&project.settings.state_dir))?;

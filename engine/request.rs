@@ -7,7 +7,8 @@
 //! | `sluice run --full-refresh`  | every row               | `append` becomes `overwrite` (no row twice) |
 //! | `sluice backfill --from --to`| `from <= cursor < to`   | the job's; `overwrite` is refused           |
 //!
-//! The command line parses arguments, calls [`run_job`] and prints; it decides nothing here.
+//! The command line (and, later, a scheduler) parses arguments, calls [`run_job`] with
+//! [`attempt`] and prints; it decides nothing here.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,7 +19,8 @@ use crate::config::spec::LoadMode;
 use crate::config::{Job, Project, RetryPolicy};
 use crate::db::ExtractMode;
 use crate::error::{Error, Result};
-use crate::run::RunReport;
+use crate::report::RunReport;
+use crate::run::Progress;
 
 /// The job as `mode` runs it, and a note for the user when the request changes or risks
 /// something (printed to stderr by the caller).
@@ -102,7 +104,7 @@ where
 {
     // Each attempt first records a commit an earlier run made but did not record, before
     // anything reads the state store.
-    let _job_lock = crate::commit::lock_job(project, job)?;
+    let _job_lock = crate::recovery::lock_job(project, job)?;
     let mut retries = Retries::of(&job.retry);
     let mut n = 1;
     loop {
@@ -119,6 +121,81 @@ where
             _ => return Ok(Some(report)),
         }
     }
+}
+
+/// What one attempt of a run came to.
+pub enum Attempt {
+    /// The configuration is invalid (a broken model contract, a mapping that does not
+    /// compile): nothing ran and no report was saved. The error names the file and line.
+    Invalid(Error),
+    /// The run stopped while planning (a missing source file, an unreachable database): a
+    /// report with status `failed` and zero counts was saved. `error` is the cause.
+    NotStarted {
+        /// The saved report.
+        report: RunReport,
+        /// Why planning stopped.
+        error: Error,
+    },
+    /// The run executed; its report was saved (whatever its status).
+    Ran(RunReport),
+}
+
+impl Attempt {
+    /// The saved report, if the attempt made one.
+    pub fn report(&self) -> Option<&RunReport> {
+        match self {
+            Attempt::Invalid(_) => None,
+            Attempt::NotStarted { report, .. } | Attempt::Ran(report) => Some(report),
+        }
+    }
+}
+
+/// One attempt of a run of `job` (already resolved by [`job_for`]) with the job lock held:
+/// records a commit an earlier run made but did not record ([`crate::recovery::reconcile`]),
+/// checks the model against every version committed runs loaded
+/// ([`crate::contract::check_registered`]), compiles and runs. A panic while planning is a
+/// failed attempt, never a success.
+///
+/// # Errors
+/// What stops the run outside its report: the state store cannot be read or written, or the
+/// report cannot be saved.
+pub async fn attempt(
+    project: &Project,
+    job: &Job,
+    mode: &ExtractMode,
+    progress: &mut dyn Progress,
+) -> Result<Attempt> {
+    let started = chrono::Utc::now();
+    let t0 = std::time::Instant::now();
+    let no_inputs = std::collections::HashMap::new();
+    let compiling = async {
+        crate::recovery::reconcile(project, job).await?;
+        // Models as contracts, checked against every version committed runs loaded (a run
+        // recovered just now included).
+        let model = project
+            .mappings
+            .get(&job.mapping)
+            .and_then(|m| project.models.get(&m.model.name));
+        if let Some(d) = model.and_then(|m| crate::contract::check_registered(project, m)) {
+            return Err(Error::config(d));
+        }
+        crate::plan::compile_for(project, job, &no_inputs, mode).await
+    };
+    progress.stage("planning");
+    let compiled = match crate::producer::catch_panic(compiling, "planning the job").await {
+        Ok(c) => c,
+        Err(e) => {
+            progress.finish();
+            if matches!(e, Error::Config(_)) {
+                return Ok(Attempt::Invalid(e));
+            }
+            let redactor = crate::config::interpolate::Redactor::process();
+            let report = crate::run::failed_before_start(project, job, started, &e, redactor)?;
+            return Ok(Attempt::NotStarted { report, error: e });
+        }
+    };
+    let report = crate::run::run(project, compiled, started, t0.elapsed(), progress).await?;
+    Ok(Attempt::Ran(report))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed) |
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
 //! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
+//! | `schedule_fires` | scheduled job              | `job`, `fire_at` (RFC 3339 UTC: the latest fire the daemon took), `status` (`running`, `done`, `skipped`, `abandoned`), `run_id` (its run, once finished), `updated_at` |
 //! | `quality` | run × row rule or dataset check   | `run_id`, `job`, `started_at`, `kind` (`rule`/`check`), `name`, `rows_checked`, `rows_failed`, `measured`, `threshold`, `status` (`pass`/`warn`/`fail`), `action` |
 //!
 //! A run is recorded after its target commit (or after it failed), in one transaction, so the
@@ -20,7 +21,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
-use crate::run::{RunReport, RunStatus};
+use crate::report::RunReport;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -62,6 +63,13 @@ CREATE TABLE IF NOT EXISTS watermarks (
     updated_at    TEXT NOT NULL,
     PRIMARY KEY (job, source)
 );
+CREATE TABLE IF NOT EXISTS schedule_fires (
+    job        TEXT PRIMARY KEY,
+    fire_at    TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    run_id     TEXT,
+    updated_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS models (
     name          TEXT NOT NULL,
     version       TEXT NOT NULL,
@@ -99,6 +107,18 @@ pub struct StoredWatermark {
     pub run_id: String,
     /// The cursor column it is a value of.
     pub cursor_column: String,
+}
+
+/// The latest fire of a scheduled job the daemon took (see [`StateStore::claim_fire`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FireRecord {
+    /// The fire instant (the run's logical date).
+    pub fire_at: chrono::DateTime<chrono::Utc>,
+    /// `running` (claimed, its run not finished), `done`, `skipped` or `abandoned` (the
+    /// daemon stopped during its run).
+    pub status: String,
+    /// The run of this fire, once it finished.
+    pub run_id: Option<String>,
 }
 
 /// One quality measurement of a past run.
@@ -203,7 +223,86 @@ impl StateStore {
         tx.commit().map_err(err)
     }
 
-    /// Records a committed run from its commit record (see [`crate::commit::reconcile`]):
+    /// The latest fire of `job` the daemon took, if any.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error or a stored time that is not RFC 3339.
+    pub fn last_fire(&self, job: &str) -> Result<Option<FireRecord>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT fire_at, status, run_id FROM schedule_fires WHERE job = ?1",
+                params![job],
+                |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(at, status, run_id)| {
+            let fire_at = chrono::DateTime::parse_from_rfc3339(&at)
+                .map_err(|e| {
+                    Error::state(&self.path, format!("schedule_fires.fire_at `{at}`: {e}"))
+                })?
+                .to_utc();
+            Ok(FireRecord {
+                fire_at,
+                status,
+                run_id,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records that the daemon took `job`'s fire at `fire_at` with `status` (`running` before
+    /// its run starts, so a daemon killed during the run never runs that fire again;
+    /// `skipped` for a fire the misfire policy passed over). Replaces the previous fire.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error: the fire must then not run.
+    pub fn claim_fire(
+        &self,
+        job: &str,
+        fire_at: chrono::DateTime<chrono::Utc>,
+        status: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO schedule_fires (job, fire_at, status, run_id, updated_at)
+                 VALUES (?1, ?2, ?3, NULL, ?4)",
+                params![job, rfc3339(fire_at), status, rfc3339(chrono::Utc::now())],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records how the run of `job`'s fire at `fire_at` ended (`done` with its run id, or
+    /// `abandoned`). A no-op when a later fire has replaced it.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn finish_fire(
+        &self,
+        job: &str,
+        fire_at: chrono::DateTime<chrono::Utc>,
+        status: &str,
+        run_id: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE schedule_fires SET status = ?3, run_id = ?4, updated_at = ?5
+                 WHERE job = ?1 AND fire_at = ?2",
+                params![
+                    job,
+                    rfc3339(fire_at),
+                    status,
+                    run_id,
+                    rfc3339(chrono::Utc::now())
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a committed run from its commit record (see [`crate::recovery::reconcile`]):
     /// the run, and the watermarks it moved, in one transaction. Its quality results are not
     /// in the record, so such a run has none in the history.
     ///
@@ -407,15 +506,15 @@ fn insert_run(
     Ok(())
 }
 
-/// The name a status has in reports and the store (`succeeded_with_warnings`).
-pub fn status_name(s: RunStatus) -> String {
-    crate::config::spec::json_name(&s)
+/// `t` as stored: RFC 3339, UTC, seconds.
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{RowCounts, StageTimes};
+    use crate::report::{RowCounts, RunStatus, StageTimes};
 
     fn report(id: &str, status: RunStatus, written: u64) -> RunReport {
         RunReport {

@@ -12,4 +12,5 @@ mod docs_reference;
 mod plan_golden;
 mod quality;
 mod run_flights;
+mod schedule;
 mod sources;

@@ -7,6 +7,7 @@ pub(crate) mod plan;
 pub(crate) mod quality;
 pub(crate) mod quarantine;
 pub(crate) mod run;
+pub(crate) mod schedule;
 pub(crate) mod test;
 pub(crate) mod validate;
 
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sluice::config::Project;
 use sluice::error::Error;
-use sluice::run::RunReport;
+use sluice::report::RunReport;
 
 use crate::errln;
 
@@ -184,7 +185,7 @@ pub(crate) fn print_summary(r: &RunReport, project: &Project) {
     if let Some(e) = &r.error {
         errln(&format!("error ({}): {}", e.class, e.message));
     }
-    let report = sluice::run::report_path(project, &r.job, &r.run_id);
+    let report = sluice::report::report_path(project, &r.job, &r.run_id);
     outln!(
         "report     {}",
         report

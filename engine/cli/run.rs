@@ -1,14 +1,14 @@
 //! `sluice run`, `sluice backfill` and `sluice replay`: the request resolved by the library
 //! ([`sluice::request`]), each attempt compiled, run and printed.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use sluice::config::Project;
 use sluice::db::ExtractMode;
 use sluice::error::{Error, EXIT_INVALID};
-use sluice::run::{NoProgress, Progress, RunReport, TerminalProgress};
+use sluice::report::RunReport;
+use sluice::request::Attempt;
+use sluice::run::{NoProgress, Progress, TerminalProgress};
 
 use super::*;
 use crate::errln;
@@ -43,61 +43,41 @@ pub(crate) async fn run(
     Ok(report.map_or(EXIT_INVALID, |r| r.exit_code()))
 }
 
-/// One attempt of a run: compile, run, print. `None` when the config is invalid.
+/// One attempt of a run, printed. `None` when the config is invalid (the error is printed).
 async fn run_once(
     project: &Project,
     job: &sluice::config::Job,
     json: bool,
     mode: &ExtractMode,
 ) -> Result<Option<RunReport>, Error> {
-    let started = chrono::Utc::now();
-    let t0 = Instant::now();
-    let no_inputs = HashMap::new();
-    let compiling = async {
-        sluice::commit::reconcile(project, job).await?;
-        // Models as contracts, checked against every version committed runs loaded (a run
-        // recovered just now included).
-        if let Some(model) = project
-            .mappings
-            .get(&job.mapping)
-            .and_then(|m| project.models.get(&m.model.name))
-        {
-            if let Some(d) = sluice::contract::check_registered(project, model) {
-                return Err(Error::config(d));
-            }
-        }
-        sluice::plan::compile_for(project, job, &no_inputs, mode).await
-    };
-    let compiled = match sluice::producer::catch_panic(compiling, "planning the job").await {
-        Ok(c) => c,
-        Err(e @ Error::Config(_)) => {
-            report_error(&e);
-            return Ok(None);
-        }
-        Err(e) => {
-            let redactor = sluice::config::interpolate::Redactor::process().clone();
-            let report = sluice::run::failed_before_start(project, job, started, &e, &redactor)?;
-            if json {
-                print_json(&report)?;
-            } else {
-                report_error(&e);
-            }
-            return Ok(Some(report));
-        }
-    };
     let mut terminal = if json { None } else { TerminalProgress::new() };
     let mut quiet = NoProgress;
     let progress: &mut dyn Progress = match terminal.as_mut() {
         Some(t) => t,
         None => &mut quiet,
     };
-    let report = sluice::run::run(project, compiled, started, t0.elapsed(), progress).await?;
-    if json {
-        print_json(&report)?;
-    } else {
-        print_summary(&report, project);
+    match sluice::request::attempt(project, job, mode, progress).await? {
+        Attempt::Invalid(e) => {
+            report_error(&e);
+            Ok(None)
+        }
+        Attempt::NotStarted { report, error } => {
+            if json {
+                print_json(&report)?;
+            } else {
+                report_error(&error);
+            }
+            Ok(Some(report))
+        }
+        Attempt::Ran(report) => {
+            if json {
+                print_json(&report)?;
+            } else {
+                print_summary(&report, project);
+            }
+            Ok(Some(report))
+        }
     }
-    Ok(Some(report))
 }
 
 pub(crate) async fn replay(
@@ -109,8 +89,6 @@ pub(crate) async fn replay(
     let root = project_root(explicit, None)?;
     let project = load_for_job(&root, job)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
-    let _job_lock = sluice::commit::lock_job(&project, job)?;
-    sluice::commit::reconcile(&project, job).await?;
     let mut terminal = if json { None } else { TerminalProgress::new() };
     let mut quiet = NoProgress;
     let progress: &mut dyn Progress = match terminal.as_mut() {

@@ -12,6 +12,7 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "quarantine",
     "checks",
     "retry",
+    "schedule",
 ];
 
 pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
@@ -26,12 +27,18 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
     let mut quarantine = QuarantineSpec::default();
     let mut checks = ChecksSpec::default();
     let mut retry = Some(RetryPolicy::default());
+    let mut schedule = Some(None);
     for (key, item) in table.iter() {
         match key {
             "retry" => {
                 if let Some(spec) = r.entry::<RetrySpec>(key, item) {
                     retry = validate_retry(&mut r, &spec);
                 }
+            }
+            "schedule" => {
+                schedule = r
+                    .entry::<ScheduleSpec>(key, item)
+                    .map(|spec| validate_schedule(&mut r, &spec))
             }
             "description" => description = r.entry::<String>(key, item),
             "owner" => owner = r.entry::<String>(key, item),
@@ -110,7 +117,25 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
         quarantine,
         checks,
         retry: retry?,
+        schedule: schedule?,
     })
+}
+
+/// The typed schedule, or `None` (with an error at the value at fault) when it is invalid.
+fn validate_schedule(r: &mut Reader<'_>, spec: &ScheduleSpec) -> Option<Schedule> {
+    let timezone = spec.timezone.as_ref().map(|t| t.get_ref().as_str());
+    match Schedule::parse(spec.cron.get_ref(), timezone, spec.misfire) {
+        Ok(s) => Some(s),
+        Err(ScheduleError::Cron { message, hint }) => {
+            r.error(Some(spec.cron.span()), "schedule.cron", message, Some(hint));
+            None
+        }
+        Err(ScheduleError::Timezone { message, hint }) => {
+            let span = spec.timezone.as_ref().map(|t| t.span());
+            r.error(span, "schedule.timezone", message, Some(hint));
+            None
+        }
+    }
 }
 
 pub(super) fn validate_retry(r: &mut Reader<'_>, spec: &RetrySpec) -> Option<RetryPolicy> {

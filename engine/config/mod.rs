@@ -20,6 +20,7 @@ mod model_file;
 mod project_file;
 pub mod reader;
 mod references;
+pub mod schedule;
 pub mod spec;
 
 use job_file::*;
@@ -41,6 +42,7 @@ use toml_edit::{Item, Table};
 use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceText};
 use crate::model::{CanonicalModel, Field, FieldType, Literal, Version, TYPE_NAMES};
 use reader::{join_key, Reader};
+use schedule::{Schedule, ScheduleError};
 use spec::*;
 
 /// Name of the project file at the project root.
@@ -240,6 +242,8 @@ pub struct Job {
     pub checks: ChecksSpec,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
+    /// When the `sluice schedule` daemon runs it (`None`: only when asked).
+    pub schedule: Option<schedule::Schedule>,
 }
 
 /// A table name as written in a job: `name` or `schema.name`. Each part is used exactly as

@@ -373,6 +373,39 @@ pub enum OnSchemaChange {
     AddColumns,
 }
 
+/// `[schedule]` of a job: when the `sluice schedule` daemon runs it. Jobs without one run
+/// only when something calls `sluice run`.
+///
+/// ```toml
+/// schedule = { cron = "0 2 * * *", timezone = "Europe/London" }
+/// ```
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// A cron expression in the job's time zone: five fields (minute, hour, day of month,
+    /// month, day of week), or six with seconds first. Parsed by the `croner` crate.
+    pub cron: Spanned<String>,
+    /// An IANA time zone name (`"Europe/London"`, `"America/New_York"`); default `"UTC"`.
+    /// Fire times follow the zone's daylight-saving changes.
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    /// What the daemon does with fires it missed while it was not running.
+    #[serde(default)]
+    pub misfire: Misfire,
+}
+
+/// What happens to the fires of a schedule that passed while the daemon was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Run once, as soon as the daemon starts, for the latest missed fire (the default: a
+    /// nightly load missed during downtime still happens, once).
+    #[default]
+    RunOnce,
+    /// Do not run; wait for the next fire.
+    Skip,
+}
+
 /// `[retry]` of a job: how a run that failed for a transient reason (a dropped connection, a
 /// database shutting down, a serialization failure) is retried. The whole run is retried; its
 /// load is all-or-nothing, so a retry never duplicates rows.

@@ -479,7 +479,7 @@ fn plan_cursor(
     inc: &crate::config::spec::IncrementalSpec,
     columns: &[DbColumn],
     mode: &ExtractMode,
-    src_err: &dyn Fn(String) -> Error,
+    src_err: &(dyn Fn(String) -> Error + Sync),
 ) -> Result<PlannedCursor> {
     use extract::{CursorKind, CursorValue};
     let column = inc.column.get_ref();
@@ -545,7 +545,7 @@ fn cursor_bounds(
     kind: extract::CursorKind,
     stored: Option<&crate::state::StoredWatermark>,
     mode: &ExtractMode,
-    src_err: &dyn Fn(String) -> Error,
+    src_err: &(dyn Fn(String) -> Error + Sync),
 ) -> Result<(Bound, Bound, String)> {
     use extract::CursorValue;
     let column = inc.column.get_ref();

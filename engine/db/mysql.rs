@@ -21,11 +21,12 @@ use mysql_async::{Conn, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
-use super::sink::{column_list, DbTarget, LoadStats};
+use super::sink::{column_list, DbTarget};
 use super::values::{format_decimal, parse_decimal};
 use super::{Connector, DbColumn, Dialect};
 use crate::config::spec::{LoadMode, SslMode};
 use crate::error::{Error, Result};
+use crate::report::LoadStats;
 
 /// Whether a MySQL error may go away on retry: I/O (a dropped or refused connection), a
 /// closed connection, or the server codes for a killed connection (1927), a shutdown (1053),

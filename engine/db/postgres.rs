@@ -21,10 +21,11 @@ use tokio_postgres::types::{FromSql, Kind, ToSql, Type};
 use tokio_postgres::Client;
 
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
-use super::sink::{column_list, DbTarget, LoadStats};
+use super::sink::{column_list, DbTarget};
 use super::{Connector, DbColumn, Dialect};
 use crate::config::spec::{LoadMode, SslMode};
 use crate::error::{Error, Result};
+use crate::report::LoadStats;
 use datafusion::arrow::array::RecordBatch;
 
 /// Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
@@ -760,7 +761,7 @@ pub async fn read_run_record(
 async fn merge(
     client: &tokio_postgres::Client,
     t: &DbTarget,
-    err: &dyn Fn(tokio_postgres::Error) -> Error,
+    err: &(dyn Fn(tokio_postgres::Error) -> Error + Sync),
 ) -> Result<LoadStats> {
     let d = Dialect::Postgres;
     let target = t.table.quoted(d);
@@ -837,7 +838,7 @@ async fn scd2(
     client: &tokio_postgres::Client,
     t: &DbTarget,
     started: &str,
-    err: &dyn Fn(tokio_postgres::Error) -> Error,
+    err: &(dyn Fn(tokio_postgres::Error) -> Error + Sync),
 ) -> Result<LoadStats> {
     let d = Dialect::Postgres;
     let target = t.table.quoted(d);

@@ -112,7 +112,7 @@ impl DbTarget {
             .collect();
         if with_flags {
             staged.push(TargetColumn {
-                name: crate::plan::DQ_FLAGS_COLUMN.into(),
+                name: crate::quality::DQ_FLAGS_COLUMN.into(),
                 ty: ColumnType::Flags,
                 not_null: true,
                 primary_key: false,
@@ -614,17 +614,6 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Rows a commit changed.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct LoadStats {
-    /// Rows inserted (new keys, or new versions for `scd2`).
-    pub inserted: u64,
-    /// Rows updated in place (`merge`) or versions closed (`scd2`).
-    pub updated: u64,
-    /// Rows deleted (`merge` with `delete_missing`; `overwrite`: the rows replaced).
-    pub deleted: u64,
-}
-
 /// The differences between the target table and the model, or `None` when the table does
 /// not exist (for `sluice plan`; nothing is changed).
 ///
@@ -709,7 +698,7 @@ impl DbSink {
         self,
         target: &DbTarget,
         record: &crate::commit::CommitRecord,
-    ) -> Result<LoadStats> {
+    ) -> Result<crate::report::LoadStats> {
         let run = super::runs::RunRow::new(record, &target.table)?;
         match self {
             DbSink::Postgres(l) => l.commit(target, &run).await,

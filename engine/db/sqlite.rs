@@ -29,7 +29,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{OpenFlags, OptionalExtension};
 
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
-use super::sink::{column_list, DbTarget, LoadStats};
+use super::sink::{column_list, DbTarget};
 use super::values::{
     format_days, format_decimal, format_micros, format_time, parse_date, parse_decimal, parse_time,
     parse_timestamp,
@@ -37,6 +37,7 @@ use super::values::{
 use super::{Connector, DbColumn, Dialect};
 use crate::config::spec::LoadMode;
 use crate::error::{Error, Result};
+use crate::report::LoadStats;
 
 fn error(c: &Connector, what: &str, e: &rusqlite::Error) -> Error {
     // A busy or locked database may free up; anything else will fail again.

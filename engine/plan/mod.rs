@@ -495,9 +495,6 @@ pub struct CompiledJob {
     pub extract_mode: ExtractMode,
 }
 
-/// The column of a target that lists the `flag` rules each loaded row failed.
-pub const DQ_FLAGS_COLUMN: &str = "_dq_flags";
-
 impl CompiledJob {
     /// Whether any rule has `action = "flag"` (then the target has a `_dq_flags` column).
     pub fn has_flag_rules(&self) -> bool {
@@ -515,7 +512,7 @@ impl CompiledJob {
             model.fields().iter().cloned().collect();
         fields.push(std::sync::Arc::new(
             datafusion::arrow::datatypes::Field::new(
-                DQ_FLAGS_COLUMN,
+                crate::quality::DQ_FLAGS_COLUMN,
                 DataType::List(std::sync::Arc::new(
                     datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, false),
                 )),

@@ -1,0 +1,122 @@
+//! Before a run: the job lock, then reconciliation of the state store with the published
+//! target. This is the second half of the commit protocol described in [`crate::commit`]: a run
+//! that was published but not recorded (the process stopped in between) is recorded from the
+//! target's commit record before anything reads a watermark.
+
+use std::path::PathBuf;
+
+use crate::commit::{read_record, CommitRecord};
+use crate::config::interpolate::Redactor;
+use crate::config::{Job, Project};
+use crate::error::{Error, Result};
+use crate::fsutil::Lock;
+
+/// Takes `job`'s lock: one run (or replay, or backfill) of a job at a time, so the watermark a
+/// run reads is the one it moves. Held until the returned lock is dropped. Call
+/// [`reconcile`] next, before anything reads the state store.
+///
+/// # Errors
+/// [`Error::State`] when another run holds the lock or the lock file cannot be created.
+pub fn lock_job(project: &Project, job: &Job) -> Result<Lock> {
+    let lock_path = project
+        .path(&project.settings.state_dir)
+        .join("locks")
+        .join(format!("job-{}.lock", job.name));
+    Lock::try_acquire(&lock_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::state(
+                &lock_path,
+                format!(
+                    "another run of job `{}` is in progress (runs of one job never overlap, so each reads the watermark the previous one left); wait for it to finish",
+                    job.name
+                ),
+            )
+        } else {
+            Error::state(&lock_path, format!("cannot take the job lock: {e}"))
+        }
+    })
+}
+
+/// Records in the state store the run whose commit record the published target holds (the
+/// Parquet folder's `_sluice_commit.json`, or the database target's `sluice_runs` row), when
+/// the store does not have it as committed: the process stopped between the publish and the
+/// state write. Returns that run's id. Call with the job lock held.
+///
+/// # Errors
+/// [`Error::Connection`] when a database target cannot be reached; [`Error::State`] when the
+/// record cannot be read or the store cannot be written (the run must not start then: it
+/// would read a stale watermark).
+pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
+    let record = if job.target.is_database() {
+        database_record(project, job).await?
+    } else {
+        match target_folder(project, job) {
+            Some((dir, shown)) => read_record(&dir, &shown)?,
+            None => None,
+        }
+    };
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    if record.job != job.name || !record.committed() {
+        return Ok(None);
+    }
+    let mut store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let known = store.run_status(&job.name, &record.run_id)?;
+    if known.as_deref() == Some(record.status.as_str()) {
+        return Ok(None);
+    }
+    store.record_commit(&record)?;
+    if let Some(definition) = &record.model_definition {
+        store.register_model(&record.model, &record.model_version, definition)?;
+    }
+    crate::logging::stderr_line(&format!(
+        "note: run {} of job `{}` was committed, but the process stopped before recording it; recorded now from the target's commit record ({} rows loaded{})",
+        record.run_id,
+        job.name,
+        record.rows_written,
+        if record.watermarks.is_empty() {
+            String::new()
+        } else {
+            ", watermarks moved".into()
+        }
+    ));
+    Ok(Some(record.run_id))
+}
+
+/// The commit record in `sluice_runs` beside a database target.
+async fn database_record(project: &Project, job: &Job) -> Result<Option<CommitRecord>> {
+    let (Some(conn), Some(table)) = (&job.target.connection, &job.target.table) else {
+        return Ok(None);
+    };
+    // A bad table name or connection is the planner's to report, with its line.
+    let Ok(table) = crate::db::TableName::parse(table.get_ref()) else {
+        return Ok(None);
+    };
+    let Ok(connector) =
+        crate::db::Connector::resolve(project, conn.get_ref(), &Redactor::default())
+    else {
+        return Ok(None);
+    };
+    crate::db::runs::read(&connector, &table, &job.name).await
+}
+
+/// The folder of `job`'s Parquet target and how Sluice shows it (relative to the project) (`None` for a
+/// database target, or a path whose `${...}` cannot be resolved: the planner reports that).
+pub fn target_folder(project: &Project, job: &Job) -> Option<(PathBuf, String)> {
+    if job.target.is_database() {
+        return None;
+    }
+    let rel = match (&job.target.table, &job.target.path) {
+        (Some(t), _) => project.settings.warehouse.join(t.get_ref()),
+        (None, Some(p)) => PathBuf::from(
+            Redactor::default()
+                .resolve_path(p.get_ref(), &project.root)
+                .ok()?,
+        ),
+        (None, None) => return None,
+    };
+    let dir = project.path(rel);
+    let shown = project.shown(&dir);
+    Some((dir, shown))
+}

@@ -1,0 +1,179 @@
+//! `sluice schedule`: the daemon runs scheduled jobs at their fires, stops cleanly on SIGTERM,
+//! and a `kill -9` mid-write neither changes the target nor runs that fire again.
+//!
+//! The job fires every 2 seconds (a six-field cron with seconds), so each test takes seconds.
+
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{query, rows, show, Workdir};
+
+/// The sample project with `carriers` (16 rows, `overwrite`) fired every 2 seconds.
+fn scheduled_project() -> Workdir {
+    let w = Workdir::project();
+    let job = w.read("jobs/carriers.toml");
+    w.write(
+        "jobs/carriers.toml",
+        &format!("schedule = {{ cron = \"*/2 * * * * *\", misfire = \"skip\" }}\n{job}"),
+    );
+    w
+}
+
+/// Starts the daemon with its standard error in `<workdir>/daemon-<n>.log`.
+fn start_daemon(w: &Workdir, n: u32, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::File::create(w.path().join(format!("daemon-{n}.log"))).unwrap();
+    let mut cmd = w.sluice(&["schedule", "--grace", "30s"]);
+    cmd.stdout(Stdio::null()).stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start sluice schedule")
+}
+
+/// The reports of `job`'s runs, as JSON, oldest first.
+fn reports(w: &Workdir, job: &str) -> Vec<serde_json::Value> {
+    let dir = w.path().join(".sluice/runs").join(job);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    files
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}; daemon log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_exit(child: &mut Child, log: &Path) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!(
+                "the daemon did not stop; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "cannot send SIGTERM");
+}
+
+/// The fire instants the daemon logged as starting a run.
+fn fires_started(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.ends_with(": run starting"))
+        .filter_map(|l| l.split("fire at ").nth(1))
+        .map(|s| s.trim_end_matches(": run starting").to_string())
+        .collect()
+}
+
+#[test]
+fn the_daemon_runs_a_job_at_each_fire_once_and_stops_on_sigterm() {
+    let w = scheduled_project();
+    let log_path = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    wait_for("three scheduled runs", &log_path, || {
+        reports(&w, "carriers").len() >= 3
+    });
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, &log_path);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(0), "daemon log:\n{log}");
+    assert!(log.contains("stopped"), "{log}");
+
+    // Only the scheduled job ran, once per fire, at fires two seconds apart.
+    assert!(reports(&w, "flights").is_empty() && reports(&w, "airports").is_empty());
+    let runs = reports(&w, "carriers");
+    let fires = fires_started(&log);
+    assert_eq!(fires.len(), runs.len(), "one run per fire:\n{log}");
+    let mut distinct = fires.clone();
+    distinct.dedup();
+    assert_eq!(distinct, fires, "a fire ran twice:\n{log}");
+    for f in &fires {
+        let second: u32 = f[17..19].parse().unwrap();
+        assert_eq!(second % 2, 0, "fire {f} is not on the schedule:\n{log}");
+    }
+    for r in &runs {
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["rows"]["written"], 16, "{r}");
+    }
+    // overwrite: the table holds one run's rows, not one copy per run.
+    let n = rows(&query(
+        &w.path().join("warehouse/carriers"),
+        "SELECT count(*) FROM t",
+    ));
+    assert_eq!(n, ["16"]);
+}
+
+#[test]
+fn kill_9_of_the_daemon_mid_write_leaves_the_target_and_never_reruns_that_fire() {
+    let w = scheduled_project();
+    let first = w.run(&["run", "carriers"]);
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
+    let target = w.path().join("warehouse/carriers");
+    let commit_before = std::fs::read(target.join("_sluice_commit.json")).unwrap();
+
+    // The daemon kills itself (SIGKILL) with the first scheduled run's staging complete and
+    // nothing published: the same as `kill -9` at that instant.
+    let log1 = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[("SLUICE_CRASH_AT", "before_publish")]);
+    let status = wait_exit(&mut daemon, &log1);
+    let log = std::fs::read_to_string(&log1).unwrap();
+    assert_eq!(status.code(), None, "killed by a signal:\n{log}");
+    let killed_fire = fires_started(&log).pop().expect("a run started");
+    assert_eq!(
+        std::fs::read(target.join("_sluice_commit.json")).unwrap(),
+        commit_before,
+        "the target changed"
+    );
+    assert_eq!(reports(&w, "carriers").len(), 1, "only the manual run");
+
+    // Restarted, the daemon records that fire as abandoned, does not run it again, and the
+    // next fire loads the job.
+    let log2 = w.path().join("daemon-2.log");
+    let mut daemon = start_daemon(&w, 2, &[]);
+    wait_for("a scheduled run after the restart", &log2, || {
+        reports(&w, "carriers").len() >= 2
+    });
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log2).code(), Some(0));
+    let log = std::fs::read_to_string(&log2).unwrap();
+    assert!(
+        log.contains(&format!(
+            "the daemon stopped during the run of the fire at {killed_fire}"
+        )),
+        "{log}"
+    );
+    assert!(!fires_started(&log).contains(&killed_fire), "{log}");
+    let runs = reports(&w, "carriers");
+    assert_eq!(runs[1]["status"], "succeeded", "{}", runs[1]);
+    assert_ne!(
+        std::fs::read(target.join("_sluice_commit.json")).unwrap(),
+        commit_before,
+        "the next fire did not commit"
+    );
+    let n = rows(&query(&target, "SELECT count(*) FROM t"));
+    assert_eq!(n, ["16"]);
+}
