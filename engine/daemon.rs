@@ -67,6 +67,8 @@ struct Entry {
     next: Option<DateTime<Utc>>,
     /// The fire whose run is in progress, if any.
     running: Option<DateTime<Utc>>,
+    /// The project as the job's last run loaded it, run again when its files become invalid.
+    last_valid: Option<Arc<Project>>,
 }
 
 /// What a run task returns: the job, its fire, and how the run ended.
@@ -103,7 +105,11 @@ pub async fn run(
         entries.len(),
         entries
             .iter()
-            .map(|(n, e)| format!("{n} [{}]", e.schedule.describe()))
+            .map(|(n, e)| format!(
+                "{n} [{}, next {}]",
+                e.schedule.describe(),
+                e.next.map_or("never".into(), show)
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     ));
@@ -184,6 +190,7 @@ fn start_entry(
         schedule,
         next,
         running: None,
+        last_valid: None,
     })
 }
 
@@ -223,33 +230,64 @@ fn take_due_fires(
             ));
             continue;
         }
+        let Some(project) = project_for(root, job, entry) else {
+            store.claim_fire(job, fire, "failed")?;
+            log(&format!(
+                "job {job}: fire at {}: not run: its files have problems (above)",
+                show(fire)
+            ));
+            continue;
+        };
         store.claim_fire(job, fire, "running")?;
         entry.running = Some(fire);
         log(&format!("job {job}: fire at {}: run starting", show(fire)));
-        let (root, job) = (root.to_path_buf(), job.clone());
+        let job = job.clone();
         runs.spawn(async move {
             // A panic is a failed run, never a lost task: the job stays schedulable.
             let result =
-                crate::producer::catch_panic(run_fire(&root, &job), "running the job").await;
+                crate::producer::catch_panic(run_fire(project, &job), "running the job").await;
             (job, fire, result)
         });
     }
     Ok(())
 }
 
-/// One scheduled run of `job`: the project as it is now (or, when the job's files have become
-/// invalid, an error the log shows), the job lock, retries, the run.
-async fn run_fire(root: &Path, job: &str) -> Result<Option<RunReport>> {
-    let (project, others) = Project::load_for_job(root, job).map_err(Error::Config)?;
-    if !others.is_empty() {
-        log(&format!(
-            "job {job}: files it does not use have problems; running it anyway:\n{}",
-            others.to_string().trim_end()
-        ));
+/// The project to run `job` with: as its files are now, or, when the files the job uses have
+/// become invalid, the version its last run loaded (the problems are logged). `None` when
+/// there is no valid version.
+fn project_for(root: &Path, job: &str, entry: &mut Entry) -> Option<Arc<Project>> {
+    match Project::load_for_job(root, job) {
+        Ok((project, others)) => {
+            if !others.is_empty() {
+                log(&format!(
+                    "job {job}: files it does not use have problems; running it anyway:\n{}",
+                    others.to_string().trim_end()
+                ));
+            }
+            let project = Arc::new(project);
+            entry.last_valid = Some(project.clone());
+            Some(project)
+        }
+        Err(diags) => {
+            let previous = entry.last_valid.clone();
+            log(&format!(
+                "job {job}: its files have problems{}:\n{}",
+                if previous.is_some() {
+                    "; running the version its last run loaded"
+                } else {
+                    ""
+                },
+                diags.to_string().trim_end()
+            ));
+            previous
+        }
     }
+}
+
+/// One scheduled run of `job` in `project`: the job lock, retries, the run.
+async fn run_fire(project: Arc<Project>, job: &str) -> Result<Option<RunReport>> {
     let job = project.job(job).map_err(|d| Error::config(*d))?.clone();
     let mode = ExtractMode::Incremental;
-    let project = Arc::new(project);
     crate::request::run_job(
         &project,
         &job,

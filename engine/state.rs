@@ -8,7 +8,7 @@
 //! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed) |
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
 //! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
-//! | `schedule_fires` | scheduled job              | `job`, `fire_at` (RFC 3339 UTC: the latest fire the daemon took), `status` (`running`, `done`, `skipped`, `abandoned`), `run_id` (its run, once finished), `updated_at` |
+//! | `schedule_fires` | scheduled job              | `job`, `fire_at` (RFC 3339 UTC: the latest fire the daemon took), `status` (`running`, `done`, `skipped`, `abandoned`, `failed`: not run, or stopped outside its run report), `run_id` (its run, once finished), `updated_at` |
 //! | `quality` | run × row rule or dataset check   | `run_id`, `job`, `started_at`, `kind` (`rule`/`check`), `name`, `rows_checked`, `rows_failed`, `measured`, `threshold`, `status` (`pass`/`warn`/`fail`), `action` |
 //!
 //! A run is recorded after its target commit (or after it failed), in one transaction, so the
@@ -114,8 +114,9 @@ pub struct StoredWatermark {
 pub struct FireRecord {
     /// The fire instant (the run's logical date).
     pub fire_at: chrono::DateTime<chrono::Utc>,
-    /// `running` (claimed, its run not finished), `done`, `skipped` or `abandoned` (the
-    /// daemon stopped during its run).
+    /// `running` (claimed, its run not finished), `done`, `skipped`, `abandoned` (the
+    /// daemon stopped during its run) or `failed` (not run: the job's files were invalid, or
+    /// the run stopped outside its report).
     pub status: String,
     /// The run of this fire, once it finished.
     pub run_id: Option<String>,

@@ -177,3 +177,42 @@ fn kill_9_of_the_daemon_mid_write_leaves_the_target_and_never_reruns_that_fire()
     let n = rows(&query(&target, "SELECT count(*) FROM t"));
     assert_eq!(n, ["16"]);
 }
+
+#[test]
+fn a_job_whose_files_become_invalid_keeps_running_its_last_valid_version() {
+    let w = scheduled_project();
+    let log_path = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    wait_for("a first scheduled run", &log_path, || {
+        !reports(&w, "carriers").is_empty()
+    });
+    // An edit that breaks the mapping: the next fire runs the version the last run loaded.
+    let mapping = "mappings/nycflights13_to_carrier.toml";
+    let text = w.read(mapping);
+    w.write(mapping, &format!("{text}\nnot toml at all ]\n"));
+    let fallback = "job carriers: its files have problems; running the version its last run loaded";
+    wait_for("a fire after the edit", &log_path, || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains(fallback))
+    });
+    // The run of that fire finishes (a run that started before the edit may finish first).
+    let started = |l: &str| fires_started(l).len();
+    let fired = started(&std::fs::read_to_string(&log_path).unwrap());
+    wait_for("the run of that fire", &log_path, || {
+        reports(&w, "carriers").len() >= fired
+    });
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log_path).code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains(
+            "job carriers: its files have problems; running the version its last run loaded"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("nycflights13_to_carrier.toml:"),
+        "the problem's position:\n{log}"
+    );
+    let runs = reports(&w, "carriers");
+    assert_eq!(runs.last().unwrap()["status"], "succeeded");
+}
