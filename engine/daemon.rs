@@ -23,7 +23,7 @@
 //! fire; when the files the job uses have become invalid, the last valid version runs and the
 //! problems are logged. The set of schedules is read again when a job file changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -67,62 +67,55 @@ struct Entry {
     next: Option<DateTime<Utc>>,
     /// The fire whose run is in progress, if any.
     running: Option<DateTime<Utc>>,
-    /// The project as the job's last run loaded it, run again when its files become invalid.
+    /// The project as the job's last run that got past compiling loaded it, run again when
+    /// the job's files become invalid.
     last_valid: Option<Arc<Project>>,
+    /// The job or its schedule was removed while a run was in progress: no new fires, and
+    /// the entry goes when that run ends.
+    retired: bool,
 }
 
-/// What a run task returns: the job, its fire, and how the run ended.
-type Finished = (String, DateTime<Utc>, Result<Option<RunReport>>);
+/// What a run task returns: the job, its fire, how the run ended, and the project it ran
+/// with when that project compiled (the job's new last valid version).
+struct Finished {
+    job: String,
+    fire: DateTime<Utc>,
+    result: Result<Option<RunReport>>,
+    valid: Option<Arc<Project>>,
+}
+
+/// The daemon's state: the scheduled jobs and their runs in progress.
+struct Daemon {
+    root: PathBuf,
+    store: StateStore,
+    entries: BTreeMap<String, Entry>,
+    runs: JoinSet<Finished>,
+    /// Which job and fire each run task is, to free the job if its task ends abnormally.
+    tasks: HashMap<tokio::task::Id, (String, DateTime<Utc>)>,
+}
 
 /// Runs the daemon for the project at `root` until `shutdown` completes, then lets running
 /// runs finish within `options.grace`.
 ///
 /// # Errors
-/// The project's files cannot be read at start, or the state store cannot be opened or
-/// written (a fire that cannot be claimed must not run). Errors of single runs are logged and
-/// recorded in their reports; they do not stop the daemon.
+/// The state store cannot be opened. After that nothing stops the daemon but `shutdown`:
+/// errors of single runs are in their reports and the log, and a fire that cannot be claimed
+/// in the state store is not run (and logged).
 pub async fn run(
     root: &Path,
     options: &DaemonOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let (project, diags) = Project::load_partial(root);
-    if !diags.is_empty() {
-        log(&format!(
-            "warning: some files have problems; the jobs that use them are not scheduled until they are fixed:\n{}",
-            diags.to_string().trim_end()
-        ));
-    }
-    let state_dir = project.path(&project.settings.state_dir);
-    let store = StateStore::open(&state_dir)?;
-    let now = Utc::now();
-    let mut entries = BTreeMap::new();
-    for (name, schedule) in schedules(&project) {
-        entries.insert(name.clone(), start_entry(&store, &name, schedule, now)?);
-    }
-    log(&format!(
-        "scheduling {} job(s): {}",
-        entries.len(),
-        entries
-            .iter()
-            .map(|(n, e)| format!(
-                "{n} [{}, next {}]",
-                e.schedule.describe(),
-                e.next.map_or("never".into(), show)
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    let mut runs: JoinSet<Finished> = JoinSet::new();
+    let mut daemon = Daemon::start(root)?;
     let mut files = FilesStamp::of(root);
     let mut last_reload = tokio::time::Instant::now();
     tokio::pin!(shutdown);
     loop {
-        let wait = sleep_for(&entries, options.reload_every);
+        let wait = sleep_for(&daemon.entries, options.reload_every);
         tokio::select! {
             () = &mut shutdown => break,
-            Some(done) = runs.join_next(), if !runs.is_empty() => {
-                finished(&store, &mut entries, done)?;
+            Some(done) = daemon.runs.join_next_with_id(), if !daemon.runs.is_empty() => {
+                daemon.finished(done);
                 continue;
             }
             () = tokio::time::sleep(wait) => {}
@@ -130,12 +123,328 @@ pub async fn run(
         if last_reload.elapsed() >= options.reload_every {
             last_reload = tokio::time::Instant::now();
             if files.changed(root) {
-                reload(root, &store, &mut entries)?;
+                daemon.reload();
             }
         }
-        take_due_fires(root, &store, &mut entries, &mut runs)?;
+        daemon.take_due_fires();
     }
-    drain(&store, &mut entries, runs, options.grace).await
+    daemon.drain(options.grace).await;
+    Ok(())
+}
+
+impl Daemon {
+    /// Opens the state store and computes each scheduled job's first fire.
+    fn start(root: &Path) -> Result<Daemon> {
+        let (project, diags) = Project::load_partial(root);
+        if !diags.is_empty() {
+            log(&format!(
+                "warning: some files have problems; a job whose own file is invalid is not scheduled until it is fixed, and a job whose mapping or model is invalid fails its fires:\n{}",
+                diags.to_string().trim_end()
+            ));
+        }
+        let store = StateStore::open(&project.path(&project.settings.state_dir))?;
+        let mut daemon = Daemon {
+            root: root.to_path_buf(),
+            store,
+            entries: BTreeMap::new(),
+            runs: JoinSet::new(),
+            tasks: HashMap::new(),
+        };
+        let now = Utc::now();
+        for (name, schedule) in schedules(&project) {
+            let entry = daemon.start_entry(&name, schedule, now)?;
+            daemon.entries.insert(name, entry);
+        }
+        log(&format!(
+            "scheduling {} job(s): {}",
+            daemon.entries.len(),
+            daemon
+                .entries
+                .iter()
+                .map(|(n, e)| format!(
+                    "{n} [{}, next {}]",
+                    e.schedule.describe(),
+                    e.next.map_or("never".into(), show)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok(daemon)
+    }
+
+    /// The loop's entry for `job` when it is first scheduled: a fire left `running` by a
+    /// daemon that died is recorded as abandoned; fires missed since the last one follow the
+    /// misfire policy.
+    fn start_entry(&self, job: &str, schedule: Schedule, now: DateTime<Utc>) -> Result<Entry> {
+        let last = self.store.last_fire(job)?;
+        if let Some(l) = last.as_ref().filter(|l| l.status == "running") {
+            self.store.finish_fire(job, l.fire_at, "abandoned", None)?;
+            log(&format!(
+                "job {job}: the daemon stopped during the run of the fire at {}; that run was abandoned (its target is as before it, or its commit is recorded at the next run) and is not run again",
+                show(l.fire_at)
+            ));
+        }
+        let missed = last.as_ref().and_then(|l| {
+            schedule
+                .latest_at_or_before(now)
+                .filter(|latest| *latest > l.fire_at)
+        });
+        let next = match (missed, schedule.misfire) {
+            (Some(fire), Misfire::RunOnce) => {
+                log(&format!(
+                    "job {job}: fires were missed while the daemon was down (latest {}); misfire = \"run_once\": running it once now",
+                    show(fire)
+                ));
+                Some(fire)
+            }
+            (Some(fire), Misfire::Skip) => {
+                self.store.claim_fire(job, fire, "skipped")?;
+                log(&format!(
+                    "job {job}: fires were missed while the daemon was down (latest {}); misfire = \"skip\": waiting for the next one",
+                    show(fire)
+                ));
+                schedule.next_after(now)
+            }
+            (None, _) => schedule.next_after(now),
+        };
+        Ok(Entry {
+            schedule,
+            next,
+            running: None,
+            last_valid: None,
+            retired: false,
+        })
+    }
+
+    /// Takes every fire that is due: claims it in the state store, then starts its run. A
+    /// fire of a job whose previous run is still running is skipped (runs of a job never
+    /// overlap), as is a fire the state store shows taken already (by another daemon).
+    fn take_due_fires(&mut self) {
+        let now = Utc::now();
+        let due: Vec<(String, DateTime<Utc>)> = self
+            .entries
+            .iter_mut()
+            .filter(|(_, e)| !e.retired)
+            .filter_map(|(job, e)| {
+                let fire = e.next.filter(|t| *t <= now)?;
+                // Fires that passed while the loop was busy are not run one by one: the
+                // next fire is the first one after now.
+                e.next = e.schedule.next_after(now.max(fire));
+                if e.next.is_none() {
+                    log(&format!(
+                        "job {job}: its schedule has no fire after this one"
+                    ));
+                }
+                Some((job.clone(), fire))
+            })
+            .collect();
+        for (job, fire) in due {
+            self.take_fire(&job, fire);
+        }
+    }
+
+    /// Claims `job`'s fire at `fire` and starts its run, or logs why not.
+    fn take_fire(&mut self, job: &str, fire: DateTime<Utc>) {
+        let Some(entry) = self.entries.get_mut(job) else {
+            return;
+        };
+        if let Some(running) = entry.running {
+            log(&format!(
+                "job {job}: fire at {} skipped: the run of the fire at {} is still running",
+                show(fire),
+                show(running)
+            ));
+            return;
+        }
+        match self.store.claim_fire(job, fire, "running") {
+            Ok(true) => {}
+            Ok(false) => {
+                log(&format!(
+                    "job {job}: fire at {} skipped: the state store shows it taken already (by another daemon)",
+                    show(fire)
+                ));
+                return;
+            }
+            Err(e) => {
+                log(&format!(
+                    "job {job}: fire at {} not run: it cannot be recorded in the state store: {e}",
+                    show(fire)
+                ));
+                return;
+            }
+        }
+        entry.running = Some(fire);
+        log(&format!("job {job}: fire at {}: run starting", show(fire)));
+        let current = load_project(&self.root, job);
+        let previous = entry.last_valid.clone();
+        let name = job.to_string();
+        let task = self.runs.spawn(async move {
+            let (result, valid) = run_fire(current, previous, &name).await;
+            Finished {
+                job: name,
+                fire,
+                result,
+                valid,
+            }
+        });
+        self.tasks.insert(task.id(), (job.to_string(), fire));
+    }
+
+    /// Records how a run ended and frees its job for the next fire. A state store that
+    /// cannot be written is logged: the fire is claimed, so it is never run again either way.
+    fn finished(
+        &mut self,
+        done: std::result::Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+    ) {
+        let (id, f) = match done {
+            Ok((id, f)) => (id, f),
+            // Panics are caught inside the task, so only an aborted task ends here.
+            Err(e) => {
+                if let Some((job, fire)) = self.tasks.remove(&e.id()) {
+                    self.free(&job, None);
+                    self.record(&job, fire, "abandoned", None);
+                }
+                return;
+            }
+        };
+        self.tasks.remove(&id);
+        self.free(&f.job, f.valid);
+        match f.result {
+            Ok(Some(report)) => {
+                self.record(&f.job, f.fire, "done", Some(&report.run_id));
+                log(&format!(
+                    "job {}: fire at {}: run {} {} ({} rows read, {} written, {} quarantined{})",
+                    f.job,
+                    show(f.fire),
+                    report.run_id,
+                    report.status.name(),
+                    report.rows.read,
+                    report.rows.written,
+                    report.rows.quarantined,
+                    report
+                        .error
+                        .as_ref()
+                        .map(|e| format!("; {}", e.message))
+                        .unwrap_or_default()
+                ));
+            }
+            Ok(None) => self.record(&f.job, f.fire, "done", None),
+            Err(e) => {
+                self.record(&f.job, f.fire, "failed", None);
+                log(&format!(
+                    "job {}: fire at {}: not run: {e}",
+                    f.job,
+                    show(f.fire)
+                ));
+            }
+        }
+    }
+
+    /// Marks `job` as not running (dropping a retired entry) and keeps its new last valid
+    /// project.
+    fn free(&mut self, job: &str, valid: Option<Arc<Project>>) {
+        let Some(entry) = self.entries.get_mut(job) else {
+            return;
+        };
+        entry.running = None;
+        if valid.is_some() {
+            entry.last_valid = valid;
+        }
+        if entry.retired {
+            self.entries.remove(job);
+        }
+    }
+
+    /// Writes how a fire ended to the state store; a failure is logged.
+    fn record(&self, job: &str, fire: DateTime<Utc>, status: &str, run_id: Option<&str>) {
+        if let Err(e) = self.store.finish_fire(job, fire, status, run_id) {
+            log(&format!(
+                "job {job}: fire at {}: cannot record it as {status} in the state store: {e}",
+                show(fire)
+            ));
+        }
+    }
+
+    /// Reads the schedules again after a job file changed. A job whose file is now invalid
+    /// keeps its previous schedule (the problem is logged); a removed job or schedule is
+    /// dropped, after its run in progress ends.
+    fn reload(&mut self) {
+        let (project, diags) = Project::load_partial(&self.root);
+        let broken = |job: &str| {
+            diags
+                .0
+                .iter()
+                .any(|d| d.file == Path::new("jobs").join(format!("{job}.toml")))
+        };
+        if !diags.is_empty() {
+            log(&format!(
+                "warning: files changed and some have problems; jobs whose file is invalid keep their previous schedule:\n{}",
+                diags.to_string().trim_end()
+            ));
+        }
+        let now = Utc::now();
+        let wanted: BTreeMap<String, Schedule> = schedules(&project).into_iter().collect();
+        self.entries.retain(|job, e| {
+            let keep = wanted.contains_key(job) || broken(job);
+            if !keep && e.running.is_some() {
+                e.retired = true;
+            }
+            keep || e.running.is_some()
+        });
+        for (job, schedule) in wanted {
+            self.reschedule(&job, schedule, now);
+        }
+    }
+
+    /// Applies `job`'s schedule as read now.
+    fn reschedule(&mut self, job: &str, schedule: Schedule, now: DateTime<Utc>) {
+        if let Some(e) = self.entries.get_mut(job) {
+            if e.schedule != schedule || e.retired {
+                log(&format!("job {job}: schedule now {}", schedule.describe()));
+                e.next = schedule.next_after(now);
+                e.schedule = schedule;
+                e.retired = false;
+            }
+            return;
+        }
+        log(&format!("job {job}: scheduled {}", schedule.describe()));
+        match self.start_entry(job, schedule, now) {
+            Ok(entry) => {
+                self.entries.insert(job.to_string(), entry);
+            }
+            Err(e) => log(&format!(
+                "job {job}: not scheduled: the state store cannot be read: {e}"
+            )),
+        }
+    }
+
+    /// After a shutdown signal: waits up to `grace` for running runs, then aborts the rest
+    /// (their fires are recorded as abandoned; a run aborted before its commit changed
+    /// nothing, and one aborted after it is recorded from its commit record by the next run).
+    async fn drain(&mut self, grace: Duration) {
+        if !self.runs.is_empty() {
+            log(&format!(
+                "stopping: no new runs; waiting up to {:.0} s for {} running run(s)",
+                grace.as_secs_f64(),
+                self.runs.len()
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.runs.is_empty() {
+            match tokio::time::timeout_at(deadline, self.runs.join_next_with_id()).await {
+                Ok(Some(done)) => self.finished(done),
+                Ok(None) => break,
+                Err(_) => {
+                    log("grace period over: aborting the runs still in progress");
+                    self.runs.abort_all();
+                    while let Some(done) = self.runs.join_next_with_id().await {
+                        self.finished(done);
+                    }
+                }
+            }
+        }
+        log("stopped");
+    }
 }
 
 /// The jobs of `project` that have a schedule.
@@ -147,115 +456,22 @@ fn schedules(project: &Project) -> Vec<(String, Schedule)> {
         .collect()
 }
 
-/// The loop's entry for `job` at daemon start: a fire left `running` by a daemon that died is
-/// recorded as abandoned; fires missed since the last one follow the misfire policy.
-fn start_entry(
-    store: &StateStore,
-    job: &str,
-    schedule: Schedule,
-    now: DateTime<Utc>,
-) -> Result<Entry> {
-    let last = store.last_fire(job)?;
-    if let Some(l) = last.as_ref().filter(|l| l.status == "running") {
-        store.finish_fire(job, l.fire_at, "abandoned", None)?;
-        log(&format!(
-            "job {job}: the daemon stopped during the run of the fire at {}; that run was abandoned (its target is as before it, or its commit is recorded at the next run) and is not run again",
-            show(l.fire_at)
-        ));
-    }
-    let missed = last.as_ref().and_then(|l| {
-        schedule
-            .latest_at_or_before(now)
-            .filter(|latest| *latest > l.fire_at)
-    });
-    let next = match (missed, schedule.misfire) {
-        (Some(fire), Misfire::RunOnce) => {
-            log(&format!(
-                "job {job}: fires were missed while the daemon was down (latest {}); misfire = \"run_once\": running it once now",
-                show(fire)
-            ));
-            Some(fire)
-        }
-        (Some(fire), Misfire::Skip) => {
-            store.claim_fire(job, fire, "skipped")?;
-            log(&format!(
-                "job {job}: fires were missed while the daemon was down (latest {}); misfire = \"skip\": waiting for the next one",
-                show(fire)
-            ));
-            schedule.next_after(now)
-        }
-        (None, _) => schedule.next_after(now),
-    };
-    Ok(Entry {
-        schedule,
-        next,
-        running: None,
-        last_valid: None,
-    })
-}
-
 /// How long to sleep: until the earliest next fire, but at most `cap` (so file changes are
 /// noticed and a clock jump is caught up on).
 fn sleep_for(entries: &BTreeMap<String, Entry>, cap: Duration) -> Duration {
     let now = Utc::now();
     entries
         .values()
+        .filter(|e| !e.retired)
         .filter_map(|e| e.next)
         .min()
         .map_or(cap, |t| (t - now).to_std().unwrap_or(Duration::ZERO))
         .min(cap)
 }
 
-/// Takes every fire that is due: claims it in the state store, then starts its run. A fire
-/// of a job whose previous run is still running is skipped (runs of a job never overlap).
-fn take_due_fires(
-    root: &Path,
-    store: &StateStore,
-    entries: &mut BTreeMap<String, Entry>,
-    runs: &mut JoinSet<Finished>,
-) -> Result<()> {
-    let now = Utc::now();
-    for (job, entry) in entries.iter_mut() {
-        let Some(fire) = entry.next.filter(|t| *t <= now) else {
-            continue;
-        };
-        // Fires that passed while the loop was busy are not run one by one: the next fire
-        // is the first one after now.
-        entry.next = entry.schedule.next_after(now.max(fire));
-        if let Some(running) = entry.running {
-            log(&format!(
-                "job {job}: fire at {} skipped: the run of the fire at {} is still running",
-                show(fire),
-                show(running)
-            ));
-            continue;
-        }
-        let Some(project) = project_for(root, job, entry) else {
-            store.claim_fire(job, fire, "failed")?;
-            log(&format!(
-                "job {job}: fire at {}: not run: its files have problems (above)",
-                show(fire)
-            ));
-            continue;
-        };
-        store.claim_fire(job, fire, "running")?;
-        entry.running = Some(fire);
-        log(&format!("job {job}: fire at {}: run starting", show(fire)));
-        let job = job.clone();
-        runs.spawn(async move {
-            // A panic is a failed run, never a lost task: the job stays schedulable.
-            let result =
-                crate::producer::catch_panic(run_fire(project, &job), "running the job").await;
-            (job, fire, result)
-        });
-    }
-    Ok(())
-}
-
-/// The project to run `job` with: as its files are now, or, when the files the job uses have
-/// become invalid, the version its last run loaded (the problems are logged). `None` when
-/// there is no valid version.
-fn project_for(root: &Path, job: &str, entry: &mut Entry) -> Option<Arc<Project>> {
+/// The project to run `job` with, as its files are now; `None` (the problems logged) when
+/// the files the job uses are invalid.
+fn load_project(root: &Path, job: &str) -> Option<Arc<Project>> {
     match Project::load_for_job(root, job) {
         Ok((project, others)) => {
             if !others.is_empty() {
@@ -264,28 +480,59 @@ fn project_for(root: &Path, job: &str, entry: &mut Entry) -> Option<Arc<Project>
                     others.to_string().trim_end()
                 ));
             }
-            let project = Arc::new(project);
-            entry.last_valid = Some(project.clone());
-            Some(project)
+            Some(Arc::new(project))
         }
         Err(diags) => {
-            let previous = entry.last_valid.clone();
             log(&format!(
-                "job {job}: its files have problems{}:\n{}",
-                if previous.is_some() {
-                    "; running the version its last run loaded"
-                } else {
-                    ""
-                },
+                "job {job}: its files have problems:\n{}",
                 diags.to_string().trim_end()
             ));
-            previous
+            None
         }
     }
 }
 
-/// One scheduled run of `job` in `project`: the job lock, retries, the run.
-async fn run_fire(project: Arc<Project>, job: &str) -> Result<Option<RunReport>> {
+/// One scheduled run of `job`: with `current` (the files as they are now) when it loads and
+/// compiles, else with `previous` (the version its last run loaded), else not at all. Returns
+/// how it ended and the project that compiled.
+async fn run_fire(
+    current: Option<Arc<Project>>,
+    previous: Option<Arc<Project>>,
+    job: &str,
+) -> (Result<Option<RunReport>>, Option<Arc<Project>>) {
+    let mut invalid = None;
+    if let Some(project) = current {
+        match guarded_run(project.clone(), job).await {
+            Err(e @ Error::Config(_)) => invalid = Some(e),
+            other => return (other, Some(project)),
+        }
+    }
+    match previous {
+        Some(project) => {
+            log(&format!(
+                "job {job}: its files have problems; running the version its last run loaded{}",
+                invalid.map(|e| format!(":\n{e}")).unwrap_or_default()
+            ));
+            (guarded_run(project.clone(), job).await, Some(project))
+        }
+        None => (
+            Err(invalid.unwrap_or_else(|| Error::Usage {
+                message: format!("job `{job}` has no valid version to run"),
+                hint: Some("fix the problems logged above; the next fire runs it".into()),
+            })),
+            None,
+        ),
+    }
+}
+
+/// [`run_once`] with a panic turned into a failed run.
+async fn guarded_run(project: Arc<Project>, job: &str) -> Result<Option<RunReport>> {
+    crate::producer::catch_panic(run_once(project, job), "running the job").await
+}
+
+/// One scheduled run of `job` in `project`: the job lock, retries, the run. An invalid
+/// configuration (found while compiling) is an [`Error::Config`].
+async fn run_once(project: Arc<Project>, job: &str) -> Result<Option<RunReport>> {
     let job = project.job(job).map_err(|d| Error::config(*d))?.clone();
     let mode = ExtractMode::Incremental;
     crate::request::run_job(
@@ -310,127 +557,6 @@ async fn run_fire(project: Arc<Project>, job: &str) -> Result<Option<RunReport>>
         },
     )
     .await
-}
-
-/// Records how a run ended and frees its job for the next fire.
-fn finished(
-    store: &StateStore,
-    entries: &mut BTreeMap<String, Entry>,
-    done: std::result::Result<Finished, tokio::task::JoinError>,
-) -> Result<()> {
-    let (job, fire, result) = match done {
-        Ok(f) => f,
-        // Only an aborted task ends here (panics are caught in the task): its fire stays
-        // `running` and is recorded as abandoned at the next start.
-        Err(e) => {
-            log(&format!("a run stopped abnormally: {e}"));
-            return Ok(());
-        }
-    };
-    if let Some(entry) = entries.get_mut(&job) {
-        entry.running = None;
-    }
-    match result {
-        Ok(Some(report)) => {
-            store.finish_fire(&job, fire, "done", Some(&report.run_id))?;
-            log(&format!(
-                "job {job}: fire at {}: run {} {} ({} rows read, {} written, {} quarantined{})",
-                show(fire),
-                report.run_id,
-                report.status.name(),
-                report.rows.read,
-                report.rows.written,
-                report.rows.quarantined,
-                report
-                    .error
-                    .as_ref()
-                    .map(|e| format!("; {}", e.message))
-                    .unwrap_or_default()
-            ));
-        }
-        Ok(None) => store.finish_fire(&job, fire, "done", None)?,
-        Err(e) => {
-            store.finish_fire(&job, fire, "failed", None)?;
-            log(&format!("job {job}: fire at {}: not run: {e}", show(fire)));
-        }
-    }
-    Ok(())
-}
-
-/// Reads the schedules again after a job file changed. A job whose file is now invalid keeps
-/// its previous schedule (the problem is logged); a removed job or schedule is dropped.
-fn reload(root: &Path, store: &StateStore, entries: &mut BTreeMap<String, Entry>) -> Result<()> {
-    let (project, diags) = Project::load_partial(root);
-    let broken = |job: &str| {
-        diags
-            .0
-            .iter()
-            .any(|d| d.file == Path::new("jobs").join(format!("{job}.toml")))
-    };
-    if !diags.is_empty() {
-        log(&format!(
-            "warning: files changed and some have problems; jobs whose file is invalid keep their previous schedule:\n{}",
-            diags.to_string().trim_end()
-        ));
-    }
-    let now = Utc::now();
-    let wanted: BTreeMap<String, Schedule> = schedules(&project).into_iter().collect();
-    entries.retain(|job, _| wanted.contains_key(job) || broken(job));
-    for (job, schedule) in wanted {
-        match entries.get_mut(&job) {
-            Some(e) if e.schedule == schedule => {}
-            Some(e) => {
-                log(&format!("job {job}: schedule now {}", schedule.describe()));
-                e.next = schedule.next_after(now);
-                e.schedule = schedule;
-            }
-            None => {
-                log(&format!("job {job}: scheduled {}", schedule.describe()));
-                let entry = start_entry(store, &job, schedule, now)?;
-                entries.insert(job, entry);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// After a shutdown signal: waits up to `grace` for running runs, then aborts the rest (their
-/// fires are recorded as abandoned; a run aborted before its commit changed nothing).
-async fn drain(
-    store: &StateStore,
-    entries: &mut BTreeMap<String, Entry>,
-    mut runs: JoinSet<Finished>,
-    grace: Duration,
-) -> Result<()> {
-    if !runs.is_empty() {
-        log(&format!(
-            "stopping: no new runs; waiting up to {:.0} s for {} running run(s)",
-            grace.as_secs_f64(),
-            runs.len()
-        ));
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    while !runs.is_empty() {
-        match tokio::time::timeout_at(deadline, runs.join_next()).await {
-            Ok(Some(done)) => finished(store, entries, done)?,
-            Ok(None) => break,
-            Err(_) => {
-                runs.abort_all();
-                for (job, e) in entries.iter() {
-                    if let Some(fire) = e.running {
-                        store.finish_fire(job, fire, "abandoned", None)?;
-                        log(&format!(
-                            "job {job}: run of the fire at {} aborted after the grace period; its target was not committed",
-                            show(fire)
-                        ));
-                    }
-                }
-                break;
-            }
-        }
-    }
-    log("stopped");
-    Ok(())
 }
 
 /// The modification times of the project's job files, to notice edits.

@@ -41,4 +41,5 @@ pub mod run;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod status;
 pub mod validate;

@@ -173,6 +173,25 @@ enum Command {
         #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = schedule::parse_grace)]
         grace: std::time::Duration,
     },
+    /// Every job: owner, schedule, last run with its result, duration and rows, next run.
+    ///
+    /// The project's inventory of loads, read from the job files and the state store.
+    Status {
+        /// Print JSON (one object per job, with its description) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The run history, newest first: status, start, duration and rows of each run.
+    Runs {
+        /// Only this job's runs (a name or a job file's path).
+        job: Option<String>,
+        /// Runs to show.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        last: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a job's quarantine: rows per run, rows per failed rule, and sample rows with their
     /// file, line and reasons.
     Quarantine {
@@ -319,6 +338,10 @@ async fn dispatch(cli: Cli) -> i32 {
             .await
         }
         Command::Schedule { grace } => schedule::schedule(cli.project.as_deref(), grace).await,
+        Command::Status { json } => status::status(cli.project.as_deref(), json),
+        Command::Runs { job, last, json } => {
+            status::runs(cli.project.as_deref(), job.as_deref(), last, json)
+        }
         Command::Quarantine { job, run, samples } => {
             quarantine::quarantine(cli.project.as_deref(), &job, run.as_deref(), samples).await
         }

@@ -85,17 +85,28 @@ pub struct StateStore {
     path: PathBuf,
 }
 
-/// One past run, as the volume check and `sluice quality` read it.
-#[derive(Debug, Clone, PartialEq)]
+/// One past run, as the volume check, `sluice quality`, `sluice runs` and `sluice status`
+/// read it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     /// Run id.
     pub run_id: String,
+    /// Job name.
+    pub job: String,
     /// Status as stored (`succeeded`, `check_failed`, ...).
     pub status: String,
     /// Start, RFC 3339 UTC.
     pub started_at: String,
+    /// End, RFC 3339 UTC.
+    pub finished_at: String,
+    /// Rows of the driving source read.
+    pub rows_read: u64,
     /// Rows loaded.
     pub rows_written: u64,
+    /// Rows quarantined.
+    pub rows_quarantined: u64,
+    /// The run whose quarantine this run replayed, if it is a replay.
+    pub replay_of: Option<String>,
 }
 
 /// A stored watermark.
@@ -253,9 +264,11 @@ impl StateStore {
         .transpose()
     }
 
-    /// Records that the daemon took `job`'s fire at `fire_at` with `status` (`running` before
-    /// its run starts, so a daemon killed during the run never runs that fire again;
-    /// `skipped` for a fire the misfire policy passed over). Replaces the previous fire.
+    /// Takes `job`'s fire at `fire_at` with `status` (`running` before its run starts, so a
+    /// daemon killed during the run never runs that fire again; `skipped` for a fire the
+    /// misfire policy passed over). Returns false, changing nothing, when the store already
+    /// holds this fire or a later one: a fire is taken once, also by two daemons sharing the
+    /// store (one statement: SQLite's upsert with a condition).
     ///
     /// # Errors
     /// [`Error::State`] on a database error: the fire must then not run.
@@ -264,14 +277,17 @@ impl StateStore {
         job: &str,
         fire_at: chrono::DateTime<chrono::Utc>,
         status: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO schedule_fires (job, fire_at, status, run_id, updated_at)
-                 VALUES (?1, ?2, ?3, NULL, ?4)",
+                "INSERT INTO schedule_fires (job, fire_at, status, run_id, updated_at)
+                 VALUES (?1, ?2, ?3, NULL, ?4)
+                 ON CONFLICT (job) DO UPDATE SET fire_at = excluded.fire_at,
+                     status = excluded.status, run_id = NULL, updated_at = excluded.updated_at
+                 WHERE excluded.fire_at > schedule_fires.fire_at",
                 params![job, rfc3339(fire_at), status, rfc3339(chrono::Utc::now())],
             )
-            .map(drop)
+            .map(|changed| changed == 1)
             .map_err(|e| self.err(e))
     }
 
@@ -344,23 +360,43 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn runs(&self, job: &str, limit: usize, committed_only: bool) -> Result<Vec<RunRecord>> {
+        let filter = if committed_only {
+            "job = ?1 AND status IN ('succeeded', 'succeeded_with_warnings') AND replay_of IS NULL"
+        } else {
+            "job = ?1"
+        };
+        self.select_runs(filter, params![job, limit as i64])
+    }
+
+    /// The latest `limit` runs of every job, newest first.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn all_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        self.select_runs("?1 IS NULL", params![Option::<String>::None, limit as i64])
+    }
+
+    /// Runs matching the SQL condition `filter` (over `?1`), newest first, at most `?2`.
+    fn select_runs(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RunRecord>> {
         let sql = format!(
-            "SELECT run_id, status, started_at, rows_written FROM runs WHERE job = ?1 {}
-             ORDER BY started_at DESC, run_id DESC LIMIT ?2",
-            if committed_only {
-                "AND status IN ('succeeded', 'succeeded_with_warnings') AND replay_of IS NULL"
-            } else {
-                ""
-            }
+            "SELECT run_id, job, status, started_at, finished_at, rows_read, rows_written,
+                    rows_quarantined, replay_of
+             FROM runs WHERE {filter} ORDER BY started_at DESC, run_id DESC LIMIT ?2"
         );
+        let count = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![job, limit as i64], |r| {
+            .query_map(args, |r| {
                 Ok(RunRecord {
                     run_id: r.get(0)?,
-                    status: r.get(1)?,
-                    started_at: r.get(2)?,
-                    rows_written: r.get::<_, i64>(3)?.max(0) as u64,
+                    job: r.get(1)?,
+                    status: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    rows_read: count(r, 5)?,
+                    rows_written: count(r, 6)?,
+                    rows_quarantined: count(r, 7)?,
+                    replay_of: r.get(8)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -584,5 +620,30 @@ mod tests {
         drop(store);
         let store = StateStore::open(dir.path()).unwrap();
         assert_eq!(store.runs("flights", 1, false).unwrap()[0].run_id, "r4");
+    }
+
+    #[test]
+    fn a_fire_is_taken_once_and_never_again_after_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let f1 = at("2026-03-29T01:00:00Z");
+        let f2 = at("2026-03-30T01:00:00Z");
+        assert!(store.claim_fire("j", f1, "running").unwrap());
+        // A second daemon (or a restart) cannot take the same fire again.
+        assert!(!store.claim_fire("j", f1, "running").unwrap());
+        store.finish_fire("j", f1, "abandoned", None).unwrap();
+        assert!(!store.claim_fire("j", f1, "running").unwrap());
+        assert!(store.claim_fire("j", f2, "running").unwrap());
+        // An older fire never replaces a newer one.
+        assert!(!store.claim_fire("j", f1, "skipped").unwrap());
+        store.finish_fire("j", f2, "done", Some("r9")).unwrap();
+        let last = store.last_fire("j").unwrap().unwrap();
+        assert_eq!(
+            (last.fire_at, last.status.as_str(), last.run_id.as_deref()),
+            (f2, "done", Some("r9"))
+        );
+        // Other jobs are independent.
+        assert!(store.claim_fire("k", f1, "running").unwrap());
     }
 }

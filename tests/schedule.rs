@@ -216,3 +216,38 @@ fn a_job_whose_files_become_invalid_keeps_running_its_last_valid_version() {
     let runs = reports(&w, "carriers");
     assert_eq!(runs.last().unwrap()["status"], "succeeded");
 }
+
+#[test]
+fn status_lists_every_job_with_its_schedule_last_run_and_next_run() {
+    let w = scheduled_project();
+    let run = w.run(&["run", "carriers", "--json"]);
+    assert_eq!(run.status.code(), Some(0), "{}", show(&run));
+    let run_id = crate::common::report(&run)["run_id"].clone();
+
+    let out = w.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = jobs.as_array().unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j["job"].as_str().unwrap()).collect();
+    assert_eq!(names, ["airports", "carriers", "flights"]);
+    let carriers = &jobs[1];
+    assert_eq!(carriers["schedule"], "*/2 * * * * * (UTC)");
+    assert_eq!(carriers["last_run"]["run_id"], run_id);
+    assert_eq!(carriers["last_run"]["rows_written"], 16);
+    assert_eq!(carriers["health"], "ok");
+    let next: chrono::DateTime<chrono::Utc> =
+        carriers["next_run"].as_str().unwrap().parse().unwrap();
+    assert!(next > chrono::Utc::now() - chrono::Duration::seconds(1));
+    assert_eq!(next.timestamp() % 2, 0, "{next}");
+    assert_eq!(jobs[0]["health"], "never run");
+    assert!(jobs[0]["next_run"].is_null() && jobs[0]["schedule"].is_null());
+
+    let table = w.run(&["status"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("data-platform@example.com"), "{text}");
+
+    let runs = w.run(&["runs", "carriers", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["run_id"], run_id);
+    assert_eq!(runs[0]["status"], "succeeded");
+}

@@ -8,6 +8,7 @@ pub(crate) mod quality;
 pub(crate) mod quarantine;
 pub(crate) mod run;
 pub(crate) mod schedule;
+pub(crate) mod status;
 pub(crate) mod test;
 pub(crate) mod validate;
 
