@@ -251,3 +251,39 @@ fn status_lists_every_job_with_its_schedule_last_run_and_next_run() {
     assert_eq!(runs[0]["run_id"], run_id);
     assert_eq!(runs[0]["status"], "succeeded");
 }
+
+#[test]
+fn sigterm_during_a_run_lets_it_finish_and_commit_within_the_grace_period() {
+    // flights (336,776 rows) takes over a second here, so SIGTERM lands mid-run.
+    let w = Workdir::project();
+    let job = w.read("jobs/flights.toml");
+    w.write(
+        "jobs/flights.toml",
+        &format!("schedule = {{ cron = \"*/2 * * * * *\" }}\n{job}"),
+    );
+    let log_path = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    wait_for("a run to start", &log_path, || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| !fires_started(&l).is_empty())
+    });
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log_path).code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("stopping: no new runs; waiting up to 30 s for 1 running run(s)"),
+        "{log}"
+    );
+    assert_eq!(
+        fires_started(&log).len(),
+        1,
+        "no run started after SIGTERM:\n{log}"
+    );
+    let runs = reports(&w, "flights");
+    assert_eq!(runs.len(), 1, "{log}");
+    assert_eq!(runs[0]["status"], "succeeded_with_warnings", "{}", runs[0]);
+    let n = rows(&query(
+        &w.path().join("warehouse/flights"),
+        "SELECT count(*) FROM t",
+    ));
+    assert_eq!(n, ["329174"]);
+}
