@@ -564,15 +564,7 @@ fn to_value(a: &dyn Array, row: usize) -> Result<Value> {
             let us = a.as_primitive::<t::TimestampMicrosecondType>().value(row);
             let dt = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us)
                 .ok_or_else(|| Error::Internal(format!("timestamp {us} out of range")))?;
-            Value::Date(
-                dt.year() as u16,
-                dt.month() as u8,
-                dt.day() as u8,
-                dt.hour() as u8,
-                dt.minute() as u8,
-                dt.second() as u8,
-                dt.timestamp_subsec_micros(),
-            )
+            datetime_value(&dt)
         }
         DataType::Time64(TimeUnit::Microsecond) => {
             let us = a.as_primitive::<t::Time64MicrosecondType>().value(row);
