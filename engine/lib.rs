@@ -11,6 +11,7 @@
 //!
 //! The library is the product; `engine/main.rs` is a thin command line over it.
 
+pub mod alerts;
 pub mod checks;
 pub mod commit;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod functions;
 pub mod inspect;
 pub mod logging;
 pub mod mapping_test;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod producer;
@@ -38,6 +40,7 @@ pub mod report;
 pub mod request;
 pub mod row_errors;
 pub mod run;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -1,5 +1,11 @@
-//! Log output: `SLUICE_LOG` (an `EnvFilter` directive, default `warn`) to standard error, with
-//! every registered secret redacted from each line, whichever crate logged it.
+//! Log output: `SLUICE_LOG` (an `EnvFilter` directive, default `warn`; the daemon's own lines
+//! at `info`) to standard error, as text or as JSON lines ([`LogFormat`]), with every
+//! registered secret redacted from each line, whichever crate logged it.
+//!
+//! In JSON, each line is one object: `timestamp`, `level`, `target`, `message`, the event's
+//! fields, and `span` — the run it belongs to (`job`, `origin`, `run_id`) when the daemon
+//! logged it inside one. Warnings written with [`stderr_line`] become `WARN` events too, so
+//! the stream stays one JSON object per line.
 //!
 //! Secrets (values of `${env:...}` and `${file:...}`) are registered as configs are resolved
 //! ([`crate::config::interpolate::Redactor::process`]). A library logging a resolved path or
@@ -35,21 +41,48 @@ pub fn in_catch_quietly() -> bool {
     QUIET.with(std::cell::Cell::get)
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-11-30T02:00:00.123456Z  INFO sluice::daemon: job flights: …` (colours only on a
+    /// terminal).
+    Text,
+    /// One JSON object per line (the `tracing-subscriber` JSON format, fields flattened).
+    Json,
+}
+
+/// Set by [`init`] for JSON output.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Installs the global subscriber and the panic hook (a panic message, redacted, on standard
-/// error; none inside [`catch_quietly`]). Call once, first thing in `main`.
-pub fn init() {
+/// error; none inside [`catch_quietly`]). `default_filter` applies when `SLUICE_LOG` is not
+/// set. Call once, first thing in `main`.
+pub fn init(format: LogFormat, default_filter: &str) {
     std::panic::set_hook(Box::new(|info| {
         if !in_catch_quietly() {
             stderr_line(&format!("{info}"));
         }
     }));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(RedactedStderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(RedactedStderr);
+    match format {
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            builder.with_ansi(std::io::stderr().is_terminal()).init();
+        }
+        LogFormat::Json => {
+            JSON.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .init();
+        }
+    }
 }
 
 /// Makes one [`RedactedLine`] per event.
@@ -89,6 +122,10 @@ impl Drop for RedactedLine {
 /// failed write: after a commit, a full disk on stderr must not turn into a panic and a
 /// failed run that a scheduler would load again.
 pub fn stderr_line(text: &str) {
+    if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(target: "sluice", "{text}");
+        return;
+    }
     let mut line = Redactor::process().redact(text);
     line.push('\n');
     let _ = std::io::stderr().lock().write_all(line.as_bytes());

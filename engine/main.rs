@@ -96,6 +96,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     project: Option<PathBuf>,
 
+    /// Log lines on standard error as text, or as JSON objects one per line (with the job and
+    /// run id of the run they belong to). `SLUICE_LOG` sets the level.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", env = "SLUICE_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -168,10 +173,30 @@ enum Command {
     /// run reloads the job's files; one log line per fire and per run goes to standard error.
     /// On SIGTERM no new run starts and running ones get --grace to finish, then are aborted
     /// with their targets untouched.
+    ///
+    /// A job whose fires fail `pause_after_failures` times in a row (default 3) is paused
+    /// until `sluice resume JOB`. With `[server]` in sluice.toml (or --listen) the daemon
+    /// serves /health, /metrics (Prometheus), /openapi.json and the API; with `[alerts]` it
+    /// POSTs failures to a webhook. docs/operations.md has the details.
     Schedule {
         /// How long running runs may take to finish after SIGTERM or Ctrl-C.
         #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = schedule::parse_grace)]
         grace: std::time::Duration,
+        /// Serve HTTP on this address (such as 127.0.0.1:8080), overriding [server] listen.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Run the fires of a job the daemon paused after failures in a row again.
+    ///
+    /// Works with the daemon running or not: the pause is kept in the state store.
+    Resume {
+        /// Job name.
+        job: String,
+    },
+    /// API tokens for the daemon's HTTP server.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Every job: owner, schedule, last run with its result, duration and rows, next run.
     ///
@@ -244,6 +269,15 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum TokenCommand {
+    /// Read a token on standard input and print the SHA-256 to put in
+    /// `[server.tokens.<name>] sha256` (the token itself never goes into a file):
+    ///
+    ///   openssl rand -hex 32 > token.txt; sluice token hash < token.txt
+    Hash,
+}
+
+#[derive(Subcommand)]
 enum ModelCommand {
     /// Compare two versions of a model file and classify each change as breaking or additive
     /// (Avro / Schema Registry full-compatibility rules); print the version the change needs.
@@ -274,7 +308,17 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Logs and panic messages go to standard error redacted (they may quote a resolved path).
-    sluice::logging::init();
+    let format = if cli.log_format == "json" {
+        sluice::logging::LogFormat::Json
+    } else {
+        sluice::logging::LogFormat::Text
+    };
+    // The daemon logs each fire and run at `info`; other commands only warnings.
+    let default_level = match cli.command {
+        Command::Schedule { .. } => "warn,sluice::daemon=info",
+        _ => "warn",
+    };
+    sluice::logging::init(format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -337,7 +381,13 @@ async fn dispatch(cli: Cli) -> i32 {
             )
             .await
         }
-        Command::Schedule { grace } => schedule::schedule(cli.project.as_deref(), grace).await,
+        Command::Schedule { grace, listen } => {
+            schedule::schedule(cli.project.as_deref(), grace, listen).await
+        }
+        Command::Resume { job } => schedule::resume(cli.project.as_deref(), &job),
+        Command::Token {
+            command: TokenCommand::Hash,
+        } => schedule::token_hash(),
         Command::Status { json } => status::status(cli.project.as_deref(), json),
         Command::Runs { job, last, json } => {
             status::runs(cli.project.as_deref(), job.as_deref(), last, json)

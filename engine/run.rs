@@ -246,6 +246,8 @@ pub async fn run_with(
     replay_of: Option<&str>,
 ) -> Result<RunReport> {
     let run_id = new_run_id(started);
+    // The daemon's run span (if any) gets the id, so every later log line carries it.
+    tracing::Span::current().record("run_id", run_id.as_str());
     let job_name = compiled.job.name.clone();
     let exec_start = Instant::now();
     let mut stages = StageTimes {
@@ -576,8 +578,10 @@ fn record(
     model: Option<&crate::model::CanonicalModel>,
 ) {
     let dir = project.path(&project.settings.state_dir);
-    let recorded = crate::state::StateStore::open(&dir)
-        .and_then(|mut s| s.record_run(report, replay_of).map(|()| s));
+    let recorded = crate::state::StateStore::open(&dir).and_then(|mut s| {
+        s.record_run(report, replay_of, &crate::alerts::of_run(project, report))
+            .map(|()| s)
+    });
     let store = match recorded {
         Ok(s) => s,
         Err(e) => {

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::state::{RunRecord, StateStore};
 
 /// One job in `sluice status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     /// Job name.
     pub job: String,
@@ -27,7 +27,8 @@ pub struct JobStatus {
     /// The next fire after now, RFC 3339 UTC (scheduled jobs).
     pub next_run: Option<String>,
     /// `ok` (last run succeeded), `warnings` (succeeded with warnings), `failing` (failed or a
-    /// check failed), `never run`.
+    /// check failed), `paused` (the daemon stopped running its fires after failures in a row,
+    /// until `sluice resume`), `never run`.
     pub health: String,
 }
 
@@ -45,7 +46,11 @@ pub fn job_statuses(
         .values()
         .map(|job| {
             let last_run = store.runs(&job.name, 1, false)?.into_iter().next();
+            let paused = store
+                .circuit(&job.name)?
+                .is_some_and(|c| c.opened_at.is_some());
             let health = match last_run.as_ref().map(|r| r.status.as_str()) {
+                _ if paused => "paused",
                 None => "never run",
                 Some("succeeded") => "ok",
                 Some("succeeded_with_warnings") => "warnings",

@@ -9,6 +9,7 @@ mod config_errors;
 mod crash_safety;
 mod databases;
 mod docs_reference;
+mod operations;
 mod plan_golden;
 mod quality;
 mod run_flights;

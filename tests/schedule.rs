@@ -21,7 +21,7 @@ fn scheduled_project() -> Workdir {
 }
 
 /// Starts the daemon with its standard error in `<workdir>/daemon-<n>.log`.
-fn start_daemon(w: &Workdir, n: u32, env: &[(&str, &str)]) -> Child {
+pub(crate) fn start_daemon(w: &Workdir, n: u32, env: &[(&str, &str)]) -> Child {
     let log = std::fs::File::create(w.path().join(format!("daemon-{n}.log"))).unwrap();
     let mut cmd = w.sluice(&["schedule", "--grace", "30s"]);
     cmd.stdout(Stdio::null()).stderr(log);
@@ -32,7 +32,7 @@ fn start_daemon(w: &Workdir, n: u32, env: &[(&str, &str)]) -> Child {
 }
 
 /// The reports of `job`'s runs, as JSON, oldest first.
-fn reports(w: &Workdir, job: &str) -> Vec<serde_json::Value> {
+pub(crate) fn reports(w: &Workdir, job: &str) -> Vec<serde_json::Value> {
     let dir = w.path().join(".sluice/runs").join(job);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -45,7 +45,7 @@ fn reports(w: &Workdir, job: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(
@@ -57,7 +57,7 @@ fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn wait_exit(child: &mut Child, log: &Path) -> ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, log: &Path) -> ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -74,7 +74,7 @@ fn wait_exit(child: &mut Child, log: &Path) -> ExitStatus {
     }
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     // SAFETY: kill(2) on our own child's pid has no memory effects.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0, "cannot send SIGTERM");
@@ -253,7 +253,7 @@ fn status_lists_every_job_with_its_schedule_last_run_and_next_run() {
 }
 
 #[test]
-fn sigterm_during_a_run_lets_it_finish_and_commit_within_the_grace_period() {
+pub(crate) fn sigterm_during_a_run_lets_it_finish_and_commit_within_the_grace_period() {
     // flights (336,776 rows) takes over a second here, so SIGTERM lands mid-run.
     let w = Workdir::project();
     let job = w.read("jobs/flights.toml");

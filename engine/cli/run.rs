@@ -39,6 +39,9 @@ pub(crate) async fn run(
         },
     )
     .await?;
+    // Alerts the run queued go out now, so cron and Airflow users get them without the
+    // daemon; what cannot be delivered stays queued for the next run or the daemon.
+    sluice::alerts::deliver_once(&project).await;
     // No report: a config error (already reported), no run happened.
     Ok(report.map_or(EXIT_INVALID, |r| r.exit_code()))
 }

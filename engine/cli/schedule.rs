@@ -1,4 +1,5 @@
-//! `sluice schedule`: the daemon ([`sluice::daemon`]) until SIGTERM or Ctrl-C.
+//! `sluice schedule`: the daemon ([`sluice::daemon`]) until SIGTERM or Ctrl-C; `sluice resume`
+//! and `sluice token hash`, which serve it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,10 +8,15 @@ use sluice::error::{Error, EXIT_OK};
 
 use super::*;
 
-pub(crate) async fn schedule(explicit: Option<&Path>, grace: Duration) -> Result<i32, Error> {
+pub(crate) async fn schedule(
+    explicit: Option<&Path>,
+    grace: Duration,
+    listen: Option<String>,
+) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
     let options = sluice::daemon::DaemonOptions {
         grace,
+        listen,
         ..Default::default()
     };
     sluice::daemon::run(&root, &options, shutdown_signal()).await?;
@@ -37,4 +43,45 @@ async fn shutdown_signal() {
 /// `--grace`: a duration as job files write them (`"30s"`, `"5m"`).
 pub(crate) fn parse_grace(text: &str) -> Result<Duration, String> {
     sluice::config::parse_duration(text)
+}
+
+/// `sluice resume JOB`: closes the job's circuit in the state store; a running daemon runs
+/// its next fire.
+pub(crate) fn resume(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {
+    let root = project_root(explicit, None)?;
+    let (project, _) = Project::load_partial(&root);
+    let store = sluice::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let circuit = store.circuit(job)?;
+    if store.close_circuit(job)? {
+        let last = circuit.and_then(|c| c.last_error).unwrap_or_default();
+        outln!("job {job} resumed; its next fire runs (it was paused after: {last})");
+    } else {
+        outln!("job {job} was not paused");
+    }
+    Ok(EXIT_OK)
+}
+
+/// `sluice token hash`: the SHA-256 of the token on standard input (its trailing newline
+/// removed), in hex.
+pub(crate) fn token_hash() -> Result<i32, Error> {
+    use std::io::Read;
+    let mut token = String::new();
+    std::io::stdin()
+        .read_to_string(&mut token)
+        .map_err(|e| Error::Usage {
+            message: format!("cannot read the token from standard input: {e}"),
+            hint: Some("sluice token hash < token.txt".into()),
+        })?;
+    let token = token.trim_end_matches(['\n', '\r']);
+    if token.len() < 16 {
+        return Err(Error::Usage {
+            message: format!(
+                "the token on standard input has {} characters; at least 16 are needed",
+                token.len()
+            ),
+            hint: Some("make one with `openssl rand -hex 32 > token.txt`".into()),
+        });
+    }
+    outln!("{}", sluice::server::token_hash(token));
+    Ok(EXIT_OK)
 }

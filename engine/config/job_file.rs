@@ -125,7 +125,12 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
 fn validate_schedule(r: &mut Reader<'_>, spec: &ScheduleSpec) -> Option<Schedule> {
     let timezone = spec.timezone.as_ref().map(|t| t.get_ref().as_str());
     match Schedule::parse(spec.cron.get_ref(), timezone, spec.misfire) {
-        Ok(s) => Some(s),
+        Ok(mut s) => {
+            if let Some(n) = spec.pause_after_failures {
+                s.pause_after_failures = n;
+            }
+            Some(s)
+        }
         Err(ScheduleError::Cron { message, hint }) => {
             r.error(Some(spec.cron.span()), "schedule.cron", message, Some(hint));
             None

@@ -74,6 +74,10 @@ pub struct ProjectSettings {
     pub defaults: DefaultsSpec,
     /// Named connections, URLs kept as templates (never resolved here).
     pub connections: BTreeMap<String, ConnectionSpec>,
+    /// The daemon's HTTP server, if configured.
+    pub server: Option<ServerSpec>,
+    /// Where the daemon sends alerts, if anywhere.
+    pub alerts: Option<AlertsSpec>,
 }
 
 /// How a mapping names its model: `flight` or `flight@1` (major version pinned).

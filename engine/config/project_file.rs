@@ -14,6 +14,8 @@ pub(super) fn default_settings(root: &Path) -> ProjectSettings {
         state_dir: PathBuf::from(".sluice"),
         defaults: DefaultsSpec::default(),
         connections: BTreeMap::new(),
+        server: None,
+        alerts: None,
     }
 }
 
@@ -22,8 +24,15 @@ pub(super) fn load_project_file(root: &Path, diags: &mut Diagnostics) -> Option<
     parse_project(&src, diags)
 }
 
-pub(super) const PROJECT_KEYS: &[&str] =
-    &["name", "warehouse", "state_dir", "defaults", "connections"];
+pub(super) const PROJECT_KEYS: &[&str] = &[
+    "name",
+    "warehouse",
+    "state_dir",
+    "defaults",
+    "connections",
+    "server",
+    "alerts",
+];
 
 pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSettings> {
     let mut r = Reader::new(src, diags);
@@ -70,6 +79,18 @@ pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option
                     s.connections.insert(name, c);
                 }
             }
+            "server" => {
+                if let Some(spec) = r.entry::<ServerSpec>(key, item) {
+                    validate_server(&mut r, &spec);
+                    s.server = Some(spec);
+                }
+            }
+            "alerts" => {
+                if let Some(spec) = r.entry::<AlertsSpec>(key, item) {
+                    validate_alerts(&mut r, &spec);
+                    s.alerts = Some(spec);
+                }
+            }
             other => r.unknown_key(&table, other, "", PROJECT_KEYS),
         }
     }
@@ -82,6 +103,67 @@ pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option
         );
     }
     Some(s)
+}
+
+/// Checks `[server]`: an address that parses, tokens that are SHA-256 digests in hex, rate
+/// limits of at least one request a minute.
+fn validate_server(r: &mut Reader<'_>, spec: &ServerSpec) {
+    if spec
+        .listen
+        .get_ref()
+        .parse::<std::net::SocketAddr>()
+        .is_err()
+    {
+        r.error(
+            Some(spec.listen.span()),
+            "server.listen",
+            format!("`{}` is not a socket address", spec.listen.get_ref()),
+            Some("write an IP address and a port: \"127.0.0.1:8080\", or \"0.0.0.0:8080\" for every interface".into()),
+        );
+    }
+    for (name, token) in &spec.tokens {
+        let digest = token.sha256.get_ref();
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            r.error(
+                Some(token.sha256.span()),
+                &format!("server.tokens.{name}.sha256"),
+                "not a SHA-256 digest: 64 hexadecimal characters",
+                Some("store the token's hash, never the token: `sluice token hash < token.txt` prints it".into()),
+            );
+        }
+        if token.requests_per_minute == 0 {
+            r.error(
+                Some(token.sha256.span()),
+                &format!("server.tokens.{name}.requests_per_minute"),
+                "`requests_per_minute` must be at least 1",
+                Some("remove the token to revoke it".into()),
+            );
+        }
+    }
+}
+
+/// Checks `[alerts]`: an http(s) URL whose secrets come by reference.
+fn validate_alerts(r: &mut Reader<'_>, spec: &AlertsSpec) {
+    let url = spec.webhook.get_ref();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        r.error(
+            Some(spec.webhook.span()),
+            "alerts.webhook",
+            format!("`{url}` is not an http:// or https:// URL"),
+            Some("alerts are JSON POSTs to a webhook URL".into()),
+        );
+    }
+    if interpolate::has_plaintext_password(url) {
+        r.error(
+            Some(spec.webhook.span()),
+            "alerts.webhook",
+            "password written in plain text",
+            Some(
+                "write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project"
+                    .into(),
+            ),
+        );
+    }
 }
 
 /// Largest `[defaults] batch_size`: 2^20 rows. Beyond it a batch's buffers grow past what

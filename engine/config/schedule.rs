@@ -30,13 +30,21 @@ pub struct Schedule {
     pub timezone: chrono_tz::Tz,
     /// What to do with fires missed while the daemon was down.
     pub misfire: Misfire,
+    /// After this many consecutive failed fires the daemon pauses the job (its circuit
+    /// opens) until `sluice resume JOB`; 0 never pauses. Default [`DEFAULT_PAUSE_AFTER`].
+    pub pause_after_failures: u32,
 }
+
+/// Consecutive failed fires after which a scheduled job is paused, unless its schedule says
+/// otherwise: three nights of failures is a problem for a person, not for more retries.
+pub const DEFAULT_PAUSE_AFTER: u32 = 3;
 
 impl PartialEq for Schedule {
     fn eq(&self, other: &Self) -> bool {
         self.expression == other.expression
             && self.timezone == other.timezone
             && self.misfire == other.misfire
+            && self.pause_after_failures == other.pause_after_failures
     }
 }
 
@@ -68,6 +76,7 @@ impl Schedule {
             cron,
             timezone,
             misfire,
+            pause_after_failures: DEFAULT_PAUSE_AFTER,
         })
     }
 

@@ -392,6 +392,10 @@ pub struct ScheduleSpec {
     /// What the daemon does with fires it missed while it was not running.
     #[serde(default)]
     pub misfire: Misfire,
+    /// Consecutive failed fires after which the daemon pauses the job until `sluice resume
+    /// JOB` (default 3; 0 never pauses).
+    #[serde(default)]
+    pub pause_after_failures: Option<u32>,
 }
 
 /// What happens to the fires of a schedule that passed while the daemon was down.
@@ -667,6 +671,94 @@ pub struct ConnectionSpec {
     pub statement_timeout: Option<Spanned<String>>,
     /// Most connections one run opens to this database at a time (default 4).
     pub pool_size: Option<u32>,
+}
+
+/// `[server]` of the project file: the HTTP server of `sluice schedule` (health, metrics and
+/// the API). Without it the daemon serves nothing.
+///
+/// ```toml
+/// [server]
+/// listen = "127.0.0.1:8080"
+/// [server.tokens.airflow]
+/// sha256 = "…"              # sluice token hash < token.txt
+/// requests_per_minute = 60
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// Socket address to listen on (`"127.0.0.1:8080"`; `"0.0.0.0:8080"` for every interface).
+    pub listen: Spanned<String>,
+    /// Largest request body accepted, in bytes (default 65536); larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// API tokens by name. Without any, the API answers 401 to every request (health and
+    /// metrics stay open).
+    #[serde(default)]
+    pub tokens: std::collections::BTreeMap<String, TokenSpec>,
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+/// One API bearer token, stored as the SHA-256 of its text, never the text itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// Lowercase hex SHA-256 of the token (64 characters), as `sluice token hash` prints it.
+    pub sha256: Spanned<String>,
+    /// Requests per minute this token may make (default 60); beyond it the API answers 429
+    /// with `Retry-After`.
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute: u32,
+}
+
+fn default_requests_per_minute() -> u32 {
+    60
+}
+
+/// `[alerts]` of the project file: where the daemon sends notifications.
+///
+/// ```toml
+/// [alerts]
+/// webhook = "https://hooks.example.com/sluice/${env:HOOK_TOKEN}"
+/// on = ["run_failed", "check_failed", "circuit_opened"]
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSpec {
+    /// URL that receives each alert as a JSON POST; secrets only through `${env:NAME}` or
+    /// `${file:PATH}`.
+    pub webhook: Spanned<String>,
+    /// Which events are sent (default: all of them).
+    #[serde(default = "AlertEvent::all")]
+    pub on: Vec<AlertEvent>,
+}
+
+/// An event that raises an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    /// A run ended with status `failed` (after its retries).
+    RunFailed,
+    /// A dataset check failed: the run did not commit.
+    CheckFailed,
+    /// A dataset check warned: the run committed.
+    CheckWarned,
+    /// A scheduled job was paused after consecutive failed fires.
+    CircuitOpened,
+}
+
+impl AlertEvent {
+    /// Every event.
+    pub fn all() -> Vec<AlertEvent> {
+        vec![
+            AlertEvent::RunFailed,
+            AlertEvent::CheckFailed,
+            AlertEvent::CheckWarned,
+            AlertEvent::CircuitOpened,
+        ]
+    }
 }
 
 /// Map of named entries in declaration order.

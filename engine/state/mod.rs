@@ -9,6 +9,9 @@
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
 //! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
 //! | `schedule_fires` | scheduled job              | `job`, `fire_at` (RFC 3339 UTC: the latest fire the daemon took), `status` (`running`, `done`, `skipped`, `abandoned`, `failed`: not run, or stopped outside its run report), `run_id` (its run, once finished), `updated_at` |
+//! | `circuits` | scheduled job that failed      | `job`, `failures` (consecutive failed fires), `opened_at` (set while the job is paused), `last_error`, `updated_at` |
+//! | `triggers` | run asked for through the API  | `trigger_id`, `job`, `requested_at`, `requested_by` (token name), `status` (`queued`, `running`, `done`, `failed`, `abandoned`), `run_id`, `updated_at` |
+//! | `alert_outbox` | alert to deliver           | `alert_id`, `event`, `job`, `run_id`, `created_at`, `payload` (the JSON body), `attempts`, `next_attempt_at`, `delivered_at`, `last_error` |
 //! | `quality` | run × row rule or dataset check   | `run_id`, `job`, `started_at`, `kind` (`rule`/`check`), `name`, `rows_checked`, `rows_failed`, `measured`, `threshold`, `status` (`pass`/`warn`/`fail`), `action` |
 //!
 //! A run is recorded after its target commit (or after it failed), in one transaction, so the
@@ -22,6 +25,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 use crate::report::RunReport;
+
+mod daemon;
+mod outbox;
+
+pub use daemon::{Circuit, TriggerRecord};
+pub use outbox::{Alert, PendingAlert};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -70,6 +79,35 @@ CREATE TABLE IF NOT EXISTS schedule_fires (
     run_id     TEXT,
     updated_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS circuits (
+    job        TEXT PRIMARY KEY,
+    failures   INTEGER NOT NULL,
+    opened_at  TEXT,
+    last_error TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS triggers (
+    trigger_id   TEXT PRIMARY KEY,
+    job          TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    run_id       TEXT,
+    updated_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    alert_id        TEXT PRIMARY KEY,
+    event           TEXT NOT NULL,
+    job             TEXT NOT NULL,
+    run_id          TEXT,
+    created_at      TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    delivered_at    TEXT,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_due ON alert_outbox (delivered_at, next_attempt_at);
 CREATE TABLE IF NOT EXISTS models (
     name          TEXT NOT NULL,
     version       TEXT NOT NULL,
@@ -87,7 +125,7 @@ pub struct StateStore {
 
 /// One past run, as the volume check, `sluice quality`, `sluice runs` and `sluice status`
 /// read it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// Run id.
     pub run_id: String,
@@ -172,13 +210,19 @@ impl StateStore {
         Error::state(&self.path, e.to_string())
     }
 
-    /// Records a finished run and its quality results in one transaction. `replay_of` names
-    /// the run a replay reprocessed.
+    /// Records a finished run, its quality results and the alerts it raises (into the
+    /// outbox) in one transaction, so an alert is never lost between the run's record and its
+    /// delivery. `replay_of` names the run a replay reprocessed.
     ///
     /// # Errors
     /// [`Error::State`] on a database error (the run's outputs are already committed; the
     /// caller reports this as a state failure).
-    pub fn record_run(&mut self, report: &RunReport, replay_of: Option<&str>) -> Result<()> {
+    pub fn record_run(
+        &mut self,
+        report: &RunReport,
+        replay_of: Option<&str>,
+        alerts: &[Alert],
+    ) -> Result<()> {
         let path = self.path.clone();
         let err = |e: rusqlite::Error| Error::state(&path, e.to_string());
         let tx = self.conn.transaction().map_err(err)?;
@@ -231,6 +275,9 @@ impl StateStore {
                     ])
                     .map_err(err)?;
             }
+        }
+        for alert in alerts {
+            outbox::enqueue(&tx, alert).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -374,6 +421,17 @@ impl StateStore {
     /// [`Error::State`] on a database error.
     pub fn all_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
         self.select_runs("?1 IS NULL", params![Option::<String>::None, limit as i64])
+    }
+
+    /// The run with id `run_id`, if recorded.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        Ok(self
+            .select_runs("run_id = ?1", params![run_id, 1i64])?
+            .into_iter()
+            .next())
     }
 
     /// Runs matching the SQL condition `filter` (over `?1`), newest first, at most `?2`.
@@ -585,17 +643,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(dir.path()).unwrap();
         store
-            .record_run(&report("r1", RunStatus::Succeeded, 10), None)
+            .record_run(&report("r1", RunStatus::Succeeded, 10), None, &[])
             .unwrap();
         store
-            .record_run(&report("r2", RunStatus::CheckFailed, 20), None)
+            .record_run(&report("r2", RunStatus::CheckFailed, 20), None, &[])
             .unwrap();
         store
-            .record_run(&report("r3", RunStatus::SucceededWithWarnings, 30), None)
+            .record_run(
+                &report("r3", RunStatus::SucceededWithWarnings, 30),
+                None,
+                &[],
+            )
             .unwrap();
         // A replay is history, but not a volume baseline.
         store
-            .record_run(&report("r4", RunStatus::Succeeded, 5), Some("r2"))
+            .record_run(&report("r4", RunStatus::Succeeded, 5), Some("r2"), &[])
             .unwrap();
         let all: Vec<String> = store
             .runs("flights", 10, false)

@@ -6,8 +6,12 @@
 //!   loop: sleep until the earliest next fire (or a shutdown signal)
 //!         fire due ──claim (state store: `running`)──▶ run in its own task ──▶ record `done` + run id
 //!         previous run of the job still running ──▶ this fire is skipped and logged (no overlap)
+//!         job paused (its circuit open after failed fires in a row) ──▶ fire skipped
+//!   API command (server) ──▶ trigger a run now / resume a paused job ──▶ reply
 //!   SIGTERM / Ctrl-C ──▶ no new runs; running ones get `grace` to finish, then are aborted
 //!                        (a run aborted before its commit leaves its target untouched)
+//! beside the loop: the HTTP server ([`crate::server`]) and the alert courier
+//! ([`crate::alerts`]), stopped after the last run ends
 //! ```
 //!
 //! **Crash points.** A fire is claimed in the state store *before* its run starts, so a daemon
@@ -23,22 +27,25 @@
 //! fire; when the files the job uses have become invalid, the last valid version runs and the
 //! problems are logged. The set of schedules is read again when a job file changes.
 
+mod commands;
+mod runner;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::config::schedule::Schedule;
-use crate::config::spec::Misfire;
+use crate::config::spec::{Misfire, ServerSpec};
 use crate::config::Project;
-use crate::db::ExtractMode;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::report::RunReport;
-use crate::request::Attempt;
-use crate::run::NoProgress;
+use crate::server::{Command, Shared};
 use crate::state::StateStore;
 
 /// How the daemon runs.
@@ -49,6 +56,12 @@ pub struct DaemonOptions {
     pub grace: Duration,
     /// How often job files are checked for changes to the set of schedules.
     pub reload_every: Duration,
+    /// Where the HTTP server listens, overriding `[server] listen` (and serving without
+    /// API tokens when sluice.toml has no `[server]`).
+    pub listen: Option<String>,
+    /// `/health` answers 503 when the scheduler loop has not woken for this long (it wakes
+    /// every second).
+    pub stall_after: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -56,17 +69,20 @@ impl Default for DaemonOptions {
         DaemonOptions {
             grace: Duration::from_secs(300),
             reload_every: Duration::from_secs(5),
+            listen: None,
+            stall_after: Duration::from_secs(10),
         }
     }
 }
+
+/// How often the loop wakes at the least: the liveness `/health` reports.
+const TICK: Duration = Duration::from_secs(1);
 
 /// One scheduled job as the loop tracks it.
 struct Entry {
     schedule: Schedule,
     /// The next fire to take.
     next: Option<DateTime<Utc>>,
-    /// The fire whose run is in progress, if any.
-    running: Option<DateTime<Utc>>,
     /// The project as the job's last run that got past compiling loaded it, run again when
     /// the job's files become invalid.
     last_valid: Option<Arc<Project>>,
@@ -75,11 +91,29 @@ struct Entry {
     retired: bool,
 }
 
-/// What a run task returns: the job, its fire, how the run ended, and the project it ran
-/// with when that project compiled (the job's new last valid version).
+/// What started a run.
+#[derive(Debug, Clone, PartialEq)]
+enum Origin {
+    /// A schedule fire, at this instant.
+    Fire(DateTime<Utc>),
+    /// An API request, with this trigger id.
+    Trigger(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Fire(at) => write!(f, "fire at {}", show(*at)),
+            Origin::Trigger(id) => write!(f, "API trigger {id}"),
+        }
+    }
+}
+
+/// What a run task returns: the job, what started it, how the run ended, and the project
+/// it ran with when that project compiled (the job's new last valid version).
 struct Finished {
     job: String,
-    fire: DateTime<Utc>,
+    origin: Origin,
     result: Result<Option<RunReport>>,
     valid: Option<Arc<Project>>,
 }
@@ -88,38 +122,48 @@ struct Finished {
 struct Daemon {
     root: PathBuf,
     store: StateStore,
+    /// The project as last read (for `[alerts]` and the set of jobs).
+    project: Arc<Project>,
+    shared: Arc<Shared>,
     entries: BTreeMap<String, Entry>,
+    /// The jobs with a run in progress, and what started it.
+    busy: HashMap<String, Origin>,
     runs: JoinSet<Finished>,
-    /// Which job and fire each run task is, to free the job if its task ends abnormally.
-    tasks: HashMap<tokio::task::Id, (String, DateTime<Utc>)>,
+    /// Which job and origin each run task is, to free the job if its task ends abnormally.
+    tasks: HashMap<tokio::task::Id, (String, Origin)>,
 }
 
 /// Runs the daemon for the project at `root` until `shutdown` completes, then lets running
 /// runs finish within `options.grace`.
 ///
 /// # Errors
-/// The state store cannot be opened. After that nothing stops the daemon but `shutdown`:
-/// errors of single runs are in their reports and the log, and a fire that cannot be claimed
-/// in the state store is not run (and logged).
+/// The state store cannot be opened, or the HTTP server cannot listen. After that nothing
+/// stops the daemon but `shutdown`: errors of single runs are in their reports and the log,
+/// and a fire that cannot be claimed in the state store is not run (and logged).
 pub async fn run(
     root: &Path,
     options: &DaemonOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let mut daemon = Daemon::start(root)?;
+    let (mut daemon, mut commands) = Daemon::start(root, options.stall_after)?;
+    let (stop, stopped) = watch::channel(false);
+    let server = daemon.start_server(options, stopped.clone()).await?;
+    let courier = daemon.start_courier(stopped);
     let mut files = FilesStamp::of(root);
     let mut last_reload = tokio::time::Instant::now();
     tokio::pin!(shutdown);
     loop {
-        let wait = sleep_for(&daemon.entries, options.reload_every);
+        let wait = sleep_for(&daemon.entries, TICK);
         tokio::select! {
             () = &mut shutdown => break,
             Some(done) = daemon.runs.join_next_with_id(), if !daemon.runs.is_empty() => {
                 daemon.finished(done);
                 continue;
             }
+            Some(command) = commands.recv() => daemon.command(command),
             () = tokio::time::sleep(wait) => {}
         }
+        daemon.shared.tick(Utc::now());
         if last_reload.elapsed() >= options.reload_every {
             last_reload = tokio::time::Instant::now();
             if files.changed(root) {
@@ -128,13 +172,28 @@ pub async fn run(
         }
         daemon.take_due_fires();
     }
+    refuse_pending(&mut commands);
     daemon.drain(options.grace).await;
+    let _ = stop.send(true);
+    for task in [server, courier].into_iter().flatten() {
+        let _ = task.await;
+    }
+    log("stopped");
     Ok(())
+}
+
+/// After the shutdown signal: commands not taken yet are answered "stopping", and no more
+/// are accepted.
+fn refuse_pending(commands: &mut mpsc::Receiver<Command>) {
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        commands::refuse(command);
+    }
 }
 
 impl Daemon {
     /// Opens the state store and computes each scheduled job's first fire.
-    fn start(root: &Path) -> Result<Daemon> {
+    fn start(root: &Path, stall_after: Duration) -> Result<(Daemon, mpsc::Receiver<Command>)> {
         let (project, diags) = Project::load_partial(root);
         if !diags.is_empty() {
             log(&format!(
@@ -142,19 +201,31 @@ impl Daemon {
                 diags.to_string().trim_end()
             ));
         }
-        let store = StateStore::open(&project.path(&project.settings.state_dir))?;
+        let state_dir = project.path(&project.settings.state_dir);
+        let store = StateStore::open(&state_dir)?;
+        let abandoned = store.abandon_triggers()?;
+        if abandoned > 0 {
+            log(&format!(
+                "{abandoned} API-triggered run(s) of a daemon that stopped are recorded as abandoned"
+            ));
+        }
+        let (shared, commands) = Shared::new(root.to_path_buf(), state_dir, stall_after);
         let mut daemon = Daemon {
             root: root.to_path_buf(),
             store,
+            project: Arc::new(project),
+            shared,
             entries: BTreeMap::new(),
+            busy: HashMap::new(),
             runs: JoinSet::new(),
             tasks: HashMap::new(),
         };
         let now = Utc::now();
-        for (name, schedule) in schedules(&project) {
+        for (name, schedule) in schedules(&daemon.project) {
             let entry = daemon.start_entry(&name, schedule, now)?;
             daemon.entries.insert(name, entry);
         }
+        daemon.seed_metrics();
         log(&format!(
             "scheduling {} job(s): {}",
             daemon.entries.len(),
@@ -169,7 +240,111 @@ impl Daemon {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        Ok(daemon)
+        Ok((daemon, commands))
+    }
+
+    /// Metrics that describe the state store as the daemon finds it: last successes and
+    /// paused jobs.
+    fn seed_metrics(&self) {
+        for job in self.entries.keys() {
+            let last = self
+                .store
+                .runs(job, 1, true)
+                .ok()
+                .and_then(|r| r.into_iter().next());
+            if let Some(at) = last.and_then(|r| DateTime::parse_from_rfc3339(&r.finished_at).ok()) {
+                self.shared.metrics.set_last_success(job, at.to_utc());
+            }
+            let paused = self
+                .store
+                .circuit(job)
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.opened_at.is_some());
+            self.shared.metrics.set_paused(job, paused);
+        }
+    }
+
+    /// Starts the HTTP server when `[server]` or `--listen` asks for one; it stops when
+    /// `stopped` turns true.
+    async fn start_server(
+        &self,
+        options: &DaemonOptions,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>> {
+        let mut spec = match (&self.project.settings.server, &options.listen) {
+            (None, None) => return Ok(None),
+            (Some(spec), _) => spec.clone(),
+            (None, Some(_)) => ServerSpec {
+                listen: serde_spanned::Spanned::new(0..0, String::new()),
+                max_body_bytes: 64 * 1024,
+                tokens: BTreeMap::new(),
+            },
+        };
+        if let Some(listen) = &options.listen {
+            spec.listen = serde_spanned::Spanned::new(0..0, listen.clone());
+        }
+        let listener = crate::server::bind(&spec).await?;
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| spec.listen.get_ref().clone(), |a| a.to_string());
+        log(&format!(
+            "HTTP server on http://{address}: /health, /metrics, /openapi.json, /api/v1 ({} token(s))",
+            spec.tokens.len()
+        ));
+        let router = crate::server::router(self.shared.clone(), &spec);
+        let until_stopped = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        Ok(Some(tokio::spawn(async move {
+            if let Err(e) = crate::server::serve(listener, router, until_stopped).await {
+                log(&format!("the HTTP server stopped: {e}"));
+            }
+        })))
+    }
+
+    /// Starts delivering the outbox's alerts every second when `[alerts]` is set; a last
+    /// pass runs when `stopped` turns true.
+    fn start_courier(
+        &self,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let courier = match crate::alerts::Courier::of(&self.project) {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                log(&format!("alerts are not sent: {e}"));
+                return None;
+            }
+        };
+        let mut store = match StateStore::open(&self.shared.state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                log(&format!("alerts are not sent: {e}"));
+                return None;
+            }
+        };
+        let shared = self.shared.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let last = *stopped.borrow();
+                match courier.deliver_due(&mut store).await {
+                    Ok(d) if d.failed > 0 => log(&format!(
+                        "{} alert(s) could not be delivered to the webhook; retrying with backoff",
+                        d.failed
+                    )),
+                    Ok(_) => {}
+                    Err(e) => log(&format!("alerts: {e}")),
+                }
+                if let Ok(n) = store.undelivered_alerts() {
+                    shared.metrics.set_alerts_undelivered(n);
+                }
+                if last {
+                    break;
+                }
+                let _ = tokio::time::timeout(TICK, stopped.changed()).await;
+            }
+        }))
     }
 
     /// The loop's entry for `job` when it is first scheduled: a fire left `running` by a
@@ -210,7 +385,6 @@ impl Daemon {
         Ok(Entry {
             schedule,
             next,
-            running: None,
             last_valid: None,
             retired: false,
         })
@@ -218,7 +392,8 @@ impl Daemon {
 
     /// Takes every fire that is due: claims it in the state store, then starts its run. A
     /// fire of a job whose previous run is still running is skipped (runs of a job never
-    /// overlap), as is a fire the state store shows taken already (by another daemon).
+    /// overlap), as is a fire the state store shows taken already (by another daemon) and a
+    /// fire of a paused job.
     fn take_due_fires(&mut self) {
         let now = Utc::now();
         let due: Vec<(String, DateTime<Utc>)> = self
@@ -245,24 +420,37 @@ impl Daemon {
 
     /// Claims `job`'s fire at `fire` and starts its run, or logs why not.
     fn take_fire(&mut self, job: &str, fire: DateTime<Utc>) {
-        let Some(entry) = self.entries.get_mut(job) else {
-            return;
-        };
-        if let Some(running) = entry.running {
+        if let Some(running) = self.busy.get(job) {
             log(&format!(
-                "job {job}: fire at {} skipped: the run of the fire at {} is still running",
+                "job {job}: fire at {} skipped: the run of the {running} is still running",
                 show(fire),
-                show(running)
             ));
+            self.shared.metrics.fire(job, "skipped_overlap");
             return;
         }
-        match self.store.claim_fire(job, fire, "running") {
+        let paused = match self.store.circuit(job) {
+            Ok(c) => c.and_then(|c| c.opened_at),
+            Err(e) => {
+                log(&format!(
+                    "job {job}: fire at {} not run: the state store cannot be read: {e}",
+                    show(fire)
+                ));
+                return;
+            }
+        };
+        let status = if paused.is_some() {
+            "skipped"
+        } else {
+            "running"
+        };
+        match self.store.claim_fire(job, fire, status) {
             Ok(true) => {}
             Ok(false) => {
                 log(&format!(
                     "job {job}: fire at {} skipped: the state store shows it taken already (by another daemon)",
                     show(fire)
                 ));
+                self.shared.metrics.fire(job, "skipped_claimed");
                 return;
             }
             Err(e) => {
@@ -273,95 +461,55 @@ impl Daemon {
                 return;
             }
         }
-        entry.running = Some(fire);
-        log(&format!("job {job}: fire at {}: run starting", show(fire)));
-        let current = load_project(&self.root, job);
-        let previous = entry.last_valid.clone();
-        let name = job.to_string();
-        let task = self.runs.spawn(async move {
-            let (result, valid) = run_fire(current, previous, &name).await;
-            Finished {
-                job: name,
-                fire,
-                result,
-                valid,
-            }
-        });
-        self.tasks.insert(task.id(), (job.to_string(), fire));
+        if let Some(since) = paused {
+            log(&format!(
+                "job {job}: fire at {} skipped: the job is paused since {since} after failed fires in a row; `sluice resume {job}` runs its fires again",
+                show(fire)
+            ));
+            self.shared.metrics.fire(job, "skipped_paused");
+            return;
+        }
+        self.shared.metrics.fire(job, "run");
+        self.spawn_run(job, Origin::Fire(fire));
     }
 
-    /// Records how a run ended and frees its job for the next fire. A state store that
-    /// cannot be written is logged: the fire is claimed, so it is never run again either way.
-    fn finished(
-        &mut self,
-        done: std::result::Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
-    ) {
-        let (id, f) = match done {
-            Ok((id, f)) => (id, f),
-            // Panics are caught inside the task, so only an aborted task ends here.
-            Err(e) => {
-                if let Some((job, fire)) = self.tasks.remove(&e.id()) {
-                    self.free(&job, None);
-                    self.record(&job, fire, "abandoned", None);
+    /// Starts the run of `job` for `origin` in its own task, and marks the job busy.
+    fn spawn_run(&mut self, job: &str, origin: Origin) {
+        log(&format!("job {job}: {origin}: run starting"));
+        self.busy.insert(job.to_string(), origin.clone());
+        let current = runner::load_project(&self.root, job);
+        let previous = self.entries.get(job).and_then(|e| e.last_valid.clone());
+        let name = job.to_string();
+        let task_origin = origin.clone();
+        // Every line logged during the run carries its job, origin and (once known) run id.
+        let span = tracing::info_span!(target: "sluice::daemon", "run", job = %name, origin = %origin, run_id = tracing::field::Empty);
+        let task = self.runs.spawn(
+            async move {
+                let (result, valid) = runner::run_fire(current, previous, &name).await;
+                Finished {
+                    job: name,
+                    origin: task_origin,
+                    result,
+                    valid,
                 }
-                return;
             }
-        };
-        self.tasks.remove(&id);
-        self.free(&f.job, f.valid);
-        match f.result {
-            Ok(Some(report)) => {
-                self.record(&f.job, f.fire, "done", Some(&report.run_id));
-                log(&format!(
-                    "job {}: fire at {}: run {} {} ({} rows read, {} written, {} quarantined{})",
-                    f.job,
-                    show(f.fire),
-                    report.run_id,
-                    report.status.name(),
-                    report.rows.read,
-                    report.rows.written,
-                    report.rows.quarantined,
-                    report
-                        .error
-                        .as_ref()
-                        .map(|e| format!("; {}", e.message))
-                        .unwrap_or_default()
-                ));
-            }
-            Ok(None) => self.record(&f.job, f.fire, "done", None),
-            Err(e) => {
-                self.record(&f.job, f.fire, "failed", None);
-                log(&format!(
-                    "job {}: fire at {}: not run: {e}",
-                    f.job,
-                    show(f.fire)
-                ));
-            }
-        }
+            .instrument(span),
+        );
+        self.tasks.insert(task.id(), (job.to_string(), origin));
     }
 
     /// Marks `job` as not running (dropping a retired entry) and keeps its new last valid
     /// project.
     fn free(&mut self, job: &str, valid: Option<Arc<Project>>) {
+        self.busy.remove(job);
         let Some(entry) = self.entries.get_mut(job) else {
             return;
         };
-        entry.running = None;
         if valid.is_some() {
             entry.last_valid = valid;
         }
         if entry.retired {
             self.entries.remove(job);
-        }
-    }
-
-    /// Writes how a fire ended to the state store; a failure is logged.
-    fn record(&self, job: &str, fire: DateTime<Utc>, status: &str, run_id: Option<&str>) {
-        if let Err(e) = self.store.finish_fire(job, fire, status, run_id) {
-            log(&format!(
-                "job {job}: fire at {}: cannot record it as {status} in the state store: {e}",
-                show(fire)
-            ));
         }
     }
 
@@ -384,16 +532,19 @@ impl Daemon {
         }
         let now = Utc::now();
         let wanted: BTreeMap<String, Schedule> = schedules(&project).into_iter().collect();
+        let busy = &self.busy;
         self.entries.retain(|job, e| {
             let keep = wanted.contains_key(job) || broken(job);
-            if !keep && e.running.is_some() {
+            let running = busy.contains_key(job);
+            if !keep && running {
                 e.retired = true;
             }
-            keep || e.running.is_some()
+            keep || running
         });
         for (job, schedule) in wanted {
             self.reschedule(&job, schedule, now);
         }
+        self.project = Arc::new(project);
     }
 
     /// Applies `job`'s schedule as read now.
@@ -421,6 +572,7 @@ impl Daemon {
     /// After a shutdown signal: waits up to `grace` for running runs, then aborts the rest
     /// (their fires are recorded as abandoned; a run aborted before its commit changed
     /// nothing, and one aborted after it is recorded from its commit record by the next run).
+    /// The loop keeps ticking meanwhile, so `/health` stays ok.
     async fn drain(&mut self, grace: Duration) {
         if !self.runs.is_empty() {
             log(&format!(
@@ -431,9 +583,12 @@ impl Daemon {
         }
         let deadline = tokio::time::Instant::now() + grace;
         while !self.runs.is_empty() {
-            match tokio::time::timeout_at(deadline, self.runs.join_next_with_id()).await {
+            self.shared.tick(Utc::now());
+            let wake = deadline.min(tokio::time::Instant::now() + TICK);
+            match tokio::time::timeout_at(wake, self.runs.join_next_with_id()).await {
                 Ok(Some(done)) => self.finished(done),
                 Ok(None) => break,
+                Err(_) if tokio::time::Instant::now() < deadline => {}
                 Err(_) => {
                     log("grace period over: aborting the runs still in progress");
                     self.runs.abort_all();
@@ -443,7 +598,6 @@ impl Daemon {
                 }
             }
         }
-        log("stopped");
     }
 }
 
@@ -467,96 +621,6 @@ fn sleep_for(entries: &BTreeMap<String, Entry>, cap: Duration) -> Duration {
         .min()
         .map_or(cap, |t| (t - now).to_std().unwrap_or(Duration::ZERO))
         .min(cap)
-}
-
-/// The project to run `job` with, as its files are now; `None` (the problems logged) when
-/// the files the job uses are invalid.
-fn load_project(root: &Path, job: &str) -> Option<Arc<Project>> {
-    match Project::load_for_job(root, job) {
-        Ok((project, others)) => {
-            if !others.is_empty() {
-                log(&format!(
-                    "job {job}: files it does not use have problems; running it anyway:\n{}",
-                    others.to_string().trim_end()
-                ));
-            }
-            Some(Arc::new(project))
-        }
-        Err(diags) => {
-            log(&format!(
-                "job {job}: its files have problems:\n{}",
-                diags.to_string().trim_end()
-            ));
-            None
-        }
-    }
-}
-
-/// One scheduled run of `job`: with `current` (the files as they are now) when it loads and
-/// compiles, else with `previous` (the version its last run loaded), else not at all. Returns
-/// how it ended and the project that compiled.
-async fn run_fire(
-    current: Option<Arc<Project>>,
-    previous: Option<Arc<Project>>,
-    job: &str,
-) -> (Result<Option<RunReport>>, Option<Arc<Project>>) {
-    let mut invalid = None;
-    if let Some(project) = current {
-        match guarded_run(project.clone(), job).await {
-            Err(e @ Error::Config(_)) => invalid = Some(e),
-            other => return (other, Some(project)),
-        }
-    }
-    match previous {
-        Some(project) => {
-            log(&format!(
-                "job {job}: its files have problems; running the version its last run loaded{}",
-                invalid.map(|e| format!(":\n{e}")).unwrap_or_default()
-            ));
-            (guarded_run(project.clone(), job).await, Some(project))
-        }
-        None => (
-            Err(invalid.unwrap_or_else(|| Error::Usage {
-                message: format!("job `{job}` has no valid version to run"),
-                hint: Some("fix the problems logged above; the next fire runs it".into()),
-            })),
-            None,
-        ),
-    }
-}
-
-/// [`run_once`] with a panic turned into a failed run.
-async fn guarded_run(project: Arc<Project>, job: &str) -> Result<Option<RunReport>> {
-    crate::producer::catch_panic(run_once(project, job), "running the job").await
-}
-
-/// One scheduled run of `job` in `project`: the job lock, retries, the run. An invalid
-/// configuration (found while compiling) is an [`Error::Config`].
-async fn run_once(project: Arc<Project>, job: &str) -> Result<Option<RunReport>> {
-    let job = project.job(job).map_err(|d| Error::config(*d))?.clone();
-    let mode = ExtractMode::Incremental;
-    crate::request::run_job(
-        &project,
-        &job,
-        || {
-            let (project, job, mode) = (project.clone(), job.clone(), mode.clone());
-            async move {
-                match crate::request::attempt(&project, &job, &mode, &mut NoProgress).await? {
-                    Attempt::Invalid(e) => Err(e),
-                    Attempt::NotStarted { report, .. } | Attempt::Ran(report) => Ok(Some(report)),
-                }
-            }
-        },
-        |attempt, retries, delay| {
-            log(&format!(
-                "job {}: attempt {attempt} of {} failed for a reason that may pass; nothing was committed; retrying in {:.1} s",
-                job.name,
-                retries.attempts,
-                delay.as_secs_f64()
-            ))
-        },
-    )
-    .await
 }
 
 /// The modification times of the project's job files, to notice edits.
@@ -588,7 +652,7 @@ fn show(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// One log line on standard error, prefixed with the time.
+/// One line of the daemon's log (`info`, target `sluice::daemon`; see [`crate::logging`]).
 fn log(message: &str) {
-    crate::logging::stderr_line(&format!("{} {message}", show(Utc::now())));
+    tracing::info!(target: "sluice::daemon", "{message}");
 }

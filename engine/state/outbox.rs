@@ -1,0 +1,138 @@
+//! The alert outbox: alerts are written in the transaction that records what raised them
+//! (a run, a circuit opening) and deleted from nothing: delivery only marks them, so a crash
+//! at any point loses none (an alert whose POST succeeded but was not yet marked is sent
+//! again: at least once).
+
+use rusqlite::{params, Transaction};
+
+use super::{rfc3339, StateStore};
+use crate::config::spec::AlertEvent;
+use crate::error::Result;
+
+/// One alert, as queued in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// A UUID v7, also in the payload.
+    pub alert_id: String,
+    /// What raised it.
+    pub event: AlertEvent,
+    /// The job.
+    pub job: String,
+    /// The run, when a run raised it.
+    pub run_id: Option<String>,
+    /// When it was raised, RFC 3339 UTC.
+    pub created_at: String,
+    /// The JSON body POSTed to the webhook.
+    pub payload: serde_json::Value,
+}
+
+/// An alert waiting for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAlert {
+    /// Its id (also in the payload, for receivers that deduplicate).
+    pub alert_id: String,
+    /// The JSON body to POST.
+    pub payload: String,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+}
+
+/// Queues `alert` inside `tx`.
+pub(super) fn enqueue(tx: &Transaction<'_>, alert: &Alert) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO alert_outbox (alert_id, event, job, run_id, created_at, payload,
+             attempts, next_attempt_at, delivered_at, last_error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?5, NULL, NULL)",
+        params![
+            alert.alert_id,
+            crate::config::spec::json_name(&alert.event),
+            alert.job,
+            alert.run_id,
+            alert.created_at,
+            alert.payload.to_string()
+        ],
+    )
+    .map(drop)
+}
+
+impl StateStore {
+    /// Undelivered alerts whose next attempt is due at `now`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::State`] on a database error.
+    pub fn due_alerts(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingAlert>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT alert_id, payload, attempts FROM alert_outbox
+                 WHERE delivered_at IS NULL AND next_attempt_at <= ?1
+                 ORDER BY created_at, alert_id LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![rfc3339(now), limit as i64], |r| {
+                Ok(PendingAlert {
+                    alert_id: r.get(0)?,
+                    payload: r.get(1)?,
+                    attempts: r.get::<_, i64>(2)?.max(0) as u32,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks an alert delivered.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::State`] on a database error (the alert is then sent again).
+    pub fn alert_delivered(&self, alert_id: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE alert_outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL
+                 WHERE alert_id = ?1",
+                params![alert_id, rfc3339(chrono::Utc::now())],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a failed delivery attempt and when to try again.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::State`] on a database error.
+    pub fn alert_failed(
+        &self,
+        alert_id: &str,
+        error: &str,
+        next_attempt_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+                 WHERE alert_id = ?1",
+                params![alert_id, error, rfc3339(next_attempt_at)],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many alerts are not delivered yet.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::State`] on a database error.
+    pub fn undelivered_alerts(&self) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM alert_outbox WHERE delivered_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+}
