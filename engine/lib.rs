@@ -38,6 +38,7 @@ pub mod recovery;
 pub mod replay;
 pub mod report;
 pub mod request;
+pub mod retention;
 pub mod row_errors;
 pub mod run;
 pub mod server;

@@ -193,6 +193,15 @@ enum Command {
         /// Job name.
         job: String,
     },
+    /// Delete run reports, quarantine files and history older than `[retention]` in
+    /// sluice.toml says (each job's latest run and latest committed run are kept).
+    ///
+    /// The daemon does this at start and every hour.
+    Prune {
+        /// Count what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// API tokens for the daemon's HTTP server.
     Token {
         #[command(subcommand)]
@@ -385,6 +394,7 @@ async fn dispatch(cli: Cli) -> i32 {
             schedule::schedule(cli.project.as_deref(), grace, listen).await
         }
         Command::Resume { job } => schedule::resume(cli.project.as_deref(), &job),
+        Command::Prune { dry_run } => schedule::prune(cli.project.as_deref(), dry_run),
         Command::Token {
             command: TokenCommand::Hash,
         } => schedule::token_hash(),

@@ -476,3 +476,146 @@ fn a_job_that_always_fails_is_retried_then_paused_and_its_alerts_reach_a_webhook
     sigterm(&daemon);
     assert_eq!(wait_exit(&mut daemon, &log).code(), Some(0));
 }
+
+/// The ```bash blocks of docs/operations.md that start with `# api example`.
+fn api_examples() -> Vec<String> {
+    let md = std::fs::read_to_string(crate::common::repo().join("docs/operations.md")).unwrap();
+    let mut out = Vec::new();
+    let mut rest = md.as_str();
+    while let Some(start) = rest.find("```bash\n") {
+        let body = &rest[start + "```bash\n".len()..];
+        let end = body.find("\n```").expect("an unclosed ```bash block");
+        if body.starts_with("# api example") {
+            out.push(body[..end].to_string());
+        }
+        rest = &body[end..];
+    }
+    out
+}
+
+#[test]
+fn the_curl_examples_of_the_operations_guide_work_against_a_daemon() {
+    let examples = api_examples();
+    assert!(examples.len() >= 5, "{examples:?}");
+    let w = Workdir::project();
+    let port = free_port();
+    let hash = token_hash(&w, CI_TOKEN);
+    let settings = w.read("sluice.toml");
+    w.write(
+        "sluice.toml",
+        &format!("{settings}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[server.tokens.docs]\nsha256 = \"{hash}\"\n"),
+    );
+    let log = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{url}/health"), &log);
+    for example in &examples {
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", example])
+            .env("SLUICE_URL", &url)
+            .env("SLUICE_TOKEN", CI_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "example failed:\n{example}\n{}\ndaemon log:\n{}",
+            show(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    // The run example ran the job once, through the daemon.
+    assert_eq!(reports(&w, "airports").len(), 1);
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log).code(), Some(0));
+}
+
+/// `sluice ARGS` with the clock starting at `at` (libfaketime).
+fn run_at(w: &Workdir, at: &str, args: &[&str]) {
+    let out = crate::schedule::faked_clock(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice")),
+        &format!("@{at}"),
+    )
+    .args(args)
+    .current_dir(w.path())
+    .output()
+    .expect("run sluice");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+fn files(dir: &std::path::Path, extension: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == extension))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn prune_deletes_what_retention_says_and_keeps_each_jobs_latest_runs() {
+    let w = Workdir::project();
+    // Two old runs of `airports` (each quarantines 3 rows), one old run of `carriers` (its
+    // only one), and a run of `airports` now.
+    run_at(&w, "2026-01-10 12:00:00", &["run", "airports"]);
+    run_at(&w, "2026-01-11 12:00:00", &["run", "airports"]);
+    run_at(&w, "2026-01-10 13:00:00", &["run", "carriers"]);
+    let now = w.run(&["run", "airports"]);
+    assert_eq!(now.status.code(), Some(0), "{}", show(&now));
+    let reports_dir = |job: &str| w.path().join(".sluice/runs").join(job);
+    let quarantine = w.path().join("warehouse/_quarantine/airports");
+    assert_eq!(files(&reports_dir("airports"), "json"), 3);
+    assert_eq!(files(&quarantine, "parquet"), 3);
+
+    let no_policy = w.run(&["prune"]);
+    assert_eq!(no_policy.status.code(), Some(2), "{}", show(&no_policy));
+    let settings = w.read("sluice.toml");
+    w.write(
+        "sluice.toml",
+        &format!("{settings}\n[retention]\nrun_reports = \"30d\"\nquarantine = \"30d\"\nhistory = \"30d\"\n"),
+    );
+    let dry = w.run(&["prune", "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout)
+            .contains("would delete 2 run report(s), 2 quarantine file(s), 2 run(s)"),
+        "{}",
+        show(&dry)
+    );
+    assert_eq!(
+        files(&reports_dir("airports"), "json"),
+        3,
+        "a dry run deletes nothing"
+    );
+
+    let pruned = w.run(&["prune"]);
+    assert!(
+        String::from_utf8_lossy(&pruned.stdout)
+            .contains("deleted 2 run report(s), 2 quarantine file(s), 2 run(s)"),
+        "{}",
+        show(&pruned)
+    );
+    assert_eq!(files(&reports_dir("airports"), "json"), 1);
+    assert_eq!(files(&quarantine, "parquet"), 1);
+    // `carriers`' only run is old, but it is the job's latest: kept, report and history.
+    assert_eq!(files(&reports_dir("carriers"), "json"), 1);
+    let runs = w.run(&["runs", "--json"]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let jobs: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{runs}");
+    assert!(
+        jobs.contains(&"carriers") && jobs.contains(&"airports"),
+        "{runs}"
+    );
+
+    // The next run neither re-records a pruned run nor misses its own.
+    let again = w.run(&["run", "carriers"]);
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    let runs = w.run(&["runs", "carriers", "--json"]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+}

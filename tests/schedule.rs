@@ -287,3 +287,84 @@ pub(crate) fn sigterm_during_a_run_lets_it_finish_and_commit_within_the_grace_pe
     ));
     assert_eq!(n, ["329174"]);
 }
+
+/// libfaketime's library (Debian package `libfaketime`, installed with `faketime` by .ci/run).
+pub(crate) const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// `cmd` with its clock faked as libfaketime's `FAKETIME` spec says (`@2026-03-29 00:50:00
+/// x600`: starting then, 600 times faster), in UTC.
+pub(crate) fn faked_clock(mut cmd: std::process::Command, spec: &str) -> std::process::Command {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: apt-get install faketime (.ci/run does)"
+    );
+    cmd.env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME", spec)
+        .env("TZ", "UTC");
+    cmd
+}
+
+/// Runs the daemon under libfaketime from `start` (UTC) with time going `speed` times faster,
+/// with `carriers` scheduled at `cron` in Europe/London, for `real` seconds; returns the fires
+/// that started a run.
+fn fires_under_faketime(start: &str, speed: u32, cron: &str, real: Duration) -> Vec<String> {
+    let w = Workdir::project();
+    let job = w.read("jobs/carriers.toml");
+    w.write(
+        "jobs/carriers.toml",
+        &format!("schedule = {{ cron = \"{cron}\", timezone = \"Europe/London\" }}\n{job}"),
+    );
+    let log_path = w.path().join("daemon-1.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // libfaketime preloaded into the daemon itself (the `faketime` wrapper would take the
+    // SIGTERM meant for it).
+    let mut daemon = faked_clock(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice")),
+        &format!("@{start} x{speed}"),
+    )
+    .args(["schedule", "--grace", "30s"])
+    .current_dir(w.path())
+    .env_remove("SLUICE_LOG")
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .expect("start sluice schedule");
+    std::thread::sleep(real);
+    sigterm(&daemon);
+    let status = wait_exit(&mut daemon, &log_path);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("scheduling 1 job(s)"),
+        "the daemon did not start under faketime:\n{text}"
+    );
+    let fires = fires_started(&text);
+    assert_eq!(reports(&w, "carriers").len(), fires.len(), "{text}");
+    fires
+}
+
+#[test]
+fn across_the_spring_gap_a_daily_run_at_a_time_that_does_not_exist_runs_once_after_the_gap() {
+    // 2026-03-29 in London: 01:00 GMT jumps to 02:00 BST, so 01:30 does not exist that day.
+    // The clock starts at 00:50 UTC and runs 600 times faster: 20 s cover until 04:10 UTC.
+    let fires = fires_under_faketime(
+        "2026-03-29 00:50:00",
+        600,
+        "30 1 * * *",
+        Duration::from_secs(20),
+    );
+    assert_eq!(fires, ["2026-03-29T01:00:00Z"], "once, at 02:00 BST");
+}
+
+#[test]
+fn across_the_autumn_overlap_a_daily_run_in_the_repeated_hour_runs_once() {
+    // 2026-10-25 in London: 02:00 BST falls back to 01:00 GMT, so 01:30 happens twice
+    // (00:30 UTC and 01:30 UTC). From 00:00 UTC, 20 s at 600 times cover until 03:20 UTC.
+    let fires = fires_under_faketime(
+        "2026-10-25 00:00:00",
+        600,
+        "30 1 * * *",
+        Duration::from_secs(20),
+    );
+    assert_eq!(fires, ["2026-10-25T00:30:00Z"], "once, at the first 01:30");
+}

@@ -85,3 +85,25 @@ pub(crate) fn token_hash() -> Result<i32, Error> {
     outln!("{}", sluice::server::token_hash(token));
     Ok(EXIT_OK)
 }
+
+/// `sluice prune [--dry-run]`: applies `[retention]` now.
+pub(crate) fn prune(explicit: Option<&Path>, dry_run: bool) -> Result<i32, Error> {
+    let root = project_root(explicit, None)?;
+    let project = load(&root)?;
+    if !project.settings.retention.is_set() {
+        return Err(Error::Usage {
+            message: "sluice.toml has no [retention]: everything is kept".into(),
+            hint: Some("add `[retention]` with `run_reports`, `quarantine` and `history` durations, such as `history = \"365d\"`".into()),
+        });
+    }
+    let p = sluice::retention::prune(&project, chrono::Utc::now(), dry_run)?;
+    outln!(
+        "{} {} run report(s), {} quarantine file(s), {} run(s) and {} other row(s) of history",
+        if dry_run { "would delete" } else { "deleted" },
+        p.reports,
+        p.quarantine_files,
+        p.runs,
+        p.other_rows
+    );
+    Ok(EXIT_OK)
+}

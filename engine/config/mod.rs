@@ -78,6 +78,27 @@ pub struct ProjectSettings {
     pub server: Option<ServerSpec>,
     /// Where the daemon sends alerts, if anywhere.
     pub alerts: Option<AlertsSpec>,
+    /// How long run reports, quarantine files and history are kept.
+    pub retention: RetentionPolicy,
+}
+
+/// `[retention]` of the project file, parsed. `None` keeps forever.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Run report files (`<state_dir>/runs/<job>/<run_id>.json`) older than this go.
+    pub run_reports: Option<std::time::Duration>,
+    /// Quarantine files (`<quarantine folder>/<run_id>.parquet`) older than this go.
+    pub quarantine: Option<std::time::Duration>,
+    /// History rows (runs and their quality results, API triggers, delivered alerts) older
+    /// than this go.
+    pub history: Option<std::time::Duration>,
+}
+
+impl RetentionPolicy {
+    /// Whether anything is ever pruned.
+    pub fn is_set(&self) -> bool {
+        self.run_reports.is_some() || self.quarantine.is_some() || self.history.is_some()
+    }
 }
 
 /// How a mapping names its model: `flight` or `flight@1` (major version pinned).

@@ -16,6 +16,7 @@ pub(super) fn default_settings(root: &Path) -> ProjectSettings {
         connections: BTreeMap::new(),
         server: None,
         alerts: None,
+        retention: RetentionPolicy::default(),
     }
 }
 
@@ -32,6 +33,7 @@ pub(super) const PROJECT_KEYS: &[&str] = &[
     "connections",
     "server",
     "alerts",
+    "retention",
 ];
 
 pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option<ProjectSettings> {
@@ -91,6 +93,11 @@ pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option
                     s.alerts = Some(spec);
                 }
             }
+            "retention" => {
+                if let Some(spec) = r.entry::<RetentionSpec>(key, item) {
+                    s.retention = validate_retention(&mut r, &spec);
+                }
+            }
             other => r.unknown_key(&table, other, "", PROJECT_KEYS),
         }
     }
@@ -139,6 +146,43 @@ fn validate_server(r: &mut Reader<'_>, spec: &ServerSpec) {
                 Some("remove the token to revoke it".into()),
             );
         }
+    }
+}
+
+/// Parses `[retention]`'s durations; one that does not parse is an error at its value (and
+/// keeps forever).
+fn validate_retention(r: &mut Reader<'_>, spec: &RetentionSpec) -> RetentionPolicy {
+    let mut duration = |key: &str, v: &Option<Spanned<String>>| {
+        let v = v.as_ref()?;
+        match parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                r.error(
+                    Some(v.span()),
+                    &format!("retention.{key}"),
+                    "a retention of 0 would delete everything at once",
+                    Some(
+                        "leave the key out to keep forever, or write a duration such as \"90d\""
+                            .into(),
+                    ),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                r.error(
+                    Some(v.span()),
+                    &format!("retention.{key}"),
+                    e,
+                    Some(DURATION_HINT.into()),
+                );
+                None
+            }
+        }
+    };
+    RetentionPolicy {
+        run_reports: duration("run_reports", &spec.run_reports),
+        quarantine: duration("quarantine", &spec.quarantine),
+        history: duration("history", &spec.history),
     }
 }
 

@@ -717,6 +717,18 @@ fn default_requests_per_minute() -> u32 {
     60
 }
 
+/// `[retention]` of the project file: durations (`"90d"`); a key left out keeps forever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    /// Run report files.
+    pub run_reports: Option<Spanned<String>>,
+    /// Quarantine files.
+    pub quarantine: Option<Spanned<String>>,
+    /// History rows in the state store.
+    pub history: Option<Spanned<String>>,
+}
+
 /// `[alerts]` of the project file: where the daemon sends notifications.
 ///
 /// ```toml

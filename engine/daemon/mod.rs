@@ -78,6 +78,9 @@ impl Default for DaemonOptions {
 /// How often the loop wakes at the least: the liveness `/health` reports.
 const TICK: Duration = Duration::from_secs(1);
 
+/// How often `[retention]` is applied (also once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// One scheduled job as the loop tracks it.
 struct Entry {
     schedule: Schedule,
@@ -151,6 +154,7 @@ pub async fn run(
     let courier = daemon.start_courier(stopped);
     let mut files = FilesStamp::of(root);
     let mut last_reload = tokio::time::Instant::now();
+    let mut last_prune: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let wait = sleep_for(&daemon.entries, TICK);
@@ -171,6 +175,10 @@ pub async fn run(
             }
         }
         daemon.take_due_fires();
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(tokio::time::Instant::now());
+            daemon.prune();
+        }
     }
     refuse_pending(&mut commands);
     daemon.drain(options.grace).await;
@@ -473,18 +481,45 @@ impl Daemon {
         self.spawn_run(job, Origin::Fire(fire));
     }
 
+    /// Applies `[retention]` in a blocking task (file deletions must not stall the loop);
+    /// what it deleted, or why it could not, is logged.
+    fn prune(&self) {
+        if !self.project.settings.retention.is_set() {
+            return;
+        }
+        let project = self.project.clone();
+        tokio::task::spawn_blocking(move || {
+            match crate::retention::prune(&project, Utc::now(), false) {
+                Ok(p) if p == crate::retention::Pruned::default() => {}
+                Ok(p) => log(&format!(
+                    "retention: deleted {} run report(s), {} quarantine file(s), {} run(s) and {} other row(s) of history",
+                    p.reports, p.quarantine_files, p.runs, p.other_rows
+                )),
+                Err(e) => log(&format!("retention: nothing pruned: {e}")),
+            }
+        });
+    }
+
     /// Starts the run of `job` for `origin` in its own task, and marks the job busy.
     fn spawn_run(&mut self, job: &str, origin: Origin) {
         log(&format!("job {job}: {origin}: run starting"));
         self.busy.insert(job.to_string(), origin.clone());
-        let current = runner::load_project(&self.root, job);
         let previous = self.entries.get(job).and_then(|e| e.last_valid.clone());
         let name = job.to_string();
         let task_origin = origin.clone();
+        let root = self.root.clone();
         // Every line logged during the run carries its job, origin and (once known) run id.
         let span = tracing::info_span!(target: "sluice::daemon", "run", job = %name, origin = %origin, run_id = tracing::field::Empty);
         let task = self.runs.spawn(
             async move {
+                // Reading the files is blocking work: off the loop, so fires of other jobs
+                // due at the same instant are not delayed by it.
+                let job = name.clone();
+                let current =
+                    tokio::task::spawn_blocking(move || runner::load_project(&root, &job))
+                        .await
+                        .ok()
+                        .flatten();
                 let (result, valid) = runner::run_fire(current, previous, &name).await;
                 Finished {
                     job: name,

@@ -28,6 +28,7 @@ use crate::report::RunReport;
 
 mod daemon;
 mod outbox;
+mod retention;
 
 pub use daemon::{Circuit, TriggerRecord};
 pub use outbox::{Alert, PendingAlert};
