@@ -38,6 +38,9 @@ use crate::state::{Alert, StateStore};
 /// Longest wait between delivery attempts of one alert.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(300);
 
+/// How long `sluice run` spends delivering alerts at most, before it exits.
+const DELIVER_ONCE_LIMIT: Duration = Duration::from_secs(15);
+
 /// How long one POST may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -254,7 +257,16 @@ pub async fn deliver_once(project: &Project) {
             return;
         }
     };
-    match courier.deliver_due(&mut store).await {
+    // Bounded: a webhook that swallows connections must not hold a committed run's exit.
+    let delivery = tokio::time::timeout(DELIVER_ONCE_LIMIT, courier.deliver_due(&mut store)).await;
+    let Ok(delivery) = delivery else {
+        crate::logging::stderr_line(&format!(
+            "warning: the webhook did not take the alerts within {} s; they stay queued for the next run or `sluice schedule`",
+            DELIVER_ONCE_LIMIT.as_secs()
+        ));
+        return;
+    };
+    match delivery {
         Ok(d) if d.failed > 0 => crate::logging::stderr_line(&format!(
             "warning: {} alert(s) could not be delivered to the webhook; they are retried by the next run or by `sluice schedule`",
             d.failed

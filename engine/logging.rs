@@ -4,7 +4,7 @@
 //!
 //! In JSON, each line is one object: `timestamp`, `level`, `target`, `message`, the event's
 //! fields, and `span` — the run it belongs to (`job`, `origin`, `run_id`) when the daemon
-//! logged it inside one. Warnings written with [`stderr_line`] become `WARN` events too, so
+//! logged it inside one. Lines written with [`stderr_line`] become `WARN` events (`ERROR` for errors), so
 //! the stream stays one JSON object per line.
 //!
 //! Secrets (values of `${env:...}` and `${file:...}`) are registered as configs are resolved
@@ -123,7 +123,11 @@ impl Drop for RedactedLine {
 /// failed run that a scheduler would load again.
 pub fn stderr_line(text: &str) {
     if JSON.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::warn!(target: "sluice", "{text}");
+        if text.starts_with("error") {
+            tracing::error!(target: "sluice", "{text}");
+        } else {
+            tracing::warn!(target: "sluice", "{text}");
+        }
         return;
     }
     let mut line = Redactor::process().redact(text);

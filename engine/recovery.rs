@@ -18,6 +18,18 @@ use crate::fsutil::Lock;
 /// # Errors
 /// [`Error::State`] when another run holds the lock or the lock file cannot be created.
 pub fn lock_job(project: &Project, job: &Job) -> Result<Lock> {
+    lock_job_at(project, job)
+}
+
+/// The start of the message [`lock_job`] fails with when another run holds the lock.
+const HELD_BY_ANOTHER_RUN: &str = "another run of job";
+
+/// Whether `e` is [`lock_job`]'s "another run is in progress" (not a failure of the job).
+pub fn is_held_by_another_run(e: &Error) -> bool {
+    matches!(e, Error::State { message, .. } if message.starts_with(HELD_BY_ANOTHER_RUN))
+}
+
+fn lock_job_at(project: &Project, job: &Job) -> Result<Lock> {
     let lock_path = project
         .path(&project.settings.state_dir)
         .join("locks")
@@ -27,7 +39,7 @@ pub fn lock_job(project: &Project, job: &Job) -> Result<Lock> {
             Error::state(
                 &lock_path,
                 format!(
-                    "another run of job `{}` is in progress (runs of one job never overlap, so each reads the watermark the previous one left); wait for it to finish",
+                    "{HELD_BY_ANOTHER_RUN} `{}` is in progress (runs of one job never overlap, so each reads the watermark the previous one left); wait for it to finish",
                     job.name
                 ),
             )

@@ -2,10 +2,12 @@
 //! project's `[retention]` says. `sluice prune` does it on demand (`--dry-run` only counts);
 //! the daemon does it at start and every hour.
 //!
-//! A run's age is its start, read from its id (`20261130T020000Z-…`). Each job's latest run
-//! and latest committed run are always kept, whatever their age: the target's commit record
-//! names the latest committed run, and a run missing from the history would be recorded again
-//! from that record by the next run's reconciliation. Watermarks, the schedule's fires and the
+//! A run's age is its start, read from its id (`20261130T020000Z-…`). Whatever their age,
+//! each job's latest run and latest committed run keep their files, and the history keeps
+//! each job's latest run and latest 100 committed runs
+//! ([`crate::state::VOLUME_BASELINE_RUNS`]): the target's commit record names the latest
+//! committed run (a run missing from the history would be recorded again from that record by
+//! the next run's reconciliation), and the volume check's baseline is read from them. Watermarks, the schedule's fires and the
 //! registered model versions are never pruned.
 //!
 //! **Crash points.** Each file is deleted on its own and the history rows in one transaction;
@@ -55,14 +57,20 @@ pub fn run_started(run_id: &str) -> Option<DateTime<Utc>> {
 pub fn prune(project: &Project, now: DateTime<Utc>, dry_run: bool) -> Result<Pruned> {
     let policy = &project.settings.retention;
     let mut store = StateStore::open(&project.path(&project.settings.state_dir))?;
-    let keep = store.protected_runs()?;
-    let cutoff =
-        |age: Duration| now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    let keep_files = store.protected_runs(1)?;
+    let keep_history = store.protected_runs(crate::state::VOLUME_BASELINE_RUNS)?;
+    // A retention longer than the calendar reaches keeps everything.
+    let cutoff = |age: Duration| {
+        chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
     let mut pruned = Pruned::default();
     if let Some(age) = policy.run_reports {
         let runs = project.path(&project.settings.state_dir).join("runs");
         for dir in subfolders(&runs) {
-            pruned.reports += prune_files(&dir, "json", cutoff(age), &keep, dry_run);
+            pruned.reports += prune_files(&dir, "json", cutoff(age), &keep_files, dry_run);
         }
     }
     if let Some(age) = policy.quarantine {
@@ -74,12 +82,12 @@ pub fn prune(project: &Project, now: DateTime<Utc>, dry_run: bool) -> Result<Pru
             };
             if seen.insert(dir.clone()) {
                 pruned.quarantine_files +=
-                    prune_files(&dir, "parquet", cutoff(age), &keep, dry_run);
+                    prune_files(&dir, "parquet", cutoff(age), &keep_files, dry_run);
             }
         }
     }
     if let Some(age) = policy.history {
-        let (runs, other) = store.prune_history(cutoff(age), &keep, dry_run)?;
+        let (runs, other) = store.prune_history(cutoff(age), &keep_history, dry_run)?;
         pruned.runs = runs;
         pruned.other_rows = other;
     }

@@ -462,7 +462,7 @@ fn dataset_checks(
     );
     let history = if compiled.job.checks.volume.is_some() {
         crate::state::StateStore::open(&project.path(&project.settings.state_dir))
-            .and_then(|s| s.runs(&compiled.job.name, 100, true))
+            .and_then(|s| s.runs(&compiled.job.name, crate::state::VOLUME_BASELINE_RUNS, true))
             .map(|runs| runs.iter().map(|r| r.rows_written).collect::<Vec<_>>())
             .unwrap_or_else(|e| {
                 crate::logging::stderr_line(&format!("warning: volume check without history: {e}"));

@@ -530,7 +530,7 @@ fn the_curl_examples_of_the_operations_guide_work_against_a_daemon() {
 }
 
 /// `sluice ARGS` with the clock starting at `at` (libfaketime).
-fn run_at(w: &Workdir, at: &str, args: &[&str]) {
+fn run_at(w: &Workdir, at: &str, args: &[&str], code: i32) {
     let out = crate::schedule::faked_clock(
         std::process::Command::new(env!("CARGO_BIN_EXE_sluice")),
         &format!("@{at}"),
@@ -539,7 +539,7 @@ fn run_at(w: &Workdir, at: &str, args: &[&str]) {
     .current_dir(w.path())
     .output()
     .expect("run sluice");
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(code), "{}", show(&out));
 }
 
 fn files(dir: &std::path::Path, extension: &str) -> usize {
@@ -555,11 +555,21 @@ fn files(dir: &std::path::Path, extension: &str) -> usize {
 #[test]
 fn prune_deletes_what_retention_says_and_keeps_each_jobs_latest_runs() {
     let w = Workdir::project();
-    // Two old runs of `airports` (each quarantines 3 rows), one old run of `carriers` (its
-    // only one), and a run of `airports` now.
-    run_at(&w, "2026-01-10 12:00:00", &["run", "airports"]);
-    run_at(&w, "2026-01-11 12:00:00", &["run", "airports"]);
-    run_at(&w, "2026-01-10 13:00:00", &["run", "carriers"]);
+    // `broken` reads a file that does not exist: its runs fail.
+    let carriers = w.read("jobs/carriers.toml");
+    w.write(
+        "jobs/broken.toml",
+        &carriers
+            .replace("airlines.csv.gz", "airlines_missing.csv.gz")
+            .replace("table = \"carriers\"", "table = \"broken\""),
+    );
+    // Old runs: two of `airports` (each quarantines 3 rows), one of `carriers` (its only one),
+    // two failed ones of `broken`; then a run of `airports` now.
+    run_at(&w, "2026-01-10 12:00:00", &["run", "airports"], 0);
+    run_at(&w, "2026-01-11 12:00:00", &["run", "airports"], 0);
+    run_at(&w, "2026-01-10 13:00:00", &["run", "carriers"], 0);
+    run_at(&w, "2026-01-12 13:00:00", &["run", "broken"], 1);
+    run_at(&w, "2026-01-13 13:00:00", &["run", "broken"], 1);
     let now = w.run(&["run", "airports"]);
     assert_eq!(now.status.code(), Some(0), "{}", show(&now));
     let reports_dir = |job: &str| w.path().join(".sluice/runs").join(job);
@@ -574,10 +584,13 @@ fn prune_deletes_what_retention_says_and_keeps_each_jobs_latest_runs() {
         "sluice.toml",
         &format!("{settings}\n[retention]\nrun_reports = \"30d\"\nquarantine = \"30d\"\nhistory = \"30d\"\n"),
     );
+    // Files: the two old `airports` runs and the older `broken` run. History: only the older
+    // `broken` run — committed runs are the volume check's baseline, and each job's latest
+    // run stays.
+    let expected = "3 run report(s), 2 quarantine file(s), 1 run(s)";
     let dry = w.run(&["prune", "--dry-run"]);
     assert!(
-        String::from_utf8_lossy(&dry.stdout)
-            .contains("would delete 2 run report(s), 2 quarantine file(s), 2 run(s)"),
+        String::from_utf8_lossy(&dry.stdout).contains(&format!("would delete {expected}")),
         "{}",
         show(&dry)
     );
@@ -589,26 +602,27 @@ fn prune_deletes_what_retention_says_and_keeps_each_jobs_latest_runs() {
 
     let pruned = w.run(&["prune"]);
     assert!(
-        String::from_utf8_lossy(&pruned.stdout)
-            .contains("deleted 2 run report(s), 2 quarantine file(s), 2 run(s)"),
+        String::from_utf8_lossy(&pruned.stdout).contains(&format!("deleted {expected}")),
         "{}",
         show(&pruned)
     );
     assert_eq!(files(&reports_dir("airports"), "json"), 1);
     assert_eq!(files(&quarantine, "parquet"), 1);
+    assert_eq!(files(&reports_dir("broken"), "json"), 1);
     // `carriers`' only run is old, but it is the job's latest: kept, report and history.
     assert_eq!(files(&reports_dir("carriers"), "json"), 1);
     let runs = w.run(&["runs", "--json"]);
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
-    let jobs: Vec<&str> = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["job"].as_str().unwrap())
-        .collect();
-    assert_eq!(jobs.len(), 2, "{runs}");
-    assert!(
-        jobs.contains(&"carriers") && jobs.contains(&"airports"),
+    let count = |job: &str| {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["job"] == job)
+            .count()
+    };
+    assert_eq!(
+        (count("airports"), count("carriers"), count("broken")),
+        (3, 1, 1),
         "{runs}"
     );
 
@@ -618,4 +632,34 @@ fn prune_deletes_what_retention_says_and_keeps_each_jobs_latest_runs() {
     let runs = w.run(&["runs", "carriers", "--json"]);
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_project_refuses_to_start_and_changes_nothing() {
+    let w = Workdir::project();
+    let job = w.read("jobs/carriers.toml");
+    w.write(
+        "jobs/carriers.toml",
+        &format!("schedule = {{ cron = \"*/2 * * * * *\", misfire = \"skip\" }}\n{job}"),
+    );
+    let log = w.path().join("daemon-1.log");
+    let mut first = start_daemon(&w, 1, &[]);
+    wait_for("the first daemon's first run", &log, || {
+        !reports(&w, "carriers").is_empty()
+    });
+    let second = w.run(&["schedule"]);
+    assert_eq!(second.status.code(), Some(2), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another `sluice schedule` is running"),
+        "{}",
+        show(&second)
+    );
+    // The first one goes on running its fires.
+    let before = reports(&w, "carriers").len();
+    wait_for("a later run of the first daemon", &log, || {
+        reports(&w, "carriers").len() > before
+    });
+    sigterm(&first);
+    assert_eq!(wait_exit(&mut first, &log).code(), Some(0));
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("abandoned"));
 }

@@ -61,7 +61,7 @@ pub(crate) fn resume(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {
     Ok(EXIT_OK)
 }
 
-/// `sluice token hash`: the SHA-256 of the token on standard input (its trailing newline
+/// `sluice token hash`: the SHA-256 of the token on standard input (surrounding whitespace
 /// removed), in hex.
 pub(crate) fn token_hash() -> Result<i32, Error> {
     use std::io::Read;
@@ -72,7 +72,8 @@ pub(crate) fn token_hash() -> Result<i32, Error> {
             message: format!("cannot read the token from standard input: {e}"),
             hint: Some("sluice token hash < token.txt".into()),
         })?;
-    let token = token.trim_end_matches(['\n', '\r']);
+    // The server trims the token it is sent the same way.
+    let token = token.trim();
     if token.len() < 16 {
         return Err(Error::Usage {
             message: format!(

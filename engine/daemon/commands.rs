@@ -29,6 +29,9 @@ enum Outcome<'a> {
     NotRun(String),
     /// The task was aborted (grace period over) or its run was lost.
     Abandoned,
+    /// Another run of the job (a `sluice run` by hand, say) held its lock: nothing ran, and
+    /// that says nothing about the job's health.
+    Busy,
 }
 
 impl Daemon {
@@ -140,6 +143,11 @@ impl Daemon {
                 self.settle(&f.job, &f.origin, &Outcome::Report(report));
             }
             Ok(None) => self.settle(&f.job, &f.origin, &Outcome::NotRun("no run".into())),
+            Err(e) if crate::recovery::is_held_by_another_run(e) => {
+                self.shared.metrics.fire(&f.job, "skipped_overlap");
+                log(&format!("job {}: {}: not run: {e}", f.job, f.origin));
+                self.settle(&f.job, &f.origin, &Outcome::Busy);
+            }
             Err(e) => {
                 self.shared.metrics.not_run(&f.job);
                 log(&format!("job {}: {}: not run: {e}", f.job, f.origin));
@@ -155,6 +163,7 @@ impl Daemon {
             Outcome::Report(r) => ("done", Some(r.run_id.as_str())),
             Outcome::NotRun(_) => ("failed", None),
             Outcome::Abandoned => ("abandoned", None),
+            Outcome::Busy => ("skipped", None),
         };
         let recorded = match origin {
             Origin::Fire(at) => self.store.finish_fire(job, *at, status, run_id),
@@ -172,8 +181,8 @@ impl Daemon {
                 |e| e.message.clone(),
             )),
             Outcome::NotRun(message) => Some(message.clone()),
-            // The daemon stopped it; that says nothing about the job.
-            Outcome::Abandoned => return,
+            // The daemon stopped it, or another run had the job: nothing about the job's health.
+            Outcome::Abandoned | Outcome::Busy => return,
         };
         match (failure, origin) {
             (None, _) => self.close_circuit_after_success(job),

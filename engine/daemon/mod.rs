@@ -43,7 +43,7 @@ use tracing::Instrument;
 use crate::config::schedule::Schedule;
 use crate::config::spec::{Misfire, ServerSpec};
 use crate::config::Project;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::report::RunReport;
 use crate::server::{Command, Shared};
 use crate::state::StateStore;
@@ -77,6 +77,9 @@ impl Default for DaemonOptions {
 
 /// How often the loop wakes at the least: the liveness `/health` reports.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long the alert courier's last pass and open HTTP requests may take after the runs end.
+const FINAL_PASS: Duration = Duration::from_secs(15);
 
 /// How often `[retention]` is applied (also once at start).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -123,6 +126,8 @@ struct Finished {
 
 /// The daemon's state: the scheduled jobs and their runs in progress.
 struct Daemon {
+    /// Held while the daemon runs: one daemon per state store.
+    _lock: crate::fsutil::Lock,
     root: PathBuf,
     store: StateStore,
     /// The project as last read (for `[alerts]` and the set of jobs).
@@ -170,6 +175,11 @@ pub async fn run(
         daemon.shared.tick(Utc::now());
         if last_reload.elapsed() >= options.reload_every {
             last_reload = tokio::time::Instant::now();
+            // Here, not only in the courier: with no courier (the webhook's secret unset, say)
+            // undelivered alerts must still show.
+            if let Ok(n) = daemon.store.undelivered_alerts() {
+                daemon.shared.metrics.set_alerts_undelivered(n);
+            }
             if files.changed(root) {
                 daemon.reload();
             }
@@ -183,8 +193,10 @@ pub async fn run(
     refuse_pending(&mut commands);
     daemon.drain(options.grace).await;
     let _ = stop.send(true);
+    // The last alert pass and open HTTP requests get a bounded time: the service manager
+    // waits for the grace period, not for a webhook that hangs.
     for task in [server, courier].into_iter().flatten() {
-        let _ = task.await;
+        let _ = tokio::time::timeout(FINAL_PASS, task).await;
     }
     log("stopped");
     Ok(())
@@ -210,6 +222,20 @@ impl Daemon {
             ));
         }
         let state_dir = project.path(&project.settings.state_dir);
+        // One daemon per state store: a second one would take the first one's running
+        // fires and triggers for abandoned ones at its start.
+        let lock_path = state_dir.join("locks").join("daemon.lock");
+        let lock = crate::fsutil::Lock::try_acquire(&lock_path).map_err(|e| Error::Usage {
+            message: if e.kind() == std::io::ErrorKind::WouldBlock {
+                format!(
+                    "another `sluice schedule` is running on this project's state store ({})",
+                    state_dir.display()
+                )
+            } else {
+                format!("cannot take the daemon lock {}: {e}", lock_path.display())
+            },
+            hint: Some("run one daemon per project; stop the other one first".into()),
+        })?;
         let store = StateStore::open(&state_dir)?;
         let abandoned = store.abandon_triggers()?;
         if abandoned > 0 {
@@ -219,6 +245,7 @@ impl Daemon {
         }
         let (shared, commands) = Shared::new(root.to_path_buf(), state_dir, stall_after);
         let mut daemon = Daemon {
+            _lock: lock,
             root: root.to_path_buf(),
             store,
             project: Arc::new(project),
@@ -553,6 +580,17 @@ impl Daemon {
     /// dropped, after its run in progress ends.
     fn reload(&mut self) {
         let (project, diags) = Project::load_partial(&self.root);
+        if diags
+            .0
+            .iter()
+            .any(|d| d.file == Path::new(crate::config::PROJECT_FILE))
+        {
+            log(&format!(
+                "warning: sluice.toml has problems; the daemon keeps the project as it last read it (schedules, [alerts], [retention]):\n{}",
+                diags.to_string().trim_end()
+            ));
+            return;
+        }
         let broken = |job: &str| {
             diags
                 .0
@@ -658,7 +696,7 @@ fn sleep_for(entries: &BTreeMap<String, Entry>, cap: Duration) -> Duration {
         .min(cap)
 }
 
-/// The modification times of the project's job files, to notice edits.
+/// The modification times of the project's job files and sluice.toml, to notice edits.
 #[derive(PartialEq)]
 struct FilesStamp(Vec<(PathBuf, Option<SystemTime>)>);
 
@@ -670,6 +708,9 @@ impl FilesStamp {
             .flatten()
             .map(|e| (e.path(), e.metadata().and_then(|m| m.modified()).ok()))
             .collect();
+        let settings = root.join(crate::config::PROJECT_FILE);
+        let modified = std::fs::metadata(&settings).and_then(|m| m.modified()).ok();
+        files.push((settings, modified));
         files.sort();
         FilesStamp(files)
     }

@@ -147,13 +147,27 @@ pub(super) async fn openapi() -> Response {
     (status = 401, body = Problem), (status = 429, body = Problem),
 ))]
 async fn list_jobs(State(s): State<Arc<Shared>>) -> Api<Json<Vec<JobStatus>>> {
-    let (project, _) = Project::load_partial(&s.root);
-    let store = StateStore::open(&s.state_dir)?;
-    Ok(Json(crate::status::job_statuses(
-        &project,
-        &store,
-        chrono::Utc::now(),
-    )?))
+    blocking(move || {
+        let (project, _) = Project::load_partial(&s.root);
+        let store = StateStore::open(&s.state_dir)?;
+        Ok(Json(crate::status::job_statuses(
+            &project,
+            &store,
+            chrono::Utc::now(),
+        )?))
+    })
+    .await
+}
+
+/// Runs `f` (file and state-store reads, which block) on the blocking pool, so requests never
+/// hold up the runtime the scheduler loop and the runs share.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Api<T> + Send + 'static) -> Api<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request's task failed: {e}"),
+        ))
+    })
 }
 
 /// Starts a run of the job now. The answer comes as soon as the run is queued; follow it at
@@ -250,10 +264,15 @@ async fn get_trigger(
     State(s): State<Arc<Shared>>,
     Path(trigger_id): Path<String>,
 ) -> Api<Json<TriggerRecord>> {
-    StateStore::open(&s.state_dir)?
-        .trigger(&trigger_id)?
-        .map(Json)
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, format!("no trigger `{trigger_id}`")))
+    blocking(move || {
+        StateStore::open(&s.state_dir)?
+            .trigger(&trigger_id)?
+            .map(Json)
+            .ok_or_else(|| {
+                Problem::new(StatusCode::NOT_FOUND, format!("no trigger `{trigger_id}`"))
+            })
+    })
+    .await
 }
 
 /// `GET /api/v1/runs` query.
@@ -278,12 +297,15 @@ async fn list_runs(
     Query(q): Query<RunsQuery>,
 ) -> Api<Json<Vec<RunRecord>>> {
     let limit = q.limit.unwrap_or(20).min(1000);
-    let store = StateStore::open(&s.state_dir)?;
-    let runs = match &q.job {
-        Some(job) => store.runs(job, limit, false)?,
-        None => store.all_runs(limit)?,
-    };
-    Ok(Json(runs))
+    blocking(move || {
+        let store = StateStore::open(&s.state_dir)?;
+        let runs = match &q.job {
+            Some(job) => store.runs(job, limit, false)?,
+            None => store.all_runs(limit)?,
+        };
+        Ok(Json(runs))
+    })
+    .await
 }
 
 /// A run's report, as `sluice run --json` prints it (fields in docs/reference.md).
@@ -295,9 +317,14 @@ async fn list_runs(
         (status = 401, body = Problem), (status = 429, body = Problem),
     ))]
 async fn get_run(State(s): State<Arc<Shared>>, Path(run_id): Path<String>) -> Api<Response> {
+    blocking(move || read_report(&s, &run_id)).await
+}
+
+/// The report of `run_id` as stored, or 404.
+fn read_report(s: &Shared, run_id: &str) -> Api<Response> {
     let not_found = || Problem::new(StatusCode::NOT_FOUND, format!("no run `{run_id}`"));
     let record = StateStore::open(&s.state_dir)?
-        .run(&run_id)?
+        .run(run_id)?
         .ok_or_else(not_found)?;
     let (project, _) = Project::load_partial(&s.root);
     let path = crate::report::report_path(&project, &record.job, &record.run_id);

@@ -30,8 +30,8 @@ pub struct TriggerRecord {
     /// The name of the API token that asked.
     pub requested_by: String,
     /// `queued`, `running`, `done` (it ran: the run's report says how), `failed` (it did not
-    /// run: invalid files, or stopped outside its report) or `abandoned` (the daemon
-    /// stopped during it).
+    /// run: invalid files, or stopped outside its report), `skipped` (another run of the job
+    /// held its lock) or `abandoned` (the daemon stopped during it).
     pub status: String,
     /// The run, once it finished.
     pub run_id: Option<String>,

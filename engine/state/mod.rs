@@ -1,11 +1,12 @@
 //! The state store: an embedded SQLite database (`<state_dir>/state.db`) holding the run
 //! history and the quality history of every job, plus which runs have been replayed.
 //!
-//! Tables (analysts may query them with any SQLite client; columns are only ever added):
+//! Tables (analysts may query them with any SQLite client; columns are only ever added, by
+//! numbered migrations, [`MIGRATIONS`]):
 //!
 //! | table     | one row per                       | columns |
 //! |-----------|-----------------------------------|---------|
-//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed) |
+//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed), `sluice_version`, `error` |
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
 //! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
 //! | `schedule_fires` | scheduled job              | `job`, `fire_at` (RFC 3339 UTC: the latest fire the daemon took), `status` (`running`, `done`, `skipped`, `abandoned`, `failed`: not run, or stopped outside its run report), `run_id` (its run, once finished), `updated_at` |
@@ -32,8 +33,11 @@ mod retention;
 
 pub use daemon::{Circuit, TriggerRecord};
 pub use outbox::{Alert, PendingAlert};
+pub use retention::VOLUME_BASELINE_RUNS;
 
-const SCHEMA: &str = "
+/// Version 1 of the schema: the tables as they were when versions began. `IF NOT EXISTS`, so a
+/// store created before then (version 0, with some of them) gets the rest.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     run_id           TEXT PRIMARY KEY,
     job              TEXT NOT NULL,
@@ -118,6 +122,39 @@ CREATE TABLE IF NOT EXISTS models (
 );
 ";
 
+/// The schema as numbered migrations, applied in order at [`StateStore::open`]; SQLite's
+/// `PRAGMA user_version` holds how many a store has. A migration only adds (tables, columns,
+/// indexes), so an older Sluice can still read what it knows of a newer store's rows — but
+/// it refuses to open a store with more migrations than it has.
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1,
+    // 2: which Sluice recorded a run, and its error message.
+    "ALTER TABLE runs ADD COLUMN sluice_version TEXT;
+     ALTER TABLE runs ADD COLUMN error TEXT;",
+];
+
+/// Applies the migrations `conn` lacks, each in an immediate transaction (so two processes
+/// opening one store at once apply each migration once).
+fn migrate(conn: &mut Connection) -> rusqlite::Result<std::result::Result<(), String>> {
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Ok(Err(format!(
+                "the state store has schema version {version}, written by a newer Sluice; this one knows versions up to {}",
+                MIGRATIONS.len()
+            )));
+        }
+        let Some(migration) = MIGRATIONS.get(version) else {
+            return Ok(Ok(()));
+        };
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
+        tx.commit()?;
+    }
+}
+
 /// An open state store.
 pub struct StateStore {
     conn: Connection,
@@ -146,6 +183,8 @@ pub struct RunRecord {
     pub rows_quarantined: u64,
     /// The run whose quarantine this run replayed, if it is a replay.
     pub replay_of: Option<String>,
+    /// The run's error message, when it failed (runs recorded before Sluice kept it: none).
+    pub error: Option<String>,
 }
 
 /// A stored watermark.
@@ -203,7 +242,10 @@ impl StateStore {
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        let mut conn = conn;
+        migrate(&mut conn)
+            .map_err(err)?
+            .map_err(|m| Error::state(&path, m))?;
         Ok(StateStore { conn, path })
     }
 
@@ -228,6 +270,15 @@ impl StateStore {
         let err = |e: rusqlite::Error| Error::state(&path, e.to_string());
         let tx = self.conn.transaction().map_err(err)?;
         insert_run(&tx, &crate::commit::CommitRecord::of(report, replay_of)).map_err(err)?;
+        tx.execute(
+            "UPDATE runs SET sluice_version = ?2, error = ?3 WHERE run_id = ?1",
+            params![
+                report.run_id,
+                env!("CARGO_PKG_VERSION"),
+                report.error.as_ref().map(|e| e.message.as_str())
+            ],
+        )
+        .map_err(err)?;
         {
             let mut insert = tx
                 .prepare(
@@ -439,7 +490,7 @@ impl StateStore {
     fn select_runs(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT run_id, job, status, started_at, finished_at, rows_read, rows_written,
-                    rows_quarantined, replay_of
+                    rows_quarantined, replay_of, error
              FROM runs WHERE {filter} ORDER BY started_at DESC, run_id DESC LIMIT ?2"
         );
         let count = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
@@ -456,6 +507,7 @@ impl StateStore {
                     rows_written: count(r, 6)?,
                     rows_quarantined: count(r, 7)?,
                     replay_of: r.get(8)?,
+                    error: r.get(9)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -611,6 +663,46 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 mod tests {
     use super::*;
     use crate::report::{RowCounts, RunStatus, StageTimes};
+
+    #[test]
+    fn a_store_from_before_versions_is_migrated_keeping_its_rows_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A store as the release before schema versions wrote it: `runs` without the
+        // columns of migration 2, one run in it, user_version 0.
+        {
+            let conn = Connection::open(dir.path().join("state.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE runs (run_id TEXT PRIMARY KEY, job TEXT NOT NULL, status TEXT NOT NULL,
+                    started_at TEXT NOT NULL, finished_at TEXT NOT NULL, rows_read INTEGER NOT NULL,
+                    rows_written INTEGER NOT NULL, rows_quarantined INTEGER NOT NULL,
+                    rows_dropped INTEGER NOT NULL, model TEXT NOT NULL, model_version TEXT NOT NULL,
+                    replay_of TEXT);
+                 INSERT INTO runs VALUES ('r0', 'flights', 'succeeded', '2026-01-01T00:00:00Z',
+                    '2026-01-01T00:01:00Z', 10, 10, 0, 0, 'flight', '1.0.0', NULL);",
+            )
+            .unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        let runs = store.runs("flights", 10, false).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].error, None);
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        drop(store);
+        // Opening again applies nothing twice.
+        StateStore::open(dir.path()).unwrap();
+
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let newer = StateStore::open(dir.path())
+            .err()
+            .expect("a newer store is refused");
+        assert!(newer.to_string().contains("schema version 99"), "{newer}");
+    }
 
     fn report(id: &str, status: RunStatus, written: u64) -> RunReport {
         RunReport {

@@ -1,6 +1,6 @@
 //! The alert outbox: alerts are written in the transaction that records what raised them
-//! (a run, a circuit opening) and deleted from nothing: delivery only marks them, so a crash
-//! at any point loses none (an alert whose POST succeeded but was not yet marked is sent
+//! (a run, a circuit opening); delivery only marks them (retention deletes delivered ones
+//! later), so a crash at any point loses none (an alert whose POST succeeded but was not yet marked is sent
 //! again: at least once).
 
 use rusqlite::{params, Transaction};

@@ -4,42 +4,40 @@ use std::collections::HashSet;
 
 use rusqlite::params;
 
-use super::{rfc3339, StateStore};
+use super::StateStore;
 use crate::error::Result;
 
+/// Committed runs of each job the volume check reads as its baseline (and retention keeps).
+pub const VOLUME_BASELINE_RUNS: usize = 100;
+
 impl StateStore {
-    /// The runs retention never deletes: each job's latest run and latest committed run (the
-    /// one its target's commit record names).
+    /// The runs retention never deletes: each job's latest run, and its latest `committed`
+    /// committed runs that are not replays. The history keeps [`VOLUME_BASELINE_RUNS`] of
+    /// them (the latest one is what its target's commit record names, and they are the
+    /// volume check's baseline); files keep one.
     ///
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
-    pub fn protected_runs(&self) -> Result<HashSet<String>> {
+    pub fn protected_runs(&self, committed: usize) -> Result<HashSet<String>> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT (SELECT run_id FROM runs r WHERE r.job = j.job
-                         ORDER BY started_at DESC, run_id DESC LIMIT 1),
-                        (SELECT run_id FROM runs r WHERE r.job = j.job
-                           AND status IN ('succeeded', 'succeeded_with_warnings')
-                         ORDER BY started_at DESC, run_id DESC LIMIT 1)
-                 FROM (SELECT DISTINCT job FROM runs) j",
+                "SELECT run_id FROM (
+                     SELECT run_id, ROW_NUMBER() OVER (PARTITION BY job
+                         ORDER BY started_at DESC, run_id DESC) AS n FROM runs) WHERE n = 1
+                 UNION
+                 SELECT run_id FROM (
+                     SELECT run_id, ROW_NUMBER() OVER (PARTITION BY job
+                         ORDER BY started_at DESC, run_id DESC) AS n FROM runs
+                     WHERE status IN ('succeeded', 'succeeded_with_warnings') AND replay_of IS NULL)
+                 WHERE n <= ?1",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                ))
-            })
+            .query_map(params![committed as i64], |r| r.get::<_, String>(0))
             .map_err(|e| self.err(e))?;
-        let mut keep = HashSet::new();
-        for row in rows {
-            let (latest, committed) = row.map_err(|e| self.err(e))?;
-            keep.extend(latest);
-            keep.extend(committed);
-        }
-        Ok(keep)
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
     }
 
     /// Deletes (or, with `dry_run`, counts) runs that started before `cutoff` and are not in
@@ -56,7 +54,8 @@ impl StateStore {
     ) -> Result<(usize, usize)> {
         let path = self.path.clone();
         let err = |e: rusqlite::Error| crate::error::Error::state(&path, e.to_string());
-        let cutoff = rfc3339(cutoff);
+        // As `started_at` is stored: milliseconds, so text order is time order.
+        let cutoff = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let tx = self.conn.transaction().map_err(err)?;
         let old: Vec<String> = {
             let mut stmt = tx
