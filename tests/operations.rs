@@ -663,3 +663,48 @@ fn a_second_daemon_on_the_same_project_refuses_to_start_and_changes_nothing() {
     assert_eq!(wait_exit(&mut first, &log).code(), Some(0));
     assert!(!std::fs::read_to_string(&log).unwrap().contains("abandoned"));
 }
+
+#[test]
+fn fires_that_find_the_job_locked_by_another_run_are_skipped_and_do_not_pause_it() {
+    let w = Workdir::project();
+    let job = w.read("jobs/carriers.toml");
+    w.write(
+        "jobs/carriers.toml",
+        &format!(
+            "schedule = {{ cron = \"*/2 * * * * *\", misfire = \"skip\", pause_after_failures = 1 }}\n{job}"
+        ),
+    );
+    // This process holds the job lock, as a long `sluice run carriers` by hand would.
+    let lock_path = w.path().join(".sluice/locks/job-carriers.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.try_lock().expect("take the job lock");
+
+    let log = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    wait_for("two fires held off by the lock", &log, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("another run of job `carriers` is in progress")
+            .count()
+            >= 2
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("paused"), "a held lock paused the job:\n{text}");
+    assert!(reports(&w, "carriers").is_empty(), "{text}");
+
+    // The other run ends: the next fire runs and commits.
+    drop(lock);
+    wait_for("a run once the lock is free", &log, || !reports(&w, "carriers").is_empty());
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log).code(), Some(0));
+    let status = w.run(&["status", "--json"]);
+    let jobs: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let carriers = jobs.as_array().unwrap().iter().find(|j| j["job"] == "carriers").unwrap();
+    assert_eq!(carriers["health"], "ok", "{}", show(&status));
+}
