@@ -695,16 +695,26 @@ fn fires_that_find_the_job_locked_by_another_run_are_skipped_and_do_not_pause_it
             >= 2
     });
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains("paused"), "a held lock paused the job:\n{text}");
+    assert!(
+        !text.contains("paused"),
+        "a held lock paused the job:\n{text}"
+    );
     assert!(reports(&w, "carriers").is_empty(), "{text}");
 
     // The other run ends: the next fire runs and commits.
     drop(lock);
-    wait_for("a run once the lock is free", &log, || !reports(&w, "carriers").is_empty());
+    wait_for("a run once the lock is free", &log, || {
+        !reports(&w, "carriers").is_empty()
+    });
     sigterm(&daemon);
     assert_eq!(wait_exit(&mut daemon, &log).code(), Some(0));
     let status = w.run(&["status", "--json"]);
     let jobs: Value = serde_json::from_slice(&status.stdout).unwrap();
-    let carriers = jobs.as_array().unwrap().iter().find(|j| j["job"] == "carriers").unwrap();
+    let carriers = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "carriers")
+        .unwrap();
     assert_eq!(carriers["health"], "ok", "{}", show(&status));
 }
