@@ -617,6 +617,12 @@ impl Daemon {
         for (job, schedule) in wanted {
             self.reschedule(&job, schedule, now);
         }
+        let (old, new) = (&self.project.settings, &project.settings);
+        if format!("{:?}{:?}", old.server, old.alerts)
+            != format!("{:?}{:?}", new.server, new.alerts)
+        {
+            log("warning: [server] or [alerts] changed in sluice.toml; the HTTP server and the alert courier keep their settings until the daemon restarts (schedules, [retention] and the alerts' `on` apply now)");
+        }
         self.project = Arc::new(project);
     }
 
