@@ -61,26 +61,27 @@ pub fn of_run(project: &Project, report: &RunReport) -> Vec<Alert> {
     let Some(event) = event_of(report.status).filter(|e| wanted(project, *e)) else {
         return Vec::new();
     };
-    let checks: Vec<Value> = report
+    let not_passed: Vec<_> = report
         .checks
         .iter()
         .filter(|c| c.status != CheckStatus::Pass)
-        .map(|c| json!({"check": c.check, "status": c.status.to_string(), "message": c.message}))
         .collect();
     let message = match &report.error {
         Some(e) => e.message.clone(),
         None => format!(
             "{} dataset check(s) did not pass: {}",
-            checks.len(),
-            report
-                .checks
+            not_passed.len(),
+            not_passed
                 .iter()
-                .filter(|c| c.status != CheckStatus::Pass)
                 .map(|c| format!("{} ({}): {}", c.check, c.status, c.message))
                 .collect::<Vec<_>>()
                 .join("; ")
         ),
     };
+    let checks: Vec<Value> = not_passed
+        .iter()
+        .map(|c| json!({"check": c.check, "status": c.status.to_string(), "message": c.message}))
+        .collect();
     let mut alert = new_alert(project, event, &report.job, Some(&report.run_id), message);
     alert.payload["status"] = json!(report.status.name());
     alert.payload["rows"] = json!({

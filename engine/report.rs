@@ -228,8 +228,13 @@ pub struct LoadStats {
 
 /// Path of a run's report.
 pub fn report_path(project: &Project, job: &str, run_id: &str) -> PathBuf {
-    project
-        .path(&project.settings.state_dir)
+    report_path_in(&project.path(&project.settings.state_dir), job, run_id)
+}
+
+/// Path of a run's report under the state folder `state_dir`:
+/// `<state_dir>/runs/<job>/<run_id>.json`.
+pub fn report_path_in(state_dir: &std::path::Path, job: &str, run_id: &str) -> PathBuf {
+    state_dir
         .join("runs")
         .join(job)
         .join(format!("{run_id}.json"))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{query, rows, show, Workdir};
-use crate::schedule::{reports, sigterm, start_daemon, wait_exit, wait_for};
+use crate::schedule::{reports, schedule_carriers, sigterm, start_daemon, wait_exit, wait_for};
 
 /// A port nothing listens on now.
 fn free_port() -> u16 {
@@ -393,11 +393,7 @@ fn a_job_that_always_fails_is_retried_then_paused_and_its_alerts_reach_a_webhook
         ),
     );
     std::fs::remove_file(w.path().join("jobs/flights_from_postgres.toml")).unwrap();
-    let carriers = w.read("jobs/carriers.toml");
-    w.write(
-        "jobs/carriers.toml",
-        &format!("schedule = {{ cron = \"*/2 * * * * *\", misfire = \"skip\" }}\n{carriers}"),
-    );
+    schedule_carriers(&w, "");
 
     let log = w.path().join("daemon-1.log");
     let mut daemon = start_daemon(&w, 1, &[]);
@@ -637,11 +633,7 @@ fn prune_deletes_what_retention_says_and_keeps_each_jobs_latest_runs() {
 #[test]
 fn a_second_daemon_on_the_same_project_refuses_to_start_and_changes_nothing() {
     let w = Workdir::project();
-    let job = w.read("jobs/carriers.toml");
-    w.write(
-        "jobs/carriers.toml",
-        &format!("schedule = {{ cron = \"*/2 * * * * *\", misfire = \"skip\" }}\n{job}"),
-    );
+    schedule_carriers(&w, "");
     let log = w.path().join("daemon-1.log");
     let mut first = start_daemon(&w, 1, &[]);
     wait_for("the first daemon's first run", &log, || {
@@ -667,13 +659,7 @@ fn a_second_daemon_on_the_same_project_refuses_to_start_and_changes_nothing() {
 #[test]
 fn fires_that_find_the_job_locked_by_another_run_are_skipped_and_do_not_pause_it() {
     let w = Workdir::project();
-    let job = w.read("jobs/carriers.toml");
-    w.write(
-        "jobs/carriers.toml",
-        &format!(
-            "schedule = {{ cron = \"*/2 * * * * *\", misfire = \"skip\", pause_after_failures = 1 }}\n{job}"
-        ),
-    );
+    schedule_carriers(&w, ", pause_after_failures = 1");
     // This process holds the job lock, as a long `sluice run carriers` by hand would.
     let lock_path = w.path().join(".sluice/locks/job-carriers.lock");
     std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();

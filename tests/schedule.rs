@@ -12,12 +12,18 @@ use crate::common::{query, rows, show, Workdir};
 /// The sample project with `carriers` (16 rows, `overwrite`) fired every 2 seconds.
 fn scheduled_project() -> Workdir {
     let w = Workdir::project();
+    schedule_carriers(&w, "");
+    w
+}
+
+/// Fires `carriers` of `w` every 2 seconds (missed fires skipped), with `extra` schedule keys
+/// (`, pause_after_failures = 1`).
+pub(crate) fn schedule_carriers(w: &Workdir, extra: &str) {
     let job = w.read("jobs/carriers.toml");
     w.write(
         "jobs/carriers.toml",
-        &format!("schedule = {{ cron = \"*/2 * * * * *\", misfire = \"skip\" }}\n{job}"),
+        &format!("schedule = {{ cron = \"*/2 * * * * *\", misfire = \"skip\"{extra} }}\n{job}"),
     );
-    w
 }
 
 /// Starts the daemon with its standard error in `<workdir>/daemon-<n>.log`.

@@ -326,8 +326,8 @@ fn read_report(s: &Shared, run_id: &str) -> Api<Response> {
     let record = StateStore::open(&s.state_dir)?
         .run(run_id)?
         .ok_or_else(not_found)?;
-    let (project, _) = Project::load_partial(&s.root);
-    let path = crate::report::report_path(&project, &record.job, &record.run_id);
+    // The state folder is known: no need to read the project's files for it.
+    let path = crate::report::report_path_in(&s.state_dir, &record.job, &record.run_id);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Problem::new(
             StatusCode::NOT_FOUND,
