@@ -92,6 +92,9 @@ pub struct CommitRecord {
     /// (see [`crate::contract::check_registered`]).
     #[serde(default)]
     pub model_definition: Option<String>,
+    /// The run's logical date, RFC 3339 UTC (records written before logical dates: none).
+    #[serde(default)]
+    pub logical_date: Option<String>,
 }
 
 impl CommitRecord {
@@ -121,6 +124,7 @@ impl CommitRecord {
                 })
                 .collect(),
             model_definition: None,
+            logical_date: report.logical_date.clone(),
         }
     }
 

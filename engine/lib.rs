@@ -12,6 +12,7 @@
 //! The library is the product; `engine/main.rs` is a thin command line over it.
 
 pub mod alerts;
+pub mod backfill;
 pub mod checks;
 pub mod commit;
 pub mod config;

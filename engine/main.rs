@@ -78,8 +78,11 @@ Examples:
   sluice run flights --json        print the run report as JSON (for schedulers)
   sluice run flights_from_postgres incremental: only rows above the last committed watermark
   sluice run JOB --full-refresh    read incremental sources whole
+  sluice run JOB --date 2026-11-29 --var region=EU
+                                   a run for another logical date (${run.date}), with a var
   sluice backfill JOB --from 2013-06-01 --to 2013-07-01
-                                   re-read a range of the cursor; the watermark stays
+                                   re-read a range of the cursor (the watermark stays), or
+                                   of a job without one, run each date of the range
   sluice quarantine flights        rejected rows of the latest run: counts per rule, samples
   sluice replay flights --run ID   after fixing the mapping, load the rows run ID rejected
   sluice quality flights           per rule and check, the values of the last runs
@@ -122,6 +125,8 @@ enum Command {
     Plan {
         /// Job name (file stem in jobs/) or path to the job file.
         job: String,
+        #[command(flatten)]
+        params: run::ParamArgs,
     },
     /// Run a job: read, map, check, quarantine failing rows, commit the target atomically.
     ///
@@ -140,13 +145,22 @@ enum Command {
         /// from the rows read.
         #[arg(long)]
         full_refresh: bool,
+        #[command(flatten)]
+        params: run::ParamArgs,
     },
-    /// Re-read a range of an incremental source's cursor (`FROM <= cursor < TO`) and load it
-    /// with the job's mode (use `merge` or `scd2` targets, so re-read rows replace
-    /// themselves). The watermark does not move.
+    /// Re-load a range: of an incremental source's cursor, or of logical dates.
     ///
-    /// Bounds are written as the cursor's type: `2013-06-01`, `2013-06-01T05:00:00Z` or
-    /// `2013-06-01 05:00:00` for time cursors, a number for integer cursors.
+    /// A job with an incremental source re-reads `FROM <= cursor < TO` in one run and loads it
+    /// with the job's mode (use `merge` or `scd2` targets, so re-read rows replace
+    /// themselves); the watermark does not move. Bounds are written as the cursor's type:
+    /// `2013-06-01`, `2013-06-01T05:00:00Z` or `2013-06-01 05:00:00` for time cursors, a
+    /// number for integer cursors.
+    ///
+    /// Any other job is backfilled by date: one run per day `FROM <= date < TO`, in order,
+    /// each with that day as its logical date (`${run.date}` in its paths and expressions).
+    /// Its target must give each date its own output (`path = "out/x/date=${run.date}"` with
+    /// `overwrite`, or `merge`), so re-running a date replaces it. Interrupted (a failed date,
+    /// Ctrl-C, a crash), the same command resumes at the first date not committed.
     Backfill {
         /// Job name (file stem in jobs/) or path to the job file.
         job: String,
@@ -156,9 +170,16 @@ enum Command {
         /// Exclusive upper bound.
         #[arg(long, value_name = "TO")]
         to: String,
-        /// Print the run report as JSON.
+        /// Print the run report as JSON (a date backfill: one report per line).
         #[arg(long)]
         json: bool,
+        /// A date backfill: run every date again, not only those an interrupted run of the
+        /// same backfill left.
+        #[arg(long)]
+        restart: bool,
+        /// A value for one of the job's `[vars]`, for every run of the backfill (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = sluice::config::params::parse_var)]
+        vars: Vec<(String, String)>,
     },
     /// Run every job that has a `schedule`, at its fire times, until stopped (SIGTERM or
     /// Ctrl-C).
@@ -363,32 +384,30 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Validate { paths } => validate::validate(cli.project.as_deref(), &paths).await,
-        Command::Plan { job } => plan::plan(cli.project.as_deref(), &job).await,
+        Command::Plan { job, params } => plan::plan(cli.project.as_deref(), &job, &params).await,
         Command::Run {
             job,
             json,
             full_refresh,
+            params,
         } => {
             let mode = if full_refresh {
                 ExtractMode::FullRefresh
             } else {
                 ExtractMode::Incremental
             };
-            run::run(cli.project.as_deref(), &job, json, mode).await
+            run::run(cli.project.as_deref(), &job, json, mode, &params).await
         }
         Command::Backfill {
             job,
             from,
             to,
             json,
+            restart,
+            vars,
         } => {
-            run::run(
-                cli.project.as_deref(),
-                &job,
-                json,
-                ExtractMode::Backfill { from, to },
-            )
-            .await
+            let range = run::Range { from, to, restart };
+            run::backfill(cli.project.as_deref(), &job, json, range, vars).await
         }
         Command::Schedule { grace, listen } => {
             schedule::schedule(cli.project.as_deref(), grace, listen).await

@@ -158,6 +158,9 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
         checks: ChecksSpec::default(),
         retry: Default::default(),
         schedule: None,
+        after: Vec::new(),
+        vars: BTreeMap::new(),
+        run: None,
     }
 }
 
@@ -243,8 +246,12 @@ async fn run_one(project: &Project, mapping: &Mapping, test: &TestSpec) -> Resul
     if !failures.is_empty() {
         return Ok(failures);
     }
-    let job = test_job(project, mapping);
-    let compiled = crate::plan::compile_with(project, &job, &inputs).await?;
+    // `${run.*}` read today, `${var.*}` the job's defaults.
+    let params = crate::config::params::RunParams::at(chrono::Utc::now());
+    let (project, job) =
+        crate::config::params::apply(project, &test_job(project, mapping), &params)
+            .map_err(|d| Error::Config(crate::diagnostic::Diagnostics(d)))?;
+    let compiled = crate::plan::compile_with(&project, &job, &inputs).await?;
     let batches = compiled
         .frame
         .clone()

@@ -124,6 +124,17 @@ pub async fn replay(
     let mut replay_job = job.clone();
     replay_job.target.mode = LoadMode::Append;
     replay_job.checks = ChecksSpec::default();
+    // The replay stands for the same logical date as the run it replays, so `${run.date}`
+    // picks the same target folder.
+    let logical_date = store
+        .run(run_id)?
+        .and_then(|r| r.logical_date)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map_or(started, |t| t.with_timezone(&Utc));
+    let params = crate::config::params::RunParams::at(logical_date);
+    let (project, replay_job) = crate::config::params::apply(project, &replay_job, &params)
+        .map_err(|d| Error::Config(crate::diagnostic::Diagnostics(d)))?;
+    let project = &project;
     let compiled = crate::plan::compile_with(project, &replay_job, &inputs).await?;
     crate::run::run_with(
         project,

@@ -122,6 +122,13 @@ pub struct RunReport {
     pub model_version: String,
     /// Outcome.
     pub status: RunStatus,
+    /// The instant the run stands for (a scheduled run's fire time, a manual run's start or
+    /// `--date`), RFC 3339 UTC; `None` for a run recorded before logical dates existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logical_date: Option<String>,
+    /// The vars given for this run (`--var`, the API), by name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vars: std::collections::BTreeMap<String, String>,
     /// Start, RFC 3339 UTC.
     pub started_at: String,
     /// End, RFC 3339 UTC.
@@ -189,6 +196,22 @@ impl ErrorReport {
 }
 
 impl RunReport {
+    /// The `logical_date` and `vars` fields of a report of a run of `job`.
+    pub fn params_of(
+        job: &crate::config::Job,
+    ) -> (Option<String>, std::collections::BTreeMap<String, String>) {
+        match &job.run {
+            Some(p) => (
+                Some(
+                    p.logical_date
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ),
+                p.vars.clone(),
+            ),
+            None => (None, Default::default()),
+        }
+    }
+
     /// Sets the end time and the duration from `started`.
     pub(crate) fn finish_at(&mut self, started: DateTime<Utc>, finished: DateTime<Utc>) {
         self.finished_at = finished.to_rfc3339_opts(SecondsFormat::Millis, true);

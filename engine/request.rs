@@ -7,14 +7,18 @@
 //! | `sluice run --full-refresh`  | every row               | `append` becomes `overwrite` (no row twice) |
 //! | `sluice backfill --from --to`| `from <= cursor < to`   | the job's; `overwrite` is refused           |
 //!
-//! The command line (and, later, a scheduler) parses arguments, calls [`run_job`] with
-//! [`attempt`] and prints; it decides nothing here.
+//! Every run also has its parameters ([`RunParams`]: the logical date and the vars), replaced
+//! in the job and its mapping once, by [`prepare`].
+//!
+//! The command line and the daemon parse arguments, call [`prepare`], then [`run_job`] with
+//! [`attempt`], and print; they decide nothing here.
 
 use std::future::Future;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
 
+use crate::config::params::RunParams;
 use crate::config::spec::LoadMode;
 use crate::config::{Job, Project, RetryPolicy};
 use crate::db::ExtractMode;
@@ -51,6 +55,35 @@ pub fn job_for(job: &Job, mode: &ExtractMode) -> Result<(Job, Option<String>)> {
         _ => None,
     };
     Ok((job, note))
+}
+
+/// A run's project and job as its request and parameters make them.
+pub struct Prepared {
+    /// The project, its job's mapping with the run's references replaced.
+    pub project: Project,
+    /// The job as the request runs it ([`job_for`]), its references replaced and
+    /// [`Job::run`] set.
+    pub job: Job,
+    /// A note for the user (see [`job_for`]).
+    pub note: Option<String>,
+}
+
+/// `job` of `project` prepared for one run: the load mode `mode` asks for ([`job_for`]) and
+/// every `${run.*}`/`${var.*}` replaced with `params` ([`crate::config::params::apply`]).
+///
+/// # Errors
+/// As [`job_for`]; [`Error::Config`] with every reference that cannot be replaced, at its
+/// file and line.
+pub fn prepare(
+    project: &Project,
+    job: &Job,
+    mode: &ExtractMode,
+    params: &RunParams,
+) -> Result<Prepared> {
+    let (job, note) = job_for(job, mode)?;
+    let (project, job) = crate::config::params::apply(project, &job, params)
+        .map_err(|d| Error::Config(crate::diagnostic::Diagnostics(d)))?;
+    Ok(Prepared { project, job, note })
 }
 
 /// The waits between attempts of a job: exponential from `backoff` to `max_backoff`, with

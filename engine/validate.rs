@@ -28,6 +28,16 @@ pub async fn compile_jobs(
         {
             continue;
         }
+        // Run references read now and the vars' defaults, as a manual run would.
+        let params = crate::config::params::RunParams::at(chrono::Utc::now());
+        let (project, job) = match crate::config::params::apply(project, job, &params) {
+            Ok(applied) => applied,
+            Err(d) => {
+                diags.extend(crate::diagnostic::Diagnostics(d));
+                continue;
+            }
+        };
+        let (project, job) = (&project, &job);
         match crate::plan::compile(project, job).await {
             Ok(_) => {}
             Err(Error::Config(d)) => diags.extend(d),

@@ -85,8 +85,10 @@ fn kill_9_mid_run_leaves_previous_target_intact() {
                 vec!["329174".to_string()],
                 "killed {delay_ms:?} ms after staging appeared: a partial version is visible"
             );
-            let files: Vec<&String> = after.keys().collect();
+            // The data files, beside the version's commit record.
+            let files: Vec<&String> = after.keys().filter(|f| f.ends_with(".parquet")).collect();
             assert_eq!(files.len(), 3, "one file per origin partition: {files:?}");
+            assert!(after.contains_key("_sluice_commit.json"), "{files:?}");
         }
     }
     assert!(

@@ -13,5 +13,6 @@ mod operations;
 mod plan_golden;
 mod quality;
 mod run_flights;
+mod run_params;
 mod schedule;
 mod sources;

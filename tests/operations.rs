@@ -159,7 +159,8 @@ fn the_daemon_serves_health_metrics_openapi_and_a_token_protected_api() {
         .collect();
     assert!(names.contains(&"carriers".to_string()), "{names:?}");
 
-    // A run through the API: 202 with where to follow it; it runs once and commits.
+    // A run through the API, for a logical date: 202 with where to follow it; it runs once,
+    // for that date, and commits.
     http(
         "POST",
         &format!("{base}/api/v1/jobs/no_such_job/runs"),
@@ -171,7 +172,7 @@ fn the_daemon_serves_health_metrics_openapi_and_a_token_protected_api() {
         "POST",
         &format!("{base}/api/v1/jobs/carriers/runs"),
         Some(CI_TOKEN),
-        None,
+        Some("{\"date\": \"2013-01-05\"}"),
     );
     assert_eq!(queued.status, 202, "{queued:?}");
     let location = queued.header("location").expect("Location").to_string();
@@ -191,6 +192,7 @@ fn the_daemon_serves_health_metrics_openapi_and_a_token_protected_api() {
     assert_eq!(report.status, 200, "{report:?}");
     assert_eq!(report.json()["status"], "succeeded");
     assert_eq!(report.json()["rows"]["written"], 16);
+    assert_eq!(report.json()["logical_date"], "2013-01-05T00:00:00Z");
     assert_eq!(
         rows(&query(
             &w.path().join("warehouse/carriers"),
@@ -218,6 +220,11 @@ fn the_daemon_serves_health_metrics_openapi_and_a_token_protected_api() {
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(4096));
     http("POST", &runs_url, Some(CI_TOKEN), Some(&big)).assert_problem(413);
     http("POST", &runs_url, Some(CI_TOKEN), Some("{\"dates\": 1}")).assert_problem(400);
+    // A var the job does not declare, or a date that is not one: 422.
+    let undeclared = "{\"vars\": {\"region\": \"EU\"}}";
+    http("POST", &runs_url, Some(CI_TOKEN), Some(undeclared)).assert_problem(422);
+    let bad_date = "{\"date\": \"05/01/2013\"}";
+    http("POST", &runs_url, Some(CI_TOKEN), Some(bad_date)).assert_problem(422);
     assert_eq!(
         reports(&w, "carriers").len(),
         1,

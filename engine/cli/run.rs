@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use sluice::config::Project;
+use sluice::config::params::{self, RunParams};
+use sluice::config::{Job, Project};
 use sluice::db::ExtractMode;
 use sluice::error::{Error, EXIT_INVALID};
 use sluice::report::RunReport;
@@ -13,23 +14,128 @@ use sluice::run::{NoProgress, Progress, TerminalProgress};
 use super::*;
 use crate::errln;
 
+/// The run parameters given on the command line.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct ParamArgs {
+    /// The run's logical date, which `${run.date}`, `${run.start}` and `${run.end}` read:
+    /// `YYYY-MM-DD` (00:00 of that day in the job's time zone) or an RFC 3339 instant.
+    /// Default: now.
+    #[arg(long, value_name = "DATE")]
+    date: Option<String>,
+    /// A value for one of the job's `[vars]` (`${var.KEY}`), over its default; repeatable.
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = params::parse_var)]
+    vars: Vec<(String, String)>,
+}
+
+impl ParamArgs {
+    /// The parameters of a run of `job`.
+    pub(crate) fn params(&self, job: &Job) -> Result<RunParams, Error> {
+        let logical_date = match &self.date {
+            Some(d) => {
+                params::parse_date(d, params::zone_of(job)).map_err(|message| Error::Usage {
+                    message,
+                    hint: Some("--date 2026-11-29".into()),
+                })?
+            }
+            None => chrono::Utc::now(),
+        };
+        Ok(RunParams {
+            logical_date,
+            vars: self.vars.iter().cloned().collect(),
+        })
+    }
+}
+
+/// The range of `sluice backfill`.
+pub(crate) struct Range {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) restart: bool,
+}
+
 pub(crate) async fn run(
     explicit: Option<&Path>,
     job: &str,
     json: bool,
     mode: ExtractMode,
+    args: &ParamArgs,
 ) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
     let project = load_for_job(&root, job)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
-    let (job, note) = sluice::request::job_for(job, &mode)?;
-    if let Some(note) = note {
-        errln(&note);
+    let params = args.params(job)?;
+    run_with(&project, job, json, &mode, &params).await
+}
+
+/// `sluice backfill`: one run over a cursor range, or one run per date.
+pub(crate) async fn backfill(
+    explicit: Option<&Path>,
+    job: &str,
+    json: bool,
+    range: Range,
+    vars: Vec<(String, String)>,
+) -> Result<i32, Error> {
+    let root = project_root(explicit, None)?;
+    let project = load_for_job(&root, job)?;
+    let job = project.job(job).map_err(|d| Error::config(*d))?;
+    let args = ParamArgs { date: None, vars };
+    if !sluice::backfill::is_by_date(job) {
+        let mode = ExtractMode::Backfill {
+            from: range.from,
+            to: range.to,
+        };
+        return run_with(&project, job, json, &mode, &args.params(job)?).await;
     }
+    let plan = sluice::backfill::plan(&project, job, &range.from, &range.to, range.restart)?;
+    if let Some(done) = plan.resumed_after {
+        errln(&format!(
+            "resuming the backfill of {} .. {}: dates through {done} were committed by an earlier run (--restart runs them again)",
+            plan.from, plan.to
+        ));
+    }
+    let total = plan.dates.len();
+    for (i, date) in plan.dates.iter().enumerate() {
+        errln(&format!(
+            "backfill {}: date {date} ({} of {total})",
+            job.name,
+            i + 1
+        ));
+        let mut params = args.params(job)?;
+        params.logical_date = sluice::backfill::logical_date(job, *date);
+        let code = run_with(&project, job, json, &ExtractMode::Incremental, &params).await?;
+        if code != sluice::error::EXIT_OK {
+            errln(&format!(
+                "backfill stopped at {date}: its run did not commit (above); dates before it are committed; the same command resumes at {date}"
+            ));
+            return Ok(code);
+        }
+        sluice::backfill::done(&project, job, &plan, *date)?;
+    }
+    errln(&format!(
+        "backfill {}: {total} date(s) committed, {} .. {}",
+        job.name, plan.from, plan.to
+    ));
+    Ok(sluice::error::EXIT_OK)
+}
+
+/// A run of `job` as `mode` and `params` ask, retried as its `[retry]` says, printed; the
+/// exit code.
+async fn run_with(
+    project: &Project,
+    job: &Job,
+    json: bool,
+    mode: &ExtractMode,
+    params: &RunParams,
+) -> Result<i32, Error> {
+    let prepared = sluice::request::prepare(project, job, mode, params)?;
+    if let Some(note) = &prepared.note {
+        errln(note);
+    }
+    let (project, job) = (&prepared.project, &prepared.job);
     let report = sluice::request::run_job(
-        &project,
-        &job,
-        || run_once(&project, &job, json, &mode),
+        project,
+        job,
+        || run_once(project, job, json, mode),
         |attempt, retries, delay| {
             errln(&format!(
                 "attempt {attempt} of {} failed for a reason that may pass (above); nothing was committed; retrying in {:.1} s",
@@ -41,7 +147,7 @@ pub(crate) async fn run(
     .await?;
     // Alerts the run queued go out now, so cron and Airflow users get them without the
     // daemon; what cannot be delivered stays queued for the next run or the daemon.
-    sluice::alerts::deliver_once(&project).await;
+    sluice::alerts::deliver_once(project).await;
     // No report: a config error (already reported), no run happened.
     Ok(report.map_or(EXIT_INVALID, |r| r.exit_code()))
 }

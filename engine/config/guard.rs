@@ -191,9 +191,7 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
             (None, Some(p)) => Some((
                 "target.path",
                 p.span(),
-                redactor
-                    .resolve_path(p.get_ref(), &project.root)
-                    .map(PathBuf::from),
+                resolve_static(redactor, p.get_ref(), project).map(PathBuf::from),
             )),
             (None, None) => None,
         };
@@ -259,7 +257,7 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
             let Some(p) = s.path.as_ref().filter(|_| !s.is_database()) else {
                 continue;
             };
-            let Ok(resolved) = redactor.resolve_path(p.get_ref(), &project.root) else {
+            let Ok(resolved) = resolve_static(redactor, p.get_ref(), project) else {
                 continue;
             };
             let is_glob = resolved.contains(['*', '?', '[']);
@@ -287,6 +285,21 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
         }
     }
     out
+}
+
+/// A path template resolved up to its first run reference (`out/x/date=${run.date}` →
+/// `out/x/`): the folder every run's path lies in. `Err` when that cannot be resolved, or the
+/// template starts with a run reference (no folder is known before the run).
+fn resolve_static(
+    redactor: &Redactor,
+    template: &str,
+    project: &Project,
+) -> std::result::Result<String, String> {
+    let prefix = super::params::static_prefix(template);
+    if prefix.is_empty() && super::params::uses_params(template) {
+        return Err("the path starts with a run reference".into());
+    }
+    redactor.resolve_path(prefix, &project.root)
 }
 
 /// The literal folder a glob starts from (`samples/*/flights.csv` → `samples`), or the path

@@ -13,6 +13,8 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "checks",
     "retry",
     "schedule",
+    "after",
+    "vars",
 ];
 
 pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
@@ -28,6 +30,8 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
     let mut checks = ChecksSpec::default();
     let mut retry = Some(RetryPolicy::default());
     let mut schedule = Some(None);
+    let mut after: Option<Spanned<Vec<String>>> = None;
+    let mut vars = BTreeMap::new();
     for (key, item) in table.iter() {
         match key {
             "retry" => {
@@ -39,6 +43,15 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
                 schedule = r
                     .entry::<ScheduleSpec>(key, item)
                     .map(|spec| validate_schedule(&mut r, &spec))
+            }
+            "after" => after = r.entry::<Spanned<Vec<String>>>(key, item),
+            "vars" => {
+                for (name, value, span) in entries::<String>(&mut r, &table, key) {
+                    if let Err(e) = params::check_var(&name, &value) {
+                        r.error(span, &format!("vars.{name}"), &e, None);
+                    }
+                    vars.insert(name, value);
+                }
             }
             "description" => description = r.entry::<String>(key, item),
             "owner" => owner = r.entry::<String>(key, item),
@@ -103,6 +116,14 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
             }
         }
     }
+    if let (Some(a), Some(Some(_))) = (&after, &schedule) {
+        r.error(
+            Some(a.span()),
+            "after",
+            "a job with `after` runs when the jobs it names succeed, so it cannot also have a `schedule`",
+            Some("remove `schedule` (the upstream jobs' schedules decide when it runs), or remove `after`".into()),
+        );
+    }
     if r.diags.len() > before {
         return None;
     }
@@ -118,6 +139,9 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
         checks,
         retry: retry?,
         schedule: schedule?,
+        after: after.map(|a| a.into_inner()).unwrap_or_default(),
+        vars,
+        run: None,
     })
 }
 

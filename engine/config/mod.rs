@@ -17,6 +17,7 @@ pub mod interpolate;
 mod job_file;
 mod mapping_file;
 mod model_file;
+pub mod params;
 mod project_file;
 pub mod reader;
 mod references;
@@ -269,6 +270,15 @@ pub struct Job {
     pub retry: RetryPolicy,
     /// When the `sluice schedule` daemon runs it (`None`: only when asked).
     pub schedule: Option<schedule::Schedule>,
+    /// `after = [...]`: the jobs whose success for a logical date makes the daemon run this
+    /// one for that date (a job has `schedule` or `after`, not both).
+    pub after: Vec<String>,
+    /// `[vars]`: the run parameters the job declares, with their default values (see
+    /// [`params`]).
+    pub vars: BTreeMap<String, String>,
+    /// The parameters of the run this job is prepared for ([`params::apply`]); `None` as
+    /// loaded from its file.
+    pub run: Option<params::RunParams>,
 }
 
 /// A table name as written in a job: `name` or `schema.name`. Each part is used exactly as
@@ -452,8 +462,13 @@ impl Project {
         let mut jobs = BTreeMap::new();
         for path in toml_files(&root.join("jobs")) {
             if let Some(src) = read_source(root, &path, &mut diags) {
-                if let Some(j) = load_job(&src, &mut diags) {
-                    jobs.insert(j.name.clone(), j);
+                match load_job(&src, &mut diags) {
+                    Some(j) => {
+                        jobs.insert(j.name.clone(), j);
+                    }
+                    None => {
+                        broken.insert(format!("job:{}", stem(&src)));
+                    }
                 }
             }
         }

@@ -11,6 +11,50 @@ impl Project {
         }
         for j in self.jobs.values() {
             self.check_job_references(j, broken, diags);
+            self.check_after(j, broken, diags);
+        }
+    }
+
+    /// The jobs a job's `after` names exist, and following `after` never leads back to it.
+    fn check_after(&self, j: &Job, broken: &BTreeSet<String>, diags: &mut Diagnostics) {
+        let span = key_path_span(&j.src, "after");
+        for upstream in &j.after {
+            if self.jobs.contains_key(upstream) || broken.contains(&format!("job:{upstream}")) {
+                continue;
+            }
+            let known: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+            let mut d =
+                j.src
+                    .diagnostic(span.clone(), "after", format!("no job named `{upstream}`"));
+            d.hint = Some(match did_you_mean(upstream, known.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("jobs are files in jobs/; known: {}", known.join(", ")),
+            });
+            diags.push(d);
+        }
+        // Depth-first along `after`: reaching `j` again is a cycle no run could start.
+        let mut path = vec![j.name.as_str()];
+        let mut todo: Vec<(usize, &str)> = j.after.iter().map(|a| (1, a.as_str())).collect();
+        let mut seen = BTreeSet::new();
+        while let Some((depth, name)) = todo.pop() {
+            path.truncate(depth);
+            path.push(name);
+            if name == j.name {
+                let mut d = j.src.diagnostic(
+                    span.clone(),
+                    "after",
+                    format!("`after` makes a cycle: {}", path.join(" after ")),
+                );
+                d.hint = Some("a job cannot wait for itself; remove one of the names".into());
+                diags.push(d);
+                return;
+            }
+            if !seen.insert(name) {
+                continue;
+            }
+            if let Some(next) = self.jobs.get(name) {
+                todo.extend(next.after.iter().map(|a| (depth + 1, a.as_str())));
+            }
         }
     }
 

@@ -2,9 +2,12 @@
 //! fire or trigger recorded, the job's circuit counted (paused after failed fires in a row),
 //! metrics, the log line.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use super::{log, show, Daemon, Finished, Origin};
+use crate::config::params::{self, RunParams};
 use crate::report::RunReport;
 use crate::server::{Command, Refused};
 use crate::state::TriggerRecord;
@@ -41,9 +44,11 @@ impl Daemon {
             Command::Trigger {
                 job,
                 requested_by,
+                date,
+                vars,
                 reply,
             } => {
-                let _ = reply.send(self.trigger(&job, &requested_by));
+                let _ = reply.send(self.trigger(&job, &requested_by, date.as_deref(), vars));
             }
             Command::Resume { job, reply } => {
                 let _ = reply.send(self.resume(&job));
@@ -55,8 +60,15 @@ impl Daemon {
         self.project.jobs.contains_key(job) || self.entries.contains_key(job)
     }
 
-    /// Starts a run of `job` now for the API token `requested_by`, unless it is running.
-    fn trigger(&mut self, job: &str, requested_by: &str) -> Result<TriggerRecord, Refused> {
+    /// Starts a run of `job` now for the API token `requested_by`, for the logical date
+    /// `date` (default: now) with `vars`, unless it is running.
+    fn trigger(
+        &mut self,
+        job: &str,
+        requested_by: &str,
+        date: Option<&str>,
+        vars: BTreeMap<String, String>,
+    ) -> Result<TriggerRecord, Refused> {
         if !self.knows(job) {
             // The job may have been added since the last reload.
             self.reload();
@@ -64,6 +76,7 @@ impl Daemon {
                 return Err(Refused::UnknownJob(job.to_string()));
             }
         }
+        let params = self.trigger_params(job, date, vars)?;
         if let Some(running) = self.busy.get(job) {
             return Err(Refused::Running(format!(
                 "a run of job `{job}` is in progress ({running}); runs of a job never overlap"
@@ -81,8 +94,39 @@ impl Daemon {
             .store
             .update_trigger(&record.trigger_id, "running", None);
         record.status = "running".into();
-        self.spawn_run(job, Origin::Trigger(record.trigger_id.clone()));
+        self.spawn_run(job, Origin::Trigger(record.trigger_id.clone()), params);
         Ok(record)
+    }
+
+    /// The parameters of an API trigger, checked against the job as last loaded.
+    fn trigger_params(
+        &self,
+        job: &str,
+        date: Option<&str>,
+        vars: BTreeMap<String, String>,
+    ) -> Result<RunParams, Refused> {
+        let Some(spec) = self.project.jobs.get(job) else {
+            // Known only from a schedule whose file is now invalid: the run falls back to the
+            // last valid version, which checks the vars when it loads.
+            return Ok(RunParams {
+                logical_date: Utc::now(),
+                vars,
+            });
+        };
+        for (name, value) in &vars {
+            if !spec.vars.contains_key(name) {
+                return Err(Refused::Invalid(format!(
+                    "job `{job}` declares no var `{name}` (it declares: {})",
+                    spec.vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            params::check_var(name, value).map_err(Refused::Invalid)?;
+        }
+        let logical_date = match date {
+            Some(d) => params::parse_date(d, params::zone_of(spec)).map_err(Refused::Invalid)?,
+            None => Utc::now(),
+        };
+        Ok(RunParams { logical_date, vars })
     }
 
     /// Closes `job`'s circuit; returns whether it was paused.
@@ -141,6 +185,9 @@ impl Daemon {
                         .unwrap_or_default()
                 ));
                 self.settle(&f.job, &f.origin, &Outcome::Report(report));
+                if report.status.committed() {
+                    self.start_downstream(report);
+                }
             }
             Ok(None) => self.settle(&f.job, &f.origin, &Outcome::NotRun("no run".into())),
             Err(e) if crate::recovery::is_held_by_another_run(e) => {
@@ -166,7 +213,9 @@ impl Daemon {
             Outcome::Busy => ("skipped", None),
         };
         let recorded = match origin {
-            Origin::Fire(at) => self.store.finish_fire(job, *at, status, run_id),
+            Origin::Fire(at) | Origin::After { at, .. } => {
+                self.store.finish_fire(job, *at, status, run_id)
+            }
             Origin::Trigger(id) => self.store.update_trigger(id, status, run_id),
         };
         if let Err(e) = recorded {
@@ -187,8 +236,9 @@ impl Daemon {
         match (failure, origin) {
             (None, _) => self.close_circuit_after_success(job),
             (Some(message), Origin::Fire(at)) => self.count_failure(job, *at, &message),
-            // A run asked for by hand does not pause the schedule.
-            (Some(_), Origin::Trigger(_)) => {}
+            // A run asked for by hand does not pause the schedule; a job run `after` others
+            // has no schedule to pause.
+            (Some(_), Origin::Trigger(_) | Origin::After { .. }) => {}
         }
     }
 

@@ -27,6 +27,7 @@
 //! fire; when the files the job uses have become invalid, the last valid version runs and the
 //! problems are logged. The set of schedules is read again when a job file changes.
 
+mod after;
 mod commands;
 mod runner;
 
@@ -40,6 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::config::params::RunParams;
 use crate::config::schedule::Schedule;
 use crate::config::spec::{Misfire, ServerSpec};
 use crate::config::Project;
@@ -104,6 +106,14 @@ enum Origin {
     Fire(DateTime<Utc>),
     /// An API request, with this trigger id.
     Trigger(String),
+    /// `upstream`, one of the jobs this one runs `after`, committed the logical date `at`,
+    /// and the others committed that day.
+    After {
+        /// The job whose commit started this run.
+        upstream: String,
+        /// The logical date (the claim in the state store).
+        at: DateTime<Utc>,
+    },
 }
 
 impl std::fmt::Display for Origin {
@@ -111,6 +121,9 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Fire(at) => write!(f, "fire at {}", show(*at)),
             Origin::Trigger(id) => write!(f, "API trigger {id}"),
+            Origin::After { upstream, at } => {
+                write!(f, "after {upstream} committed {}", show(*at))
+            }
         }
     }
 }
@@ -505,7 +518,7 @@ impl Daemon {
             return;
         }
         self.shared.metrics.fire(job, "run");
-        self.spawn_run(job, Origin::Fire(fire));
+        self.spawn_run(job, Origin::Fire(fire), RunParams::at(fire));
     }
 
     /// Applies `[retention]` in a blocking task (file deletions must not stall the loop);
@@ -527,8 +540,9 @@ impl Daemon {
         });
     }
 
-    /// Starts the run of `job` for `origin` in its own task, and marks the job busy.
-    fn spawn_run(&mut self, job: &str, origin: Origin) {
+    /// Starts the run of `job` for `origin` with `params` in its own task, and marks the job
+    /// busy.
+    fn spawn_run(&mut self, job: &str, origin: Origin, params: RunParams) {
         log(&format!("job {job}: {origin}: run starting"));
         self.busy.insert(job.to_string(), origin.clone());
         let previous = self.entries.get(job).and_then(|e| e.last_valid.clone());
@@ -547,7 +561,7 @@ impl Daemon {
                         .await
                         .ok()
                         .flatten();
-                let (result, valid) = runner::run_fire(current, previous, &name).await;
+                let (result, valid) = runner::run_fire(current, previous, &name, &params).await;
                 Finished {
                     job: name,
                     origin: task_origin,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::log;
+use crate::config::params::RunParams;
 use crate::config::Project;
 use crate::db::ExtractMode;
 use crate::error::{Error, Result};
@@ -43,10 +44,11 @@ pub(super) async fn run_fire(
     current: Option<Arc<Project>>,
     previous: Option<Arc<Project>>,
     job: &str,
+    params: &RunParams,
 ) -> (Result<Option<RunReport>>, Option<Arc<Project>>) {
     let mut invalid = None;
     if let Some(project) = current {
-        match guarded_run(project.clone(), job).await {
+        match guarded_run(project.clone(), job, params).await {
             Err(e @ Error::Config(_)) => invalid = Some(e),
             other => return (other, Some(project)),
         }
@@ -57,7 +59,10 @@ pub(super) async fn run_fire(
                 "job {job}: its files have problems; running the version its last run loaded{}",
                 invalid.map(|e| format!(":\n{e}")).unwrap_or_default()
             ));
-            (guarded_run(project.clone(), job).await, Some(project))
+            (
+                guarded_run(project.clone(), job, params).await,
+                Some(project),
+            )
         }
         None => (
             Err(invalid.unwrap_or_else(|| Error::Usage {
@@ -70,15 +75,25 @@ pub(super) async fn run_fire(
 }
 
 /// [`run_once`] with a panic turned into a failed run.
-async fn guarded_run(project: Arc<Project>, job: &str) -> Result<Option<RunReport>> {
-    crate::producer::catch_panic(run_once(project, job), "running the job").await
+async fn guarded_run(
+    project: Arc<Project>,
+    job: &str,
+    params: &RunParams,
+) -> Result<Option<RunReport>> {
+    crate::producer::catch_panic(run_once(project, job, params), "running the job").await
 }
 
-/// One scheduled run of `job` in `project`: the job lock, retries, the run. An invalid
-/// configuration (found while compiling) is an [`Error::Config`].
-async fn run_once(project: Arc<Project>, job: &str) -> Result<Option<RunReport>> {
-    let job = project.job(job).map_err(|d| Error::config(*d))?.clone();
+/// One scheduled run of `job` in `project` with `params`: the job lock, retries, the run.
+/// An invalid configuration (found while preparing or compiling) is an [`Error::Config`].
+async fn run_once(
+    project: Arc<Project>,
+    job: &str,
+    params: &RunParams,
+) -> Result<Option<RunReport>> {
+    let job = project.job(job).map_err(|d| Error::config(*d))?;
     let mode = ExtractMode::Incremental;
+    let prepared = crate::request::prepare(&project, job, &mode, params)?;
+    let (project, job) = (Arc::new(prepared.project), prepared.job);
     crate::request::run_job(
         &project,
         &job,

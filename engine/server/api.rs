@@ -174,10 +174,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Api<T> + Send + 'static
 /// the `Location` (`/api/v1/triggers/{id}`), whose `run_id` is set when the run finishes.
 #[utoipa::path(post, path = "/api/v1/jobs/{job}/runs", security(("bearer" = [])),
     params(("job" = String, Path, description = "job name")),
-    request_body(content = Option<TriggerBody>, description = "optional; no fields yet"),
+    request_body(content = Option<TriggerBody>, description = "optional: the run's logical date and vars"),
     responses(
         (status = 202, description = "queued", body = TriggerRecord),
-        (status = 400, description = "the body has fields this version does not know", body = Problem),
+        (status = 400, description = "the body is not JSON, or has fields this version does not know", body = Problem),
+        (status = 422, description = "the date is not a date, or a var is not one the job declares", body = Problem),
         (status = 413, description = "the body is over [server] max_body_bytes", body = Problem),
         (status = 404, description = "no such job", body = Problem),
         (status = 409, description = "a run of the job is in progress", body = Problem),
@@ -192,18 +193,22 @@ async fn trigger(
 ) -> Api<Response> {
     // Read (so the size limit applies) and checked: a field this version does not know is
     // refused rather than ignored.
-    if !body.trim_ascii().is_empty() {
+    let request = if body.trim_ascii().is_empty() {
+        TriggerBody::default()
+    } else {
         serde_json::from_slice::<TriggerBody>(&body).map_err(|e| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
-                format!("the body is not a trigger request: {e}; send no body, or `{{}}`"),
+                format!("the body is not a trigger request: {e}; send no body, or `{{\"date\": \"2026-11-29\", \"vars\": {{\"region\": \"EU\"}}}}`"),
             )
-        })?;
-    }
+        })?
+    };
     let (reply, answer) = oneshot::channel();
     let command = Command::Trigger {
         job,
         requested_by,
+        date: request.date,
+        vars: request.vars,
         reply,
     };
     let record = ask(&s, command, answer).await?;
@@ -216,10 +221,20 @@ async fn trigger(
         .into_response())
 }
 
-/// The body of `POST /api/v1/jobs/{job}/runs`: empty, or an object with no fields yet.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// The body of `POST /api/v1/jobs/{job}/runs`: empty, or an object with the run's
+/// parameters, as `sluice run --date --var` takes them.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TriggerBody {}
+pub struct TriggerBody {
+    /// The run's logical date: `YYYY-MM-DD` (00:00 in the job's time zone) or an RFC 3339
+    /// instant. Default: now.
+    #[serde(default)]
+    #[schema(example = "2026-11-29")]
+    pub date: Option<String>,
+    /// Values for the job's `[vars]`, by name.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
+}
 
 /// `POST /api/v1/jobs/{job}/resume`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -357,5 +372,8 @@ async fn ask<T>(
         Err(Refused::Running(detail)) => Err(Problem::new(StatusCode::CONFLICT, detail)),
         Err(Refused::Stopping) => Err(stopping()),
         Err(Refused::State(detail)) => Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, detail)),
+        Err(Refused::Invalid(detail)) => {
+            Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail))
+        }
     }
 }

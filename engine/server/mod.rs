@@ -43,6 +43,10 @@ pub enum Command {
         job: String,
         /// The API token's name.
         requested_by: String,
+        /// The run's logical date as given (`YYYY-MM-DD` or RFC 3339); `None`: now.
+        date: Option<String>,
+        /// Values for the job's `[vars]`.
+        vars: std::collections::BTreeMap<String, String>,
         /// The queued trigger, or why not.
         reply: oneshot::Sender<std::result::Result<TriggerRecord, Refused>>,
     },
@@ -66,6 +70,8 @@ pub enum Refused {
     Stopping,
     /// The state store cannot record it.
     State(String),
+    /// The request's date or vars are not valid for the job.
+    Invalid(String),
 }
 
 /// What the scheduler loop and the server share.

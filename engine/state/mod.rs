@@ -6,7 +6,8 @@
 //!
 //! | table     | one row per                       | columns |
 //! |-----------|-----------------------------------|---------|
-//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed), `sluice_version`, `error` |
+//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed), `sluice_version`, `error`, `logical_date` (RFC 3339 UTC) |
+//! | `backfills` | date backfill (`sluice backfill` of a job without an incremental source) | `job`, `from_date`, `to_date` (`YYYY-MM-DD`, the range asked for), `done_through` (the last date committed), `updated_at` |
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
 //! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
 //! | `schedule_fires` | scheduled job              | `job`, `fire_at` (RFC 3339 UTC: the latest fire the daemon took), `status` (`running`, `done`, `skipped`, `abandoned`, `failed`: not run, or stopped outside its run report), `run_id` (its run, once finished), `updated_at` |
@@ -27,6 +28,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{Error, Result};
 use crate::report::RunReport;
 
+mod backfill;
 mod daemon;
 mod outbox;
 mod retention;
@@ -131,6 +133,16 @@ const MIGRATIONS: &[&str] = &[
     // 2: which Sluice recorded a run, and its error message.
     "ALTER TABLE runs ADD COLUMN sluice_version TEXT;
      ALTER TABLE runs ADD COLUMN error TEXT;",
+    // 3: each run's logical date; how far each date backfill got.
+    "ALTER TABLE runs ADD COLUMN logical_date TEXT;
+     CREATE TABLE backfills (
+         job         TEXT NOT NULL,
+         from_date   TEXT NOT NULL,
+         to_date     TEXT NOT NULL,
+         done_through TEXT,
+         updated_at  TEXT NOT NULL,
+         PRIMARY KEY (job, from_date, to_date)
+     );",
 ];
 
 /// Applies the migrations `conn` lacks, each in an immediate transaction (so two processes
@@ -185,6 +197,8 @@ pub struct RunRecord {
     pub replay_of: Option<String>,
     /// The run's error message, when it failed (runs recorded before Sluice kept it: none).
     pub error: Option<String>,
+    /// The run's logical date, RFC 3339 UTC (runs recorded before Sluice kept it: none).
+    pub logical_date: Option<String>,
 }
 
 /// A stored watermark.
@@ -490,7 +504,7 @@ impl StateStore {
     fn select_runs(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT run_id, job, status, started_at, finished_at, rows_read, rows_written,
-                    rows_quarantined, replay_of, error
+                    rows_quarantined, replay_of, error, logical_date
              FROM runs WHERE {filter} ORDER BY started_at DESC, run_id DESC LIMIT ?2"
         );
         let count = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
@@ -508,6 +522,7 @@ impl StateStore {
                     rows_quarantined: count(r, 7)?,
                     replay_of: r.get(8)?,
                     error: r.get(9)?,
+                    logical_date: r.get(10)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -624,8 +639,9 @@ fn insert_run(
 ) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT OR REPLACE INTO runs (run_id, job, status, started_at, finished_at, rows_read,
-            rows_written, rows_quarantined, rows_dropped, model, model_version, replay_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            rows_written, rows_quarantined, rows_dropped, model, model_version, replay_of,
+            logical_date)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             r.run_id,
             r.job,
@@ -639,6 +655,7 @@ fn insert_run(
             r.model,
             r.model_version,
             r.replay_of,
+            r.logical_date,
         ],
     )?;
     // Watermarks move with the run record, and only for a run that committed.
@@ -712,6 +729,8 @@ mod tests {
             model: "flight".into(),
             model_version: "1.0.0".into(),
             status,
+            logical_date: None,
+            vars: Default::default(),
             started_at: format!("2026-01-0{}T00:00:00.000Z", &id[1..]),
             finished_at: "2026-01-01T00:00:01.000Z".into(),
             duration_ms: 1000,

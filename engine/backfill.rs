@@ -1,0 +1,147 @@
+//! Date backfills: `sluice backfill JOB --from D1 --to D2` for a job without an incremental
+//! source runs the job once per logical date `D1 <= date < D2`, in order. Each date's run is
+//! an ordinary run (all-or-nothing, retried as the job's `[retry]` says) with that date as its
+//! logical date, so `${run.date}` in its paths and expressions picks the day's files and
+//! output. The state store keeps how far the backfill got ([`crate::state::StateStore::backfill_done_through`]):
+//! the same command after an interruption resumes at the first date not committed.
+//!
+//! Re-running a date must replace that date's output, never add to it, so the target is
+//! checked first:
+//!
+//! | target                                   | date backfill |
+//! |------------------------------------------|---------------|
+//! | `overwrite`, `path` with `${run.*}`      | each date replaces its own folder |
+//! | `merge` or `scd2`                        | each date's rows replace themselves by key |
+//! | `overwrite` of one table or folder       | refused: each date would replace the previous ones |
+//! | `append`                                 | refused: re-running a date would load its rows twice |
+//!
+//! Crash points: a run killed before its commit leaves the target as it was and the date
+//! not done; killed after its commit but before the progress is recorded, the resumed backfill
+//! runs that date again, which replaces its own output (the table above), so no row is loaded
+//! twice.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::config::params::{self, uses_logical_date};
+use crate::config::spec::LoadMode;
+use crate::config::{Job, Project};
+use crate::error::{Error, Result};
+use crate::state::StateStore;
+
+/// The dates a date backfill still has to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatePlan {
+    /// First date asked for (inclusive).
+    pub from: NaiveDate,
+    /// Last date asked for (exclusive).
+    pub to: NaiveDate,
+    /// The dates to run, in order.
+    pub dates: Vec<NaiveDate>,
+    /// The last date an earlier, interrupted run of this backfill committed.
+    pub resumed_after: Option<NaiveDate>,
+}
+
+/// True when `job` is backfilled by date (no source is incremental); a job with an
+/// incremental source is backfilled by its cursor range instead.
+pub fn is_by_date(job: &Job) -> bool {
+    job.sources.values().all(|s| s.incremental.is_none())
+}
+
+/// Plans the date backfill of `job` over `from..to` (`YYYY-MM-DD` each): checks that the job
+/// depends on its logical date and that re-running a date replaces its output, and skips the
+/// dates an earlier run of the same backfill committed (all of them again with `restart`).
+///
+/// # Errors
+/// [`Error::Usage`] for bad dates, a job that does not use `${run.*}`, or a target that a
+/// date backfill would double or replace (see the module's table); [`Error::State`] when the
+/// state store cannot be read.
+pub fn plan(project: &Project, job: &Job, from: &str, to: &str, restart: bool) -> Result<DatePlan> {
+    let (from, to) = (day(from)?, day(to)?);
+    if from >= to {
+        return Err(usage(
+            format!("--from {from} is not before --to {to}"),
+            "the range is FROM <= date < TO: `--from 2026-11-01 --to 2026-11-08` runs 7 dates",
+        ));
+    }
+    if !uses_logical_date(project, job) {
+        return Err(usage(
+            format!("job `{}` uses no `${{run.*}}` reference, so every date would read and write the same", job.name),
+            "use `${run.date}` in a source path (and the target path) to pick each day's data, or run it once with `sluice run`",
+        ));
+    }
+    check_target(job)?;
+    let store = StateStore::open(&project.path(&project.settings.state_dir))?;
+    if restart {
+        store.backfill_forget(&job.name, from, to)?;
+    }
+    let resumed_after = store.backfill_done_through(&job.name, from, to)?;
+    let dates = from
+        .iter_days()
+        .take_while(|d| *d < to)
+        .filter(|d| resumed_after.is_none_or(|done| *d > done))
+        .collect();
+    store.backfill_progress(&job.name, from, to, resumed_after)?;
+    Ok(DatePlan {
+        from,
+        to,
+        dates,
+        resumed_after,
+    })
+}
+
+/// The logical date of `job`'s run for `date`: 00:00 of it in the job's zone.
+pub fn logical_date(job: &Job, date: NaiveDate) -> DateTime<Utc> {
+    params::parse_date(&date.to_string(), params::zone_of(job)).unwrap_or_else(|_| {
+        DateTime::from_naive_utc_and_offset(date.and_hms_opt(0, 0, 0).unwrap_or_default(), Utc)
+    })
+}
+
+/// Records that `date` of the backfill in `plan` committed; forgets the backfill after its
+/// last date.
+///
+/// # Errors
+/// [`Error::State`] when the state store cannot be written.
+pub fn done(project: &Project, job: &Job, plan: &DatePlan, date: NaiveDate) -> Result<()> {
+    let store = StateStore::open(&project.path(&project.settings.state_dir))?;
+    if plan.dates.last() == Some(&date) {
+        store.backfill_forget(&job.name, plan.from, plan.to)
+    } else {
+        store.backfill_progress(&job.name, plan.from, plan.to, Some(date))
+    }
+}
+
+/// Refuses targets a date backfill would double or replace.
+fn check_target(job: &Job) -> Result<()> {
+    let per_date_path = job
+        .target
+        .path
+        .as_ref()
+        .is_some_and(|p| p.get_ref().contains("${run.") && !job.target.is_database());
+    match job.target.mode {
+        LoadMode::Append => Err(usage(
+            format!("job `{}` appends, so re-running a date of the backfill would load its rows twice", job.name),
+            "write each date to its own folder with `mode = \"overwrite\"` and `path = \"out/x/date=${run.date}\"`, or use `mode = \"merge\"`",
+        )),
+        LoadMode::Overwrite if !per_date_path => Err(usage(
+            format!("job `{}` overwrites one target, so each date of the backfill would replace the dates before it", job.name),
+            "give the target a folder per date, `path = \"out/x/date=${run.date}\"`, or use `mode = \"merge\"`",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn day(text: &str) -> Result<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        usage(
+            format!("`{text}` is not a date"),
+            "a date backfill takes days: `--from 2026-11-01 --to 2026-11-08`",
+        )
+    })
+}
+
+fn usage(message: String, hint: &str) -> Error {
+    Error::Usage {
+        message,
+        hint: Some(hint.into()),
+    }
+}
