@@ -251,7 +251,7 @@ pub async fn deliver_once(project: &Project) {
             return;
         }
     };
-    let mut store = match StateStore::open(&project.path(&project.settings.state_dir)) {
+    let mut store = match StateStore::of(project) {
         Ok(s) => s,
         Err(e) => {
             crate::logging::stderr_line(&format!("warning: alerts not sent: {e}"));

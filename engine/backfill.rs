@@ -11,7 +11,8 @@
 //! | target                                   | date backfill |
 //! |------------------------------------------|---------------|
 //! | `overwrite`, `path` with `${run.*}`      | each date replaces its own folder |
-//! | `merge` or `scd2`                        | each date's rows replace themselves by key |
+//! | `merge`                                  | each date's rows replace themselves by key |
+//! | `scd2`                                   | refused: versions are stamped with the run's clock, so old dates would become current |
 //! | `overwrite` of one table or folder       | refused: each date would replace the previous ones |
 //! | `append`                                 | refused: re-running a date would load its rows twice |
 //!
@@ -39,6 +40,8 @@ pub struct DatePlan {
     pub dates: Vec<NaiveDate>,
     /// The last date an earlier, interrupted run of this backfill committed.
     pub resumed_after: Option<NaiveDate>,
+    /// The vars given, as JSON: the same range with other vars is another backfill.
+    pub vars: String,
 }
 
 /// True when `job` is backfilled by date (no source is incremental); a job with an
@@ -47,15 +50,24 @@ pub fn is_by_date(job: &Job) -> bool {
     job.sources.values().all(|s| s.incremental.is_none())
 }
 
-/// Plans the date backfill of `job` over `from..to` (`YYYY-MM-DD` each): checks that the job
-/// depends on its logical date and that re-running a date replaces its output, and skips the
-/// dates an earlier run of the same backfill committed (all of them again with `restart`).
+/// Plans the date backfill of `job` over `from..to` (`YYYY-MM-DD` each) with `vars`: checks
+/// that the job depends on its logical date and that re-running a date replaces its output,
+/// and skips the dates an earlier run of the same backfill (same range and vars) committed
+/// (all of them again with `restart`).
 ///
 /// # Errors
 /// [`Error::Usage`] for bad dates, a job that does not use `${run.*}`, or a target that a
 /// date backfill would double or replace (see the module's table); [`Error::State`] when the
 /// state store cannot be read.
-pub fn plan(project: &Project, job: &Job, from: &str, to: &str, restart: bool) -> Result<DatePlan> {
+pub fn plan(
+    project: &Project,
+    job: &Job,
+    range: (&str, &str),
+    vars: &std::collections::BTreeMap<String, String>,
+    restart: bool,
+) -> Result<DatePlan> {
+    let (from, to) = range;
+    let vars = serde_json::to_string(vars).unwrap_or_default();
     let (from, to) = (day(from)?, day(to)?);
     if from >= to {
         return Err(usage(
@@ -70,22 +82,23 @@ pub fn plan(project: &Project, job: &Job, from: &str, to: &str, restart: bool) -
         ));
     }
     check_target(job)?;
-    let store = StateStore::open(&project.path(&project.settings.state_dir))?;
+    let store = StateStore::of(project)?;
     if restart {
-        store.backfill_forget(&job.name, from, to)?;
+        store.backfill_forget(&job.name, &vars, from, to)?;
     }
-    let resumed_after = store.backfill_done_through(&job.name, from, to)?;
+    let resumed_after = store.backfill_done_through(&job.name, &vars, from, to)?;
     let dates = from
         .iter_days()
         .take_while(|d| *d < to)
         .filter(|d| resumed_after.is_none_or(|done| *d > done))
         .collect();
-    store.backfill_progress(&job.name, from, to, resumed_after)?;
+    store.backfill_progress(&job.name, &vars, from, to, resumed_after)?;
     Ok(DatePlan {
         from,
         to,
         dates,
         resumed_after,
+        vars,
     })
 }
 
@@ -102,25 +115,28 @@ pub fn logical_date(job: &Job, date: NaiveDate) -> DateTime<Utc> {
 /// # Errors
 /// [`Error::State`] when the state store cannot be written.
 pub fn done(project: &Project, job: &Job, plan: &DatePlan, date: NaiveDate) -> Result<()> {
-    let store = StateStore::open(&project.path(&project.settings.state_dir))?;
+    let store = StateStore::of(project)?;
     if plan.dates.last() == Some(&date) {
-        store.backfill_forget(&job.name, plan.from, plan.to)
+        store.backfill_forget(&job.name, &plan.vars, plan.from, plan.to)
     } else {
-        store.backfill_progress(&job.name, plan.from, plan.to, Some(date))
+        store.backfill_progress(&job.name, &plan.vars, plan.from, plan.to, Some(date))
     }
 }
 
 /// Refuses targets a date backfill would double or replace.
 fn check_target(job: &Job) -> Result<()> {
-    let per_date_path = job
-        .target
-        .path
-        .as_ref()
-        .is_some_and(|p| p.get_ref().contains("${run.") && !job.target.is_database());
+    let per_date_path =
+        job.target.path.as_ref().is_some_and(|p| {
+            params::references(p.get_ref(), "${run.") && !job.target.is_database()
+        });
     match job.target.mode {
         LoadMode::Append => Err(usage(
             format!("job `{}` appends, so re-running a date of the backfill would load its rows twice", job.name),
             "write each date to its own folder with `mode = \"overwrite\"` and `path = \"out/x/date=${run.date}\"`, or use `mode = \"merge\"`",
+        )),
+        LoadMode::Scd2 => Err(usage(
+            format!("job `{}` keeps history (scd2) stamped with each run's clock, so backfilling past dates would make old values current", job.name),
+            "backfill into a `merge` or per-date `overwrite` target, or load the dates in order with `sluice run --date` before the current loads start",
         )),
         LoadMode::Overwrite if !per_date_path => Err(usage(
             format!("job `{}` overwrites one target, so each date of the backfill would replace the dates before it", job.name),

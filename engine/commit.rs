@@ -95,6 +95,9 @@ pub struct CommitRecord {
     /// The run's logical date, RFC 3339 UTC (records written before logical dates: none).
     #[serde(default)]
     pub logical_date: Option<String>,
+    /// The vars given for the run.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 impl CommitRecord {
@@ -125,6 +128,7 @@ impl CommitRecord {
                 .collect(),
             model_definition: None,
             logical_date: report.logical_date.clone(),
+            vars: report.vars.clone(),
         }
     }
 

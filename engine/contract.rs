@@ -551,10 +551,10 @@ pub fn check_registered(
     model: &CanonicalModel,
 ) -> Option<crate::diagnostic::Diagnostic> {
     let state_dir = project.path(&project.settings.state_dir);
-    if !state_dir.join("state.db").is_file() {
+    if project.settings.state_url.is_none() && !state_dir.join("state.db").is_file() {
         return None;
     }
-    let store = crate::state::StateStore::open(&state_dir).ok()?;
+    let store = crate::state::StateStore::of(project).ok()?;
     let registered = store.registered_models(&model.name).ok()?;
     let (text, old) = registered
         .into_iter()

@@ -29,6 +29,7 @@ pub mod logging;
 pub mod mapping_test;
 pub mod metrics;
 pub mod model;
+pub mod pg;
 pub mod plan;
 pub mod producer;
 pub mod quality;

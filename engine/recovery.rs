@@ -11,14 +11,44 @@ use crate::config::{Job, Project};
 use crate::error::{Error, Result};
 use crate::fsutil::Lock;
 
+/// A held job lock: the lock file in the state folder and, with a PostgreSQL state store
+/// shared by several daemons, a session advisory lock in that database (released when its
+/// connection closes, also when the process is killed).
+pub struct JobLock {
+    _file: Lock,
+    _shared: Option<crate::state::StateStore>,
+}
+
 /// Takes `job`'s lock: one run (or replay, or backfill) of a job at a time, so the watermark a
-/// run reads is the one it moves. Held until the returned lock is dropped. Call
-/// [`reconcile`] next, before anything reads the state store.
+/// run reads is the one it moves, also across daemons sharing a PostgreSQL state store. Held
+/// until the returned lock is dropped. Call [`reconcile`] next, before anything reads the
+/// state store.
 ///
 /// # Errors
-/// [`Error::State`] when another run holds the lock or the lock file cannot be created.
-pub fn lock_job(project: &Project, job: &Job) -> Result<Lock> {
-    lock_job_at(project, job)
+/// [`Error::State`] when another run holds the lock or the lock file cannot be created, or
+/// the shared store cannot be reached.
+pub fn lock_job(project: &Project, job: &Job) -> Result<JobLock> {
+    let file = lock_job_at(project, job)?;
+    let shared = match &project.settings.state_url {
+        None => None,
+        Some(_) => {
+            let store = crate::state::StateStore::of(project)?;
+            if !store.try_lock_job(&job.name)? {
+                return Err(Error::state(
+                    std::path::Path::new(&format!("state store lock of job {}", job.name)),
+                    format!(
+                        "{HELD_BY_ANOTHER_RUN} `{}` is in progress on another machine sharing the state store; wait for it to finish",
+                        job.name
+                    ),
+                ));
+            }
+            Some(store)
+        }
+    };
+    Ok(JobLock {
+        _file: file,
+        _shared: shared,
+    })
 }
 
 /// The start of the message [`lock_job`] fails with when another run holds the lock.
@@ -73,7 +103,7 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
     if record.job != job.name || !record.committed() {
         return Ok(None);
     }
-    let mut store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let mut store = crate::state::StateStore::of(project)?;
     let known = store.run_status(&job.name, &record.run_id)?;
     if known.as_deref() == Some(record.status.as_str()) {
         return Ok(None);

@@ -50,11 +50,29 @@ pub async fn replay(
     run_id: &str,
     progress: &mut dyn Progress,
 ) -> Result<RunReport> {
-    let _job_lock = crate::recovery::lock_job(project, job)?;
-    crate::recovery::reconcile(project, job).await?;
     let started = Utc::now();
     let t0 = Instant::now();
-    let store = StateStore::open(&project.path(&project.settings.state_dir))?;
+    // The replay stands for the logical date and vars of the run it replays, so its
+    // `${run.*}` and `${var.*}` pick the same folders.
+    let replayed = StateStore::of(project)?.run(run_id)?;
+    let params = crate::config::params::RunParams {
+        vars: replayed
+            .as_ref()
+            .map(|r| r.vars.clone())
+            .unwrap_or_default(),
+        ..crate::config::params::RunParams::at(
+            replayed
+                .and_then(|r| r.logical_date)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map_or(started, |t| t.with_timezone(&Utc)),
+        )
+    };
+    let (project, job) = crate::config::params::apply(project, job, &params)
+        .map_err(|d| Error::Config(crate::diagnostic::Diagnostics(d)))?;
+    let (project, job) = (&project, &job);
+    let _job_lock = crate::recovery::lock_job(project, job)?;
+    crate::recovery::reconcile(project, job).await?;
+    let store = StateStore::of(project)?;
     if let Some(by) = store.replayed_by(&job.name, run_id)? {
         return Err(Error::Usage {
             message: format!("run {run_id} of job `{}` was already replayed by run {by}; its rows were loaded then", job.name),
@@ -124,17 +142,6 @@ pub async fn replay(
     let mut replay_job = job.clone();
     replay_job.target.mode = LoadMode::Append;
     replay_job.checks = ChecksSpec::default();
-    // The replay stands for the same logical date as the run it replays, so `${run.date}`
-    // picks the same target folder.
-    let logical_date = store
-        .run(run_id)?
-        .and_then(|r| r.logical_date)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-        .map_or(started, |t| t.with_timezone(&Utc));
-    let params = crate::config::params::RunParams::at(logical_date);
-    let (project, replay_job) = crate::config::params::apply(project, &replay_job, &params)
-        .map_err(|d| Error::Config(crate::diagnostic::Diagnostics(d)))?;
-    let project = &project;
     let compiled = crate::plan::compile_with(project, &replay_job, &inputs).await?;
     crate::run::run_with(
         project,

@@ -56,7 +56,7 @@ pub fn run_started(run_id: &str) -> Option<DateTime<Utc>> {
 /// that cannot be deleted is skipped (and left for the next prune).
 pub fn prune(project: &Project, now: DateTime<Utc>, dry_run: bool) -> Result<Pruned> {
     let policy = &project.settings.retention;
-    let mut store = StateStore::open(&project.path(&project.settings.state_dir))?;
+    let mut store = StateStore::of(project)?;
     let keep_files = store.protected_runs(1)?;
     let keep_history = store.protected_runs(crate::state::VOLUME_BASELINE_RUNS)?;
     // A retention longer than the calendar reaches keeps everything.

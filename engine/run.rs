@@ -464,7 +464,7 @@ fn dataset_checks(
         o.counts.quarantined,
     );
     let history = if compiled.job.checks.volume.is_some() {
-        crate::state::StateStore::open(&project.path(&project.settings.state_dir))
+        crate::state::StateStore::of(project)
             .and_then(|s| s.runs(&compiled.job.name, crate::state::VOLUME_BASELINE_RUNS, true))
             .map(|runs| runs.iter().map(|r| r.rows_written).collect::<Vec<_>>())
             .unwrap_or_else(|e| {
@@ -580,8 +580,7 @@ fn record(
     replay_of: Option<&str>,
     model: Option<&crate::model::CanonicalModel>,
 ) {
-    let dir = project.path(&project.settings.state_dir);
-    let recorded = crate::state::StateStore::open(&dir).and_then(|mut s| {
+    let recorded = crate::state::StateStore::of(project).and_then(|mut s| {
         s.record_run(report, replay_of, &crate::alerts::of_run(project, report))
             .map(|()| s)
     });

@@ -28,6 +28,7 @@ pub async fn compile_jobs(
         {
             continue;
         }
+        let raw = sources_by_date(job);
         // Run references read now and the vars' defaults, as a manual run would.
         let params = crate::config::params::RunParams::at(chrono::Utc::now());
         let (project, job) = match crate::config::params::apply(project, job, &params) {
@@ -41,6 +42,14 @@ pub async fn compile_jobs(
         match crate::plan::compile(project, job).await {
             Ok(_) => {}
             Err(Error::Config(d)) => diags.extend(d),
+            // A source whose path names a date has no files for some dates: not an error of
+            // the project.
+            Err(Error::Source {
+                source_name, path, ..
+            }) if raw.contains(&source_name) => warnings.push(format!(
+                "job `{}`: source `{source_name}` has no files for today ({path}), so the job was not compiled against its schema; `sluice plan {} --date DATE` checks it for a date that has files",
+                job.name, job.name
+            )),
             Err(Error::Source {
                 source_name,
                 path,
@@ -78,4 +87,17 @@ pub async fn compile_jobs(
         }
     }
     (diags, warnings)
+}
+
+/// The file sources of `job` whose path uses `${run.*}` (their files differ by date).
+fn sources_by_date(job: &Job) -> Vec<String> {
+    job.sources
+        .iter()
+        .filter(|(_, s)| {
+            s.path
+                .as_ref()
+                .is_some_and(|p| crate::config::params::references(p.get_ref(), "${run."))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }

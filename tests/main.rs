@@ -16,3 +16,4 @@ mod run_flights;
 mod run_params;
 mod schedule;
 mod sources;
+mod state_postgres;

@@ -10,7 +10,7 @@ pub(crate) fn quality(explicit: Option<&Path>, job: &str, last: usize) -> Result
     let root = project_root(explicit, None)?;
     let project = load_for_job(&root, job)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
-    let store = sluice::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let store = sluice::state::StateStore::of(&project)?;
     out!(
         "{}",
         sluice::inspect::quality_trend(&store, &job.name, last)?

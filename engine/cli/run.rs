@@ -42,6 +42,7 @@ impl ParamArgs {
         Ok(RunParams {
             logical_date,
             vars: self.vars.iter().cloned().collect(),
+            zone: None,
         })
     }
 }
@@ -86,7 +87,14 @@ pub(crate) async fn backfill(
         };
         return run_with(&project, job, json, &mode, &args.params(job)?).await;
     }
-    let plan = sluice::backfill::plan(&project, job, &range.from, &range.to, range.restart)?;
+    let given = args.params(job)?.vars;
+    let plan = sluice::backfill::plan(
+        &project,
+        job,
+        (&range.from, &range.to),
+        &given,
+        range.restart,
+    )?;
     if let Some(done) = plan.resumed_after {
         errln(&format!(
             "resuming the backfill of {} .. {}: dates through {done} were committed by an earlier run (--restart runs them again)",

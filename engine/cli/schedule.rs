@@ -50,7 +50,7 @@ pub(crate) fn parse_grace(text: &str) -> Result<Duration, String> {
 pub(crate) fn resume(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
     let (project, _) = Project::load_partial(&root);
-    let store = sluice::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let store = sluice::state::StateStore::of(&project)?;
     let circuit = store.circuit(job)?;
     if store.close_circuit(job)? {
         let last = circuit.and_then(|c| c.last_error).unwrap_or_default();

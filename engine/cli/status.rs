@@ -16,7 +16,7 @@ pub(crate) fn status(explicit: Option<&Path>, json: bool) -> Result<i32, Error> 
             diags.to_string().trim_end()
         ));
     }
-    let store = sluice::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let store = sluice::state::StateStore::of(&project)?;
     let statuses = sluice::status::job_statuses(&project, &store, chrono::Utc::now())?;
     if json {
         print_value(&statuses)?;
@@ -34,7 +34,7 @@ pub(crate) fn runs(
 ) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
     let (project, diags) = Project::load_partial(&root);
-    let store = sluice::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let store = sluice::state::StateStore::of(&project)?;
     let runs = match job {
         Some(name) => {
             // A job that no longer loads still has its history.

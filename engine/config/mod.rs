@@ -69,8 +69,12 @@ pub struct ProjectSettings {
     pub name: String,
     /// Warehouse folder for Parquet targets and the quarantine, relative to the root.
     pub warehouse: PathBuf,
-    /// State folder for run reports and locks, relative to the root.
+    /// State folder for run reports and locks, relative to the root (and the state store's
+    /// SQLite file, unless `state_url`).
     pub state_dir: PathBuf,
+    /// `[state] url`: the PostgreSQL database holding the state store, as written (secrets
+    /// as references), for several daemons sharing one store.
+    pub state_url: Option<String>,
     /// Defaults for every job.
     pub defaults: DefaultsSpec,
     /// Named connections, URLs kept as templates (never resolved here).

@@ -15,9 +15,11 @@
 //! `${env:...}` and `${file:...}` are left for [`super::interpolate`], which resolves them when
 //! a file or connection is opened; `$$` stays a literal `$`.
 //!
-//! Var values are restricted to letters, digits, spaces and `_ - . : + @` (and never `..`):
-//! they are written into paths and SQL as text, so a value cannot leave the folder or the
-//! string literal it is written in.
+//! Var values are restricted to ASCII letters, digits, spaces and `_ - . : + @`, not empty,
+//! not starting or ending with `.` or a space, with no `..` and no `--`: they are written into
+//! paths and SQL as text, so a value cannot name another folder (`..`, `.`, nothing), leave
+//! the string literal it is written in, or comment out the rest of a query. Write them inside
+//! quotes in SQL (`'${var.region}'`).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -34,6 +36,9 @@ pub struct RunParams {
     pub logical_date: DateTime<Utc>,
     /// Values given for this run (`--var`, the API), over the job's `[vars]` defaults.
     pub vars: BTreeMap<String, String>,
+    /// The zone to read the logical date in, when not the job's own ([`zone_of`]): a job run
+    /// `after` another reads it in that job's zone, so both see the same `${run.date}`.
+    pub zone: Option<chrono_tz::Tz>,
 }
 
 impl RunParams {
@@ -42,6 +47,7 @@ impl RunParams {
         RunParams {
             logical_date,
             vars: BTreeMap::new(),
+            zone: None,
         }
     }
 }
@@ -75,8 +81,8 @@ pub fn parse_var(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
-/// Checks a var's name (letters, digits, `_`, not starting with a digit) and value (letters,
-/// digits, spaces and `_ - . : + @`, never `..`).
+/// Checks a var's name (letters, digits, `_`, not starting with a digit) and value (see the
+/// module's rules).
 ///
 /// # Errors
 /// A message saying what is not allowed.
@@ -89,13 +95,17 @@ pub fn check_var(key: &str, value: &str) -> Result<(), String> {
             "`{key}` is not a var name: use letters, digits and `_`, not starting with a digit"
         ));
     }
-    let value_ok = value
-        .chars()
-        .all(|c| c.is_alphanumeric() || " _-.:+@".contains(c))
-        && !value.contains("..");
+    let value_ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _-.:+@".contains(c))
+        && !value.starts_with(['.', ' '])
+        && !value.ends_with(['.', ' '])
+        && !value.contains("..")
+        && !value.contains("--");
     if !value_ok {
         return Err(format!(
-            "the value of var `{key}` may hold only letters, digits, spaces and `_ - . : + @` (it is written into paths and SQL as text)"
+            "the value of var `{key}` must be ASCII letters, digits, spaces and `_ - . : + @`, not empty, not starting or ending with `.` or a space, without `..` or `--` (it is written into paths and SQL as text)"
         ));
     }
     Ok(())
@@ -116,10 +126,12 @@ fn day_start(day: NaiveDate, zone: chrono_tz::Tz) -> DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight exists"))
 }
 
-/// The calendar day `logical_date` falls on in `job`'s zone, and that day's bounds
+/// The calendar day `logical_date` falls on in `zone`, and that day's bounds
 /// (`start <= t < end`), as `${run.date}`, `${run.start}` and `${run.end}` give them.
-pub fn day_of(job: &Job, logical_date: DateTime<Utc>) -> (NaiveDate, DateTime<Utc>, DateTime<Utc>) {
-    let zone = zone_of(job);
+pub fn day_of(
+    zone: chrono_tz::Tz,
+    logical_date: DateTime<Utc>,
+) -> (NaiveDate, DateTime<Utc>, DateTime<Utc>) {
     let day = logical_date.with_timezone(&zone).date_naive();
     let end = day_start(day.succ_opt().unwrap_or(day), zone);
     (day, day_start(day, zone), end)
@@ -145,7 +157,7 @@ struct Values<'a> {
 impl<'a> Values<'a> {
     fn new(job: &'a Job, params: &'a RunParams) -> Values<'a> {
         Values {
-            zone: zone_of(job),
+            zone: params.zone.unwrap_or_else(|| zone_of(job)),
             params,
             defaults: &job.vars,
             used_run: Default::default(),
@@ -217,9 +229,23 @@ fn substitute(template: &str, values: &Values<'_>) -> Result<String, String> {
     Ok(out)
 }
 
-/// True when `template` uses a run reference (`${run.*}` or `${var.*}`).
+/// True when `template` uses a run reference (`${run.*}` or `${var.*}`; `$${` is a literal).
 pub fn uses_params(template: &str) -> bool {
-    template.contains("${run.") || template.contains("${var.")
+    references(template, "${run.") || references(template, "${var.")
+}
+
+/// True when `template` holds `needle` (starting with `$`) not escaped as `$$`.
+pub(crate) fn references(template: &str, needle: &str) -> bool {
+    template.match_indices(needle).any(|(i, _)| {
+        // An odd run of `$` before the match's own `$` escapes it.
+        template[..i]
+            .chars()
+            .rev()
+            .take_while(|c| *c == '$')
+            .count()
+            % 2
+            == 0
+    })
 }
 
 /// True when a run of `job` depends on its logical date: a `${run.*}` reference in the job's
@@ -509,6 +535,22 @@ mod tests {
             "no way out of a string literal"
         );
         assert!(parse_var("1st=x").is_err());
+        for bad in [
+            "region=",
+            "region=.",
+            "region=x.",
+            "region= x",
+            "region=0 --",
+            "region=é",
+        ] {
+            assert!(parse_var(bad).is_err(), "{bad} is accepted");
+        }
+        assert!(references("a/${run.date}", "${run."));
+        assert!(!references("a/$${run.date}", "${run."), "escaped");
+        assert!(
+            references("a/$$${run.date}", "${run."),
+            "a `$` then a reference"
+        );
     }
 
     #[test]

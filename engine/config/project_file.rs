@@ -12,6 +12,7 @@ pub(super) fn default_settings(root: &Path) -> ProjectSettings {
             .to_string(),
         warehouse: PathBuf::from("warehouse"),
         state_dir: PathBuf::from(".sluice"),
+        state_url: None,
         defaults: DefaultsSpec::default(),
         connections: BTreeMap::new(),
         server: None,
@@ -29,6 +30,7 @@ pub(super) const PROJECT_KEYS: &[&str] = &[
     "name",
     "warehouse",
     "state_dir",
+    "state",
     "defaults",
     "connections",
     "server",
@@ -81,6 +83,11 @@ pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option
                     s.connections.insert(name, c);
                 }
             }
+            "state" => {
+                if let Some(spec) = r.entry::<StateSpec>(key, item) {
+                    s.state_url = validate_state(&mut r, &spec);
+                }
+            }
             "server" => {
                 if let Some(spec) = r.entry::<ServerSpec>(key, item) {
                     validate_server(&mut r, &spec);
@@ -110,6 +117,33 @@ pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option
         );
     }
     Some(s)
+}
+
+/// Checks `[state]`: a PostgreSQL URL with no password written in plain text.
+fn validate_state(r: &mut Reader<'_>, spec: &StateSpec) -> Option<String> {
+    let url = spec.url.get_ref();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        r.error(
+            Some(spec.url.span()),
+            "state.url",
+            "the state store can be a PostgreSQL database (`postgres://...`); leave `[state]` out for the SQLite file in `state_dir`",
+            Some("url = \"postgres://sluice:${env:SLUICE_STATE_PASSWORD}@db:5432/sluice_state\"".into()),
+        );
+        return None;
+    }
+    if interpolate::has_plaintext_password(url) {
+        r.error(
+            Some(spec.url.span()),
+            "state.url",
+            "password written in plain text",
+            Some(
+                "write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project"
+                    .into(),
+            ),
+        );
+        return None;
+    }
+    Some(url.clone())
 }
 
 /// Checks `[server]`: an address that parses, tokens that are SHA-256 digests in hex, rate

@@ -747,6 +747,21 @@ pub struct AlertsSpec {
     pub on: Vec<AlertEvent>,
 }
 
+/// `[state]` of the project file: where the state store lives when it is not the SQLite file
+/// in `state_dir`.
+///
+/// ```toml
+/// [state]
+/// url = "postgres://sluice:${env:SLUICE_STATE_PASSWORD}@db.internal:5432/sluice_state"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`); secrets only through
+    /// `${env:NAME}` or `${file:PATH}`.
+    pub url: Spanned<String>,
+}
+
 /// An event that raises an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

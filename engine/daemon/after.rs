@@ -1,8 +1,12 @@
 //! Jobs run `after` others: when a run commits, each job naming its job in `after` runs for
-//! the same logical date, once every other job it names has committed a run whose logical
-//! date falls on the same calendar day (read in the downstream job's zone). The logical date
-//! is claimed in the state store like a fire, so the downstream job runs once for it, also
-//! with two daemons on one store.
+//! the same logical date, read in the zone of the job that committed (so both see the same
+//! `${run.date}`), once every other job it names has committed a run whose logical date falls
+//! on that calendar day. The logical date is claimed in the state store like a fire, so the
+//! downstream job runs once for it, also with two daemons on one store.
+//!
+//! Not caught up later: a date whose downstream run could not start (the job was still
+//! running, or the daemon stopped between the upstream's commit and the start), or a date
+//! older than one the downstream job already ran for. `sluice run JOB --date D` runs it.
 
 use chrono::{DateTime, Utc};
 
@@ -38,7 +42,12 @@ impl Daemon {
     /// Starts `job` for `logical` (the date `upstream` just committed), or logs why not.
     fn start_after(&mut self, job: &Job, upstream: &str, logical: DateTime<Utc>) {
         let name = job.name.as_str();
-        let (day, start, end) = params::day_of(job, logical);
+        let zone = self
+            .project
+            .jobs
+            .get(upstream)
+            .map_or(chrono_tz::UTC, params::zone_of);
+        let (day, start, end) = params::day_of(zone, logical);
         for u in &job.after {
             match self.store.committed_between(u, start, end) {
                 Ok(Some(_)) => {}
@@ -82,6 +91,10 @@ impl Daemon {
             upstream: upstream.to_string(),
             at: logical,
         };
-        self.spawn_run(name, origin, RunParams::at(logical));
+        let params = RunParams {
+            zone: Some(zone),
+            ..RunParams::at(logical)
+        };
+        self.spawn_run(name, origin, params);
     }
 }

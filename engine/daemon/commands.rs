@@ -111,6 +111,7 @@ impl Daemon {
             return Ok(RunParams {
                 logical_date: Utc::now(),
                 vars,
+                zone: None,
             });
         };
         for (name, value) in &vars {
@@ -126,7 +127,11 @@ impl Daemon {
             Some(d) => params::parse_date(d, params::zone_of(spec)).map_err(Refused::Invalid)?,
             None => Utc::now(),
         };
-        Ok(RunParams { logical_date, vars })
+        Ok(RunParams {
+            logical_date,
+            vars,
+            zone: None,
+        })
     }
 
     /// Closes `job`'s circuit; returns whether it was paused.

@@ -249,14 +249,20 @@ impl Daemon {
             },
             hint: Some("run one daemon per project; stop the other one first".into()),
         })?;
-        let store = StateStore::open(&state_dir)?;
-        let abandoned = store.abandon_triggers()?;
+        let store = StateStore::of(&project)?;
+        // Sharing a PostgreSQL store, queued and running triggers may be another daemon's.
+        let abandoned = if store.is_shared() {
+            0
+        } else {
+            store.abandon_triggers()?
+        };
         if abandoned > 0 {
             log(&format!(
                 "{abandoned} API-triggered run(s) of a daemon that stopped are recorded as abandoned"
             ));
         }
-        let (shared, commands) = Shared::new(root.to_path_buf(), state_dir, stall_after);
+        let state_url = project.settings.state_url.clone();
+        let (shared, commands) = Shared::new(root.to_path_buf(), state_dir, state_url, stall_after);
         let mut daemon = Daemon {
             _lock: lock,
             root: root.to_path_buf(),
@@ -365,7 +371,7 @@ impl Daemon {
                 return None;
             }
         };
-        let mut store = match StateStore::open(&self.shared.state_dir) {
+        let mut store = match self.shared.store() {
             Ok(s) => s,
             Err(e) => {
                 log(&format!("alerts are not sent: {e}"));
@@ -400,7 +406,9 @@ impl Daemon {
     /// misfire policy.
     fn start_entry(&self, job: &str, schedule: Schedule, now: DateTime<Utc>) -> Result<Entry> {
         let last = self.store.last_fire(job)?;
-        if let Some(l) = last.as_ref().filter(|l| l.status == "running") {
+        // A fire left `running` in a shared store may be another daemon's, still running.
+        let own = !self.store.is_shared();
+        if let Some(l) = last.as_ref().filter(|l| own && l.status == "running") {
             self.store.finish_fire(job, l.fire_at, "abandoned", None)?;
             log(&format!(
                 "job {job}: the daemon stopped during the run of the fire at {}; that run was abandoned (its target is as before it, or its commit is recorded at the next run) and is not run again",

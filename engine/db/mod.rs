@@ -508,7 +508,7 @@ fn plan_cursor(
         };
         zero.minus(lb.get_ref()).map_err(src_err)?;
     }
-    let store = crate::state::StateStore::open(&project.path(&project.settings.state_dir))?;
+    let store = crate::state::StateStore::of(project)?;
     let stored = store.watermark(job, name)?;
     if let (Some(w), false) = (&stored, *mode == ExtractMode::FullRefresh) {
         if &w.cursor_column != column {

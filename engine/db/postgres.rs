@@ -71,33 +71,7 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     }
 }
 
-/// The error's text: the server's message with its detail and hint, or the client's.
-pub fn message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("; {d}"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!("; hint: {h}"));
-            }
-            s
-        }
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                let t = inner.to_string();
-                if !s.contains(&t) {
-                    s.push_str(&format!(": {t}"));
-                }
-                src = inner.source();
-            }
-            s
-        }
-    }
-}
+pub use crate::pg::message;
 
 /// An [`Error::Connection`] for `e` while doing `what`.
 pub fn error(c: &Connector, what: &str, e: &tokio_postgres::Error) -> Error {

@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 use super::auth::{self, Caller, Tokens};
 use super::{Command, Problem, Refused, Shared};
 use crate::config::Project;
-use crate::state::{RunRecord, StateStore, TriggerRecord};
+use crate::state::{RunRecord, TriggerRecord};
 use crate::status::JobStatus;
 
 type Api<T> = std::result::Result<T, Problem>;
@@ -149,7 +149,7 @@ pub(super) async fn openapi() -> Response {
 async fn list_jobs(State(s): State<Arc<Shared>>) -> Api<Json<Vec<JobStatus>>> {
     blocking(move || {
         let (project, _) = Project::load_partial(&s.root);
-        let store = StateStore::open(&s.state_dir)?;
+        let store = s.store()?;
         Ok(Json(crate::status::job_statuses(
             &project,
             &store,
@@ -280,12 +280,9 @@ async fn get_trigger(
     Path(trigger_id): Path<String>,
 ) -> Api<Json<TriggerRecord>> {
     blocking(move || {
-        StateStore::open(&s.state_dir)?
-            .trigger(&trigger_id)?
-            .map(Json)
-            .ok_or_else(|| {
-                Problem::new(StatusCode::NOT_FOUND, format!("no trigger `{trigger_id}`"))
-            })
+        s.store()?.trigger(&trigger_id)?.map(Json).ok_or_else(|| {
+            Problem::new(StatusCode::NOT_FOUND, format!("no trigger `{trigger_id}`"))
+        })
     })
     .await
 }
@@ -313,7 +310,7 @@ async fn list_runs(
 ) -> Api<Json<Vec<RunRecord>>> {
     let limit = q.limit.unwrap_or(20).min(1000);
     blocking(move || {
-        let store = StateStore::open(&s.state_dir)?;
+        let store = s.store()?;
         let runs = match &q.job {
             Some(job) => store.runs(job, limit, false)?,
             None => store.all_runs(limit)?,
@@ -338,9 +335,7 @@ async fn get_run(State(s): State<Arc<Shared>>, Path(run_id): Path<String>) -> Ap
 /// The report of `run_id` as stored, or 404.
 fn read_report(s: &Shared, run_id: &str) -> Api<Response> {
     let not_found = || Problem::new(StatusCode::NOT_FOUND, format!("no run `{run_id}`"));
-    let record = StateStore::open(&s.state_dir)?
-        .run(run_id)?
-        .ok_or_else(not_found)?;
+    let record = s.store()?.run(run_id)?.ok_or_else(not_found)?;
     // The state folder is known: no need to read the project's files for it.
     let path = crate::report::report_path_in(&s.state_dir, &record.job, &record.run_id);
     let text = std::fs::read_to_string(&path).map_err(|e| {

@@ -78,8 +78,10 @@ pub enum Refused {
 pub struct Shared {
     /// The project root.
     pub root: PathBuf,
-    /// The state store's folder.
+    /// The state folder (run reports, locks; the store itself unless `state_url`).
     pub state_dir: PathBuf,
+    /// `[state] url` as written: the store is this PostgreSQL database.
+    pub state_url: Option<String>,
     /// The daemon's metrics.
     pub metrics: Metrics,
     /// Unix time in milliseconds the scheduler loop last woke.
@@ -95,18 +97,31 @@ impl Shared {
     pub fn new(
         root: PathBuf,
         state_dir: PathBuf,
+        state_url: Option<String>,
         stall_after: Duration,
     ) -> (Arc<Shared>, mpsc::Receiver<Command>) {
         let (commands, receiver) = mpsc::channel(64);
         let shared = Shared {
             root,
             state_dir,
+            state_url,
             metrics: Metrics::new(),
             last_tick_ms: AtomicI64::new(chrono::Utc::now().timestamp_millis()),
             stall_after,
             commands,
         };
         (Arc::new(shared), receiver)
+    }
+
+    /// Opens the state store.
+    ///
+    /// # Errors
+    /// As [`StateStore::of`](crate::state::StateStore::of).
+    pub fn store(&self) -> crate::error::Result<crate::state::StateStore> {
+        match &self.state_url {
+            Some(url) => crate::state::StateStore::open_url(url, &self.root),
+            None => crate::state::StateStore::open(&self.state_dir),
+        }
     }
 
     /// Records that the scheduler loop woke at `now`.

@@ -3,8 +3,8 @@
 //! jobs that run `after` it).
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{params, OptionalExtension};
 
+use super::sql::vals;
 use super::{rfc3339, StateStore};
 use crate::error::Result;
 
@@ -15,25 +15,23 @@ fn logical(t: DateTime<Utc>) -> String {
 }
 
 impl StateStore {
-    /// The last date the backfill of `job` over `from..to` committed, if it started before.
+    /// The last date the backfill of `job` with `vars` (as JSON) over `from..to` committed, if
+    /// it started before. Another set of vars is another backfill.
     ///
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn backfill_done_through(
         &self,
         job: &str,
+        vars: &str,
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Option<NaiveDate>> {
-        let done: Option<Option<String>> = self
-            .conn
-            .query_row(
-                "SELECT done_through FROM backfills WHERE job = ?1 AND from_date = ?2 AND to_date = ?3",
-                params![job, from.to_string(), to.to_string()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let done: Option<Option<String>> = self.one(
+            "SELECT done_through FROM backfills
+             WHERE job = ?1 AND vars = ?2 AND from_date = ?3 AND to_date = ?4",
+            vals![job, vars, from.to_string(), to.to_string()],
+        )?;
         Ok(done
             .flatten()
             .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
@@ -48,22 +46,24 @@ impl StateStore {
     pub fn backfill_progress(
         &self,
         job: &str,
+        vars: &str,
         from: NaiveDate,
         to: NaiveDate,
         done: Option<NaiveDate>,
     ) -> Result<()> {
-        self.conn
+        self.db
             .execute(
-                "INSERT INTO backfills (job, from_date, to_date, done_through, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (job, from_date, to_date)
-                 DO UPDATE SET done_through = ?4, updated_at = ?5",
-                params![
+                "INSERT INTO backfills (job, vars, from_date, to_date, done_through, updated_at)
+                 VALUES (?1, ?6, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (job, vars, from_date, to_date)
+                 DO UPDATE SET done_through = excluded.done_through, updated_at = excluded.updated_at",
+                vals![
                     job,
                     from.to_string(),
                     to.to_string(),
                     done.map(|d| d.to_string()),
-                    rfc3339(chrono::Utc::now())
+                    rfc3339(chrono::Utc::now()),
+                    vars
                 ],
             )
             .map(|_| ())
@@ -74,11 +74,17 @@ impl StateStore {
     ///
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
-    pub fn backfill_forget(&self, job: &str, from: NaiveDate, to: NaiveDate) -> Result<()> {
-        self.conn
+    pub fn backfill_forget(
+        &self,
+        job: &str,
+        vars: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<()> {
+        self.db
             .execute(
-                "DELETE FROM backfills WHERE job = ?1 AND from_date = ?2 AND to_date = ?3",
-                params![job, from.to_string(), to.to_string()],
+                "DELETE FROM backfills WHERE job = ?1 AND vars = ?2 AND from_date = ?3 AND to_date = ?4",
+                vals![job, vars, from.to_string(), to.to_string()],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
@@ -95,16 +101,12 @@ impl StateStore {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT run_id FROM runs WHERE job = ?1 AND logical_date >= ?2 AND logical_date < ?3
-                   AND status IN ('succeeded', 'succeeded_with_warnings')
-                 ORDER BY started_at DESC LIMIT 1",
-                params![job, logical(start), logical(end)],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.one(
+            "SELECT run_id FROM runs WHERE job = ?1 AND logical_date >= ?2 AND logical_date < ?3
+               AND status IN ('succeeded', 'succeeded_with_warnings')
+             ORDER BY started_at DESC LIMIT 1",
+            vals![job, logical(start), logical(end)],
+        )
     }
 }
 
@@ -118,24 +120,40 @@ mod tests {
         let store = StateStore::open(dir.path()).unwrap();
         let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
         let (from, to) = (d("2026-11-01"), d("2026-11-05"));
-        assert_eq!(store.backfill_done_through("j", from, to).unwrap(), None);
-        store.backfill_progress("j", from, to, None).unwrap();
-        assert_eq!(store.backfill_done_through("j", from, to).unwrap(), None);
+        assert_eq!(
+            store.backfill_done_through("j", "{}", from, to).unwrap(),
+            None
+        );
+        store.backfill_progress("j", "{}", from, to, None).unwrap();
+        assert_eq!(
+            store.backfill_done_through("j", "{}", from, to).unwrap(),
+            None
+        );
         store
-            .backfill_progress("j", from, to, Some(d("2026-11-02")))
+            .backfill_progress("j", "{}", from, to, Some(d("2026-11-02")))
             .unwrap();
         assert_eq!(
-            store.backfill_done_through("j", from, to).unwrap(),
+            store.backfill_done_through("j", "{}", from, to).unwrap(),
             Some(d("2026-11-02"))
         );
         assert_eq!(
             store
-                .backfill_done_through("j", from, d("2026-11-06"))
+                .backfill_done_through("j", "{}", from, d("2026-11-06"))
                 .unwrap(),
             None,
             "another range is another backfill"
         );
-        store.backfill_forget("j", from, to).unwrap();
-        assert_eq!(store.backfill_done_through("j", from, to).unwrap(), None);
+        assert_eq!(
+            store
+                .backfill_done_through("j", r#"{"region":"US"}"#, from, to)
+                .unwrap(),
+            None,
+            "other vars are another backfill"
+        );
+        store.backfill_forget("j", "{}", from, to).unwrap();
+        assert_eq!(
+            store.backfill_done_through("j", "{}", from, to).unwrap(),
+            None
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! What the daemon keeps in the state store besides its fires: each scheduled job's circuit
 //! (consecutive failures, and whether it is paused) and the runs asked for through the API.
 
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::vals;
 use super::{outbox, rfc3339, StateStore};
 use crate::error::Result;
 
@@ -43,20 +42,22 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn circuit(&self, job: &str) -> Result<Option<Circuit>> {
-        self.conn
-            .query_row(
+        let row = self
+            .db
+            .query_opt(
                 "SELECT failures, opened_at, last_error FROM circuits WHERE job = ?1",
-                params![job],
-                |r| {
-                    Ok(Circuit {
-                        failures: r.get::<_, i64>(0)?.max(0) as u32,
-                        opened_at: r.get(1)?,
-                        last_error: r.get(2)?,
-                    })
-                },
+                vals![job],
             )
-            .optional()
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        row.map(|r| {
+            Ok(Circuit {
+                failures: r.get(0)?,
+                opened_at: r.get(1)?,
+                last_error: r.get(2)?,
+            })
+        })
+        .transpose()
+        .map_err(|e: String| self.err(e))
     }
 
     /// Counts a failed fire of `job`. When it makes `pause_after` failures in a row (and
@@ -72,38 +73,38 @@ impl StateStore {
         pause_after: u32,
         alert: impl FnOnce(u32) -> Option<super::Alert>,
     ) -> Result<(Circuit, bool)> {
-        let path = self.path.clone();
-        let err = |e: rusqlite::Error| crate::error::Error::state(&path, e.to_string());
         let now = rfc3339(chrono::Utc::now());
-        let tx = self.conn.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT INTO circuits (job, failures, opened_at, last_error, updated_at)
-             VALUES (?1, 1, NULL, ?2, ?3)
-             ON CONFLICT (job) DO UPDATE SET failures = circuits.failures + 1,
-                 last_error = excluded.last_error, updated_at = excluded.updated_at",
-            params![job, error, now],
-        )
-        .map_err(err)?;
-        let (failures, opened): (i64, Option<String>) = tx
-            .query_row(
-                "SELECT failures, opened_at FROM circuits WHERE job = ?1",
-                params![job],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(err)?;
-        let failures = failures.max(0) as u32;
-        let opens = pause_after > 0 && failures >= pause_after && opened.is_none();
-        if opens {
-            tx.execute(
-                "UPDATE circuits SET opened_at = ?2 WHERE job = ?1",
-                params![job, now],
-            )
-            .map_err(err)?;
-            if let Some(a) = alert(failures) {
-                outbox::enqueue(&tx, &a).map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)?;
+        let (failures, opened, opens) = self
+            .db
+            .transaction(|db| {
+                db.execute(
+                    "INSERT INTO circuits (job, failures, opened_at, last_error, updated_at)
+                     VALUES (?1, 1, NULL, ?2, ?3)
+                     ON CONFLICT (job) DO UPDATE SET failures = circuits.failures + 1,
+                         last_error = excluded.last_error, updated_at = excluded.updated_at",
+                    vals![job, error, &now],
+                )?;
+                let row = db
+                    .query_opt(
+                        "SELECT failures, opened_at FROM circuits WHERE job = ?1",
+                        vals![job],
+                    )?
+                    .ok_or("the circuit just written is missing")?;
+                let failures: u32 = row.get(0)?;
+                let opened: Option<String> = row.get(1)?;
+                let opens = pause_after > 0 && failures >= pause_after && opened.is_none();
+                if opens {
+                    db.execute(
+                        "UPDATE circuits SET opened_at = ?2 WHERE job = ?1",
+                        vals![job, &now],
+                    )?;
+                    if let Some(a) = alert(failures) {
+                        outbox::enqueue(db, &a)?;
+                    }
+                }
+                Ok((failures, opened, opens))
+            })
+            .map_err(|e| self.err(e))?;
         let circuit = Circuit {
             failures,
             opened_at: if opens { Some(now) } else { opened },
@@ -119,8 +120,8 @@ impl StateStore {
     /// [`crate::error::Error::State`] on a database error.
     pub fn close_circuit(&self, job: &str) -> Result<bool> {
         let paused = self.circuit(job)?.is_some_and(|c| c.opened_at.is_some());
-        self.conn
-            .execute("DELETE FROM circuits WHERE job = ?1", params![job])
+        self.db
+            .execute("DELETE FROM circuits WHERE job = ?1", vals![job])
             .map_err(|e| self.err(e))?;
         Ok(paused)
     }
@@ -140,16 +141,16 @@ impl StateStore {
             status: "queued".into(),
             run_id: None,
         };
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO triggers (trigger_id, job, requested_at, requested_by, status, run_id, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?3)",
-                params![
-                    record.trigger_id,
-                    record.job,
-                    record.requested_at,
-                    record.requested_by,
-                    record.status
+                vals![
+                    &record.trigger_id,
+                    &record.job,
+                    &record.requested_at,
+                    &record.requested_by,
+                    &record.status
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -166,11 +167,11 @@ impl StateStore {
         status: &str,
         run_id: Option<&str>,
     ) -> Result<()> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE triggers SET status = ?2, run_id = COALESCE(?3, run_id), updated_at = ?4
                  WHERE trigger_id = ?1",
-                params![trigger_id, status, run_id, rfc3339(chrono::Utc::now())],
+                vals![trigger_id, status, run_id, rfc3339(chrono::Utc::now())],
             )
             .map(drop)
             .map_err(|e| self.err(e))
@@ -181,24 +182,26 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn trigger(&self, trigger_id: &str) -> Result<Option<TriggerRecord>> {
-        self.conn
-            .query_row(
+        let row = self
+            .db
+            .query_opt(
                 "SELECT trigger_id, job, requested_at, requested_by, status, run_id
                  FROM triggers WHERE trigger_id = ?1",
-                params![trigger_id],
-                |r| {
-                    Ok(TriggerRecord {
-                        trigger_id: r.get(0)?,
-                        job: r.get(1)?,
-                        requested_at: r.get(2)?,
-                        requested_by: r.get(3)?,
-                        status: r.get(4)?,
-                        run_id: r.get(5)?,
-                    })
-                },
+                vals![trigger_id],
             )
-            .optional()
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        row.map(|r| {
+            Ok(TriggerRecord {
+                trigger_id: r.get(0)?,
+                job: r.get(1)?,
+                requested_at: r.get(2)?,
+                requested_by: r.get(3)?,
+                status: r.get(4)?,
+                run_id: r.get(5)?,
+            })
+        })
+        .transpose()
+        .map_err(|e: String| self.err(e))
     }
 
     /// Marks triggers still `queued` or `running` as `abandoned`: at daemon start, they
@@ -207,12 +210,13 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn abandon_triggers(&self) -> Result<usize> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE triggers SET status = 'abandoned', updated_at = ?1
                  WHERE status IN ('queued', 'running')",
-                params![rfc3339(chrono::Utc::now())],
+                vals![rfc3339(chrono::Utc::now())],
             )
+            .map(|n| n as usize)
             .map_err(|e| self.err(e))
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! | table     | one row per                       | columns |
 //! |-----------|-----------------------------------|---------|
-//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed), `sluice_version`, `error`, `logical_date` (RFC 3339 UTC) |
-//! | `backfills` | date backfill (`sluice backfill` of a job without an incremental source) | `job`, `from_date`, `to_date` (`YYYY-MM-DD`, the range asked for), `done_through` (the last date committed), `updated_at` |
+//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed), `sluice_version`, `error`, `logical_date` (RFC 3339 UTC), `vars` (JSON object, or NULL for none) |
+//! | `backfills` | date backfill (`sluice backfill` of a job without an incremental source) | `job`, `vars` (the vars given, as JSON), `from_date`, `to_date` (`YYYY-MM-DD`, the range asked for), `done_through` (the last date committed), `updated_at` |
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
 //! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
 //! | `schedule_fires` | scheduled job              | `job`, `fire_at` (RFC 3339 UTC: the latest fire the daemon took), `status` (`running`, `done`, `skipped`, `abandoned`, `failed`: not run, or stopped outside its run report), `run_id` (its run, once finished), `updated_at` |
@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::report::RunReport;
@@ -32,6 +32,9 @@ mod backfill;
 mod daemon;
 mod outbox;
 mod retention;
+pub mod sql;
+
+use sql::{vals, Db, Value};
 
 pub use daemon::{Circuit, TriggerRecord};
 pub use outbox::{Alert, PendingAlert};
@@ -133,43 +136,83 @@ const MIGRATIONS: &[&str] = &[
     // 2: which Sluice recorded a run, and its error message.
     "ALTER TABLE runs ADD COLUMN sluice_version TEXT;
      ALTER TABLE runs ADD COLUMN error TEXT;",
-    // 3: each run's logical date; how far each date backfill got.
+    // 3: each run's logical date and vars; how far each date backfill got.
     "ALTER TABLE runs ADD COLUMN logical_date TEXT;
+     ALTER TABLE runs ADD COLUMN vars TEXT;
      CREATE TABLE backfills (
-         job         TEXT NOT NULL,
-         from_date   TEXT NOT NULL,
-         to_date     TEXT NOT NULL,
+         job          TEXT NOT NULL,
+         vars         TEXT NOT NULL,
+         from_date    TEXT NOT NULL,
+         to_date      TEXT NOT NULL,
          done_through TEXT,
-         updated_at  TEXT NOT NULL,
-         PRIMARY KEY (job, from_date, to_date)
+         updated_at   TEXT NOT NULL,
+         PRIMARY KEY (job, vars, from_date, to_date)
      );",
 ];
 
-/// Applies the migrations `conn` lacks, each in an immediate transaction (so two processes
-/// opening one store at once apply each migration once).
-fn migrate(conn: &mut Connection) -> rusqlite::Result<std::result::Result<(), String>> {
+/// Applies the migrations `db` lacks, each in a transaction that first takes the database's
+/// write lock (so two processes opening one store at once apply each migration once): SQLite's
+/// `PRAGMA user_version` counts them, PostgreSQL's `sluice_schema` table.
+fn migrate(db: &Db) -> std::result::Result<(), String> {
+    if let Db::Postgres(_) = db {
+        // Daemons opening one new store at once: `CREATE TABLE IF NOT EXISTS` is not safe
+        // against itself in PostgreSQL, so creating the version table waits for a lock.
+        db.batch("SELECT pg_advisory_lock(20932, 0)")?;
+        let created =
+            db.batch("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)");
+        db.batch("SELECT pg_advisory_unlock(20932, 0)")?;
+        created?;
+    }
     loop {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let version = usize::try_from(version).unwrap_or(usize::MAX);
-        if version > MIGRATIONS.len() {
-            return Ok(Err(format!(
-                "the state store has schema version {version}, written by a newer Sluice; this one knows versions up to {}",
-                MIGRATIONS.len()
-            )));
+        let applied = db.transaction(|db| {
+            let version: i64 = match db {
+                Db::Sqlite(_) => db
+                    .query_opt("PRAGMA user_version", &[])?
+                    .map_or(Ok(0), |r| r.get(0))?,
+                Db::Postgres(_) => {
+                    // Serialises the daemons that open the store at once.
+                    db.batch("LOCK TABLE sluice_schema IN EXCLUSIVE MODE")?;
+                    db.query_opt("SELECT max(version) FROM sluice_schema", &[])?
+                        .map_or(Ok(None), |r| r.get::<Option<i64>>(0))?
+                        .unwrap_or(0)
+                }
+            };
+            let version = usize::try_from(version).unwrap_or(usize::MAX);
+            if version > MIGRATIONS.len() {
+                return Err(format!(
+                    "the state store has schema version {version}, written by a newer Sluice; this one knows versions up to {}",
+                    MIGRATIONS.len()
+                ));
+            }
+            let Some(migration) = MIGRATIONS.get(version) else {
+                return Ok(false);
+            };
+            match db {
+                Db::Sqlite(_) => {
+                    db.batch(migration)?;
+                    db.batch(&format!("PRAGMA user_version = {}", version + 1))?;
+                }
+                Db::Postgres(_) => {
+                    db.batch(&Db::postgres_ddl(migration))?;
+                    db.execute("DELETE FROM sluice_schema", &[])?;
+                    db.execute(
+                        "INSERT INTO sluice_schema (version) VALUES (?1)",
+                        vals![(version + 1) as i64],
+                    )?;
+                }
+            }
+            Ok(true)
+        })?;
+        if !applied {
+            return Ok(());
         }
-        let Some(migration) = MIGRATIONS.get(version) else {
-            return Ok(Ok(()));
-        };
-        tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
-        tx.commit()?;
     }
 }
 
 /// An open state store.
 pub struct StateStore {
-    conn: Connection,
+    db: Db,
+    /// How the store is named in messages: the SQLite file, or the URL as written.
     path: PathBuf,
 }
 
@@ -199,6 +242,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// The run's logical date, RFC 3339 UTC (runs recorded before Sluice kept it: none).
     pub logical_date: Option<String>,
+    /// The vars given for the run, by name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// A stored watermark.
@@ -243,7 +289,19 @@ pub struct QualityRecord {
 }
 
 impl StateStore {
-    /// The store of a project: `<state_dir>/state.db`, created on first use.
+    /// The store of a project: the PostgreSQL database of `[state] url` when set, else
+    /// `<state_dir>/state.db`, created on first use.
+    ///
+    /// # Errors
+    /// [`Error::State`] when the folder or database cannot be created, opened or reached.
+    pub fn of(project: &crate::config::Project) -> Result<StateStore> {
+        match &project.settings.state_url {
+            Some(url) => StateStore::open_url(url, &project.root),
+            None => StateStore::open(&project.path(&project.settings.state_dir)),
+        }
+    }
+
+    /// The SQLite store in `state_dir`: `<state_dir>/state.db`, created on first use.
     ///
     /// # Errors
     /// [`Error::State`] when the folder or database cannot be created or opened.
@@ -256,15 +314,62 @@ impl StateStore {
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
-        let mut conn = conn;
-        migrate(&mut conn)
-            .map_err(err)?
-            .map_err(|m| Error::state(&path, m))?;
-        Ok(StateStore { conn, path })
+        StateStore::migrated(Db::Sqlite(conn), path)
     }
 
-    fn err(&self, e: rusqlite::Error) -> Error {
-        Error::state(&self.path, e.to_string())
+    /// The PostgreSQL store at `url_template` (`postgres://…`, secrets as `${env:NAME}` or
+    /// `${file:PATH}`, resolved here and hidden from every message), its tables created or
+    /// migrated on first use.
+    ///
+    /// # Errors
+    /// [`Error::State`] when a reference cannot be resolved or the database cannot be
+    /// reached or migrated; the message shows the URL as written.
+    pub fn open_url(url_template: &str, root: &Path) -> Result<StateStore> {
+        let label = PathBuf::from(url_template);
+        let redactor = crate::config::interpolate::Redactor::process();
+        let url = redactor
+            .resolve(url_template, root)
+            .map_err(|e| Error::state(&label, e))?;
+        let db =
+            sql::Postgres::connect(&url).map_err(|e| Error::state(&label, redactor.redact(&e)))?;
+        StateStore::migrated(Db::Postgres(db), label)
+    }
+
+    /// Takes the lock of `job` on this store's connection, without waiting: a PostgreSQL
+    /// session advisory lock, held until this store is dropped (its connection closes, also
+    /// when the process dies). Returns false when another connection holds it. Always true
+    /// for SQLite, whose one daemon locks jobs with files.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn try_lock_job(&self, job: &str) -> Result<bool> {
+        if !self.is_shared() {
+            return Ok(true);
+        }
+        // Class 0x51C3 ("sluice") keeps the keys apart from other users of advisory locks.
+        self.one::<i64>(
+            "SELECT CAST(pg_try_advisory_lock(20931, hashtext(?1)) AS INTEGER)",
+            vals![format!("job:{job}")],
+        )
+        .map(|held| held == Some(1))
+    }
+
+    /// True for a PostgreSQL store, which several daemons may share: what one finds
+    /// `running` may be another's run in progress, not one a crash left.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    fn migrated(db: Db, path: PathBuf) -> Result<StateStore> {
+        migrate(&db).map_err(|m| Error::state(&path, m))?;
+        Ok(StateStore { db, path })
+    }
+
+    fn err(&self, e: String) -> Error {
+        Error::state(
+            &self.path,
+            crate::config::interpolate::Redactor::process().redact(&e),
+        )
     }
 
     /// Records a finished run, its quality results and the alerts it raises (into the
@@ -280,72 +385,25 @@ impl StateStore {
         replay_of: Option<&str>,
         alerts: &[Alert],
     ) -> Result<()> {
-        let path = self.path.clone();
-        let err = |e: rusqlite::Error| Error::state(&path, e.to_string());
-        let tx = self.conn.transaction().map_err(err)?;
-        insert_run(&tx, &crate::commit::CommitRecord::of(report, replay_of)).map_err(err)?;
-        tx.execute(
-            "UPDATE runs SET sluice_version = ?2, error = ?3 WHERE run_id = ?1",
-            params![
-                report.run_id,
-                env!("CARGO_PKG_VERSION"),
-                report.error.as_ref().map(|e| e.message.as_str())
-            ],
-        )
-        .map_err(err)?;
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO quality (run_id, job, started_at, kind, name,
-                        rows_checked, rows_failed, measured, threshold, status, action)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .map_err(err)?;
-            let checked = report.rows.produced;
-            for r in &report.rules {
-                let fraction = if checked == 0 {
-                    0.0
-                } else {
-                    r.failed_rows as f64 / checked as f64
-                };
-                insert
-                    .execute(params![
-                        report.run_id,
-                        report.job,
-                        report.started_at,
-                        "rule",
-                        r.rule,
-                        checked as i64,
-                        r.failed_rows as i64,
-                        fraction,
-                        Option::<f64>::None,
-                        r.status.to_string(),
-                        crate::config::spec::json_name(&r.action),
-                    ])
-                    .map_err(err)?;
-            }
-            for c in &report.checks {
-                insert
-                    .execute(params![
-                        report.run_id,
-                        report.job,
-                        report.started_at,
-                        "check",
-                        c.check,
-                        Option::<i64>::None,
-                        Option::<i64>::None,
-                        c.measured,
-                        c.threshold,
-                        c.status.to_string(),
-                        Option::<String>::None,
-                    ])
-                    .map_err(err)?;
-            }
-        }
-        for alert in alerts {
-            outbox::enqueue(&tx, alert).map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        let record = crate::commit::CommitRecord::of(report, replay_of);
+        self.db
+            .transaction(|db| {
+                insert_run(db, &record)?;
+                db.execute(
+                    "UPDATE runs SET sluice_version = ?2, error = ?3 WHERE run_id = ?1",
+                    vals![
+                        &report.run_id,
+                        env!("CARGO_PKG_VERSION"),
+                        report.error.as_ref().map(|e| e.message.as_str())
+                    ],
+                )?;
+                insert_quality(db, report)?;
+                for alert in alerts {
+                    outbox::enqueue(db, alert)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| self.err(e))
     }
 
     /// The latest fire of `job` the daemon took, if any.
@@ -354,24 +412,21 @@ impl StateStore {
     /// [`Error::State`] on a database error or a stored time that is not RFC 3339.
     pub fn last_fire(&self, job: &str) -> Result<Option<FireRecord>> {
         let row = self
-            .conn
-            .query_row(
+            .db
+            .query_opt(
                 "SELECT fire_at, status, run_id FROM schedule_fires WHERE job = ?1",
-                params![job],
-                |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+                vals![job],
             )
-            .optional()
             .map_err(|e| self.err(e))?;
-        row.map(|(at, status, run_id)| {
+        row.map(|r| {
+            let at: String = r.get(0).map_err(|e| self.err(e))?;
             let fire_at = chrono::DateTime::parse_from_rfc3339(&at)
-                .map_err(|e| {
-                    Error::state(&self.path, format!("schedule_fires.fire_at `{at}`: {e}"))
-                })?
+                .map_err(|e| self.err(format!("schedule_fires.fire_at `{at}`: {e}")))?
                 .to_utc();
             Ok(FireRecord {
                 fire_at,
-                status,
-                run_id,
+                status: r.get(1).map_err(|e| self.err(e))?,
+                run_id: r.get(2).map_err(|e| self.err(e))?,
             })
         })
         .transpose()
@@ -381,7 +436,7 @@ impl StateStore {
     /// daemon killed during the run never runs that fire again; `skipped` for a fire the
     /// misfire policy passed over). Returns false, changing nothing, when the store already
     /// holds this fire or a later one: a fire is taken once, also by two daemons sharing the
-    /// store (one statement: SQLite's upsert with a condition).
+    /// store (one statement: an upsert with a condition, atomic in SQLite and PostgreSQL).
     ///
     /// # Errors
     /// [`Error::State`] on a database error: the fire must then not run.
@@ -391,14 +446,14 @@ impl StateStore {
         fire_at: chrono::DateTime<chrono::Utc>,
         status: &str,
     ) -> Result<bool> {
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO schedule_fires (job, fire_at, status, run_id, updated_at)
                  VALUES (?1, ?2, ?3, NULL, ?4)
                  ON CONFLICT (job) DO UPDATE SET fire_at = excluded.fire_at,
                      status = excluded.status, run_id = NULL, updated_at = excluded.updated_at
                  WHERE excluded.fire_at > schedule_fires.fire_at",
-                params![job, rfc3339(fire_at), status, rfc3339(chrono::Utc::now())],
+                vals![job, rfc3339(fire_at), status, rfc3339(chrono::Utc::now())],
             )
             .map(|changed| changed == 1)
             .map_err(|e| self.err(e))
@@ -416,11 +471,11 @@ impl StateStore {
         status: &str,
         run_id: Option<&str>,
     ) -> Result<()> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE schedule_fires SET status = ?3, run_id = ?4, updated_at = ?5
                  WHERE job = ?1 AND fire_at = ?2",
-                params![
+                vals![
                     job,
                     rfc3339(fire_at),
                     status,
@@ -439,11 +494,9 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn record_commit(&mut self, record: &crate::commit::CommitRecord) -> Result<()> {
-        let path = self.path.clone();
-        let err = |e: rusqlite::Error| Error::state(&path, e.to_string());
-        let tx = self.conn.transaction().map_err(err)?;
-        insert_run(&tx, record).map_err(err)?;
-        tx.commit().map_err(err)
+        self.db
+            .transaction(|db| insert_run(db, record))
+            .map_err(|e| self.err(e))
     }
 
     /// The watermark of an incremental source of `job`, if a committed run set one.
@@ -451,20 +504,22 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn watermark(&self, job: &str, source: &str) -> Result<Option<StoredWatermark>> {
-        self.conn
-            .query_row(
+        let row = self
+            .db
+            .query_opt(
                 "SELECT value, run_id, cursor_column FROM watermarks WHERE job = ?1 AND source = ?2",
-                params![job, source],
-                |r| {
-                    Ok(StoredWatermark {
-                        value: r.get(0)?,
-                        run_id: r.get(1)?,
-                        cursor_column: r.get(2)?,
-                    })
-                },
+                vals![job, source],
             )
-            .optional()
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        row.map(|r| {
+            Ok(StoredWatermark {
+                value: r.get(0)?,
+                run_id: r.get(1)?,
+                cursor_column: r.get(2)?,
+            })
+        })
+        .transpose()
+        .map_err(|e| self.err(e))
     }
 
     /// The most recent `limit` runs of `job`, newest first; only committed ones when
@@ -478,7 +533,7 @@ impl StateStore {
         } else {
             "job = ?1"
         };
-        self.select_runs(filter, params![job, limit as i64])
+        self.select_runs(filter, vals![job, limit as i64])
     }
 
     /// The latest `limit` runs of every job, newest first.
@@ -486,7 +541,7 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn all_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        self.select_runs("?1 IS NULL", params![Option::<String>::None, limit as i64])
+        self.select_runs("job <> ?1", vals!["", limit as i64])
     }
 
     /// The run with id `run_id`, if recorded.
@@ -495,38 +550,40 @@ impl StateStore {
     /// [`Error::State`] on a database error.
     pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         Ok(self
-            .select_runs("run_id = ?1", params![run_id, 1i64])?
+            .select_runs("run_id = ?1", vals![run_id, 1i64])?
             .into_iter()
             .next())
     }
 
     /// Runs matching the SQL condition `filter` (over `?1`), newest first, at most `?2`.
-    fn select_runs(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RunRecord>> {
+    fn select_runs(&self, filter: &str, args: &[Value]) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT run_id, job, status, started_at, finished_at, rows_read, rows_written,
-                    rows_quarantined, replay_of, error, logical_date
+                    rows_quarantined, replay_of, error, logical_date, vars
              FROM runs WHERE {filter} ORDER BY started_at DESC, run_id DESC LIMIT ?2"
         );
-        let count = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| {
+        let rows = self.db.query(&sql, args).map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
                 Ok(RunRecord {
                     run_id: r.get(0)?,
                     job: r.get(1)?,
                     status: r.get(2)?,
                     started_at: r.get(3)?,
                     finished_at: r.get(4)?,
-                    rows_read: count(r, 5)?,
-                    rows_written: count(r, 6)?,
-                    rows_quarantined: count(r, 7)?,
+                    rows_read: r.get(5)?,
+                    rows_written: r.get(6)?,
+                    rows_quarantined: r.get(7)?,
                     replay_of: r.get(8)?,
                     error: r.get(9)?,
                     logical_date: r.get(10)?,
+                    vars: r
+                        .get::<Option<String>>(11)?
+                        .and_then(|v| serde_json::from_str(&v).ok())
+                        .unwrap_or_default(),
                 })
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<_, _>>()
+            .collect::<std::result::Result<_, String>>()
             .map_err(|e| self.err(e))
     }
 
@@ -535,29 +592,28 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn quality(&self, job: &str, run_ids: &[String]) -> Result<Vec<QualityRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT run_id, kind, name, rows_failed, measured, status FROM quality
-                 WHERE job = ?1 AND run_id = ?2",
-            )
-            .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for id in run_ids {
-            let rows = stmt
-                .query_map(params![job, id], |r| {
-                    Ok(QualityRecord {
+            let rows = self
+                .db
+                .query(
+                    "SELECT run_id, kind, name, rows_failed, measured, status FROM quality
+                     WHERE job = ?1 AND run_id = ?2",
+                    vals![job, id],
+                )
+                .map_err(|e| self.err(e))?;
+            for r in rows {
+                let record = (|| {
+                    Ok::<_, String>(QualityRecord {
                         run_id: r.get(0)?,
                         kind: r.get(1)?,
                         name: r.get(2)?,
-                        rows_failed: r.get::<_, Option<i64>>(3)?.map(|v| v.max(0) as u64),
+                        rows_failed: r.get(3)?,
                         measured: r.get(4)?,
                         status: r.get(5)?,
                     })
-                })
-                .map_err(|e| self.err(e))?;
-            for r in rows {
-                out.push(r.map_err(|e| self.err(e))?);
+                })();
+                out.push(record.map_err(|e| self.err(e))?);
             }
         }
         Ok(out)
@@ -569,11 +625,11 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn register_model(&self, name: &str, version: &str, definition: &str) -> Result<()> {
-        self.conn
+        self.db
             .execute(
-                "INSERT OR IGNORE INTO models (name, version, definition, registered_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
+                "INSERT INTO models (name, version, definition, registered_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                vals![
                     name,
                     version,
                     definition,
@@ -589,14 +645,16 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn registered_models(&self, name: &str) -> Result<Vec<(String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT version, definition FROM models WHERE name = ?1")
+        let rows = self
+            .db
+            .query(
+                "SELECT version, definition FROM models WHERE name = ?1",
+                vals![name],
+            )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<_, _>>()
+        rows.iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect::<std::result::Result<_, String>>()
             .map_err(|e| self.err(e))
     }
 
@@ -605,14 +663,10 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn run_status(&self, job: &str, run_id: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT status FROM runs WHERE job = ?1 AND run_id = ?2",
-                params![job, run_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.one(
+            "SELECT status FROM runs WHERE job = ?1 AND run_id = ?2",
+            vals![job, run_id],
+        )
     }
 
     /// The committed replay of `run_id`, if one happened.
@@ -620,53 +674,123 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn replayed_by(&self, job: &str, run_id: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT run_id FROM runs WHERE job = ?1 AND replay_of = ?2
-                   AND status IN ('succeeded', 'succeeded_with_warnings')",
-                params![job, run_id],
-                |r| r.get(0),
-            )
-            .optional()
+        self.one(
+            "SELECT run_id FROM runs WHERE job = ?1 AND replay_of = ?2
+               AND status IN ('succeeded', 'succeeded_with_warnings')",
+            vals![job, run_id],
+        )
+    }
+
+    /// The first column of the first row `sql` selects, if any.
+    fn one<T: sql::FromValue>(&self, sql: &str, params: &[Value]) -> Result<Option<T>> {
+        self.db
+            .query_opt(sql, params)
+            .and_then(|r| r.map(|r| r.get(0)).transpose())
             .map_err(|e| self.err(e))
     }
 }
 
 /// Inserts (or replaces) the run of `r`, and for a committed run the watermarks it moved.
-fn insert_run(
-    tx: &rusqlite::Transaction<'_>,
-    r: &crate::commit::CommitRecord,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO runs (run_id, job, status, started_at, finished_at, rows_read,
+fn insert_run(db: &Db, r: &crate::commit::CommitRecord) -> std::result::Result<(), String> {
+    db.execute(
+        "INSERT INTO runs (run_id, job, status, started_at, finished_at, rows_read,
             rows_written, rows_quarantined, rows_dropped, model, model_version, replay_of,
-            logical_date)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        params![
-            r.run_id,
-            r.job,
-            r.status,
-            r.started_at,
-            r.finished_at,
-            r.rows_read as i64,
-            r.rows_written as i64,
-            r.rows_quarantined as i64,
-            r.rows_dropped as i64,
-            r.model,
-            r.model_version,
-            r.replay_of,
-            r.logical_date,
+            logical_date, vars)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (run_id) DO UPDATE SET job = excluded.job, status = excluded.status,
+            started_at = excluded.started_at, finished_at = excluded.finished_at,
+            rows_read = excluded.rows_read, rows_written = excluded.rows_written,
+            rows_quarantined = excluded.rows_quarantined, rows_dropped = excluded.rows_dropped,
+            model = excluded.model, model_version = excluded.model_version,
+            replay_of = excluded.replay_of, logical_date = excluded.logical_date,
+            vars = excluded.vars",
+        vals![
+            &r.run_id,
+            &r.job,
+            &r.status,
+            &r.started_at,
+            &r.finished_at,
+            r.rows_read,
+            r.rows_written,
+            r.rows_quarantined,
+            r.rows_dropped,
+            &r.model,
+            &r.model_version,
+            r.replay_of.as_deref(),
+            r.logical_date.as_deref(),
+            vars_json(&r.vars),
         ],
     )?;
     // Watermarks move with the run record, and only for a run that committed.
     if r.committed() {
         for (source, column, value) in &r.watermarks {
-            tx.execute(
-                "INSERT OR REPLACE INTO watermarks (job, source, cursor_column, value, run_id, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![r.job, source, column, value, r.run_id, r.finished_at],
+            db.execute(
+                "INSERT INTO watermarks (job, source, cursor_column, value, run_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (job, source) DO UPDATE SET cursor_column = excluded.cursor_column,
+                    value = excluded.value, run_id = excluded.run_id,
+                    updated_at = excluded.updated_at",
+                vals![&r.job, source, column, value, &r.run_id, &r.finished_at],
             )?;
         }
+    }
+    Ok(())
+}
+
+/// `vars` as stored: a JSON object, or NULL for none.
+fn vars_json(vars: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    (!vars.is_empty()).then(|| serde_json::to_string(vars).unwrap_or_default())
+}
+
+/// Inserts the quality results of `report`: one row per rule and per dataset check.
+fn insert_quality(db: &Db, report: &RunReport) -> std::result::Result<(), String> {
+    const INSERT: &str = "INSERT INTO quality (run_id, job, started_at, kind, name,
+            rows_checked, rows_failed, measured, threshold, status, action)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (run_id, kind, name) DO UPDATE SET rows_checked = excluded.rows_checked,
+            rows_failed = excluded.rows_failed, measured = excluded.measured,
+            threshold = excluded.threshold, status = excluded.status, action = excluded.action";
+    let checked = report.rows.produced;
+    for r in &report.rules {
+        let fraction = if checked == 0 {
+            0.0
+        } else {
+            r.failed_rows as f64 / checked as f64
+        };
+        db.execute(
+            INSERT,
+            vals![
+                &report.run_id,
+                &report.job,
+                &report.started_at,
+                "rule",
+                &r.rule,
+                checked,
+                r.failed_rows,
+                fraction,
+                Option::<f64>::None,
+                r.status.to_string(),
+                crate::config::spec::json_name(&r.action),
+            ],
+        )?;
+    }
+    for c in &report.checks {
+        db.execute(
+            INSERT,
+            vals![
+                &report.run_id,
+                &report.job,
+                &report.started_at,
+                "check",
+                &c.check,
+                Option::<i64>::None,
+                Option::<i64>::None,
+                c.measured,
+                c.threshold,
+                c.status.to_string(),
+                Option::<String>::None,
+            ],
+        )?;
     }
     Ok(())
 }
@@ -704,8 +828,11 @@ mod tests {
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].error, None);
         let version: i64 = store
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .db
+            .query_opt("PRAGMA user_version", &[])
+            .unwrap()
+            .unwrap()
+            .get(0)
             .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
         drop(store);

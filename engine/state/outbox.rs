@@ -3,7 +3,7 @@
 //! later), so a crash at any point loses none (an alert whose POST succeeded but was not yet marked is sent
 //! again: at least once).
 
-use rusqlite::{params, Transaction};
+use super::sql::{vals, Db};
 
 use super::{rfc3339, StateStore};
 use crate::config::spec::AlertEvent;
@@ -37,18 +37,18 @@ pub struct PendingAlert {
     pub attempts: u32,
 }
 
-/// Queues `alert` inside `tx`.
-pub(super) fn enqueue(tx: &Transaction<'_>, alert: &Alert) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT OR IGNORE INTO alert_outbox (alert_id, event, job, run_id, created_at, payload,
+/// Queues `alert` in the transaction `db` is in.
+pub(super) fn enqueue(db: &Db, alert: &Alert) -> std::result::Result<(), String> {
+    db.execute(
+        "INSERT INTO alert_outbox (alert_id, event, job, run_id, created_at, payload,
              attempts, next_attempt_at, delivered_at, last_error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?5, NULL, NULL)",
-        params![
-            alert.alert_id,
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?5, NULL, NULL) ON CONFLICT DO NOTHING",
+        vals![
+            &alert.alert_id,
             crate::config::spec::json_name(&alert.event),
-            alert.job,
-            alert.run_id,
-            alert.created_at,
+            &alert.job,
+            alert.run_id.as_deref(),
+            &alert.created_at,
             alert.payload.to_string()
         ],
     )
@@ -65,24 +65,24 @@ impl StateStore {
         now: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<PendingAlert>> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        let rows = self
+            .db
+            .query(
                 "SELECT alert_id, payload, attempts FROM alert_outbox
                  WHERE delivered_at IS NULL AND next_attempt_at <= ?1
                  ORDER BY created_at, alert_id LIMIT ?2",
+                vals![rfc3339(now), limit as i64],
             )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![rfc3339(now), limit as i64], |r| {
+        rows.iter()
+            .map(|r| {
                 Ok(PendingAlert {
                     alert_id: r.get(0)?,
                     payload: r.get(1)?,
-                    attempts: r.get::<_, i64>(2)?.max(0) as u32,
+                    attempts: r.get(2)?,
                 })
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<_, _>>()
+            .collect::<std::result::Result<_, String>>()
             .map_err(|e| self.err(e))
     }
 
@@ -91,11 +91,11 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error (the alert is then sent again).
     pub fn alert_delivered(&self, alert_id: &str) -> Result<()> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE alert_outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL
                  WHERE alert_id = ?1",
-                params![alert_id, rfc3339(chrono::Utc::now())],
+                vals![alert_id, rfc3339(chrono::Utc::now())],
             )
             .map(drop)
             .map_err(|e| self.err(e))
@@ -111,11 +111,11 @@ impl StateStore {
         error: &str,
         next_attempt_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
                  WHERE alert_id = ?1",
-                params![alert_id, error, rfc3339(next_attempt_at)],
+                vals![alert_id, error, rfc3339(next_attempt_at)],
             )
             .map(drop)
             .map_err(|e| self.err(e))
@@ -126,13 +126,10 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn undelivered_alerts(&self) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM alert_outbox WHERE delivered_at IS NULL",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n.max(0) as u64)
-            .map_err(|e| self.err(e))
+        self.one(
+            "SELECT COUNT(*) FROM alert_outbox WHERE delivered_at IS NULL",
+            &[],
+        )
+        .map(|n| n.unwrap_or(0))
     }
 }

@@ -2,8 +2,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::params;
-
+use super::sql::{vals, Db};
 use super::StateStore;
 use crate::error::Result;
 
@@ -19,24 +18,26 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn protected_runs(&self, committed: usize) -> Result<HashSet<String>> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        let rows = self
+            .db
+            .query(
                 "SELECT run_id FROM (
                      SELECT run_id, ROW_NUMBER() OVER (PARTITION BY job
-                         ORDER BY started_at DESC, run_id DESC) AS n FROM runs) WHERE n = 1
+                         ORDER BY started_at DESC, run_id DESC) AS n FROM runs) AS latest
+                 WHERE n = 1
                  UNION
                  SELECT run_id FROM (
                      SELECT run_id, ROW_NUMBER() OVER (PARTITION BY job
                          ORDER BY started_at DESC, run_id DESC) AS n FROM runs
                      WHERE status IN ('succeeded', 'succeeded_with_warnings') AND replay_of IS NULL)
+                     AS committed
                  WHERE n <= ?1",
+                vals![committed as i64],
             )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![committed as i64], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<_, _>>()
+        rows.iter()
+            .map(|r| r.get::<String>(0))
+            .collect::<std::result::Result<_, _>>()
             .map_err(|e| self.err(e))
     }
 
@@ -52,46 +53,39 @@ impl StateStore {
         keep: &HashSet<String>,
         dry_run: bool,
     ) -> Result<(usize, usize)> {
-        let path = self.path.clone();
-        let err = |e: rusqlite::Error| crate::error::Error::state(&path, e.to_string());
         // As `started_at` is stored: milliseconds, so text order is time order.
         let cutoff = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let tx = self.conn.transaction().map_err(err)?;
-        let old: Vec<String> = {
-            let mut stmt = tx
-                .prepare("SELECT run_id FROM runs WHERE started_at < ?1")
-                .map_err(err)?;
-            let ids = stmt
-                .query_map(params![cutoff], |r| r.get::<_, String>(0))
-                .map_err(err)?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(err)?;
-            ids.into_iter().filter(|id| !keep.contains(id)).collect()
-        };
-        let mut other = 0;
-        for id in &old {
-            tx.execute("DELETE FROM quality WHERE run_id = ?1", params![id])
-                .map_err(err)?;
-            tx.execute("DELETE FROM runs WHERE run_id = ?1", params![id])
-                .map_err(err)?;
-        }
-        other += tx
-            .execute(
+        let prune = |db: &Db| -> std::result::Result<(usize, usize), String> {
+            let old: Vec<String> = db
+                .query(
+                    "SELECT run_id FROM runs WHERE started_at < ?1",
+                    vals![&cutoff],
+                )?
+                .iter()
+                .map(|r| r.get::<String>(0))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|id| !keep.contains(id))
+                .collect();
+            for id in &old {
+                db.execute("DELETE FROM quality WHERE run_id = ?1", vals![id])?;
+                db.execute("DELETE FROM runs WHERE run_id = ?1", vals![id])?;
+            }
+            let mut other = db.execute(
                 "DELETE FROM triggers WHERE requested_at < ?1",
-                params![cutoff],
-            )
-            .map_err(err)?;
-        other += tx
-            .execute(
+                vals![&cutoff],
+            )?;
+            other += db.execute(
                 "DELETE FROM alert_outbox WHERE delivered_at IS NOT NULL AND created_at < ?1",
-                params![cutoff],
-            )
-            .map_err(err)?;
-        if dry_run {
-            tx.rollback().map_err(err)?;
+                vals![&cutoff],
+            )?;
+            Ok((old.len(), other as usize))
+        };
+        let pruned = if dry_run {
+            self.db.rehearse(prune)
         } else {
-            tx.commit().map_err(err)?;
-        }
-        Ok((old.len(), other))
+            self.db.transaction(prune)
+        };
+        pruned.map_err(|e| self.err(e))
     }
 }

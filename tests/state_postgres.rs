@@ -1,0 +1,180 @@
+//! The state store on PostgreSQL (`[state] url`): runs, watermarks and fires recorded there,
+//! and two daemons sharing it run each scheduled fire exactly once. Uses the local server
+//! (127.0.0.1:5432, trust authentication); each test has a database of its own.
+
+use std::process::Command;
+
+use crate::common::{show, Workdir};
+use crate::schedule::{reports, schedule_carriers, sigterm, start_daemon, wait_exit, wait_for};
+
+/// A fresh database on the local server, dropped with the value.
+struct Database {
+    name: String,
+}
+
+impl Database {
+    fn new(prefix: &str) -> Database {
+        let name = format!("{prefix}_{}", std::process::id());
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        Database { name }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    /// The single value `sql` selects.
+    fn value(&self, sql: &str) -> String {
+        psql(&self.name, sql).trim().to_string()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+fn psql(db: &str, sql: &str) -> String {
+    let o = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtc", sql])
+        .output()
+        .expect("psql");
+    assert!(o.status.success(), "psql {sql}: {}", show(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The sample project with its state store in `db`.
+fn project_on(db: &Database) -> Workdir {
+    let w = Workdir::project();
+    let toml = w.read("sluice.toml");
+    w.write(
+        "sluice.toml",
+        &format!("{toml}\n[state]\nurl = \"{}\"\n", db.url()),
+    );
+    w
+}
+
+#[test]
+fn runs_are_recorded_in_the_postgres_store_and_nothing_in_the_state_folder() {
+    let db = Database::new("sluice_state_runs");
+    let w = project_on(&db);
+    for _ in 0..2 {
+        let o = w.run(&["run", "carriers"]);
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    }
+    assert_eq!(
+        db.value("SELECT count(*) || ' ' || sum(rows_written) FROM runs WHERE job = 'carriers' AND status = 'succeeded'"),
+        "2 32"
+    );
+    assert_eq!(db.value("SELECT max(version) FROM sluice_schema"), "3");
+    assert!(
+        !w.path().join(".sluice/state.db").exists(),
+        "the SQLite store was created too"
+    );
+    // What reads the store reads the database: the history, the status.
+    let runs = w.run(&["runs", "carriers", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    let status = w.run(&["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", show(&status));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("carriers"));
+}
+
+#[test]
+fn a_state_url_with_a_plain_password_or_an_unreachable_server_is_a_clear_error() {
+    let w = Workdir::project();
+    let toml = w.read("sluice.toml");
+    w.write(
+        "sluice.toml",
+        &format!("{toml}\n[state]\nurl = \"postgres://sluice:hunter2@127.0.0.1:5432/x\"\n"),
+    );
+    let o = w.run(&["validate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("password written in plain text"),
+        "{}",
+        show(&o)
+    );
+    // Nothing listens on port 1: the run fails before touching the target, naming the store
+    // as written, without the secret.
+    w.write(
+        "sluice.toml",
+        &format!("{toml}\n[state]\nurl = \"postgres://sluice:${{env:STATE_PW}}@127.0.0.1:1/x\"\n"),
+    );
+    let o = w
+        .sluice(&["run", "carriers"])
+        .env("STATE_PW", "s3cr3t-pw")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = show(&o);
+    assert!(text.contains("${env:STATE_PW}@127.0.0.1:1"), "{text}");
+    assert!(!text.contains("s3cr3t-pw"), "{text}");
+    assert!(!w.path().join("warehouse/carriers").exists());
+}
+
+#[test]
+fn two_daemons_sharing_a_postgres_store_run_each_fire_exactly_once() {
+    let db = Database::new("sluice_state_two");
+    // Two copies of the project (two machines' checkouts), one store.
+    let a = project_on(&db);
+    let b = project_on(&db);
+    schedule_carriers(&a, "");
+    schedule_carriers(&b, "");
+    let mut da = start_daemon(&a, 1, &[]);
+    let mut db_daemon = start_daemon(&b, 1, &[]);
+    let log_a = a.path().join("daemon-1.log");
+    let runs = || -> u32 {
+        Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &db.name, "-qAtc"])
+            .arg("SELECT count(*) FROM runs WHERE job = 'carriers'")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for("eight scheduled runs in the shared store", &log_a, || {
+        runs() >= 8
+    });
+    sigterm(&da);
+    sigterm(&db_daemon);
+    let log_b = b.path().join("daemon-1.log");
+    let exits = (
+        wait_exit(&mut da, &log_a).code(),
+        wait_exit(&mut db_daemon, &log_b).code(),
+    );
+    let logs = format!(
+        "{}\n--- b\n{}",
+        std::fs::read_to_string(&log_a).unwrap(),
+        std::fs::read_to_string(&log_b).unwrap()
+    );
+    assert_eq!(exits, (Some(0), Some(0)), "{logs}");
+
+    // Every fire ran once: as many runs as distinct logical dates, all succeeded, and the
+    // reports the two daemons wrote are exactly the runs the store holds.
+    assert_eq!(
+        db.value("SELECT count(*) = count(DISTINCT logical_date) FROM runs WHERE job = 'carriers'"),
+        "t",
+        "a fire ran twice:\n{logs}"
+    );
+    assert_eq!(
+        db.value("SELECT count(*) FROM runs WHERE job = 'carriers' AND status <> 'succeeded'"),
+        "0",
+        "{logs}"
+    );
+    let written = reports(&a, "carriers").len() + reports(&b, "carriers").len();
+    assert_eq!(written as u32, runs(), "{logs}");
+    // Both daemons tried every fire; the one that lost a claim said so and ran nothing.
+    assert!(logs.contains("taken already (by another daemon)"), "{logs}");
+}
