@@ -1,5 +1,17 @@
-//! The state store: an embedded SQLite database (`<state_dir>/state.db`) holding the run
-//! history and the quality history of every job, plus which runs have been replayed.
+//! The state store: an embedded SQLite database (`<state_dir>/state.db`), or a PostgreSQL
+//! database (`[state] url`) that several daemons share, holding the run history and the
+//! quality history of every job, watermarks, which runs have been replayed, the daemon's fires,
+//! circuits and API triggers, the alert outbox and date backfills. Both live behind
+//! [`sql::Backend`] (docs/decisions/0009-state-store-on-postgresql.md).
+//!
+//! The contract, whichever database holds it:
+//! - a run is recorded with its quality results, moved watermarks and the alerts it raises in
+//!   one transaction ([`StateStore::record_run`]);
+//! - a fire is claimed by one atomic statement, once, by one daemon
+//!   ([`StateStore::claim_fire`]), and a job lock taken there excludes every other holder
+//!   ([`StateStore::try_lock_job`]);
+//! - schema changes are numbered migrations applied once, under a lock, by whoever opens the
+//!   store first; a store newer than this Sluice is refused.
 //!
 //! Tables (analysts may query them with any SQLite client; columns are only ever added, by
 //! numbered migrations, [`MIGRATIONS`]):
@@ -154,29 +166,10 @@ const MIGRATIONS: &[&str] = &[
 /// write lock (so two processes opening one store at once apply each migration once): SQLite's
 /// `PRAGMA user_version` counts them, PostgreSQL's `sluice_schema` table.
 fn migrate(db: &Db) -> std::result::Result<(), String> {
-    if let Db::Postgres(_) = db {
-        // Daemons opening one new store at once: `CREATE TABLE IF NOT EXISTS` is not safe
-        // against itself in PostgreSQL, so creating the version table waits for a lock.
-        db.batch("SELECT pg_advisory_lock(20932, 0)")?;
-        let created =
-            db.batch("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)");
-        db.batch("SELECT pg_advisory_unlock(20932, 0)")?;
-        created?;
-    }
+    db.backend().prepare_versions()?;
     loop {
         let applied = db.transaction(|db| {
-            let version: i64 = match db {
-                Db::Sqlite(_) => db
-                    .query_opt("PRAGMA user_version", &[])?
-                    .map_or(Ok(0), |r| r.get(0))?,
-                Db::Postgres(_) => {
-                    // Serialises the daemons that open the store at once.
-                    db.batch("LOCK TABLE sluice_schema IN EXCLUSIVE MODE")?;
-                    db.query_opt("SELECT max(version) FROM sluice_schema", &[])?
-                        .map_or(Ok(None), |r| r.get::<Option<i64>>(0))?
-                        .unwrap_or(0)
-                }
-            };
+            let version = db.backend().version()?;
             let version = usize::try_from(version).unwrap_or(usize::MAX);
             if version > MIGRATIONS.len() {
                 return Err(format!(
@@ -187,20 +180,7 @@ fn migrate(db: &Db) -> std::result::Result<(), String> {
             let Some(migration) = MIGRATIONS.get(version) else {
                 return Ok(false);
             };
-            match db {
-                Db::Sqlite(_) => {
-                    db.batch(migration)?;
-                    db.batch(&format!("PRAGMA user_version = {}", version + 1))?;
-                }
-                Db::Postgres(_) => {
-                    db.batch(&Db::postgres_ddl(migration))?;
-                    db.execute("DELETE FROM sluice_schema", &[])?;
-                    db.execute(
-                        "INSERT INTO sluice_schema (version) VALUES (?1)",
-                        vals![(version + 1) as i64],
-                    )?;
-                }
-            }
+            db.backend().apply(migration, (version + 1) as i64)?;
             Ok(true)
         })?;
         if !applied {
@@ -314,7 +294,7 @@ impl StateStore {
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
-        StateStore::migrated(Db::Sqlite(conn), path)
+        StateStore::migrated(Db::sqlite(conn), path)
     }
 
     /// The PostgreSQL store at `url_template` (`postgres://…`, secrets as `${env:NAME}` or
@@ -332,7 +312,7 @@ impl StateStore {
             .map_err(|e| Error::state(&label, e))?;
         let db =
             sql::Postgres::connect(&url).map_err(|e| Error::state(&label, redactor.redact(&e)))?;
-        StateStore::migrated(Db::Postgres(db), label)
+        StateStore::migrated(Db::postgres(db), label)
     }
 
     /// Takes the lock of `job` on this store's connection, without waiting: a PostgreSQL
@@ -357,7 +337,7 @@ impl StateStore {
     /// True for a PostgreSQL store, which several daemons may share: what one finds
     /// `running` may be another's run in progress, not one a crash left.
     pub fn is_shared(&self) -> bool {
-        matches!(self.db, Db::Postgres(_))
+        self.db.shared()
     }
 
     fn migrated(db: Db, path: PathBuf) -> Result<StateStore> {

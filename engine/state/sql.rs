@@ -3,8 +3,8 @@
 //!
 //! The store's statements are written once, in the SQL both accept (`INSERT ... ON CONFLICT`,
 //! no engine-specific functions), with `?N` parameters; for PostgreSQL they become `$N`, and
-//! the schema's `INTEGER`/`REAL` columns become `BIGINT`/`DOUBLE PRECISION`
-//! ([`Db::postgres_ddl`]). Values cross the interface as [`Value`]s.
+//! the schema's `INTEGER`/`REAL` columns become `BIGINT`/`DOUBLE PRECISION`. Values cross
+//! the interface as [`Value`]s; the contract is [`Backend`].
 //!
 //! PostgreSQL is reached with `tokio-postgres` on a thread of its own (with its own
 //! single-threaded runtime), so that the store's synchronous interface can be called from any
@@ -145,63 +145,88 @@ impl Row {
     }
 }
 
-/// An open connection to the store's database.
-pub enum Db {
-    /// The SQLite file.
-    Sqlite(rusqlite::Connection),
-    /// A PostgreSQL database, through its connection thread.
-    Postgres(Postgres),
-}
-
-impl Db {
+/// A database a state store can live in: the contract the store's statements rely on. Each
+/// kind of database is one implementation ([`Sqlite`], [`Postgres`]).
+///
+/// - Statements use `?N` parameters and the SQL both kinds accept; an implementation rewrites
+///   what its database spells otherwise.
+/// - Statements run in order on one connection (one session), so `BEGIN` ... `COMMIT` sent
+///   as statements make a transaction.
+/// - The schema is written for SQLite; [`Backend::apply`] runs it as its database needs.
+pub trait Backend: Send {
     /// Runs `sql` with `params`; the number of rows changed.
     ///
     /// # Errors
     /// The database's message.
-    pub fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, String> {
-        match self {
-            Db::Sqlite(c) => c
-                .execute(
-                    sql,
-                    rusqlite::params_from_iter(params.iter().map(to_sqlite)),
-                )
-                .map(|n| n as u64)
-                .map_err(|e| e.to_string()),
-            Db::Postgres(p) => match p.call(Request::Execute(dollar(sql), params.to_vec()))? {
-                Reply::Changed(n) => Ok(n),
-                _ => Err("unexpected reply".into()),
-            },
-        }
-    }
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, String>;
 
     /// The rows `sql` with `params` selects.
     ///
     /// # Errors
     /// The database's message.
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, String>;
+
+    /// Runs statements separated by `;`, without parameters.
+    ///
+    /// # Errors
+    /// The database's message.
+    fn batch(&self, sql: &str) -> Result<(), String>;
+
+    /// The statement that opens a write transaction.
+    fn begin(&self) -> &'static str;
+
+    /// True when several daemons may share the store (what one finds `running` may be
+    /// another's run in progress).
+    fn shared(&self) -> bool;
+
+    /// Before the first migration transaction: whatever keeps the schema version.
+    ///
+    /// # Errors
+    /// The database's message.
+    fn prepare_versions(&self) -> Result<(), String>;
+
+    /// Inside a migration transaction: the schema version, with other migrators locked out
+    /// until the transaction ends.
+    ///
+    /// # Errors
+    /// The database's message.
+    fn version(&self) -> Result<i64, String>;
+
+    /// Inside a migration transaction: runs `ddl` (written for SQLite) and records `version`.
+    ///
+    /// # Errors
+    /// The database's message.
+    fn apply(&self, ddl: &str, version: i64) -> Result<(), String>;
+}
+
+/// An open connection to the store's database.
+pub struct Db(Box<dyn Backend>);
+
+impl Db {
+    /// The store in a SQLite connection.
+    pub fn sqlite(conn: rusqlite::Connection) -> Db {
+        Db(Box::new(Sqlite(conn)))
+    }
+
+    /// The store in a PostgreSQL database.
+    pub fn postgres(p: Postgres) -> Db {
+        Db(Box::new(p))
+    }
+
+    /// See [`Backend::execute`].
+    ///
+    /// # Errors
+    /// The database's message.
+    pub fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, String> {
+        self.0.execute(sql, params)
+    }
+
+    /// See [`Backend::query`].
+    ///
+    /// # Errors
+    /// The database's message.
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, String> {
-        match self {
-            Db::Sqlite(c) => {
-                let mut stmt = c.prepare(sql).map_err(|e| e.to_string())?;
-                let n = stmt.column_count();
-                let rows = stmt
-                    .query_map(
-                        rusqlite::params_from_iter(params.iter().map(to_sqlite)),
-                        |r| {
-                            (0..n)
-                                .map(|i| r.get::<_, rusqlite::types::Value>(i).map(from_sqlite))
-                                .collect::<rusqlite::Result<Vec<Value>>>()
-                                .map(Row)
-                        },
-                    )
-                    .map_err(|e| e.to_string())?;
-                rows.collect::<rusqlite::Result<Vec<Row>>>()
-                    .map_err(|e| e.to_string())
-            }
-            Db::Postgres(p) => match p.call(Request::Query(dollar(sql), params.to_vec()))? {
-                Reply::Rows(rows) => Ok(rows),
-                _ => Err("unexpected reply".into()),
-            },
-        }
+        self.0.query(sql, params)
     }
 
     /// The first row `sql` selects, if any.
@@ -212,15 +237,22 @@ impl Db {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
-    /// Runs statements separated by `;`, without parameters.
+    /// See [`Backend::batch`].
     ///
     /// # Errors
     /// The database's message.
     pub fn batch(&self, sql: &str) -> Result<(), String> {
-        match self {
-            Db::Sqlite(c) => c.execute_batch(sql).map_err(|e| e.to_string()),
-            Db::Postgres(p) => p.call(Request::Batch(sql.to_string())).map(drop),
-        }
+        self.0.batch(sql)
+    }
+
+    /// See [`Backend::shared`].
+    pub fn shared(&self) -> bool {
+        self.0.shared()
+    }
+
+    /// The database's schema bookkeeping (see [`Backend`]).
+    pub fn backend(&self) -> &dyn Backend {
+        self.0.as_ref()
     }
 
     /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back otherwise.
@@ -247,10 +279,7 @@ impl Db {
         commit: bool,
         f: impl FnOnce(&Db) -> Result<T, String>,
     ) -> Result<T, String> {
-        self.batch(match self {
-            Db::Sqlite(_) => "BEGIN IMMEDIATE",
-            Db::Postgres(_) => "BEGIN",
-        })?;
+        self.batch(self.0.begin())?;
         match f(self) {
             Ok(v) => {
                 self.batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
@@ -262,12 +291,131 @@ impl Db {
             }
         }
     }
+}
 
-    /// A schema statement written for SQLite, as PostgreSQL takes it.
-    pub fn postgres_ddl(sql: &str) -> String {
-        sql.replace("INTEGER", "BIGINT")
-            .replace(" REAL", " DOUBLE PRECISION")
+/// The SQLite file (the default store): `PRAGMA user_version` counts the migrations.
+pub struct Sqlite(pub rusqlite::Connection);
+
+impl Backend for Sqlite {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, String> {
+        self.0
+            .execute(
+                sql,
+                rusqlite::params_from_iter(params.iter().map(to_sqlite)),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| e.to_string())
     }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, String> {
+        let mut stmt = self.0.prepare(sql).map_err(|e| e.to_string())?;
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map(
+                rusqlite::params_from_iter(params.iter().map(to_sqlite)),
+                |r| {
+                    (0..n)
+                        .map(|i| r.get::<_, rusqlite::types::Value>(i).map(from_sqlite))
+                        .collect::<rusqlite::Result<Vec<Value>>>()
+                        .map(Row)
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        rows.collect::<rusqlite::Result<Vec<Row>>>()
+            .map_err(|e| e.to_string())
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), String> {
+        self.0.execute_batch(sql).map_err(|e| e.to_string())
+    }
+
+    fn begin(&self) -> &'static str {
+        "BEGIN IMMEDIATE"
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn prepare_versions(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn version(&self) -> Result<i64, String> {
+        // `BEGIN IMMEDIATE` already holds the write lock.
+        self.query("PRAGMA user_version", &[])?
+            .first()
+            .map_or(Ok(0), |r| r.get(0))
+    }
+
+    fn apply(&self, ddl: &str, version: i64) -> Result<(), String> {
+        self.batch(ddl)?;
+        self.batch(&format!("PRAGMA user_version = {version}"))
+    }
+}
+
+impl Backend for Postgres {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, String> {
+        match self.call(Request::Execute(dollar(sql), params.to_vec()))? {
+            Reply::Changed(n) => Ok(n),
+            _ => Err("unexpected reply".into()),
+        }
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, String> {
+        match self.call(Request::Query(dollar(sql), params.to_vec()))? {
+            Reply::Rows(rows) => Ok(rows),
+            _ => Err("unexpected reply".into()),
+        }
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), String> {
+        self.call(Request::Batch(sql.to_string())).map(drop)
+    }
+
+    fn begin(&self) -> &'static str {
+        "BEGIN"
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn prepare_versions(&self) -> Result<(), String> {
+        // Daemons opening one new store at once: `CREATE TABLE IF NOT EXISTS` is not safe
+        // against itself in PostgreSQL, so creating the version table waits for a lock.
+        self.batch("SELECT pg_advisory_lock(20932, 0)")?;
+        let created =
+            self.batch("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)");
+        self.batch("SELECT pg_advisory_unlock(20932, 0)")?;
+        created
+    }
+
+    fn version(&self) -> Result<i64, String> {
+        self.batch("LOCK TABLE sluice_schema IN EXCLUSIVE MODE")?;
+        let max: Option<i64> = self
+            .query("SELECT max(version) FROM sluice_schema", &[])?
+            .first()
+            .map_or(Ok(None), |r| r.get(0))?;
+        Ok(max.unwrap_or(0))
+    }
+
+    fn apply(&self, ddl: &str, version: i64) -> Result<(), String> {
+        self.batch(&postgres_ddl(ddl))?;
+        self.execute("DELETE FROM sluice_schema", &[])?;
+        self.execute(
+            "INSERT INTO sluice_schema (version) VALUES (?1)",
+            &[Value::Int(version)],
+        )
+        .map(drop)
+    }
+}
+
+/// A schema statement written for SQLite, as PostgreSQL takes it: `INTEGER` columns become
+/// `BIGINT`, `REAL` ones `DOUBLE PRECISION` (the store reads and writes 64-bit values).
+fn postgres_ddl(sql: &str) -> String {
+    sql.replace("INTEGER", "BIGINT")
+        .replace(" REAL", " DOUBLE PRECISION")
 }
 
 /// `?N` parameters as PostgreSQL writes them (`$N`).
@@ -488,14 +636,14 @@ mod tests {
             "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '?'"
         );
         assert_eq!(
-            Db::postgres_ddl("n INTEGER NOT NULL, m REAL, label TEXT"),
+            postgres_ddl("n INTEGER NOT NULL, m REAL, label TEXT"),
             "n BIGINT NOT NULL, m DOUBLE PRECISION, label TEXT"
         );
     }
 
     #[test]
     fn a_sqlite_transaction_rolls_back_on_error_and_values_round_trip() {
-        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        let db = Db::sqlite(rusqlite::Connection::open_in_memory().unwrap());
         db.batch("CREATE TABLE t (a TEXT PRIMARY KEY, n INTEGER, f REAL)")
             .unwrap();
         let failed: Result<(), String> = db.transaction(|db| {
