@@ -201,6 +201,11 @@ impl Courier {
     pub async fn deliver_due(&self, store: &mut StateStore) -> Result<Delivery> {
         let mut done = Delivery::default();
         for alert in store.due_alerts(Utc::now(), 100)? {
+            // Another sender sharing the store may have taken it since it was read.
+            let lease = Utc::now() + chrono::Duration::seconds(60);
+            if !store.claim_alert(&alert, lease)? {
+                continue;
+            }
             match self.post(&alert.payload).await {
                 Ok(()) => {
                     store.alert_delivered(&alert.alert_id)?;

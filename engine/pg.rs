@@ -42,6 +42,9 @@ pub async fn connect_prefer(
 ) -> Result<tokio_postgres::Client, String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| message(&e))?;
     config.connect_timeout(timeout);
+    // A server that vanished (a failover, a cut network) is noticed within a minute.
+    config.keepalives(true);
+    config.keepalives_idle(std::time::Duration::from_secs(30));
     if config.get_application_name().is_none() {
         config.application_name(application_name);
     }

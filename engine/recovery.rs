@@ -15,8 +15,19 @@ use crate::fsutil::Lock;
 /// shared by several daemons, a session advisory lock in that database (released when its
 /// connection closes, also when the process is killed).
 pub struct JobLock {
+    job: String,
     _file: Lock,
-    _shared: Option<crate::state::StateStore>,
+    shared: Option<crate::state::StateStore>,
+}
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        // The database lock first, and at once (not when its connection thread ends), so a
+        // run that takes the file lock next finds it free too.
+        if let Some(store) = self.shared.take() {
+            let _ = store.unlock_job(&self.job);
+        }
+    }
 }
 
 /// Takes `job`'s lock: one run (or replay, or backfill) of a job at a time, so the watermark a
@@ -35,7 +46,7 @@ pub fn lock_job(project: &Project, job: &Job) -> Result<JobLock> {
             let store = crate::state::StateStore::of(project)?;
             if !store.try_lock_job(&job.name)? {
                 return Err(Error::state(
-                    std::path::Path::new(&format!("state store lock of job {}", job.name)),
+                    store.path(),
                     format!(
                         "{HELD_BY_ANOTHER_RUN} `{}` is in progress on another machine sharing the state store; wait for it to finish",
                         job.name
@@ -46,8 +57,9 @@ pub fn lock_job(project: &Project, job: &Job) -> Result<JobLock> {
         }
     };
     Ok(JobLock {
+        job: job.name.clone(),
         _file: file,
-        _shared: shared,
+        shared,
     })
 }
 

@@ -347,3 +347,32 @@ fn a_job_after_another_runs_once_for_each_logical_date_the_other_commits() {
         ["16"]
     );
 }
+
+#[test]
+fn a_job_after_another_catches_up_at_start_on_the_date_its_upstream_committed_while_it_was_down() {
+    let w = Workdir::project();
+    let job = w.read("jobs/carriers.toml");
+    w.write(
+        "jobs/carriers_copy.toml",
+        &format!(
+            "after = [\"carriers\"]\n{}",
+            job.replace("table = \"carriers\"", "table = \"carriers_copy\"")
+        ),
+    );
+    // The upstream runs by hand, with no daemon to see it.
+    let o = w.run(&["run", "carriers", "--date", "2026-11-02"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let log = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    wait_for("the downstream run", &log, || {
+        !reports(&w, "carriers_copy").is_empty()
+    });
+    // Give a second catch-up (the end of that run) the chance to run it again: it must not.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log).code(), Some(0));
+    let runs = reports(&w, "carriers_copy");
+    assert_eq!(runs.len(), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(runs[0]["logical_date"], "2026-11-02T00:00:00Z");
+    assert_eq!(runs[0]["status"], "succeeded");
+}

@@ -31,6 +31,25 @@ impl Database {
     fn value(&self, sql: &str) -> String {
         psql(&self.name, sql).trim().to_string()
     }
+
+    /// Runs so far of `job` (0 before the daemon created the tables).
+    fn runs_of(&self, job: &str) -> u32 {
+        Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                &self.name,
+                "-qAtc",
+            ])
+            .arg(format!("SELECT count(*) FROM runs WHERE job = '{job}'"))
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Database {
@@ -135,15 +154,7 @@ fn two_daemons_sharing_a_postgres_store_run_each_fire_exactly_once() {
     let mut da = start_daemon(&a, 1, &[]);
     let mut db_daemon = start_daemon(&b, 1, &[]);
     let log_a = a.path().join("daemon-1.log");
-    let runs = || -> u32 {
-        Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &db.name, "-qAtc"])
-            .arg("SELECT count(*) FROM runs WHERE job = 'carriers'")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let runs = || db.runs_of("carriers");
     wait_for("eight scheduled runs in the shared store", &log_a, || {
         runs() >= 8
     });
@@ -177,4 +188,31 @@ fn two_daemons_sharing_a_postgres_store_run_each_fire_exactly_once() {
     assert_eq!(written as u32, runs(), "{logs}");
     // Both daemons tried every fire; the one that lost a claim said so and ran nothing.
     assert!(logs.contains("taken already (by another daemon)"), "{logs}");
+}
+
+#[test]
+fn a_daemon_whose_store_connections_are_cut_opens_them_again_and_keeps_running_fires() {
+    let db = Database::new("sluice_state_cut");
+    let w = project_on(&db);
+    schedule_carriers(&w, "");
+    let log = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    let runs = || db.runs_of("carriers");
+    wait_for("two runs", &log, || runs() >= 2);
+    // As a server restart or a failover would: every connection of the store is closed.
+    let cut = db.value(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        db.name
+    ));
+    assert_ne!(cut, "0", "no connection was cut");
+    let before = runs();
+    wait_for("two more runs after the cut", &log, || runs() >= before + 2);
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log).code(), Some(0));
+    assert_eq!(
+        db.value("SELECT count(*) FROM runs WHERE status <> 'succeeded'"),
+        "0",
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
 }

@@ -4,9 +4,11 @@
 //! on that calendar day. The logical date is claimed in the state store like a fire, so the
 //! downstream job runs once for it, also with two daemons on one store.
 //!
-//! Not caught up later: a date whose downstream run could not start (the job was still
-//! running, or the daemon stopped between the upstream's commit and the start), or a date
-//! older than one the downstream job already ran for. `sluice run JOB --date D` runs it.
+//! Caught up ([`Daemon::catch_up_after`]) when the daemon starts and when the downstream
+//! job's run ends: the latest date its upstream jobs committed, if the job has not run for it
+//! or a later date (it was still running when the upstream committed, the daemon was down, or
+//! the upstream was run by hand). Only the latest: a date older than one the job already ran
+//! for is not run again; `sluice run JOB --date D` runs it.
 
 use chrono::{DateTime, Utc};
 
@@ -36,6 +38,48 @@ impl Daemon {
             .collect();
         for job in downstream {
             self.start_after(&job, &report.job, logical);
+        }
+    }
+
+    /// Runs `job` (one with `after`) for the latest logical date its upstream jobs committed,
+    /// when it has not run for that date or a later one.
+    pub(super) fn catch_up_after(&mut self, name: &str) {
+        let Some(job) = self
+            .project
+            .jobs
+            .get(name)
+            .filter(|j| !j.after.is_empty())
+            .cloned()
+        else {
+            return;
+        };
+        let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.to_utc());
+        let mut latest: Option<(DateTime<Utc>, String)> = None;
+        for u in &job.after {
+            match self.store.latest_committed_date(u) {
+                Ok(Some(t)) => {
+                    if let Some(t) = parse(&t).filter(|t| latest.as_ref().is_none_or(|l| *t > l.0))
+                    {
+                        latest = Some((t, u.clone()));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return log(&format!(
+                        "job {name}: cannot read its upstream jobs' runs: {e}"
+                    ))
+                }
+            }
+        }
+        let Some((logical, upstream)) = latest else {
+            return;
+        };
+        let ran = match self.store.last_fire(name) {
+            Ok(last) => last.is_some_and(|l| l.fire_at >= logical),
+            Err(e) => return log(&format!("job {name}: cannot read its last run: {e}")),
+        };
+        if !ran {
+            self.start_after(&job, &upstream, logical);
         }
     }
 

@@ -171,6 +171,8 @@ impl Daemon {
             }
         };
         self.free(&f.job, f.valid);
+        // An upstream job may have committed while this one ran.
+        self.catch_up_after(&f.job);
         match &f.result {
             Ok(Some(report)) => {
                 self.shared.metrics.run_finished(report);

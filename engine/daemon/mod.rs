@@ -279,6 +279,16 @@ impl Daemon {
             let entry = daemon.start_entry(&name, schedule, now)?;
             daemon.entries.insert(name, entry);
         }
+        let after: Vec<String> = daemon
+            .project
+            .jobs
+            .values()
+            .filter(|j| !j.after.is_empty())
+            .map(|j| j.name.clone())
+            .collect();
+        for name in after {
+            daemon.catch_up_after(&name);
+        }
         daemon.seed_metrics();
         log(&format!(
             "scheduling {} job(s): {}",
@@ -406,9 +416,14 @@ impl Daemon {
     /// misfire policy.
     fn start_entry(&self, job: &str, schedule: Schedule, now: DateTime<Utc>) -> Result<Entry> {
         let last = self.store.last_fire(job)?;
-        // A fire left `running` in a shared store may be another daemon's, still running.
-        let own = !self.store.is_shared();
-        if let Some(l) = last.as_ref().filter(|l| own && l.status == "running") {
+        // A fire left `running` in a shared store may be another daemon's, still running:
+        // it is abandoned only when no run holds the job's lock.
+        let left = match last.as_ref().filter(|l| l.status == "running") {
+            Some(_) if self.store.is_shared() => self.store.job_lock_free(job)?,
+            Some(_) => true,
+            None => false,
+        };
+        if let Some(l) = last.as_ref().filter(|_| left) {
             self.store.finish_fire(job, l.fire_at, "abandoned", None)?;
             log(&format!(
                 "job {job}: the daemon stopped during the run of the fire at {}; that run was abandoned (its target is as before it, or its commit is recorded at the next run) and is not run again",
@@ -557,6 +572,7 @@ impl Daemon {
         let name = job.to_string();
         let task_origin = origin.clone();
         let root = self.root.clone();
+        let shared = self.shared.clone();
         // Every line logged during the run carries its job, origin and (once known) run id.
         let span = tracing::info_span!(target: "sluice::daemon", "run", job = %name, origin = %origin, run_id = tracing::field::Empty);
         let task = self.runs.spawn(
@@ -564,11 +580,16 @@ impl Daemon {
                 // Reading the files is blocking work: off the loop, so fires of other jobs
                 // due at the same instant are not delayed by it.
                 let job = name.clone();
-                let current =
-                    tokio::task::spawn_blocking(move || runner::load_project(&root, &job))
-                        .await
-                        .ok()
-                        .flatten();
+                let current = tokio::task::spawn_blocking(move || {
+                    runner::load_project(&root, &job).map(|mut p| {
+                        // The store the daemon started with, whatever sluice.toml says now.
+                        pin_state(Arc::make_mut(&mut p), &shared);
+                        p
+                    })
+                })
+                .await
+                .ok()
+                .flatten();
                 let (result, valid) = runner::run_fire(current, previous, &name, &params).await;
                 Finished {
                     job: name,
@@ -645,6 +666,11 @@ impl Daemon {
         {
             log("warning: [server] or [alerts] changed in sluice.toml; the HTTP server and the alert courier keep their settings until the daemon restarts (schedules, [retention] and the alerts' `on` apply now)");
         }
+        if (&old.state_dir, &old.state_url) != (&new.state_dir, &new.state_url) {
+            log("warning: `state_dir` or [state] changed in sluice.toml; the daemon and its runs keep the state store they started with until it restarts");
+        }
+        let mut project = project;
+        pin_state(&mut project, &self.shared);
         self.project = Arc::new(project);
     }
 
@@ -703,6 +729,13 @@ impl Daemon {
 }
 
 /// The jobs of `project` that have a schedule.
+/// `project` with the state store the daemon started with (`shared`), so that editing
+/// `state_dir` or `[state]` while it runs cannot split the history between two stores.
+fn pin_state(project: &mut Project, shared: &Shared) {
+    project.settings.state_dir = shared.state_dir.clone();
+    project.settings.state_url = shared.state_url.clone();
+}
+
 fn schedules(project: &Project) -> Vec<(String, Schedule)> {
     project
         .jobs

@@ -90,6 +90,19 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
+    /// The latest logical date `job` has a committed run for (RFC 3339 UTC), if any.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::State`] on a database error.
+    pub fn latest_committed_date(&self, job: &str) -> Result<Option<String>> {
+        self.one(
+            "SELECT max(logical_date) FROM runs WHERE job = ?1
+               AND status IN ('succeeded', 'succeeded_with_warnings')",
+            vals![job],
+        )
+        .map(Option::flatten)
+    }
+
     /// The id of the latest committed run of `job` whose logical date is in `start <= t <
     /// end`, if there is one.
     ///

@@ -334,6 +334,40 @@ impl StateStore {
         .map(|held| held == Some(1))
     }
 
+    /// Releases the lock [`try_lock_job`](Self::try_lock_job) took.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error (the lock then goes with the connection).
+    pub fn unlock_job(&self, job: &str) -> Result<()> {
+        if self.is_shared() {
+            self.db
+                .batch(&format!(
+                    "SELECT pg_advisory_unlock(20931, hashtext('{}'))",
+                    format!("job:{job}").replace('\'', "''")
+                ))
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// True when no run of `job` holds its lock in the store: a fire left `running` is then
+    /// one a stopped daemon left. Always true for SQLite (one daemon per store).
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn job_lock_free(&self, job: &str) -> Result<bool> {
+        let free = self.try_lock_job(job)?;
+        if free {
+            self.unlock_job(job)?;
+        }
+        Ok(free)
+    }
+
+    /// How the store is named in messages: the SQLite file, or the URL as written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// True for a PostgreSQL store, which several daemons may share: what one finds
     /// `running` may be another's run in progress, not one a crash left.
     pub fn is_shared(&self) -> bool {

@@ -35,6 +35,8 @@ pub struct PendingAlert {
     pub payload: String,
     /// Delivery attempts made so far.
     pub attempts: u32,
+    /// When it became due, as stored (what [`StateStore::claim_alert`] checks).
+    pub next_attempt_at: String,
 }
 
 /// Queues `alert` in the transaction `db` is in.
@@ -68,7 +70,7 @@ impl StateStore {
         let rows = self
             .db
             .query(
-                "SELECT alert_id, payload, attempts FROM alert_outbox
+                "SELECT alert_id, payload, attempts, next_attempt_at FROM alert_outbox
                  WHERE delivered_at IS NULL AND next_attempt_at <= ?1
                  ORDER BY created_at, alert_id LIMIT ?2",
                 vals![rfc3339(now), limit as i64],
@@ -80,9 +82,32 @@ impl StateStore {
                     alert_id: r.get(0)?,
                     payload: r.get(1)?,
                     attempts: r.get(2)?,
+                    next_attempt_at: r.get(3)?,
                 })
             })
             .collect::<std::result::Result<_, String>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Claims `alert` for one delivery attempt until `until`: true for the one sender (of
+    /// several daemons, or a daemon and a `sluice run`) whose statement moved its next attempt
+    /// from the time it read; the others skip it. An attempt that dies leaves the alert due
+    /// again at `until`.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::State`] on a database error.
+    pub fn claim_alert(
+        &self,
+        alert: &PendingAlert,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        self.db
+            .execute(
+                "UPDATE alert_outbox SET next_attempt_at = ?3
+                 WHERE alert_id = ?1 AND next_attempt_at = ?2 AND delivered_at IS NULL",
+                vals![&alert.alert_id, &alert.next_attempt_at, rfc3339(until)],
+            )
+            .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
 

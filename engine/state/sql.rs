@@ -281,10 +281,14 @@ impl Db {
     ) -> Result<T, String> {
         self.batch(self.0.begin())?;
         match f(self) {
-            Ok(v) => {
-                self.batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
-                Ok(v)
-            }
+            Ok(v) => match self.batch(if commit { "COMMIT" } else { "ROLLBACK" }) {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    // Never leave the connection inside a transaction.
+                    let _ = self.batch("ROLLBACK");
+                    Err(e)
+                }
+            },
             Err(e) => {
                 let _ = self.batch("ROLLBACK");
                 Err(e)
@@ -384,6 +388,17 @@ impl Backend for Postgres {
     fn prepare_versions(&self) -> Result<(), String> {
         // Daemons opening one new store at once: `CREATE TABLE IF NOT EXISTS` is not safe
         // against itself in PostgreSQL, so creating the version table waits for a lock.
+        // A role allowed only to read and write the tables must not need CREATE once they exist.
+        let exists = self
+            .query(
+                "SELECT CAST(to_regclass('sluice_schema') IS NOT NULL AS INTEGER)",
+                &[],
+            )?
+            .first()
+            .map_or(Ok(0), |r| r.get::<i64>(0))?;
+        if exists == 1 {
+            return Ok(());
+        }
         self.batch("SELECT pg_advisory_lock(20932, 0)")?;
         let created =
             self.batch("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)");
@@ -470,6 +485,9 @@ impl ToSql for Value {
             },
             Value::Real(f) => match *ty {
                 Type::FLOAT4 => (*f as f32).to_sql(ty, out),
+                Type::INT8 => (*f as i64).to_sql(ty, out),
+                Type::INT4 => (*f as i32).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => f.to_string().to_sql(ty, out),
                 _ => f.to_sql(ty, out),
             },
             Value::Text(s) => s.as_str().to_sql(ty, out),
@@ -547,12 +565,14 @@ fn serve(url: String, inbox: mpsc::Receiver<Envelope>, ready: mpsc::Sender<Resul
             return;
         }
     };
-    let client = runtime.block_on(crate::pg::connect_prefer(
-        &url,
-        std::time::Duration::from_secs(10),
-        "sluice-state",
-    ));
-    let client = match client {
+    let connect = || {
+        runtime.block_on(crate::pg::connect_prefer(
+            &url,
+            std::time::Duration::from_secs(10),
+            "sluice-state",
+        ))
+    };
+    let mut client = match connect() {
         Ok(c) => {
             let _ = ready.send(Ok(()));
             c
@@ -562,8 +582,38 @@ fn serve(url: String, inbox: mpsc::Receiver<Envelope>, ready: mpsc::Sender<Resul
             return;
         }
     };
+    // A connection lost (a server restart, a failover) is opened again for the next request
+    // outside a transaction; inside one, every request fails until the transaction ends, so
+    // no statement of a half-lost transaction is ever committed on its own.
+    let mut in_transaction = false;
     while let Ok((request, reply)) = inbox.recv() {
+        let (begins, ends) = match &request {
+            Request::Batch(s) => (s == "BEGIN", s == "COMMIT" || s == "ROLLBACK"),
+            _ => (false, false),
+        };
+        if client.is_closed() {
+            if in_transaction {
+                in_transaction = !ends;
+                let _ = reply.send(Err(
+                    "the connection to the state store was lost during a transaction; nothing of it was committed".into(),
+                ));
+                continue;
+            }
+            match connect() {
+                Ok(c) => client = c,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            }
+        }
         let answer = runtime.block_on(answer(&client, request));
+        if begins && answer.is_ok() {
+            in_transaction = true;
+        }
+        if ends {
+            in_transaction = false;
+        }
         let _ = reply.send(answer);
     }
 }
