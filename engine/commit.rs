@@ -46,6 +46,26 @@ pub const CRASH_POINTS: &[&str] = &[
     "after_state",
 ];
 
+/// Environment variable naming a point where the process waits, `POINT:MILLISECONDS`
+/// (`before_commit:3000`), so that a test can act while a run stands there (cut its
+/// connections, say). For the fault tests; see [`pause_point`].
+pub const PAUSE_ENV: &str = "SLUICE_PAUSE_AT";
+
+/// Waits as [`PAUSE_ENV`] says when it names `point`; a no-op otherwise.
+pub async fn pause_point(point: &str) {
+    let Ok(spec) = std::env::var(PAUSE_ENV) else {
+        return;
+    };
+    if let Some(ms) = spec
+        .strip_prefix(point)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        eprintln!("{PAUSE_ENV}={spec}: waiting");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 /// Kills the process with `SIGKILL` when [`CRASH_ENV`] names `point`: the same effect as a
 /// `kill -9` or a power cut at that instant (no destructor, no flush). A no-op otherwise.
 pub fn crash_point(point: &str) {

@@ -17,7 +17,19 @@ use crate::fsutil::Lock;
 pub struct JobLock {
     job: String,
     _file: Lock,
-    shared: Option<crate::state::StateStore>,
+    shared: Option<SharedLock>,
+}
+
+/// The connection holding a job's lock in a shared store, reachable by the run (to confirm
+/// the lock before its commit, [`confirm_lock`]).
+type SharedLock = std::sync::Arc<std::sync::Mutex<crate::state::StateStore>>;
+
+/// The shared-store locks this process holds, by job.
+fn held() -> &'static std::sync::Mutex<std::collections::HashMap<String, SharedLock>> {
+    static HELD: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, SharedLock>>,
+    > = std::sync::OnceLock::new();
+    HELD.get_or_init(Default::default)
 }
 
 impl Drop for JobLock {
@@ -25,9 +37,46 @@ impl Drop for JobLock {
         // The database lock first, and at once (not when its connection thread ends), so a
         // run that takes the file lock next finds it free too.
         if let Some(store) = self.shared.take() {
-            let _ = store.unlock_job(&self.job);
+            if let Ok(mut held) = held().lock() {
+                held.remove(&self.job);
+            }
+            if let Ok(store) = store.lock() {
+                let _ = store.unlock_job(&self.job);
+            }
         }
     }
+}
+
+/// Before a commit: with a shared (PostgreSQL) store, checks that this process still holds
+/// `job`'s lock there. A connection that dropped (a server restart, a cut network) loses its
+/// advisory lock, and another daemon could then be running the job: the commit must not
+/// happen. A no-op for the SQLite store, whose lock is a file.
+///
+/// # Errors
+/// [`Error::State`] when the lock is lost or cannot be checked.
+pub fn confirm_lock(project: &Project, job: &Job) -> Result<()> {
+    if project.settings.state_url.is_none() {
+        return Ok(());
+    }
+    let store = held().lock().ok().and_then(|h| h.get(&job.name).cloned());
+    let Some(store) = store else {
+        return Ok(());
+    };
+    let store = store
+        .lock()
+        .map_err(|_| Error::Internal("the job lock's store was poisoned".into()))?;
+    let why = match store.holds_job_lock(&job.name) {
+        Ok(true) => return Ok(()),
+        Ok(false) => "its connection dropped".to_string(),
+        Err(e) => e.to_string(),
+    };
+    Err(Error::state(
+        store.path(),
+        format!(
+            "the lock of job `{}` in the shared state store was lost ({why}), so another daemon may be running it; nothing was committed",
+            job.name
+        ),
+    ))
 }
 
 /// Takes `job`'s lock: one run (or replay, or backfill) of a job at a time, so the watermark a
@@ -52,6 +101,10 @@ pub fn lock_job(project: &Project, job: &Job) -> Result<JobLock> {
                         job.name
                     ),
                 ));
+            }
+            let store: SharedLock = std::sync::Arc::new(std::sync::Mutex::new(store));
+            if let Ok(mut h) = held().lock() {
+                h.insert(job.name.clone(), store.clone());
             }
             Some(store)
         }

@@ -554,7 +554,15 @@ async fn publish(
     }
     let record = crate::commit::CommitRecord::of(report, replay_of)
         .with_model_definition(std::fs::read_to_string(project.path(&compiled.model.file)).ok());
-    match sink.commit(&record).await {
+    crate::commit::pause_point("before_commit").await;
+    let committed = match crate::recovery::confirm_lock(project, &compiled.job) {
+        Ok(()) => sink.commit(&record).await,
+        Err(e) => {
+            sink.abort().await;
+            Err(e)
+        }
+    };
+    match committed {
         Ok(stats) => {
             tracing::info!(target_dir = %compiled.target_shown, "target committed");
             report.load = stats;

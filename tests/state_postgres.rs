@@ -216,3 +216,46 @@ fn a_daemon_whose_store_connections_are_cut_opens_them_again_and_keeps_running_f
         std::fs::read_to_string(&log).unwrap()
     );
 }
+
+#[test]
+fn a_run_whose_job_lock_connection_drops_does_not_commit() {
+    let db = Database::new("sluice_state_lock");
+    let w = project_on(&db);
+    // The run waits 3 s before its commit, so the cut comes before it whatever the load.
+    let run = w
+        .sluice(&["run", "flights"])
+        .env("SLUICE_PAUSE_AT", "before_commit:3000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the run holds its job lock in the store, every connection of the store is cut:
+    // the lock goes with its connection, so another daemon could take the job.
+    let locked = || {
+        Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &db.name, "-qAtc"])
+            // pg_locks is the whole server's: this database's lock only (other tests run
+            // daemons on theirs).
+            .arg("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 20931 AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "1")
+            .unwrap_or(false)
+    };
+    let start = std::time::Instant::now();
+    while !locked() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the run never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    db.value(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        db.name
+    ));
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("was lost"), "{}", show(&o));
+    let published = w.path().join("warehouse/flights/_sluice_commit.json");
+    assert!(!published.exists(), "the run committed without its lock");
+}

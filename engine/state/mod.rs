@@ -334,6 +334,24 @@ impl StateStore {
         .map(|held| held == Some(1))
     }
 
+    /// True when this store's connection holds `job`'s lock ([`try_lock_job`](Self::try_lock_job)).
+    /// Always true for SQLite.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error (a lost connection included).
+    pub fn holds_job_lock(&self, job: &str) -> Result<bool> {
+        if !self.is_shared() {
+            return Ok(true);
+        }
+        self.one::<i64>(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND pid = pg_backend_pid() AND classid = 20931
+               AND objid = CAST(CAST(hashtext(?1) AS BIGINT) & 4294967295 AS OID)",
+            vals![format!("job:{job}")],
+        )
+        .map(|n| n == Some(1))
+    }
+
     /// Releases the lock [`try_lock_job`](Self::try_lock_job) took.
     ///
     /// # Errors
