@@ -44,6 +44,11 @@ fn day(w: &Workdir, date: &str) -> Vec<String> {
     ))
 }
 
+/// `sluice backfill readings --from FROM --to TO`.
+fn backfill_args(from: &'static str, to: &'static str) -> Vec<&'static str> {
+    vec!["backfill", "readings", "--from", from, "--to", to]
+}
+
 fn commit_of(w: &Workdir, date: &str) -> String {
     w.read(&format!("out/readings/date={date}/_sluice_commit.json"))
 }
@@ -140,14 +145,7 @@ fn unknown_vars_and_references_are_config_errors_that_run_nothing() {
 #[test]
 fn a_date_backfill_stops_at_a_failed_date_and_the_same_command_resumes_there() {
     let w = dated_project();
-    let backfill = [
-        "backfill",
-        "readings",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-04",
-    ];
+    let backfill = backfill_args("2026-11-01", "2026-11-04");
     // 2026-11-02 has no file yet: the backfill commits the 1st and stops at the 2nd.
     let o = w.run(&backfill);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -195,14 +193,7 @@ fn a_date_backfill_stops_at_a_failed_date_and_the_same_command_resumes_there() {
 #[test]
 fn a_backfill_with_other_vars_is_another_backfill() {
     let w = dated_project();
-    let eu = [
-        "backfill",
-        "readings",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-04",
-    ];
+    let eu = backfill_args("2026-11-01", "2026-11-04");
     // Stops at the 2nd (no file), the 1st committed for EU.
     assert_eq!(w.run(&eu).status.code(), Some(1));
     add_day_2(&w);
@@ -226,14 +217,7 @@ fn a_backfill_with_other_vars_is_another_backfill() {
 fn a_date_backfill_killed_after_a_dates_commit_runs_that_date_again_without_doubling_it() {
     let w = dated_project();
     add_day_2(&w);
-    let backfill = [
-        "backfill",
-        "readings",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-03",
-    ];
+    let backfill = backfill_args("2026-11-01", "2026-11-03");
     // kill -9 with the 1st's output published but neither its run nor the backfill's
     // progress recorded.
     let o = w
@@ -263,14 +247,7 @@ fn a_date_backfill_killed_after_a_dates_commit_runs_that_date_again_without_doub
 fn a_date_backfill_refuses_targets_it_would_double_or_replace() {
     let w = dated_project();
     let job = w.read("jobs/readings.toml");
-    let backfill = [
-        "backfill",
-        "readings",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-02",
-    ];
+    let backfill = backfill_args("2026-11-01", "2026-11-02");
     w.write(
         "jobs/readings.toml",
         &job.replace("\"overwrite\"", "\"append\""),
