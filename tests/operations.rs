@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -710,4 +710,94 @@ fn fires_that_find_the_job_locked_by_another_run_are_skipped_and_do_not_pause_it
         .find(|j| j["job"] == "carriers")
         .unwrap();
     assert_eq!(carriers["health"], "ok", "{}", show(&status));
+}
+
+/// `curl` of `url` with `extra` arguments: the HTTP status, or `None` when no answer came.
+fn curl_status(url: &str, extra: &[&str]) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|code| *code != 0)
+}
+
+#[test]
+fn with_tls_cert_and_key_the_daemon_serves_https_only() {
+    let w = Workdir::project();
+    // A self-signed certificate for 127.0.0.1, as a user's own CA would issue one.
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(w.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", show(&made));
+    let port = free_port();
+    let toml = w.read("sluice.toml");
+    w.write(
+        "sluice.toml",
+        &format!("{toml}\n[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n"),
+    );
+    let log = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    let https = format!("https://127.0.0.1:{port}/health");
+    let ca = w.path().join("cert.pem");
+    let ca = ca.to_str().unwrap();
+    wait_for("the HTTPS server", &log, || {
+        curl_status(&https, &["--cacert", ca]) == Some(200)
+    });
+    // The certificate is checked by the client: without the CA it is refused; plain HTTP on
+    // the port gets no HTTP answer.
+    assert_eq!(
+        curl_status(&https, &[]),
+        None,
+        "an unverified certificate was accepted"
+    );
+    assert_eq!(
+        curl_status(&format!("http://127.0.0.1:{port}/health"), &[]),
+        None,
+        "plain HTTP was served"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("https://127.0.0.1:{port}")),
+        "{text}"
+    );
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log).code(), Some(0));
+
+    // Half a pair is a config error at its line.
+    w.write(
+        "sluice.toml",
+        &format!("{toml}\n[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"cert.pem\"\n"),
+    );
+    let o = w.run(&["validate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        show(&o).contains("needs both `tls_cert` and `tls_key`"),
+        "{}",
+        show(&o)
+    );
 }

@@ -149,6 +149,15 @@ fn validate_state(r: &mut Reader<'_>, spec: &StateSpec) -> Option<String> {
 /// Checks `[server]`: an address that parses, tokens that are SHA-256 digests in hex, rate
 /// limits of at least one request a minute.
 fn validate_server(r: &mut Reader<'_>, spec: &ServerSpec) {
+    match (&spec.tls_cert, &spec.tls_key) {
+        (Some(given), None) | (None, Some(given)) => r.error(
+            Some(given.span()),
+            if spec.tls_cert.is_some() { "server.tls_cert" } else { "server.tls_key" },
+            "HTTPS needs both `tls_cert` and `tls_key`",
+            Some("add the other one (PEM files, relative to the project root), or remove this one to serve plain HTTP".into()),
+        ),
+        _ => {}
+    }
     if spec
         .listen
         .get_ref()

@@ -695,6 +695,13 @@ pub struct ServerSpec {
     /// metrics stay open).
     #[serde(default)]
     pub tokens: std::collections::BTreeMap<String, TokenSpec>,
+    /// PEM certificate chain (relative to the project root): with `tls_key`, the server
+    /// speaks HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<Spanned<String>>,
+    /// PEM PKCS#8 private key of `tls_cert`, unencrypted.
+    #[serde(default)]
+    pub tls_key: Option<Spanned<String>>,
 }
 
 fn default_max_body_bytes() -> usize {

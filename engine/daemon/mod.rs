@@ -343,17 +343,27 @@ impl Daemon {
                 listen: serde_spanned::Spanned::new(0..0, String::new()),
                 max_body_bytes: 64 * 1024,
                 tokens: BTreeMap::new(),
+                tls_cert: None,
+                tls_key: None,
             },
         };
         if let Some(listen) = &options.listen {
             spec.listen = serde_spanned::Spanned::new(0..0, listen.clone());
         }
+        let tls = match (&spec.tls_cert, &spec.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::server::tls::acceptor(
+                &self.project.path(cert.get_ref()),
+                &self.project.path(key.get_ref()),
+            )?),
+            _ => None,
+        };
         let listener = crate::server::bind(&spec).await?;
         let address = listener
             .local_addr()
             .map_or_else(|_| spec.listen.get_ref().clone(), |a| a.to_string());
         log(&format!(
-            "HTTP server on http://{address}: /health, /metrics, /openapi.json, /api/v1 ({} token(s))",
+            "HTTP server on {}://{address}: /health, /metrics, /openapi.json, /api/v1 ({} token(s))",
+            if tls.is_some() { "https" } else { "http" },
             spec.tokens.len()
         ));
         let router = crate::server::router(self.shared.clone(), &spec);
@@ -361,8 +371,15 @@ impl Daemon {
             let _ = stopped.wait_for(|s| *s).await;
         };
         Ok(Some(tokio::spawn(async move {
-            if let Err(e) = crate::server::serve(listener, router, until_stopped).await {
-                log(&format!("the HTTP server stopped: {e}"));
+            match tls {
+                Some(acceptor) => {
+                    crate::server::tls::serve(listener, acceptor, router, until_stopped).await
+                }
+                None => {
+                    if let Err(e) = crate::server::serve(listener, router, until_stopped).await {
+                        log(&format!("the HTTP server stopped: {e}"));
+                    }
+                }
             }
         })))
     }

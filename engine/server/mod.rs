@@ -12,6 +12,7 @@
 
 mod api;
 mod auth;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
