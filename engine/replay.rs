@@ -56,6 +56,7 @@ pub async fn replay(
     // `${run.*}` and `${var.*}` pick the same folders.
     let replayed = StateStore::of(project)?.run(run_id)?;
     let params = crate::config::params::RunParams {
+        trigger: "replay",
         vars: replayed
             .as_ref()
             .map(|r| r.vars.clone())

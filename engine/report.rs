@@ -129,6 +129,13 @@ pub struct RunReport {
     /// The vars given for this run (`--var`, the API), by name.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub vars: std::collections::BTreeMap<String, String>,
+    /// What started the run (`manual`, `schedule`, `api`, `after`, `backfill`, `replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// SHA-256 (hex) of the job, mapping and model files as the run loaded them: runs with
+    /// the same hash ran the same definition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
     /// Start, RFC 3339 UTC.
     pub started_at: String,
     /// End, RFC 3339 UTC.
@@ -153,6 +160,17 @@ pub struct RunReport {
     /// Database targets: rows inserted, updated and deleted by the commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadStats>,
+}
+
+/// How a run was asked for, as its report records it.
+#[derive(Debug, Clone, Default)]
+pub struct RunFacts {
+    /// The logical date, RFC 3339 UTC.
+    pub logical_date: Option<String>,
+    /// The vars given.
+    pub vars: std::collections::BTreeMap<String, String>,
+    /// What started it.
+    pub trigger: Option<String>,
 }
 
 /// The watermark of one incremental source in a run report.
@@ -196,20 +214,37 @@ impl ErrorReport {
 }
 
 impl RunReport {
-    /// The `logical_date` and `vars` fields of a report of a run of `job`.
-    pub fn params_of(
-        job: &crate::config::Job,
-    ) -> (Option<String>, std::collections::BTreeMap<String, String>) {
+    /// The `logical_date`, `vars` and `trigger` fields of a report of a run of `job`.
+    pub fn params_of(job: &crate::config::Job) -> RunFacts {
         match &job.run {
-            Some(p) => (
-                Some(
+            Some(p) => RunFacts {
+                logical_date: Some(
                     p.logical_date
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 ),
-                p.vars.clone(),
-            ),
-            None => (None, Default::default()),
+                vars: p.vars.clone(),
+                trigger: Some(p.trigger.to_string()),
+            },
+            None => RunFacts::default(),
         }
+    }
+
+    /// The hex SHA-256 of the texts of `job`'s file, its mapping's and its model's (in that
+    /// order, each followed by a NUL byte): the definition the run loaded.
+    pub fn config_hash(project: &crate::config::Project, job: &crate::config::Job) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(job.src.text.as_bytes());
+        h.update([0]);
+        if let Some(m) = project.mappings.get(&job.mapping) {
+            h.update(m.src.text.as_bytes());
+            h.update([0]);
+            if let Some(model) = project.models.get(&m.model.name) {
+                h.update(std::fs::read(project.path(&model.file)).unwrap_or_default());
+                h.update([0]);
+            }
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Sets the end time and the duration from `started`.

@@ -319,7 +319,7 @@ pub async fn run_with(
     if let Some(target) = outputs.first_mut().filter(|o| o.kind == "target") {
         target.committed = will_commit;
     }
-    let (logical_date, vars) = RunReport::params_of(&compiled.job);
+    let facts = RunReport::params_of(&compiled.job);
     let mut report = RunReport {
         run_id: run_id.clone(),
         job: job_name.clone(),
@@ -327,8 +327,10 @@ pub async fn run_with(
         model: compiled.model.name.clone(),
         model_version: compiled.model.version.to_string(),
         status,
-        logical_date,
-        vars,
+        logical_date: facts.logical_date,
+        vars: facts.vars,
+        trigger: facts.trigger,
+        config_hash: Some(RunReport::config_hash(project, &compiled.job)),
         started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
         finished_at: String::new(),
         duration_ms: 0,
@@ -638,7 +640,7 @@ pub fn failed_before_start(
         .and_then(|m| project.models.get(&m.model.name))
         .map(|m| (m.name.clone(), m.version.to_string()))
         .unwrap_or_default();
-    let (logical_date, vars) = RunReport::params_of(job);
+    let facts = RunReport::params_of(job);
     let report = RunReport {
         run_id: new_run_id(started),
         job: job.name.clone(),
@@ -646,8 +648,10 @@ pub fn failed_before_start(
         model,
         model_version,
         status: RunStatus::Failed,
-        logical_date,
-        vars,
+        logical_date: facts.logical_date,
+        vars: facts.vars,
+        trigger: facts.trigger,
+        config_hash: Some(RunReport::config_hash(project, job)),
         started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
         finished_at: finished.to_rfc3339_opts(SecondsFormat::Millis, true),
         duration_ms: (finished - started).num_milliseconds().max(0) as u64,

@@ -193,6 +193,7 @@ fn the_daemon_serves_health_metrics_openapi_and_a_token_protected_api() {
     assert_eq!(report.json()["status"], "succeeded");
     assert_eq!(report.json()["rows"]["written"], 16);
     assert_eq!(report.json()["logical_date"], "2013-01-05T00:00:00Z");
+    assert_eq!(report.json()["trigger"], "api");
     assert_eq!(
         rows(&query(
             &w.path().join("warehouse/carriers"),

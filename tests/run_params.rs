@@ -70,15 +70,24 @@ fn a_run_for_a_date_reads_and_writes_that_dates_paths_with_the_vars_given() {
     let r = report(&o);
     assert_eq!(r["logical_date"], "2026-11-02T00:00:00Z");
     assert_eq!(r["vars"]["region"], "US");
+    assert_eq!(r["trigger"], "manual");
+    let hash = r["config_hash"].as_str().unwrap().to_string();
+    assert_eq!(hash.len(), 64, "{r}");
     assert_eq!(
         day(&w, "2026-11-02"),
         ["3|US|2026-11-02", "4|US|2026-11-02", "5|US|2026-11-02"]
     );
     assert!(!w.path().join("out/readings/date=2026-11-01").exists());
 
-    // Without --var the default applies; the history shows each run's logical date.
-    let o = w.run(&["run", "readings", "--date", "2026-11-01"]);
+    // Without --var the default applies; the history shows each run's logical date. The
+    // definition did not change, so neither did its hash; an edit to the mapping changes it.
+    let o = w.run(&["run", "readings", "--date", "2026-11-01", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(report(&o)["config_hash"], hash.as_str());
+    let mapping = w.read("mappings/readings.toml");
+    w.write("mappings/readings.toml", &format!("{mapping}# edited\n"));
+    let o = w.run(&["run", "readings", "--date", "2026-11-01", "--json"]);
+    assert_ne!(report(&o)["config_hash"], hash.as_str());
     assert_eq!(
         day(&w, "2026-11-01"),
         ["1|EU|2026-11-01", "2|EU|2026-11-01"]
@@ -91,7 +100,14 @@ fn a_run_for_a_date_reads_and_writes_that_dates_paths_with_the_vars_given() {
         .iter()
         .map(|r| r["logical_date"].as_str().unwrap())
         .collect();
-    assert_eq!(dates, ["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"]);
+    assert_eq!(
+        dates,
+        [
+            "2026-11-01T00:00:00Z",
+            "2026-11-01T00:00:00Z",
+            "2026-11-02T00:00:00Z"
+        ]
+    );
 }
 
 #[test]
@@ -351,5 +367,6 @@ fn a_job_after_another_catches_up_at_start_on_the_date_its_upstream_committed_wh
     let runs = reports(&w, "carriers_copy");
     assert_eq!(runs.len(), 1, "{}", std::fs::read_to_string(&log).unwrap());
     assert_eq!(runs[0]["logical_date"], "2026-11-02T00:00:00Z");
+    assert_eq!(runs[0]["trigger"], "after");
     assert_eq!(runs[0]["status"], "succeeded");
 }

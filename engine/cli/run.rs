@@ -43,6 +43,7 @@ impl ParamArgs {
             logical_date,
             vars: self.vars.iter().cloned().collect(),
             zone: None,
+            trigger: "manual",
         })
     }
 }
@@ -110,6 +111,7 @@ pub(crate) async fn backfill(
         ));
         let mut params = args.params(job)?;
         params.logical_date = sluice::backfill::logical_date(job, *date);
+        params.trigger = "backfill";
         let code = run_with(&project, job, json, &ExtractMode::Incremental, &params).await?;
         if code != sluice::error::EXIT_OK {
             errln(&format!(

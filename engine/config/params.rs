@@ -39,6 +39,9 @@ pub struct RunParams {
     /// The zone to read the logical date in, when not the job's own ([`zone_of`]): a job run
     /// `after` another reads it in that job's zone, so both see the same `${run.date}`.
     pub zone: Option<chrono_tz::Tz>,
+    /// What started the run: `manual` (`sluice run`), `schedule`, `api`, `after` (a job it
+    /// runs after committed), `backfill` or `replay`.
+    pub trigger: &'static str,
 }
 
 impl RunParams {
@@ -48,6 +51,7 @@ impl RunParams {
             logical_date,
             vars: BTreeMap::new(),
             zone: None,
+            trigger: "manual",
         }
     }
 }

@@ -137,6 +137,7 @@ impl Daemon {
         };
         let params = RunParams {
             zone: Some(zone),
+            trigger: "after",
             ..RunParams::at(logical)
         };
         self.spawn_run(name, origin, params);

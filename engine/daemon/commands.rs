@@ -112,6 +112,7 @@ impl Daemon {
                 logical_date: Utc::now(),
                 vars,
                 zone: None,
+                trigger: "api",
             });
         };
         for (name, value) in &vars {
@@ -131,6 +132,7 @@ impl Daemon {
             logical_date,
             vars,
             zone: None,
+            trigger: "api",
         })
     }
 

@@ -558,7 +558,11 @@ impl Daemon {
             return;
         }
         self.shared.metrics.fire(job, "run");
-        self.spawn_run(job, Origin::Fire(fire), RunParams::at(fire));
+        let params = RunParams {
+            trigger: "schedule",
+            ..RunParams::at(fire)
+        };
+        self.spawn_run(job, Origin::Fire(fire), params);
     }
 
     /// Applies `[retention]` in a blocking task (file deletions must not stall the loop);

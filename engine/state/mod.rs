@@ -18,7 +18,7 @@
 //!
 //! | table     | one row per                       | columns |
 //! |-----------|-----------------------------------|---------|
-//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed), `sluice_version`, `error`, `logical_date` (RFC 3339 UTC), `vars` (JSON object, or NULL for none) |
+//! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed), `sluice_version`, `error`, `logical_date` (RFC 3339 UTC), `vars` (JSON object, or NULL for none), `trigger` (`manual`, `schedule`, `api`, `after`, `backfill`, `replay`), `config_hash` (hex SHA-256 of the job, mapping and model files) |
 //! | `backfills` | date backfill (`sluice backfill` of a job without an incremental source) | `job`, `vars` (the vars given, as JSON), `from_date`, `to_date` (`YYYY-MM-DD`, the range asked for), `done_through` (the last date committed), `updated_at` |
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
 //! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
@@ -160,6 +160,9 @@ const MIGRATIONS: &[&str] = &[
          updated_at   TEXT NOT NULL,
          PRIMARY KEY (job, vars, from_date, to_date)
      );",
+    // 4: what started each run, and the hash of the definition it ran.
+    "ALTER TABLE runs ADD COLUMN trigger TEXT;
+     ALTER TABLE runs ADD COLUMN config_hash TEXT;",
 ];
 
 /// Applies the migrations `db` lacks, each in a transaction that first takes the database's
@@ -225,6 +228,10 @@ pub struct RunRecord {
     /// The vars given for the run, by name.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub vars: std::collections::BTreeMap<String, String>,
+    /// What started the run (`manual`, `schedule`, `api`, `after`, `backfill`, `replay`).
+    pub trigger: Option<String>,
+    /// Hex SHA-256 of the job, mapping and model files the run loaded.
+    pub config_hash: Option<String>,
 }
 
 /// A stored watermark.
@@ -422,11 +429,14 @@ impl StateStore {
             .transaction(|db| {
                 insert_run(db, &record)?;
                 db.execute(
-                    "UPDATE runs SET sluice_version = ?2, error = ?3 WHERE run_id = ?1",
+                    "UPDATE runs SET sluice_version = ?2, error = ?3, trigger = ?4, config_hash = ?5
+                     WHERE run_id = ?1",
                     vals![
                         &report.run_id,
                         env!("CARGO_PKG_VERSION"),
-                        report.error.as_ref().map(|e| e.message.as_str())
+                        report.error.as_ref().map(|e| e.message.as_str()),
+                        report.trigger.as_deref(),
+                        report.config_hash.as_deref()
                     ],
                 )?;
                 insert_quality(db, report)?;
@@ -591,7 +601,8 @@ impl StateStore {
     fn select_runs(&self, filter: &str, args: &[Value]) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT run_id, job, status, started_at, finished_at, rows_read, rows_written,
-                    rows_quarantined, replay_of, error, logical_date, vars
+                    rows_quarantined, replay_of, error, logical_date, vars, trigger,
+                    config_hash
              FROM runs WHERE {filter} ORDER BY started_at DESC, run_id DESC LIMIT ?2"
         );
         let rows = self.db.query(&sql, args).map_err(|e| self.err(e))?;
@@ -613,6 +624,8 @@ impl StateStore {
                         .get::<Option<String>>(11)?
                         .and_then(|v| serde_json::from_str(&v).ok())
                         .unwrap_or_default(),
+                    trigger: r.get(12)?,
+                    config_hash: r.get(13)?,
                 })
             })
             .collect::<std::result::Result<_, String>>()
@@ -890,6 +903,8 @@ mod tests {
             status,
             logical_date: None,
             vars: Default::default(),
+            trigger: None,
+            config_hash: None,
             started_at: format!("2026-01-0{}T00:00:00.000Z", &id[1..]),
             finished_at: "2026-01-01T00:00:01.000Z".into(),
             duration_ms: 1000,
