@@ -13,6 +13,12 @@ use crate::common::{query, rows, show, Workdir};
 
 /// Runs SQL with `psql` on the `test` database; panics with psql's message on failure.
 fn psql(sql: &str) -> String {
+    psql_in("test", sql)
+}
+
+/// Runs SQL with `psql` on database `db` of the local server; panics with psql's message on
+/// failure.
+pub(crate) fn psql_in(db: &str, sql: &str) -> String {
     let o = Command::new("psql")
         .args([
             "-h",
@@ -20,7 +26,7 @@ fn psql(sql: &str) -> String {
             "-U",
             "postgres",
             "-d",
-            "test",
+            db,
             "-Atq",
             "-v",
             "ON_ERROR_STOP=1",

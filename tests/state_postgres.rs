@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use crate::common::{show, Workdir};
+use crate::databases::psql_in as psql;
 use crate::schedule::{reports, schedule_carriers, sigterm, start_daemon, wait_exit, wait_for};
 
 /// A fresh database on the local server, dropped with the value.
@@ -62,15 +63,6 @@ impl Drop for Database {
             ))
             .output();
     }
-}
-
-fn psql(db: &str, sql: &str) -> String {
-    let o = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtc", sql])
-        .output()
-        .expect("psql");
-    assert!(o.status.success(), "psql {sql}: {}", show(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The sample project with its state store in `db`.

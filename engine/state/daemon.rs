@@ -42,22 +42,17 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn circuit(&self, job: &str) -> Result<Option<Circuit>> {
-        let row = self
-            .db
-            .query_opt(
-                "SELECT failures, opened_at, last_error FROM circuits WHERE job = ?1",
-                vals![job],
-            )
-            .map_err(|e| self.err(e))?;
-        row.map(|r| {
-            Ok(Circuit {
-                failures: r.get(0)?,
-                opened_at: r.get(1)?,
-                last_error: r.get(2)?,
-            })
-        })
-        .transpose()
-        .map_err(|e: String| self.err(e))
+        self.row(
+            "SELECT failures, opened_at, last_error FROM circuits WHERE job = ?1",
+            vals![job],
+            |r| {
+                Ok(Circuit {
+                    failures: r.get(0)?,
+                    opened_at: r.get(1)?,
+                    last_error: r.get(2)?,
+                })
+            },
+        )
     }
 
     /// Counts a failed fire of `job`. When it makes `pause_after` failures in a row (and
@@ -182,26 +177,21 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn trigger(&self, trigger_id: &str) -> Result<Option<TriggerRecord>> {
-        let row = self
-            .db
-            .query_opt(
-                "SELECT trigger_id, job, requested_at, requested_by, status, run_id
-                 FROM triggers WHERE trigger_id = ?1",
-                vals![trigger_id],
-            )
-            .map_err(|e| self.err(e))?;
-        row.map(|r| {
-            Ok(TriggerRecord {
-                trigger_id: r.get(0)?,
-                job: r.get(1)?,
-                requested_at: r.get(2)?,
-                requested_by: r.get(3)?,
-                status: r.get(4)?,
-                run_id: r.get(5)?,
-            })
-        })
-        .transpose()
-        .map_err(|e: String| self.err(e))
+        self.row(
+            "SELECT trigger_id, job, requested_at, requested_by, status, run_id
+             FROM triggers WHERE trigger_id = ?1",
+            vals![trigger_id],
+            |r| {
+                Ok(TriggerRecord {
+                    trigger_id: r.get(0)?,
+                    job: r.get(1)?,
+                    requested_at: r.get(2)?,
+                    requested_by: r.get(3)?,
+                    status: r.get(4)?,
+                    run_id: r.get(5)?,
+                })
+            },
+        )
     }
 
     /// Marks triggers still `queued` or `running` as `abandoned`: at daemon start, they

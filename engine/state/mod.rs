@@ -453,25 +453,21 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error or a stored time that is not RFC 3339.
     pub fn last_fire(&self, job: &str) -> Result<Option<FireRecord>> {
-        let row = self
-            .db
-            .query_opt(
-                "SELECT fire_at, status, run_id FROM schedule_fires WHERE job = ?1",
-                vals![job],
-            )
-            .map_err(|e| self.err(e))?;
-        row.map(|r| {
-            let at: String = r.get(0).map_err(|e| self.err(e))?;
-            let fire_at = chrono::DateTime::parse_from_rfc3339(&at)
-                .map_err(|e| self.err(format!("schedule_fires.fire_at `{at}`: {e}")))?
-                .to_utc();
-            Ok(FireRecord {
-                fire_at,
-                status: r.get(1).map_err(|e| self.err(e))?,
-                run_id: r.get(2).map_err(|e| self.err(e))?,
-            })
-        })
-        .transpose()
+        self.row(
+            "SELECT fire_at, status, run_id FROM schedule_fires WHERE job = ?1",
+            vals![job],
+            |r| {
+                let at: String = r.get(0)?;
+                let fire_at = chrono::DateTime::parse_from_rfc3339(&at)
+                    .map_err(|e| format!("schedule_fires.fire_at `{at}`: {e}"))?
+                    .to_utc();
+                Ok(FireRecord {
+                    fire_at,
+                    status: r.get(1)?,
+                    run_id: r.get(2)?,
+                })
+            },
+        )
     }
 
     /// Takes `job`'s fire at `fire_at` with `status` (`running` before its run starts, so a
@@ -546,22 +542,17 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn watermark(&self, job: &str, source: &str) -> Result<Option<StoredWatermark>> {
-        let row = self
-            .db
-            .query_opt(
-                "SELECT value, run_id, cursor_column FROM watermarks WHERE job = ?1 AND source = ?2",
-                vals![job, source],
-            )
-            .map_err(|e| self.err(e))?;
-        row.map(|r| {
-            Ok(StoredWatermark {
-                value: r.get(0)?,
-                run_id: r.get(1)?,
-                cursor_column: r.get(2)?,
-            })
-        })
-        .transpose()
-        .map_err(|e| self.err(e))
+        self.row(
+            "SELECT value, run_id, cursor_column FROM watermarks WHERE job = ?1 AND source = ?2",
+            vals![job, source],
+            |r| {
+                Ok(StoredWatermark {
+                    value: r.get(0)?,
+                    run_id: r.get(1)?,
+                    cursor_column: r.get(2)?,
+                })
+            },
+        )
     }
 
     /// The most recent `limit` runs of `job`, newest first; only committed ones when
@@ -605,31 +596,27 @@ impl StateStore {
                     config_hash
              FROM runs WHERE {filter} ORDER BY started_at DESC, run_id DESC LIMIT ?2"
         );
-        let rows = self.db.query(&sql, args).map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunRecord {
-                    run_id: r.get(0)?,
-                    job: r.get(1)?,
-                    status: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    rows_read: r.get(5)?,
-                    rows_written: r.get(6)?,
-                    rows_quarantined: r.get(7)?,
-                    replay_of: r.get(8)?,
-                    error: r.get(9)?,
-                    logical_date: r.get(10)?,
-                    vars: r
-                        .get::<Option<String>>(11)?
-                        .and_then(|v| serde_json::from_str(&v).ok())
-                        .unwrap_or_default(),
-                    trigger: r.get(12)?,
-                    config_hash: r.get(13)?,
-                })
+        self.rows(&sql, args, |r| {
+            Ok(RunRecord {
+                run_id: r.get(0)?,
+                job: r.get(1)?,
+                status: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                rows_read: r.get(5)?,
+                rows_written: r.get(6)?,
+                rows_quarantined: r.get(7)?,
+                replay_of: r.get(8)?,
+                error: r.get(9)?,
+                logical_date: r.get(10)?,
+                vars: r
+                    .get::<Option<String>>(11)?
+                    .and_then(|v| serde_json::from_str(&v).ok())
+                    .unwrap_or_default(),
+                trigger: r.get(12)?,
+                config_hash: r.get(13)?,
             })
-            .collect::<std::result::Result<_, String>>()
-            .map_err(|e| self.err(e))
+        })
     }
 
     /// Every quality record of the given runs of `job`.
@@ -639,17 +626,12 @@ impl StateStore {
     pub fn quality(&self, job: &str, run_ids: &[String]) -> Result<Vec<QualityRecord>> {
         let mut out = Vec::new();
         for id in run_ids {
-            let rows = self
-                .db
-                .query(
-                    "SELECT run_id, kind, name, rows_failed, measured, status FROM quality
-                     WHERE job = ?1 AND run_id = ?2",
-                    vals![job, id],
-                )
-                .map_err(|e| self.err(e))?;
-            for r in rows {
-                let record = (|| {
-                    Ok::<_, String>(QualityRecord {
+            out.extend(self.rows(
+                "SELECT run_id, kind, name, rows_failed, measured, status FROM quality
+                 WHERE job = ?1 AND run_id = ?2",
+                vals![job, id],
+                |r| {
+                    Ok(QualityRecord {
                         run_id: r.get(0)?,
                         kind: r.get(1)?,
                         name: r.get(2)?,
@@ -657,9 +639,8 @@ impl StateStore {
                         measured: r.get(4)?,
                         status: r.get(5)?,
                     })
-                })();
-                out.push(record.map_err(|e| self.err(e))?);
-            }
+                },
+            )?);
         }
         Ok(out)
     }
@@ -690,17 +671,11 @@ impl StateStore {
     /// # Errors
     /// [`Error::State`] on a database error.
     pub fn registered_models(&self, name: &str) -> Result<Vec<(String, String)>> {
-        let rows = self
-            .db
-            .query(
-                "SELECT version, definition FROM models WHERE name = ?1",
-                vals![name],
-            )
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| Ok((r.get(0)?, r.get(1)?)))
-            .collect::<std::result::Result<_, String>>()
-            .map_err(|e| self.err(e))
+        self.rows(
+            "SELECT version, definition FROM models WHERE name = ?1",
+            vals![name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// The stored status of run `run_id` of `job` (`succeeded`, `check_failed`, ...).
@@ -726,12 +701,35 @@ impl StateStore {
         )
     }
 
-    /// The first column of the first row `sql` selects, if any.
-    fn one<T: sql::FromValue>(&self, sql: &str, params: &[Value]) -> Result<Option<T>> {
+    /// The rows `sql` selects, each made a `T` by `f`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: &[Value],
+        f: impl Fn(&sql::Row) -> std::result::Result<T, String>,
+    ) -> Result<Vec<T>> {
+        self.db
+            .query(sql, params)
+            .and_then(|rows| rows.iter().map(f).collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The first row `sql` selects made a `T` by `f`, if any.
+    fn row<T>(
+        &self,
+        sql: &str,
+        params: &[Value],
+        f: impl Fn(&sql::Row) -> std::result::Result<T, String>,
+    ) -> Result<Option<T>> {
         self.db
             .query_opt(sql, params)
-            .and_then(|r| r.map(|r| r.get(0)).transpose())
+            .and_then(|r| r.as_ref().map(f).transpose())
             .map_err(|e| self.err(e))
+    }
+
+    /// The first column of the first row `sql` selects, if any.
+    fn one<T: sql::FromValue>(&self, sql: &str, params: &[Value]) -> Result<Option<T>> {
+        self.row(sql, params, |r| r.get(0))
     }
 }
 
@@ -796,46 +794,46 @@ fn insert_quality(db: &Db, report: &RunReport) -> std::result::Result<(), String
             rows_failed = excluded.rows_failed, measured = excluded.measured,
             threshold = excluded.threshold, status = excluded.status, action = excluded.action";
     let checked = report.rows.produced;
-    for r in &report.rules {
+    let rules = report.rules.iter().map(|r| {
         let fraction = if checked == 0 {
             0.0
         } else {
             r.failed_rows as f64 / checked as f64
         };
-        db.execute(
-            INSERT,
-            vals![
-                &report.run_id,
-                &report.job,
-                &report.started_at,
-                "rule",
-                &r.rule,
-                checked,
-                r.failed_rows,
-                fraction,
-                Option::<f64>::None,
-                r.status.to_string(),
-                crate::config::spec::json_name(&r.action),
-            ],
-        )?;
-    }
-    for c in &report.checks {
-        db.execute(
-            INSERT,
-            vals![
-                &report.run_id,
-                &report.job,
-                &report.started_at,
-                "check",
-                &c.check,
-                Option::<i64>::None,
-                Option::<i64>::None,
-                c.measured,
-                c.threshold,
-                c.status.to_string(),
-                Option::<String>::None,
-            ],
-        )?;
+        let action = crate::config::spec::json_name(&r.action);
+        // kind, name, rows checked, rows failed, measured, threshold, status, action
+        let row: [Value; 8] = [
+            "rule".into(),
+            (&r.rule).into(),
+            checked.into(),
+            r.failed_rows.into(),
+            fraction.into(),
+            Value::Null,
+            r.status.to_string().into(),
+            action.into(),
+        ];
+        row
+    });
+    let checks = report.checks.iter().map(|c| {
+        [
+            "check".into(),
+            (&c.check).into(),
+            Value::Null,
+            Value::Null,
+            c.measured.into(),
+            c.threshold.into(),
+            c.status.to_string().into(),
+            Value::Null,
+        ]
+    });
+    for row in rules.chain(checks) {
+        let mut params = vec![
+            (&report.run_id).into(),
+            (&report.job).into(),
+            (&report.started_at).into(),
+        ];
+        params.extend(row);
+        db.execute(INSERT, &params)?;
     }
     Ok(())
 }

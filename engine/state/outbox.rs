@@ -67,26 +67,20 @@ impl StateStore {
         now: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<PendingAlert>> {
-        let rows = self
-            .db
-            .query(
-                "SELECT alert_id, payload, attempts, next_attempt_at FROM alert_outbox
-                 WHERE delivered_at IS NULL AND next_attempt_at <= ?1
-                 ORDER BY created_at, alert_id LIMIT ?2",
-                vals![rfc3339(now), limit as i64],
-            )
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
+        self.rows(
+            "SELECT alert_id, payload, attempts, next_attempt_at FROM alert_outbox
+             WHERE delivered_at IS NULL AND next_attempt_at <= ?1
+             ORDER BY created_at, alert_id LIMIT ?2",
+            vals![rfc3339(now), limit as i64],
+            |r| {
                 Ok(PendingAlert {
                     alert_id: r.get(0)?,
                     payload: r.get(1)?,
                     attempts: r.get(2)?,
                     next_attempt_at: r.get(3)?,
                 })
-            })
-            .collect::<std::result::Result<_, String>>()
-            .map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// Claims `alert` for one delivery attempt until `until`: true for the one sender (of

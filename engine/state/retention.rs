@@ -18,10 +18,8 @@ impl StateStore {
     /// # Errors
     /// [`crate::error::Error::State`] on a database error.
     pub fn protected_runs(&self, committed: usize) -> Result<HashSet<String>> {
-        let rows = self
-            .db
-            .query(
-                "SELECT run_id FROM (
+        let ids: Vec<String> = self.rows(
+            "SELECT run_id FROM (
                      SELECT run_id, ROW_NUMBER() OVER (PARTITION BY job
                          ORDER BY started_at DESC, run_id DESC) AS n FROM runs) AS latest
                  WHERE n = 1
@@ -32,13 +30,10 @@ impl StateStore {
                      WHERE status IN ('succeeded', 'succeeded_with_warnings') AND replay_of IS NULL)
                      AS committed
                  WHERE n <= ?1",
-                vals![committed as i64],
-            )
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| r.get::<String>(0))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| self.err(e))
+            vals![committed as i64],
+            |r| r.get(0),
+        )?;
+        Ok(ids.into_iter().collect())
     }
 
     /// Deletes (or, with `dry_run`, counts) runs that started before `cutoff` and are not in
