@@ -109,6 +109,54 @@ pub fn logical_date(job: &Job, date: NaiveDate) -> DateTime<Utc> {
     })
 }
 
+/// Runs the dates of `plan` in order: each with `base`'s vars, that date as its logical date
+/// and `backfill` as its trigger, through `run_one` (which runs and prints it, returning its
+/// exit code). A date whose run does not commit stops the backfill with that code; each date
+/// that does is recorded ([`done`]) before the next starts. `say` gets a line per date and a
+/// closing line.
+///
+/// # Errors
+/// What `run_one` returns, or [`Error::State`] when progress cannot be recorded.
+pub async fn run_dates<F, Fut>(
+    project: &Project,
+    job: &Job,
+    plan: &DatePlan,
+    base: &params::RunParams,
+    mut run_one: F,
+    say: impl Fn(&str),
+) -> Result<i32>
+where
+    F: FnMut(params::RunParams) -> Fut,
+    Fut: std::future::Future<Output = Result<i32>>,
+{
+    let total = plan.dates.len();
+    for (i, date) in plan.dates.iter().enumerate() {
+        say(&format!(
+            "backfill {}: date {date} ({} of {total})",
+            job.name,
+            i + 1
+        ));
+        let run = params::RunParams {
+            logical_date: logical_date(job, *date),
+            trigger: "backfill",
+            ..base.clone()
+        };
+        let code = run_one(run).await?;
+        if code != crate::error::EXIT_OK {
+            say(&format!(
+                "backfill stopped at {date}: its run did not commit (above); dates before it are committed; the same command resumes at {date}"
+            ));
+            return Ok(code);
+        }
+        done(project, job, plan, *date)?;
+    }
+    say(&format!(
+        "backfill {}: {total} date(s) committed, {} .. {}",
+        job.name, plan.from, plan.to
+    ));
+    Ok(crate::error::EXIT_OK)
+}
+
 /// Records that `date` of the backfill in `plan` committed; forgets the backfill after its
 /// last date.
 ///

@@ -102,30 +102,19 @@ pub(crate) async fn backfill(
             plan.from, plan.to
         ));
     }
-    let total = plan.dates.len();
-    for (i, date) in plan.dates.iter().enumerate() {
-        errln(&format!(
-            "backfill {}: date {date} ({} of {total})",
-            job.name,
-            i + 1
-        ));
-        let mut params = args.params(job)?;
-        params.logical_date = sluice::backfill::logical_date(job, *date);
-        params.trigger = "backfill";
-        let code = run_with(&project, job, json, &ExtractMode::Incremental, &params).await?;
-        if code != sluice::error::EXIT_OK {
-            errln(&format!(
-                "backfill stopped at {date}: its run did not commit (above); dates before it are committed; the same command resumes at {date}"
-            ));
-            return Ok(code);
-        }
-        sluice::backfill::done(&project, job, &plan, *date)?;
-    }
-    errln(&format!(
-        "backfill {}: {total} date(s) committed, {} .. {}",
-        job.name, plan.from, plan.to
-    ));
-    Ok(sluice::error::EXIT_OK)
+    let base = args.params(job)?;
+    sluice::backfill::run_dates(
+        &project,
+        job,
+        &plan,
+        &base,
+        |params| {
+            let project = &project;
+            async move { run_with(project, job, json, &ExtractMode::Incremental, &params).await }
+        },
+        errln,
+    )
+    .await
 }
 
 /// A run of `job` as `mode` and `params` ask, retried as its `[retry]` says, printed; the
