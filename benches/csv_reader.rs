@@ -68,7 +68,7 @@ async fn tolerant_reader(path: &Path, columns: &[String]) -> u64 {
     let ctx = session();
     let table = csv_reader::table(
         vec![CsvFile {
-            path: path.to_path_buf(),
+            location: csv_reader::Location::Local(path.to_path_buf()),
             shown: "flights.csv".into(),
         }],
         columns.to_vec(),
@@ -92,7 +92,11 @@ async fn tolerant_reader(path: &Path, columns: &[String]) -> u64 {
 
 /// The floor: the csv crate alone reading every record (no Arrow arrays, no checks).
 fn csv_crate_only(path: &Path) -> u64 {
-    let input = csv_reader::open_decoded(path, Compression::Auto).expect("open");
+    let input = csv_reader::open_decoded(
+        &csv_reader::Location::Local(path.to_path_buf()),
+        Compression::Auto,
+    )
+    .expect("open");
     let mut r = csv::ReaderBuilder::new()
         .buffer_capacity(256 * 1024)
         .from_reader(input);
@@ -107,7 +111,11 @@ fn csv_crate_only(path: &Path) -> u64 {
 /// The floor read through the record-size limit (`RecordLimit`, default 16 MiB): its cost is
 /// this line minus the floor.
 fn csv_crate_limited(path: &Path) -> u64 {
-    let input = csv_reader::open_decoded(path, Compression::Auto).expect("open");
+    let input = csv_reader::open_decoded(
+        &csv_reader::Location::Local(path.to_path_buf()),
+        Compression::Auto,
+    )
+    .expect("open");
     let cuts = std::rc::Rc::new(std::cell::RefCell::new(
         sluice::record_limit::Cuts::default(),
     ));
@@ -151,7 +159,7 @@ fn main() {
         .expect("write");
     let (header, _) = csv_reader::sample(
         &CsvFile {
-            path: plain.clone(),
+            location: csv_reader::Location::Local(plain.clone()),
             shown: "flights.csv".into(),
         },
         &CsvOptions {

@@ -25,7 +25,6 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +39,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 
 use crate::config::spec::Compression;
 use crate::record_limit::{Cuts, RecordLimit};
+pub use crate::store::Location;
 
 /// Hidden column: the file a row came from, as the user wrote it relative to the project.
 pub const FILE_COLUMN: &str = "__file";
@@ -76,11 +76,11 @@ pub struct CsvOptions {
     pub max_record_bytes: usize,
 }
 
-/// One file to read: its path and the name shown in the quarantine and errors.
+/// One file to read: its location and the name shown in the quarantine and errors.
 #[derive(Debug, Clone)]
 pub struct CsvFile {
-    /// Path to open.
-    pub path: PathBuf,
+    /// The local file or object to open.
+    pub location: Location,
     /// Name shown to users (relative to the project, secrets redacted).
     pub shown: String,
 }
@@ -110,15 +110,19 @@ impl fmt::Display for CsvError {
 
 impl std::error::Error for CsvError {}
 
-/// Opens `path` and wraps it in the decoder its compression needs.
+/// Opens `location` and wraps it in the decoder its compression needs. An object is streamed
+/// (see [`Location::open_blocking`]), so this must run on a blocking thread.
 ///
 /// # Errors
 /// The I/O error of opening the file.
-pub fn open_decoded(path: &Path, compression: Compression) -> io::Result<Box<dyn Read + Send>> {
-    let file = std::fs::File::open(path)?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+pub fn open_decoded(
+    location: &Location,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + Send>> {
+    let file = location.open_blocking()?;
+    let ext = location.extension().unwrap_or_default();
     let kind = match compression {
-        Compression::Auto => match ext {
+        Compression::Auto => match ext.as_str() {
             "gz" => Compression::Gzip,
             "zst" | "zstd" => Compression::Zstd,
             "bz2" => Compression::Bzip2,
@@ -194,7 +198,7 @@ pub fn sample(
         byte,
         message,
     };
-    let input = open_decoded(&file.path, options.compression)
+    let input = open_decoded(&file.location, options.compression)
         .map_err(|e| err(0, 0, format!("cannot open: {e}")))?;
     let cuts = Rc::new(RefCell::new(Cuts::default()));
     let limited = RecordLimit::new(
@@ -545,7 +549,7 @@ impl FileReader<'_> {
         records: &AtomicU64,
         mut send: impl FnMut(RecordBatch) -> bool,
     ) -> Result<bool, CsvError> {
-        let input = open_decoded(&self.file.path, self.options.compression)
+        let input = open_decoded(&self.file.location, self.options.compression)
             .map_err(|e| self.error(0, 0, format!("cannot open: {e}")))?;
         let kept = Rc::new(RefCell::new(Kept::default()));
         let cuts = Rc::new(RefCell::new(Cuts::default()));
@@ -914,7 +918,7 @@ mod tests {
         let path = dir.path().join("x.csv");
         std::fs::write(&path, text).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let file = CsvFile {
-            path,
+            location: Location::Local(path),
             shown: "x.csv".into(),
         };
         let (header, _) =

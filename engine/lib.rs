@@ -48,4 +48,5 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod store;
 pub mod validate;

@@ -63,6 +63,12 @@ pub fn init(format: LogFormat, default_filter: &str) {
             stderr_line(&format!("{info}"));
         }
     }));
+    // delta-rs and its kernel log states Sluice handles (a table that does not exist yet is
+    // an ERROR line, a merge metric it derives a WARN); their failures come back as errors,
+    // which Sluice reports. `SLUICE_LOG` shows them when wanted.
+    let default_filter = format!(
+        "{default_filter},deltalake_core=error,buoyant_kernel=off,buoyant_kernel_engine=off"
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()

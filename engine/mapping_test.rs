@@ -117,6 +117,8 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
         delete_missing: false,
         track: None,
         on_schema_change: Default::default(),
+        replace_where: None,
+        properties: Default::default(),
     };
     if let Some(j) = project.jobs.values().find(|j| j.mapping == mapping.name) {
         let mut j = j.clone();

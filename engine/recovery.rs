@@ -156,6 +156,8 @@ fn lock_job_at(project: &Project, job: &Job) -> Result<Lock> {
 pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
     let record = if job.target.is_database() {
         database_record(project, job).await?
+    } else if job.target.format == Some(crate::config::spec::TargetFormat::Delta) {
+        delta_record(project, job).await?
     } else {
         match target_folder(project, job) {
             Some((dir, shown)) => read_record(&dir, &shown)?,
@@ -189,6 +191,15 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
         }
     ));
     Ok(Some(record.run_id))
+}
+
+/// The commit record of `job`'s newest commit in its Delta table's log (`commitInfo`).
+async fn delta_record(project: &Project, job: &Job) -> Result<Option<CommitRecord>> {
+    // A target that does not resolve is the planner's to report, with its line.
+    match crate::plan::delta_table(project, job) {
+        Ok(t) => t.last_record(&job.name).await,
+        Err(_) => Ok(None),
+    }
 }
 
 /// The commit record in `sluice_runs` beside a database target.

@@ -115,10 +115,29 @@ struct Outcome {
 enum TargetSink {
     Parquet(ParquetSink),
     Db(Box<crate::db::sink::DbSink>, Box<crate::db::sink::DbTarget>),
+    Delta(Box<crate::sink::delta::DeltaSink>),
 }
 
 impl TargetSink {
-    async fn begin(compiled: &CompiledJob, lock_path: &Path, run_id: &str) -> Result<TargetSink> {
+    async fn begin(
+        compiled: &CompiledJob,
+        lock_path: &Path,
+        staging_root: &Path,
+        run_id: &str,
+    ) -> Result<TargetSink> {
+        if let Some(t) = &compiled.delta_target {
+            return Ok(TargetSink::Delta(Box::new(
+                crate::sink::delta::DeltaSink::begin(
+                    &compiled.ctx,
+                    t.clone(),
+                    lock_path,
+                    staging_root,
+                    run_id,
+                    compiled.target_schema(),
+                )
+                .await?,
+            )));
+        }
         if let Some(t) = &compiled.db_target {
             return Ok(TargetSink::Db(
                 Box::new(crate::db::sink::DbSink::begin(t).await?),
@@ -147,12 +166,14 @@ impl TargetSink {
         match self {
             TargetSink::Parquet(s) => s.write(batch).await,
             TargetSink::Db(s, t) => s.write(t, &batch).await,
+            TargetSink::Delta(s) => s.write(batch).await,
         }
     }
 
     async fn finish(&mut self) -> Result<SinkMetrics> {
         match self {
             TargetSink::Parquet(s) => s.finish().await,
+            TargetSink::Delta(s) => s.finish().await,
             TargetSink::Db(s, _) => Ok(SinkMetrics {
                 rows_written: s.finish().await?,
                 ..Default::default()
@@ -167,6 +188,7 @@ impl TargetSink {
         match self {
             TargetSink::Parquet(s) => s.commit(record).map(|()| None),
             TargetSink::Db(s, t) => s.commit(&t, record).await.map(Some),
+            TargetSink::Delta(s) => s.commit(record).await.map(|()| None),
         }
     }
 
@@ -174,6 +196,7 @@ impl TargetSink {
         match self {
             TargetSink::Parquet(s) => s.abort().await,
             TargetSink::Db(s, _) => s.abort().await,
+            TargetSink::Delta(s) => s.abort().await,
         }
     }
 }
@@ -264,7 +287,8 @@ pub async fn run_with(
     let mut partial = RowCounts::default();
     progress.stage("reading and mapping rows");
     let executing = async {
-        let sink = TargetSink::begin(&compiled, &lock_path, &run_id).await?;
+        let staging_root = project.path(&project.settings.state_dir).join("staging");
+        let sink = TargetSink::begin(&compiled, &lock_path, &staging_root, &run_id).await?;
         let sink = sink_opt.insert(sink);
         // The target lock is held now.
         quarantine.sweep_crashed();

@@ -191,7 +191,15 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
             (None, Some(p)) => Some((
                 "target.path",
                 p.span(),
-                resolve_static(redactor, p.get_ref(), project).map(PathBuf::from),
+                resolve_static(redactor, p.get_ref(), project)
+                    .and_then(|r| {
+                        if crate::store::is_url(&r) {
+                            Err(r)
+                        } else {
+                            Ok(r)
+                        }
+                    })
+                    .map(PathBuf::from),
             )),
             (None, None) => None,
         };
@@ -260,6 +268,10 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
             let Ok(resolved) = resolve_static(redactor, p.get_ref(), project) else {
                 continue;
             };
+            // An object-store location is no local folder to protect.
+            if crate::store::is_url(&resolved) {
+                continue;
+            }
             let is_glob = resolved.contains(['*', '?', '[']);
             let path = canonical(&project.path(glob_base(&resolved)));
             let downstream = all_outputs.iter().any(|o| path.starts_with(o));

@@ -100,8 +100,17 @@ fn is_env_name(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
-/// True when a URL carries a password written in plain text (`scheme://user:pass@host`) rather
-/// than through `${env:...}`/`${file:...}`.
+/// True when `template` is exactly one reference, `${env:NAME}` or `${file:PATH}` (how
+/// credentials must be written).
+pub fn is_reference(template: &str) -> bool {
+    let t = template.trim();
+    (t.starts_with("${env:") || t.starts_with("${file:"))
+        && t.ends_with('}')
+        && t[2..t.len() - 1].find(['{', '}']).is_none()
+}
+
+/// True when `url_template` holds a password written in plain text (not as `${env:…}` or
+/// `${file:…}`).
 pub fn has_plaintext_password(url_template: &str) -> bool {
     // `?password=...` in a URL, or `password=...` in a `key=value` connection string.
     let lower = url_template.to_ascii_lowercase();

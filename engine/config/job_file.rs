@@ -214,6 +214,39 @@ pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, St
     humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration ({e})"))
 }
 
+/// The keys only Delta targets have: `replace_where` (with `overwrite`) and `properties`.
+fn validate_delta_keys(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
+    let delta = t.format == Some(TargetFormat::Delta);
+    if let Some(p) = &t.replace_where {
+        if !delta || t.mode != LoadMode::Overwrite {
+            r.error(
+                Some(p.span()),
+                "target.replace_where",
+                "`replace_where` applies to Delta targets with `mode = \"overwrite\"`",
+                Some("set `format = \"delta\"` and `mode = \"overwrite\"`, or remove it".into()),
+            );
+        } else if p.get_ref().trim().is_empty() {
+            r.error(
+                Some(p.span()),
+                "target.replace_where",
+                "`replace_where` is empty",
+                Some(
+                    "write a predicate over partition columns, e.g. `flight_date = '2024-01-15'`"
+                        .into(),
+                ),
+            );
+        }
+    }
+    if !t.properties.is_empty() && !delta {
+        r.error(
+            key_path_span_in(table, "target.properties"),
+            "target.properties",
+            "`properties` applies to Delta targets",
+            Some("remove it, or set `format = \"delta\"`".into()),
+        );
+    }
+}
+
 pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
     let target_span = Reader::key_span(table, "target");
     if t.is_database() {
@@ -290,30 +323,38 @@ pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec)
             ),
             _ => {}
         }
-        if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
+        let delta = t.format == Some(TargetFormat::Delta);
+        let supported = match t.mode {
+            LoadMode::Append | LoadMode::Overwrite => true,
+            LoadMode::Merge => delta,
+            LoadMode::Scd2 => false,
+        };
+        if !supported {
             r.error(
                 key_path_span_in(table, "target.mode"),
                 "target.mode",
                 format!(
-                    "`mode = \"{}\"` needs a database target",
-                    crate::config::spec::json_name(&t.mode)
+                    "`mode = \"{}\"` needs a {} target",
+                    crate::config::spec::json_name(&t.mode),
+                    if t.mode == LoadMode::Merge { "Delta or database" } else { "database" }
                 ),
-                Some("Parquet targets support `append` and `overwrite`; for merge or scd2 load a database table (`connection = \"<name>\"`)".into()),
+                Some("Parquet targets support `append` and `overwrite`; Delta targets also `merge`; for scd2 load a database table (`connection = \"<name>\"`)".into()),
             );
         }
+        validate_delta_keys(r, table, t);
         for (key, set) in [
-            ("delete_missing", t.delete_missing),
+            ("delete_missing", t.delete_missing && !delta),
             ("track", t.track.is_some()),
             (
                 "on_schema_change",
-                t.on_schema_change != OnSchemaChange::Fail,
+                t.on_schema_change != OnSchemaChange::Fail && !delta,
             ),
         ] {
             if set {
                 r.error(
                     key_path_span_in(table, &format!("target.{key}")),
                     &format!("target.{key}"),
-                    format!("`{key}` applies only to database targets"),
+                    format!("`{key}` applies only to database and Delta targets"),
                     Some(format!("remove `{key}`")),
                 );
             }

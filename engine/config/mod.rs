@@ -79,6 +79,8 @@ pub struct ProjectSettings {
     pub defaults: DefaultsSpec,
     /// Named connections, URLs kept as templates (never resolved here).
     pub connections: BTreeMap<String, ConnectionSpec>,
+    /// Object-store connections by name (`kind = "s3" | "gcs" | "azure"`).
+    pub stores: BTreeMap<String, StoreSpec>,
     /// The daemon's HTTP server, if configured.
     pub server: Option<ServerSpec>,
     /// Where the daemon sends alerts, if anywhere.

@@ -15,6 +15,7 @@ pub(super) fn default_settings(root: &Path) -> ProjectSettings {
         state_url: None,
         defaults: DefaultsSpec::default(),
         connections: BTreeMap::new(),
+        stores: BTreeMap::new(),
         server: None,
         alerts: None,
         retention: RetentionPolicy::default(),
@@ -70,7 +71,13 @@ pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option
                 }
             }
             "connections" => {
-                for (name, c, _) in entries::<ConnectionSpec>(&mut r, &table, key) {
+                for (name, c, _) in entries::<StoreSpec>(&mut r, &store_entries(&table), key) {
+                    validate_store(&mut r, &name, &c);
+                    s.stores.insert(name, c);
+                }
+                for (name, c, _) in
+                    entries::<ConnectionSpec>(&mut r, &database_entries(&table), key)
+                {
                     if interpolate::has_plaintext_password(c.url.get_ref()) {
                         r.error(
                             Some(c.url.span()),
@@ -289,6 +296,77 @@ pub(super) fn validate_defaults(r: &mut Reader<'_>, item: &toml_edit::Item, d: &
             ),
             Some(
                 "the longest CSV record read whole, in bytes; the default is 16777216 (16 MiB)"
+                    .into(),
+            ),
+        );
+    }
+}
+
+/// Whether a `[connections.<name>]` entry is an object store (its `kind` is one).
+fn is_store_entry(entry: &Item) -> bool {
+    let kind = entry
+        .as_table_like()
+        .and_then(|t| t.get("kind"))
+        .and_then(Item::as_str);
+    matches!(kind, Some("s3" | "gcs" | "azure"))
+}
+
+/// The project table with only the object-store entries of `[connections]`.
+fn store_entries(table: &Table) -> Table {
+    connections_where(table, true)
+}
+
+/// The project table with only the database entries of `[connections]`.
+fn database_entries(table: &Table) -> Table {
+    connections_where(table, false)
+}
+
+fn connections_where(table: &Table, stores: bool) -> Table {
+    let mut out = table.clone();
+    if let Some(conns) = out.get_mut("connections").and_then(Item::as_table_like_mut) {
+        let others: Vec<String> = conns
+            .iter()
+            .filter(|(_, entry)| is_store_entry(entry) != stores)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        for k in others {
+            conns.remove(&k);
+        }
+    }
+    out
+}
+
+/// An object-store connection: credentials only by reference, an endpoint that is a URL.
+pub(super) fn validate_store(r: &mut Reader<'_>, name: &str, c: &StoreSpec) {
+    let path = format!("connections.{name}");
+    for (key, v) in c.secrets() {
+        if !interpolate::is_reference(v.get_ref()) {
+            r.error(
+                Some(v.span()),
+                &format!("{path}.{key}"),
+                "credential written in plain text",
+                Some("write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project; or leave it out to use the provider's standard credential chain".into()),
+            );
+        }
+    }
+    if let Some(e) = &c.endpoint {
+        if !(e.get_ref().starts_with("http://") || e.get_ref().starts_with("https://")) {
+            r.error(
+                Some(e.span()),
+                &format!("{path}.endpoint"),
+                format!("`{}` is not an http:// or https:// URL", e.get_ref()),
+                Some("write the service's URL, e.g. `endpoint = \"http://127.0.0.1:9000\"`".into()),
+            );
+        }
+    }
+    let b = c.bucket.get_ref();
+    if b.is_empty() || b.contains(['/', ':']) {
+        r.error(
+            Some(c.bucket.span()),
+            &format!("{path}.bucket"),
+            format!("`{b}` is not a bucket name"),
+            Some(
+                "write the bucket (or Azure container) name alone, without `s3://` or a path"
                     .into(),
             ),
         );

@@ -4,6 +4,8 @@
 //! than a silently ignored setting. The reference of every key, with examples, is
 //! `docs/reference.md`; a test checks that its examples load.
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -319,6 +321,9 @@ pub enum LoadMode {
 pub enum TargetFormat {
     /// Apache Parquet files, zstd-compressed.
     Parquet,
+    /// A Delta Lake table (Parquet files plus a transaction log, `_delta_log/`), local or on
+    /// an object store; one run is one Delta commit.
+    Delta,
 }
 
 /// The `[target]` of a job: a Parquet table in the warehouse (`format = "parquet"`) or a
@@ -352,6 +357,14 @@ pub struct TargetSpec {
     /// `fail` (default) or `add_columns` (add the model's new nullable columns).
     #[serde(default)]
     pub on_schema_change: OnSchemaChange,
+    /// Delta `overwrite`: replace only the rows matching this SQL predicate (usually over
+    /// partition columns, `flight_date = '${run.date}'`); every row the run writes must match
+    /// it.
+    pub replace_where: Option<Spanned<String>>,
+    /// Delta: table properties set when the table is created (`delta.appendOnly`,
+    /// `delta.logRetentionDuration`, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
 }
 
 impl TargetSpec {
@@ -633,6 +646,91 @@ pub enum ConnectionKind {
     Mysql,
     /// SQLite file.
     Sqlite,
+}
+
+/// Kind of an object-store connection (`[connections.<name>] kind = "s3"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Amazon S3 or any S3-compatible service (MinIO, Ceph, Garage, R2, moto…).
+    S3,
+    /// Google Cloud Storage.
+    Gcs,
+    /// Azure Blob Storage / ADLS Gen2.
+    Azure,
+}
+
+impl StoreKind {
+    /// The URL scheme of this store's locations: `s3`, `gs` or `az`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            StoreKind::S3 => "s3",
+            StoreKind::Gcs => "gs",
+            StoreKind::Azure => "az",
+        }
+    }
+}
+
+/// One `[connections.<name>]` whose `kind` is an object store: the settings used for every
+/// location in its bucket (`s3://<bucket>/…`, `gs://<bucket>/…`, `az://<container>/…`).
+///
+/// ```toml
+/// [connections.lake]
+/// kind = "s3"
+/// bucket = "lake"
+/// endpoint = "http://127.0.0.1:9000"   # any S3-compatible service; omit for AWS
+/// region = "us-east-1"
+/// path_style = true
+/// access_key_id = "${env:LAKE_KEY_ID}"
+/// secret_access_key = "${env:LAKE_SECRET}"
+/// ```
+///
+/// Credentials are only ever references (`${env:NAME}`, `${file:PATH}`); without them the
+/// provider's standard chain is used (`AWS_*` variables, profile, instance metadata; for GCS
+/// `GOOGLE_*`; for Azure `AZURE_*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSpec {
+    /// `s3`, `gcs` or `azure`.
+    pub kind: StoreKind,
+    /// Bucket (S3, GCS) or container (Azure).
+    pub bucket: Spanned<String>,
+    /// S3: region (default `us-east-1`, or `AWS_REGION`).
+    pub region: Option<String>,
+    /// Service URL, for S3-compatible services and emulators (`http://127.0.0.1:9000`).
+    pub endpoint: Option<Spanned<String>>,
+    /// S3: path-style addressing (`endpoint/bucket/key`) instead of virtual hosts
+    /// (`bucket.endpoint/key`); most S3-compatible services need it.
+    #[serde(default)]
+    pub path_style: bool,
+    /// S3: access key id, by reference.
+    pub access_key_id: Option<Spanned<String>>,
+    /// S3: secret access key, by reference.
+    pub secret_access_key: Option<Spanned<String>>,
+    /// S3: session token of temporary credentials, by reference.
+    pub session_token: Option<Spanned<String>>,
+    /// Azure: storage account name.
+    pub account: Option<Spanned<String>>,
+    /// Azure: storage account access key, by reference.
+    pub access_key: Option<Spanned<String>>,
+    /// GCS: service account key (JSON), by reference (usually `${file:…}`).
+    pub service_account_key: Option<Spanned<String>>,
+}
+
+impl StoreSpec {
+    /// The credential keys given, with their values as written (references).
+    pub fn secrets(&self) -> Vec<(&'static str, &Spanned<String>)> {
+        [
+            ("access_key_id", &self.access_key_id),
+            ("secret_access_key", &self.secret_access_key),
+            ("session_token", &self.session_token),
+            ("access_key", &self.access_key),
+            ("service_account_key", &self.service_account_key),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect()
+    }
 }
 
 /// `sslmode` of a connection (PostgreSQL's names; MySQL maps them to its `ssl-mode`).

@@ -131,6 +131,7 @@ impl<'a> Compiler<'a> {
             &self.redactor,
             &mut connectors,
             &mut self.diags,
+            &self.ctx,
         )?;
         if !self.diags.is_empty() || !self.check_diags.is_empty() {
             let mut d = std::mem::take(&mut self.diags);
@@ -152,6 +153,7 @@ impl<'a> Compiler<'a> {
             quarantine_dir: outputs.quarantine_dir,
             redactor: self.redactor,
             db_target: outputs.db_target,
+            delta_target: outputs.delta_target,
             extractions,
             extract_mode: self.mode.clone(),
         })

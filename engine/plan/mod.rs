@@ -44,7 +44,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::config::interpolate::Redactor;
 use crate::config::spec::{
-    HasThresholds, JoinKind, LoadMode, NullPolicy, RuleAction, SourceFormat,
+    HasThresholds, JoinKind, LoadMode, NullPolicy, RuleAction, SourceFormat, TargetFormat,
 };
 use crate::config::{BusinessRule, Job, Mapping, NamedExpr, Project, ReferenceTarget, RuleTest};
 
@@ -489,6 +489,8 @@ pub struct CompiledJob {
     pub redactor: Redactor,
     /// A database target, when the job loads one.
     pub db_target: Option<crate::db::sink::DbTarget>,
+    /// A Delta target, when the job loads one.
+    pub delta_target: Option<crate::sink::delta::DeltaTarget>,
     /// The database sources' extractions (their SQL, cursor and rows read).
     pub extractions: Vec<Arc<crate::db::extract::Extraction>>,
     /// Which rows incremental sources read.
@@ -546,7 +548,17 @@ pub fn session(project: &Project) -> SessionContext {
     cfg = cfg.with_extension(std::sync::Arc::new(crate::record_limit::MaxRecordBytes(
         d.max_record_bytes,
     )));
-    let ctx = SessionContext::new_with_config(cfg);
+    // Object stores: each bucket's client from its [connections.<name>] (crate::store).
+    let registry = crate::store::Registry::new(
+        &project.settings.stores,
+        &project.root,
+        crate::config::interpolate::Redactor::process(),
+    );
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_object_store_registry(std::sync::Arc::new(registry))
+        .build_arc()
+        .expect("a runtime with default settings builds");
+    let ctx = SessionContext::new_with_config_rt(cfg, runtime);
     crate::functions::register(&ctx);
     ctx
 }
@@ -576,9 +588,9 @@ fn path_error(job: &Job, key: &str, template: &serde_spanned::Spanned<String>, w
     let mut d = job
         .src
         .diagnostic(Some(template.span()), key, why.to_string());
-    d.hint = Some(
-        "set the variable in the environment that runs sluice, or write the path without it".into(),
-    );
+    d.hint = (why.contains("variable") || why.contains("${")).then(|| {
+        "set the variable in the environment that runs sluice, or write the path without it".into()
+    });
     Error::config(d)
 }
 
@@ -588,7 +600,98 @@ fn resolve_dir(
     template: &str,
     redactor: &Redactor,
 ) -> std::result::Result<PathBuf, String> {
-    Ok(project.path(redactor.resolve_path(template, &project.root)?))
+    let resolved = redactor.resolve_path(template, &project.root)?;
+    if crate::store::is_url(&resolved) {
+        return Err(format!(
+            "`{resolved}` is an object-store location, and a folder of Parquet files cannot be published atomically there (object stores have no rename)"
+        ) + "; write `format = \"delta\"` to load a Delta table, whose commits are atomic on object stores");
+    }
+    Ok(project.path(resolved))
+}
+
+/// A name for a lock file or folder from a target as shown (`s3://lake/t` → `s3___lake_t`).
+fn lock_safe(shown: &str) -> String {
+    shown.replace([':', '/'], "_")
+}
+
+/// The Delta target of `job`: the table's URL (`table` under the warehouse, a local `path`,
+/// or an object-store URL) with its store, and the load settings.
+///
+/// # Errors
+/// [`Error::Config`] at `target.path` when it cannot be resolved or its store set up.
+fn delta_target_of(
+    project: &Project,
+    job: &Job,
+    key: Vec<String>,
+    ctx: &SessionContext,
+    redactor: &Redactor,
+) -> Result<crate::sink::delta::DeltaTarget> {
+    let t = &job.target;
+    let located = match (&t.table, &t.path) {
+        (Some(name), _) => {
+            let dir = project.path(project.settings.warehouse.join(name.get_ref()));
+            local_table(project, &dir)
+        }
+        (None, Some(p)) => {
+            let resolved = redactor
+                .resolve_path(p.get_ref(), &project.root)
+                .map_err(|e| path_error(job, "target.path", p, &e))?;
+            if crate::store::is_url(&resolved) {
+                let url = crate::store::parse_url(&format!("{}/", resolved.trim_end_matches('/')))
+                    .map_err(|e| path_error(job, "target.path", p, &e))?;
+                let store = ctx
+                    .runtime_env()
+                    .object_store_registry
+                    .get_store(&url)
+                    .map_err(|e| {
+                        path_error(job, "target.path", p, &redactor.redact(&e.to_string()))
+                    })?;
+                Ok((url.clone(), url.to_string(), store))
+            } else {
+                local_table(project, &project.path(resolved))
+            }
+        }
+        (None, None) => return Err(Error::Internal("target without table or path".into())),
+    };
+    let (url, shown, store) = located.map_err(|e| Error::target(project.root.clone(), e))?;
+    Ok(crate::sink::delta::DeltaTarget {
+        url,
+        shown,
+        store,
+        mode: t.mode,
+        key,
+        partition_by: t.partition_by.iter().map(|p| p.get_ref().clone()).collect(),
+        delete_missing: t.delete_missing,
+        replace_where: t.replace_where.as_ref().map(|p| p.get_ref().clone()),
+        properties: t.properties.clone(),
+        add_columns: t.on_schema_change == crate::config::spec::OnSchemaChange::AddColumns,
+    })
+}
+
+/// The Delta table `job` loads, without compiling the job (for recovery: its log only).
+///
+/// # Errors
+/// As the planner's target resolution.
+pub fn delta_table(project: &Project, job: &Job) -> Result<crate::sink::delta::DeltaTarget> {
+    let ctx = session(project);
+    delta_target_of(project, job, Vec::new(), &ctx, &Redactor::default())
+}
+
+type LocatedTable = (
+    url::Url,
+    String,
+    std::sync::Arc<dyn object_store::ObjectStore>,
+);
+
+/// A local Delta table's `file://` URL (the folder need not exist yet) and the local store.
+fn local_table(project: &Project, dir: &Path) -> std::result::Result<LocatedTable, String> {
+    let url = url::Url::from_directory_path(dir)
+        .map_err(|()| format!("{} is not an absolute folder", dir.display()))?;
+    Ok((
+        url,
+        project.shown(dir),
+        std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
+    ))
 }
 
 /// Compiles `job` of `project` into a plan. Reads only source schemas (and the first rows to
@@ -697,6 +800,7 @@ fn final_projection(
 /// Where a job's valid and rejected rows go, resolved for this run.
 struct JobOutputs {
     db_target: Option<crate::db::sink::DbTarget>,
+    delta_target: Option<crate::sink::delta::DeltaTarget>,
     /// The target as shown (a folder relative to the project, or `connection:table`).
     target_shown: String,
     /// The target folder (database targets: the folder naming the target's lock).
@@ -723,9 +827,50 @@ impl JobOutputs {
         redactor: &Redactor,
         connectors: &mut HashMap<String, crate::db::Connector>,
         diags: &mut Diagnostics,
+        ctx: &SessionContext,
     ) -> Result<JobOutputs> {
         let mut db_target = None;
+        let mut delta_target = None;
         let (target_shown, target_dir) = match (&job.target.table, &job.target.path) {
+            _ if job.target.format == Some(TargetFormat::Delta) => {
+                if job.target.mode == LoadMode::Merge && model.primary_key().is_empty() {
+                    diags.push(job.src.diagnostic(
+                        crate::config::key_path_span(&job.src, "target.mode"),
+                        "target.mode",
+                        format!("`merge` needs a primary key, and model `{}` has none (mark its key fields `primary_key = true`)", model.name),
+                    ));
+                }
+                for f in model
+                    .fields
+                    .iter()
+                    .filter(|f| f.data_type == FieldType::Time)
+                {
+                    let mut d = job.src.diagnostic(
+                        crate::config::key_path_span(&job.src, "target.format"),
+                        "target.format",
+                        format!("model `{}` has `{}`, a `time` field, and Delta Lake has no time-of-day type", model.name, f.name),
+                    );
+                    d.hint = Some("load a Parquet or database target, or store the time another way in a new model version: minutes since midnight (`int32`) or text (`string`)".into());
+                    diags.push(d);
+                }
+                let key = model
+                    .primary_key()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                let t = delta_target_of(project, job, key, ctx, redactor)?;
+                let dir = match t.url.to_file_path() {
+                    Ok(local) if t.url.scheme() == "file" => local,
+                    // Not a folder: names the target's lock.
+                    _ => project
+                        .path(&project.settings.state_dir)
+                        .join("targets")
+                        .join(lock_safe(&t.shown)),
+                };
+                let shown = t.shown.clone();
+                delta_target = Some(t);
+                (shown, dir)
+            }
             (Some(t), _) if job.target.is_database() => {
                 let conn = job
                     .target
@@ -759,7 +904,7 @@ impl JobOutputs {
                     project
                         .path(&project.settings.state_dir)
                         .join("targets")
-                        .join(shown.replace([':', '/'], "_")),
+                        .join(lock_safe(&shown)),
                 )
             }
             (Some(t), _) => {
@@ -773,6 +918,14 @@ impl JobOutputs {
             }
             (None, None) => return Err(Error::Internal("target without table or path".into())),
         };
+        if let Some(p) = job
+            .quarantine
+            .path
+            .as_ref()
+            .filter(|p| crate::store::is_url(p.get_ref()))
+        {
+            return Err(path_error(job, "quarantine.path", p, "the quarantine is written to a local folder; an object-store URL is not supported yet"));
+        }
         let quarantine_dir = match &job.quarantine.path {
             Some(p) => resolve_dir(project, p.get_ref(), redactor)
                 .map_err(|e| path_error(job, "quarantine.path", p, &e))?,
@@ -808,6 +961,7 @@ impl JobOutputs {
         }
         Ok(JobOutputs {
             db_target,
+            delta_target,
             target_shown,
             target_dir,
             quarantine_dir,

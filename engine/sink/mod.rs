@@ -16,4 +16,6 @@
 //! A crash or `kill -9` at any moment leaves the previously published state intact: at worst a
 //! staging folder remains, which the next `begin` removes.
 
+pub mod delta;
 pub mod parquet;
+pub mod staged;

@@ -22,23 +22,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::config::TableParquetOptions;
-use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::config::spec::LoadMode;
 use crate::error::{Error, Result};
 use crate::fsutil::{exchange, files_under, sync_dir, sync_tree, Lock};
-
-/// Rows per Parquet row group (128 Ki rows, DuckDB's default is 122,880).
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+use crate::sink::staged::StagedWriter;
 
 /// What a committed (or staged) target holds after the run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -57,9 +49,7 @@ pub struct ParquetSink {
     target: PathBuf,
     staging: PathBuf,
     new_dir: PathBuf,
-    sender: Option<mpsc::Sender<RecordBatch>>,
-    writer: Option<JoinHandle<std::result::Result<u64, DataFusionError>>>,
-    rows: u64,
+    writer: StagedWriter,
     /// The target's schema, for the empty file of a run that loads no rows.
     schema: SchemaRef,
     lock: Option<Lock>,
@@ -68,6 +58,26 @@ pub struct ParquetSink {
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::target(path, format!("{what}: {e}"))
+}
+
+/// Takes a target's lock file (one writer at a time on this machine).
+///
+/// # Errors
+/// [`Error::Target`] naming `shown` when another run holds it, or it cannot be created.
+pub(crate) fn target_lock(lock_path: &Path, shown: &str) -> Result<Lock> {
+    Lock::try_acquire(lock_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::target(
+                shown,
+                format!(
+                    "another run is writing this target (lock {} is held); wait for it to finish",
+                    lock_path.display()
+                ),
+            )
+        } else {
+            io_err(lock_path, "cannot take the target lock", e)
+        }
+    })
 }
 
 fn sibling(target: &Path, tag: &str, run_id: &str) -> PathBuf {
@@ -95,19 +105,7 @@ impl ParquetSink {
         schema: SchemaRef,
         partition_by: Vec<String>,
     ) -> Result<ParquetSink> {
-        let lock = Lock::try_acquire(lock_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::target(
-                    target,
-                    format!(
-                        "another run is writing this target (lock {} is held); wait for it to finish",
-                        lock_path.display()
-                    ),
-                )
-            } else {
-                io_err(lock_path, "cannot take the target lock", e)
-            }
-        })?;
+        let lock = target_lock(lock_path, &target.display().to_string())?;
         let parent = target
             .parent()
             .ok_or_else(|| Error::target(target, "target has no parent folder"))?;
@@ -115,15 +113,14 @@ impl ParquetSink {
         remove_leftovers(target)?;
         let staging = sibling(target, "staging", run_id);
         let new_dir = sibling(target, "new", run_id);
+        let writer = StagedWriter::start(ctx, &new_dir, schema.clone(), partition_by)?;
         fs::create_dir_all(&staging).map_err(|e| io_err(&staging, "cannot create staging", e))?;
         // From here on, dropping the sink removes staging, whatever fails.
-        let mut sink = ParquetSink {
+        let sink = ParquetSink {
             target: target.to_path_buf(),
+            writer,
             staging,
             new_dir,
-            sender: None,
-            writer: None,
-            rows: 0,
             schema: schema.clone(),
             lock: Some(lock),
             committed: false,
@@ -146,32 +143,6 @@ impl ParquetSink {
             }
         }
 
-        let (tx, table) = crate::producer::channel_table(schema)?;
-        let df = ctx
-            .read_table(Arc::new(table))
-            .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
-        let mut options = TableParquetOptions::default();
-        options.global.compression = Some("zstd(3)".into());
-        // A row group is buffered until complete; keep it at a size readers handle well
-        // rather than DataFusion's 1M-row default.
-        options.global.max_row_group_size = ROW_GROUP_ROWS;
-        let out = format!("{}/", sink.new_dir.display());
-        let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
-        let writer = tokio::spawn(async move {
-            let result = df.write_parquet(&out, write_options, Some(options)).await?;
-            let rows = result
-                .first()
-                .and_then(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-                        .map(|a| a.value(0))
-                })
-                .unwrap_or(0);
-            Ok(rows)
-        });
-        sink.sender = Some(tx);
-        sink.writer = Some(writer);
         Ok(sink)
     }
 
@@ -180,37 +151,7 @@ impl ParquetSink {
     /// # Errors
     /// [`Error::Target`] when the writer failed (disk full, say); its message is returned.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let n = batch.num_rows() as u64;
-        let sent = match &self.sender {
-            Some(s) => s.send(batch).await.is_ok(),
-            None => false,
-        };
-        if !sent {
-            // The writer stopped early: surface its error.
-            return Err(self.finish_writer().await.err().unwrap_or_else(|| {
-                Error::target(&self.target, "the Parquet writer stopped unexpectedly")
-            }));
-        }
-        self.rows += n;
-        Ok(())
-    }
-
-    async fn finish_writer(&mut self) -> Result<u64> {
-        self.sender.take();
-        match self.writer.take() {
-            Some(h) => match h.await {
-                Ok(Ok(rows)) => Ok(rows),
-                Ok(Err(e)) => Err(Error::target(
-                    &self.target,
-                    format!("writing Parquet failed: {e}"),
-                )),
-                Err(e) => Err(Error::Internal(format!("Parquet writer task: {e}"))),
-            },
-            None => Ok(self.rows),
-        }
+        self.writer.write(batch).await
     }
 
     /// Finishes writing: every staged file is complete and durable, nothing is published yet.
@@ -220,13 +161,7 @@ impl ParquetSink {
     /// # Errors
     /// [`Error::Target`] when writing or syncing failed.
     pub async fn finish(&mut self) -> Result<SinkMetrics> {
-        let rows = self.finish_writer().await?;
-        if rows != self.rows {
-            return Err(Error::Internal(format!(
-                "Parquet writer wrote {rows} rows, {} were sent",
-                self.rows
-            )));
-        }
+        let rows = self.writer.finish().await?;
         if !self.staging.is_dir() {
             return Err(Error::target(
                 &self.target,
@@ -333,11 +268,7 @@ impl ParquetSink {
 
     /// Discards everything staged (step 4). The published version is untouched.
     pub async fn abort(mut self) {
-        self.sender.take();
-        if let Some(h) = self.writer.take() {
-            h.abort();
-            let _ = h.await;
-        }
+        self.writer.abort().await;
         self.cleanup();
     }
 
@@ -352,9 +283,6 @@ impl ParquetSink {
 
 impl Drop for ParquetSink {
     fn drop(&mut self) {
-        if let Some(h) = self.writer.take() {
-            h.abort();
-        }
         self.cleanup();
     }
 }

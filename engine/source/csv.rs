@@ -28,8 +28,13 @@ impl FileFormatReader for Csv {
         let mut header_of_first: Option<Vec<String>> = None;
         let mut schemas: Vec<Schema> = Vec::new();
         for f in &csv_files {
-            let (header, rows) = csv_reader::sample(f, &options, sample_rows)
-                .map_err(|e| scan.error(scan.redactor.redact(&e.to_string())))?;
+            // On a blocking thread: an object is streamed from its store.
+            let (file, opts) = (f.clone(), options.clone());
+            let (header, rows) =
+                tokio::task::spawn_blocking(move || csv_reader::sample(&file, &opts, sample_rows))
+                    .await
+                    .map_err(|e| scan.error(format!("the CSV sampler stopped: {e}")))?
+                    .map_err(|e| scan.error(scan.redactor.redact(&e.to_string())))?;
             // Files are read by column position, so their headers must agree.
             if let Some(first) = &header_of_first {
                 if *first != header {

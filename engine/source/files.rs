@@ -1,27 +1,77 @@
 //! Which files a source's `path` names: one file, a folder's files, or a glob, relative to the
-//! project root, sorted, hidden files (`.x`, `_x`) left out.
+//! project root or as an object-store URL (`s3://bucket/raw/*.csv`), sorted, hidden files
+//! (`.x`, `_x`) left out.
 
 use std::path::{Path, PathBuf};
 
+use datafusion::prelude::SessionContext;
+
 use crate::config::interpolate::Redactor;
 use crate::error::{Error, Result};
+use crate::store::{self, Location};
 
-/// Expands `path` (a file, a folder, or a glob) relative to `root` into sorted files.
+/// Expands `path` (a file, a folder, or a glob; local relative to `root`, or an object-store
+/// URL read through the session's object stores) into sorted files.
 ///
 /// # Errors
-/// [`Error::Source`] when nothing matches or the pattern is invalid.
-pub fn expand_files(
+/// [`Error::Source`] when nothing matches, the pattern is invalid or the store cannot be
+/// listed.
+pub async fn expand_files(
+    ctx: &SessionContext,
     root: &Path,
     source: &str,
     template: &str,
     redactor: &Redactor,
-) -> Result<Vec<PathBuf>> {
+) -> Result<Vec<Location>> {
     let resolved = redactor
         .resolve_path(template, root)
         .map_err(|e| Error::source(source, template, e))?;
-    let full = root.join(&resolved);
+    if store::is_url(&resolved) {
+        return expand_objects(ctx, source, template, &resolved, redactor).await;
+    }
+    Ok(expand_local(root, source, template, &resolved)?
+        .into_iter()
+        .map(Location::Local)
+        .collect())
+}
+
+/// The objects an object-store URL names.
+async fn expand_objects(
+    ctx: &SessionContext,
+    source: &str,
+    template: &str,
+    resolved: &str,
+    redactor: &Redactor,
+) -> Result<Vec<Location>> {
+    let err = |e: String| Error::source(source, template, redactor.redact(&e));
+    let url = store::parse_url(resolved).map_err(err)?;
+    let client = ctx
+        .runtime_env()
+        .object_store_registry
+        .get_store(&url)
+        .map_err(|e| err(e.to_string()))?;
+    let urls = store::list(&client, &url)
+        .await
+        .map_err(|e| err(format!("cannot list {}: {e}", url.as_str())))?;
+    if urls.is_empty() {
+        return Err(err(
+            "no object matches this URL (a folder lists the objects directly under it; use a glob such as `raw/**/*.csv` for deeper ones)".into(),
+        ));
+    }
+    Ok(urls
+        .into_iter()
+        .map(|url| Location::Object {
+            url,
+            store: client.clone(),
+        })
+        .collect())
+}
+
+/// The local files `resolved` (relative to `root`) names.
+fn expand_local(root: &Path, source: &str, template: &str, resolved: &str) -> Result<Vec<PathBuf>> {
+    let full = root.join(resolved);
     let mut files: Vec<PathBuf> = if resolved.contains(['*', '?', '[']) {
-        glob_files(root, &resolved).map_err(|e| Error::source(source, template, e))?
+        glob_files(root, resolved).map_err(|e| Error::source(source, template, e))?
     } else if full.is_dir() {
         std::fs::read_dir(&full)
             .map_err(|e| Error::source(source, template, format!("cannot list folder: {e}")))?

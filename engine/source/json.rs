@@ -1,14 +1,13 @@
 //! NDJSON sources: the column types inferred over every file's first records, and each
 //! file's rows numbered by line.
 
-use std::path::Path;
-
 use datafusion::arrow::datatypes::Schema;
 use datafusion::prelude::{DataFrame, JsonReadOptions};
 
 use super::{compression_of, numbered_union, FileFormatReader, FileScan, Rows};
 use crate::config::spec::SourceFormat;
 use crate::error::Result;
+use crate::store::Location;
 
 /// The NDJSON reader (one JSON object per line).
 pub(super) struct Json;
@@ -17,7 +16,7 @@ impl Json {
     /// The options that read `file`: its compression, and `schema` when known.
     fn options<'a>(
         scan: &FileScan<'_>,
-        file: &Path,
+        file: &Location,
         schema: Option<&'a Schema>,
     ) -> JsonReadOptions<'a> {
         let options = JsonReadOptions::default()
@@ -42,10 +41,7 @@ impl FileFormatReader for Json {
         for f in &scan.files {
             let df = scan
                 .ctx
-                .read_json(
-                    f.to_string_lossy().to_string(),
-                    Json::options(scan, f, None),
-                )
+                .read_json(f.to_data_fusion(), Json::options(scan, f, None))
                 .await
                 .map_err(scan.df_err())?;
             schemas.push(df.schema().as_arrow().clone());
@@ -55,14 +51,11 @@ impl FileFormatReader for Json {
     }
 
     async fn rows(&self, scan: &FileScan<'_>, schema: &Schema) -> Result<Rows> {
-        let mut frames: Vec<(DataFrame, &Path)> = Vec::new();
+        let mut frames: Vec<(DataFrame, &Location)> = Vec::new();
         for f in &scan.files {
             let df = scan
                 .ctx
-                .read_json(
-                    f.to_string_lossy().to_string(),
-                    Json::options(scan, f, Some(schema)),
-                )
+                .read_json(f.to_data_fusion(), Json::options(scan, f, Some(schema)))
                 .await
                 .map_err(scan.df_err())?;
             frames.push((df, f));

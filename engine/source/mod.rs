@@ -16,7 +16,7 @@
 //! the source line is `row + 1` (the header), which is exact unless quoted values contain line
 //! breaks. For Parquet it is the row's position in the file; for NDJSON the line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema};
 use datafusion::common::{Column, TableReference};
@@ -43,6 +43,7 @@ pub use files::expand_files;
 use crate::config::interpolate::Redactor;
 use crate::config::spec::{Compression, SourceFormat, SourceSpec};
 use crate::error::{Error, Result};
+use crate::store::Location;
 
 /// Prefix of hidden columns holding a CSV column's raw text.
 pub const RAW_PREFIX: &str = "__raw_";
@@ -86,20 +87,14 @@ pub struct ScannedSource {
 
 /// `file` relative to the project root, for messages (secrets redacted: a path may come from
 /// `${env:...}`).
-fn shown_file(root: &Path, file: &Path) -> String {
-    Redactor::process().redact(
-        &file
-            .strip_prefix(root)
-            .unwrap_or(file)
-            .display()
-            .to_string(),
-    )
+fn shown_file(root: &Path, file: &Location) -> String {
+    Redactor::process().redact(&shown(root, file))
 }
 
-fn compression_of(spec: Option<Compression>, file: &Path) -> FileCompressionType {
-    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+fn compression_of(spec: Option<Compression>, file: &Location) -> FileCompressionType {
+    let ext = file.extension().unwrap_or_default();
     match spec.unwrap_or_default() {
-        Compression::Auto => match ext {
+        Compression::Auto => match ext.as_str() {
             "gz" => FileCompressionType::GZIP,
             "zst" | "zstd" => FileCompressionType::ZSTD,
             "bz2" => FileCompressionType::BZIP2,
@@ -142,11 +137,15 @@ pub fn null_values(spec: &SourceSpec) -> Vec<String> {
         .unwrap_or_else(|| vec![String::new()])
 }
 
-fn shown(root: &Path, file: &Path) -> String {
-    file.strip_prefix(root)
-        .unwrap_or(file)
-        .to_string_lossy()
-        .to_string()
+fn shown(root: &Path, file: &Location) -> String {
+    match file {
+        Location::Local(file) => file
+            .strip_prefix(root)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .to_string(),
+        Location::Object { url, .. } => url.to_string(),
+    }
 }
 
 /// Scans a source for use under `alias`. `driving` marks the mapping's `from` source, whose
@@ -232,7 +231,7 @@ pub async fn scan_input(
     }
     let files = match input {
         SourceInput::Inline(_) => Vec::new(),
-        _ => expand_files(root, name, template, redactor)?,
+        _ => expand_files(ctx, root, name, template, redactor).await?,
     };
     let scan = FileScan {
         ctx,
@@ -351,7 +350,7 @@ struct FileScan<'a> {
     /// The path as written, for errors.
     template: &'a str,
     /// The files, sorted (none for inline rows).
-    files: Vec<PathBuf>,
+    files: Vec<Location>,
 }
 
 impl FileScan<'_> {
@@ -366,21 +365,18 @@ impl FileScan<'_> {
     }
 
     /// `file` as shown in rows and reports: relative to the project, secrets redacted.
-    fn shown(&self, file: &Path) -> String {
+    fn shown(&self, file: &Location) -> String {
         self.redactor.redact(&shown(self.root, file))
     }
 
     /// `file` as shown in error messages.
-    fn shown_file(&self, file: &Path) -> String {
+    fn shown_file(&self, file: &Location) -> String {
         shown_file(self.root, file)
     }
 
     /// The files as paths DataFusion reads.
     fn paths(&self) -> Vec<String> {
-        self.files
-            .iter()
-            .map(|f| f.to_string_lossy().to_string())
-            .collect()
+        self.files.iter().map(Location::to_data_fusion).collect()
     }
 
     /// The files as the tolerant CSV reader takes them.
@@ -388,7 +384,7 @@ impl FileScan<'_> {
         self.files
             .iter()
             .map(|f| CsvFile {
-                path: f.clone(),
+                location: f.clone(),
                 shown: self.shown(f),
             })
             .collect()
@@ -446,7 +442,7 @@ fn with_declared_types(inferred: Schema, spec: &SourceSpec, format: SourceFormat
 fn numbered_union(
     scan: &FileScan<'_>,
     schema: &Schema,
-    frames: Vec<(DataFrame, &Path)>,
+    frames: Vec<(DataFrame, &Location)>,
 ) -> Result<DataFrame> {
     let row_col = if scan.driving {
         DRIVING_ROW_COLUMN

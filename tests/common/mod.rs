@@ -18,16 +18,14 @@ pub struct Workdir {
 
 impl Workdir {
     /// A copy of the repository's project: sluice.toml, mappings/, samples/ and the jobs
-    /// that read and write files (the database jobs need the source databases loaded; see
-    /// [`Workdir::project_with_databases`]).
+    /// that read and write local files (the database jobs need the source databases loaded,
+    /// see [`Workdir::project_with_databases`]; the object-store job the local S3 server).
     pub fn project() -> Workdir {
         let w = Workdir::project_with_databases();
         for e in std::fs::read_dir(w.path().join("jobs")).unwrap() {
             let p = e.unwrap().path();
-            if std::fs::read_to_string(&p)
-                .unwrap()
-                .contains("connection = ")
-            {
+            let text = std::fs::read_to_string(&p).unwrap();
+            if text.contains("connection = ") || text.contains("s3://") {
                 std::fs::remove_file(p).unwrap();
             }
         }

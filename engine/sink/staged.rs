@@ -1,0 +1,143 @@
+//! The Parquet writer that stages a run's rows in a local folder: batches go through a bounded
+//! channel into DataFusion's Parquet writer (parallel row-group encoding), so memory stays at a
+//! few batches and row groups whatever the run's size.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::config::TableParquetOptions;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// Rows per Parquet row group (128 Ki rows, DuckDB's default is 122,880).
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// A running writer of zstd Parquet files into one folder.
+pub struct StagedWriter {
+    /// The folder written (for messages).
+    dir: PathBuf,
+    sender: Option<mpsc::Sender<RecordBatch>>,
+    writer: Option<JoinHandle<std::result::Result<u64, DataFusionError>>>,
+    rows: u64,
+}
+
+impl StagedWriter {
+    /// Starts writing files with `schema` into `dir` (created by the writer), Hive-partitioned
+    /// by `partition_by` (`origin=JFK/…`) when given.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the streaming table cannot be planned (a bug).
+    pub fn start(
+        ctx: &SessionContext,
+        dir: &Path,
+        schema: SchemaRef,
+        partition_by: Vec<String>,
+    ) -> Result<StagedWriter> {
+        let (tx, table) = crate::producer::channel_table(schema)?;
+        let df = ctx
+            .read_table(Arc::new(table))
+            .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
+        let mut options = TableParquetOptions::default();
+        options.global.compression = Some("zstd(3)".into());
+        // A row group is buffered until complete; keep it at a size readers handle well
+        // rather than DataFusion's 1M-row default.
+        options.global.max_row_group_size = ROW_GROUP_ROWS;
+        let out = format!("{}/", dir.display());
+        let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
+        let writer = tokio::spawn(async move {
+            let result = df.write_parquet(&out, write_options, Some(options)).await?;
+            let rows = result
+                .first()
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                        .map(|a| a.value(0))
+                })
+                .unwrap_or(0);
+            Ok(rows)
+        });
+        Ok(StagedWriter {
+            dir: dir.to_path_buf(),
+            sender: Some(tx),
+            writer: Some(writer),
+            rows: 0,
+        })
+    }
+
+    /// Sends one batch to the writer.
+    ///
+    /// # Errors
+    /// [`Error::Target`] with the writer's error when it stopped (disk full, say).
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let n = batch.num_rows() as u64;
+        let sent = match &self.sender {
+            Some(s) => s.send(batch).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The writer stopped early: surface its error.
+            return Err(self.finish().await.err().unwrap_or_else(|| {
+                Error::target(&self.dir, "the Parquet writer stopped unexpectedly")
+            }));
+        }
+        self.rows += n;
+        Ok(())
+    }
+
+    /// Closes the input and waits for every file to be complete; returns the rows written,
+    /// checked against the rows sent.
+    ///
+    /// # Errors
+    /// [`Error::Target`] when writing failed; [`Error::Internal`] when the counts disagree.
+    pub async fn finish(&mut self) -> Result<u64> {
+        self.sender.take();
+        let written = match self.writer.take() {
+            Some(h) => match h.await {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(e)) => {
+                    return Err(Error::target(
+                        &self.dir,
+                        format!("writing Parquet failed: {e}"),
+                    ))
+                }
+                Err(e) => return Err(Error::Internal(format!("Parquet writer task: {e}"))),
+            },
+            None => return Ok(self.rows),
+        };
+        if written != self.rows {
+            return Err(Error::Internal(format!(
+                "Parquet writer wrote {written} rows, {} were sent",
+                self.rows
+            )));
+        }
+        Ok(written)
+    }
+
+    /// Stops the writer without waiting for it.
+    pub async fn abort(&mut self) {
+        self.sender.take();
+        if let Some(h) = self.writer.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for StagedWriter {
+    fn drop(&mut self) {
+        if let Some(h) = self.writer.take() {
+            h.abort();
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! Object stores and Delta Lake: sources read from a real S3-compatible server (moto, started
+//! by `tools/s3/server.sh`), Delta tables written locally and on it, and every table read back
+//! with an independent reader (the `deltalake` Python package, delta-rs's Python binding).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::common::{report, show, Workdir};
+
+const PORT: &str = "9900";
+const KEY_ID: &str = "sluice-test-key-id";
+/// A secret that must never appear in any output.
+const SECRET: &str = "s3cr3t-Zq81-never-printed";
+
+fn venv() -> PathBuf {
+    match std::env::var("SLUICE_S3_VENV") {
+        Ok(v) => PathBuf::from(v),
+        Err(_) => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice/s3venv"),
+    }
+}
+
+/// Starts the local S3 server once per test process.
+fn server() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let o = Command::new("bash")
+            .arg(crate::common::repo().join("tools/s3/server.sh"))
+            .env("SLUICE_S3_PORT", PORT)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "S3 server: {}", show(&o));
+    });
+}
+
+/// A fresh bucket on the local S3 server.
+struct Bucket {
+    name: String,
+}
+
+impl Bucket {
+    fn new(tag: &str) -> Bucket {
+        server();
+        let name = format!(
+            "{tag}-{}",
+            uuid::Uuid::now_v7().simple().to_string()[20..].to_lowercase()
+        );
+        let o = Command::new("curl")
+            .args(["-sf", "-X", "PUT"])
+            .arg(format!("http://127.0.0.1:{PORT}/{name}"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "create bucket: {}", show(&o));
+        Bucket { name }
+    }
+
+    /// Uploads a local file as `key`.
+    fn put(&self, key: &str, file: &Path) {
+        let o = Command::new("curl")
+            // No `Expect: 100-continue` (moto's server never answers it) and no form type.
+            .args(["-sf", "-X", "PUT", "-H", "Expect:"])
+            .args([
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("http://127.0.0.1:{PORT}/{}/{key}", self.name))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "upload {key}: {}", show(&o));
+    }
+
+    /// The `[connections.lake]` a project names this bucket with (credentials by reference).
+    fn connection(&self) -> String {
+        format!(
+            r#"
+[connections.test_bucket]
+kind = "s3"
+bucket = "{}"
+endpoint = "http://127.0.0.1:{PORT}"
+region = "us-east-1"
+path_style = true
+access_key_id = "${{env:LAKE_KEY_ID}}"
+secret_access_key = "${{env:LAKE_SECRET}}"
+"#,
+            self.name
+        )
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.name)
+    }
+}
+
+/// Runs `sluice ARGS` with the bucket's credentials in the environment (and none of the
+/// provider's own variables, so only the connection's settings are used).
+fn run_with_keys(w: &Workdir, args: &[&str]) -> std::process::Output {
+    w.sluice(args)
+        .env("LAKE_KEY_ID", KEY_ID)
+        .env("LAKE_SECRET", SECRET)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap()
+}
+
+/// Runs Python `code` with the deltalake package; `TABLE` is the table's URI and
+/// `OPTIONS` the storage options for the local S3 server. Returns stdout lines.
+fn python(table: &str, code: &str) -> Vec<String> {
+    let prelude = format!(
+        r#"
+import json, sys
+from deltalake import DeltaTable
+TABLE = {table:?}
+OPTIONS = {{"AWS_ENDPOINT_URL": "http://127.0.0.1:{PORT}", "AWS_REGION": "us-east-1",
+  "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ALLOW_HTTP": "true",
+  "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}}
+def open_table():
+    return DeltaTable(TABLE, storage_options=OPTIONS) if TABLE.startswith("s3://") else DeltaTable(TABLE)
+"#
+    );
+    let o = Command::new(venv().join("bin/python"))
+        .arg("-c")
+        // os._exit: the deltalake package can abort in its threads' teardown at exit.
+        .arg(format!(
+            "{prelude}\n{code}\nimport os\nsys.stdout.flush()\nos._exit(0)"
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python: {}", show(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The table's rows as `col=value` lines, sorted (read by delta-rs's Python package).
+fn delta_rows(table: &str, columns: &str) -> Vec<String> {
+    python(
+        table,
+        &format!(
+            r#"
+t = open_table().to_pyarrow_table(columns={columns:?}.split(","))
+rows = sorted("|".join(str(v) for v in r.values()) for r in t.to_pylist())
+print("\n".join(rows))
+"#
+        ),
+    )
+}
+
+/// The table's version and the run id recorded in its newest commit.
+fn delta_version_and_run(table: &str) -> (i64, String) {
+    let out = python(
+        table,
+        r#"
+t = open_table()
+c = t.history(1)[0]
+print(t.version())
+print(json.loads(c["sluice.commit"])["run_id"] if isinstance(c.get("sluice.commit"), str) else c["sluice.commit"]["run_id"])
+"#,
+    );
+    (out[0].parse().unwrap(), out[1].clone())
+}
+
+fn airports_csv(rows: &[&str]) -> String {
+    let mut s = String::from("faa,name,lat,lon,alt,tz,dst,tzone\n");
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s
+}
+
+const JFK: &str = "JFK,John F Kennedy Intl,40.639751,-73.778925,13,-5,A,America/New_York";
+const LGA: &str = "LGA,La Guardia,40.777245,-73.872608,22,-5,A,America/New_York";
+const LGA_RENAMED: &str = "LGA,LaGuardia Airport,40.777245,-73.872608,22,-5,A,America/New_York";
+const EWR: &str = "EWR,Newark Liberty Intl,40.6925,-74.168667,18,-5,A,America/New_York";
+const LAX: &str = "LAX,Los Angeles Intl,33.942536,-118.408075,126,-8,A,America/Los_Angeles";
+
+/// A project with an airports job loading `data/airports.csv` into a Delta table.
+fn airports_project(target: &str) -> Workdir {
+    let w = Workdir::project();
+    w.write(
+        "jobs/airports_delta.toml",
+        &format!(
+            r#"
+mapping = "nycflights13_to_airport"
+
+[sources.airports]
+format = "csv"
+path = "data/airports.csv"
+null_values = ["", "NA"]
+
+[target]
+format = "delta"
+{target}
+"#
+        ),
+    );
+    w
+}
+
+/// Runs `sluice ARGS --json`, which must succeed, and returns its report.
+fn run_ok(w: &Workdir, args: &[&str]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    if !args.contains(&"--json") {
+        args.push("--json");
+    }
+    let o = run_with_keys(w, &args);
+    assert!(o.status.success(), "{}", show(&o));
+    report(&o)
+}
+
+#[test]
+fn delta_merge_upserts_by_primary_key_and_deletes_missing_keys_when_asked() {
+    let w = airports_project("table = \"airports_d\"\nmode = \"merge\"");
+    let table = w.path().join("warehouse/airports_d");
+    let table = table.to_str().unwrap();
+    w.write("data/airports.csv", &airports_csv(&[JFK, LGA, EWR]));
+    run_ok(&w, &["run", "airports_delta", "--json"]);
+    assert_eq!(
+        delta_rows(table, "faa_code,name"),
+        [
+            "EWR|Newark Liberty Intl",
+            "JFK|John F Kennedy Intl",
+            "LGA|La Guardia"
+        ]
+    );
+
+    // LGA renamed, EWR gone, LAX new: LGA updated, LAX inserted, EWR kept.
+    w.write("data/airports.csv", &airports_csv(&[JFK, LGA_RENAMED, LAX]));
+    let r = run_ok(&w, &["run", "airports_delta", "--json"]);
+    assert_eq!(
+        delta_rows(table, "faa_code,name"),
+        [
+            "EWR|Newark Liberty Intl",
+            "JFK|John F Kennedy Intl",
+            "LAX|Los Angeles Intl",
+            "LGA|LaGuardia Airport"
+        ]
+    );
+    let (version, run) = delta_version_and_run(table);
+    assert_eq!(version, 1, "one commit per run");
+    assert_eq!(run, r["run_id"].as_str().unwrap());
+
+    // With delete_missing, keys this run did not read are deleted.
+    let job = w.read("jobs/airports_delta.toml") + "delete_missing = true\n";
+    w.write("jobs/airports_delta.toml", &job);
+    w.write("data/airports.csv", &airports_csv(&[JFK, LAX]));
+    run_ok(&w, &["run", "airports_delta", "--json"]);
+    assert_eq!(
+        delta_rows(table, "faa_code"),
+        ["JFK", "LAX"],
+        "EWR and LGA were not read, so they are deleted"
+    );
+}
+
+#[test]
+fn delta_append_overwrite_and_replace_where_each_make_one_commit() {
+    let w = airports_project(
+        "table = \"airports_d\"\nmode = \"append\"\npartition_by = [\"time_zone\"]",
+    );
+    let table = w.path().join("warehouse/airports_d");
+    let table = table.to_str().unwrap();
+    w.write("data/airports.csv", &airports_csv(&[JFK, LAX]));
+    run_ok(&w, &["run", "airports_delta"]);
+    run_ok(&w, &["run", "airports_delta"]);
+    assert_eq!(
+        delta_rows(table, "faa_code"),
+        ["JFK", "JFK", "LAX", "LAX"],
+        "append adds each run's rows"
+    );
+    assert_eq!(delta_version_and_run(table).0, 1);
+
+    // replace_where: only New York's rows are replaced; Los Angeles's stay.
+    let job = w.read("jobs/airports_delta.toml").replace(
+        "mode = \"append\"",
+        "mode = \"overwrite\"\nreplace_where = \"time_zone = 'America/New_York'\"",
+    );
+    w.write("jobs/airports_delta.toml", &job);
+    w.write("data/airports.csv", &airports_csv(&[LGA, EWR]));
+    run_ok(&w, &["run", "airports_delta"]);
+    assert_eq!(
+        delta_rows(table, "faa_code"),
+        ["EWR", "LAX", "LAX", "LGA"],
+        "the New York partition is replaced, the others are untouched"
+    );
+
+    // A plain overwrite replaces everything.
+    let job = w
+        .read("jobs/airports_delta.toml")
+        .replace("replace_where = \"time_zone = 'America/New_York'\"\n", "");
+    w.write("jobs/airports_delta.toml", &job);
+    w.write("data/airports.csv", &airports_csv(&[JFK]));
+    run_ok(&w, &["run", "airports_delta"]);
+    assert_eq!(delta_rows(table, "faa_code"), ["JFK"]);
+    assert_eq!(delta_version_and_run(table).0, 3, "four runs, four commits");
+}
+
+#[test]
+fn delta_run_killed_before_its_commit_leaves_the_previous_version() {
+    let w = airports_project("table = \"airports_d\"\nmode = \"overwrite\"");
+    let table = w.path().join("warehouse/airports_d");
+    let table = table.to_str().unwrap();
+    w.write("data/airports.csv", &airports_csv(&[JFK, LGA]));
+    let first = run_ok(&w, &["run", "airports_delta", "--json"]);
+
+    w.write("data/airports.csv", &airports_csv(&[LAX]));
+    let o = w
+        .sluice(&["run", "airports_delta"])
+        .env("SLUICE_CRASH_AT", "before_publish")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(9), "{}", show(&o));
+    assert_eq!(delta_rows(table, "faa_code"), ["JFK", "LGA"]);
+    assert_eq!(
+        delta_version_and_run(table),
+        (0, first["run_id"].as_str().unwrap().to_string()),
+        "no commit from the killed run"
+    );
+
+    // The next run cleans the killed run's staging and commits normally.
+    run_ok(&w, &["run", "airports_delta"]);
+    assert_eq!(delta_rows(table, "faa_code"), ["LAX"]);
+    let staging = w.path().join(".sluice/staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+#[test]
+fn two_projects_appending_to_one_delta_table_at_once_both_land_exactly_once() {
+    let shared = tempfile::tempdir().unwrap();
+    let table = shared.path().join("airports");
+    let target = format!("path = {:?}\nmode = \"append\"", table.to_str().unwrap());
+    let a = airports_project(&target);
+    let b = airports_project(&target);
+    a.write("data/airports.csv", &airports_csv(&[JFK, LGA]));
+    b.write("data/airports.csv", &airports_csv(&[EWR, LAX]));
+    // Both runs stage their rows, then wait at the commit so that they commit together.
+    let spawn = |w: &Workdir| {
+        w.sluice(&["run", "airports_delta"])
+            .env("SLUICE_PAUSE_AT", "before_commit:1500")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (spawn(&a), spawn(&b));
+    let (oa, ob) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
+    let rows = delta_rows(table.to_str().unwrap(), "faa_code");
+    match (oa.status.success(), ob.status.success()) {
+        (true, true) => assert_eq!(rows, ["EWR", "JFK", "LAX", "LGA"]),
+        (true, false) => {
+            assert_eq!(rows, ["JFK", "LGA"]);
+            assert!(
+                String::from_utf8_lossy(&ob.stderr).contains("another writer"),
+                "{}",
+                show(&ob)
+            );
+        }
+        (false, true) => {
+            assert_eq!(rows, ["EWR", "LAX"]);
+            assert!(
+                String::from_utf8_lossy(&oa.stderr).contains("another writer"),
+                "{}",
+                show(&oa)
+            );
+        }
+        (false, false) => panic!("both failed:\n{}\n{}", show(&oa), show(&ob)),
+    }
+}
+
+#[test]
+fn flights_read_from_s3_load_a_delta_table_there_with_the_credentials_never_shown() {
+    let bucket = Bucket::new("flights");
+    let samples = crate::common::repo().join("samples/nycflights13");
+    for f in ["flights.csv.gz", "airports.csv.gz", "airlines.csv.gz"] {
+        bucket.put(&format!("raw/nycflights13/{f}"), &samples.join(f));
+    }
+    let w = Workdir::project();
+    let settings = w.read("sluice.toml") + &bucket.connection();
+    w.write("sluice.toml", &settings);
+    let job = w
+        .read("jobs/flights.toml")
+        .replace(
+            "samples/nycflights13/flights.csv.gz",
+            &bucket.url("raw/nycflights13/flights*.csv.gz"),
+        )
+        .replace(
+            "samples/nycflights13/airports.csv.gz",
+            &bucket.url("raw/nycflights13/airports.csv.gz"),
+        )
+        .replace(
+            "samples/nycflights13/airlines.csv.gz",
+            &bucket.url("raw/nycflights13/airlines.csv.gz"),
+        )
+        .replace(
+            "format = \"parquet\"\ntable = \"flights\"",
+            &format!(
+                "format = \"delta\"\npath = \"{}\"",
+                bucket.url("tables/flights")
+            ),
+        );
+    w.write("jobs/flights_s3.toml", &job);
+
+    let o = run_with_keys(&w, &["run", "flights_s3", "--json"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let r = report(&o);
+    // The same job on the local files, for the expected values.
+    let local = run_ok(&w, &["run", "flights", "--json"]);
+    assert_eq!(r["rows"]["written"], local["rows"]["written"], "{r}");
+    let written = local["rows"]["written"].as_u64().unwrap();
+    assert!(written > 300_000, "{local}");
+
+    let table = bucket.url("tables/flights");
+    let out = python(
+        &table,
+        r#"
+import pyarrow.compute as pc
+t = open_table().to_pyarrow_table()
+print(t.num_rows)
+print(sorted(set(t.column("origin").to_pylist())))
+"#,
+    );
+    assert_eq!(out[0], written.to_string());
+    assert_eq!(out[1], "['EWR', 'JFK', 'LGA']");
+    let local_sum = crate::common::rows(&crate::common::query(
+        &w.path().join("warehouse/flights"),
+        "SELECT sum(distance_km) FROM t",
+    ));
+    let delta_sum = python(
+        &table,
+        "import pyarrow.compute as pc\nprint(pc.sum(open_table().to_pyarrow_table().column('distance_km')).as_py())",
+    );
+    let (l, d): (f64, f64) = (local_sum[0].parse().unwrap(), delta_sum[0].parse().unwrap());
+    assert!((l - d).abs() < 1e-6 * l.abs(), "local {l} vs delta {d}");
+
+    // The secret is nowhere: not in the output, the report files, or the state store.
+    let mut seen = String::from_utf8_lossy(&o.stdout).to_string();
+    seen += &String::from_utf8_lossy(&o.stderr);
+    for e in walk(&w.path().join(".sluice")) {
+        seen += &String::from_utf8_lossy(&std::fs::read(e).unwrap_or_default());
+    }
+    assert!(!seen.contains(SECRET), "the secret access key was shown");
+}
+
+#[test]
+fn an_unreachable_store_fails_naming_the_table_and_never_the_secret() {
+    let bucket = Bucket::new("denied");
+    let w = airports_project(&format!(
+        "path = \"{}\"\nmode = \"overwrite\"",
+        bucket.url("t")
+    ));
+    w.write("data/airports.csv", &airports_csv(&[JFK]));
+    // moto accepts any key, so the error path is reached with an endpoint nothing listens on.
+    let settings = w.read("sluice.toml")
+        + &bucket
+            .connection()
+            .replace(&format!("127.0.0.1:{PORT}"), "127.0.0.1:9");
+    w.write("sluice.toml", &settings);
+    let o = run_with_keys(&w, &["run", "airports_delta"]);
+    assert!(!o.status.success(), "{}", show(&o));
+    let all = show(&o);
+    assert!(!all.contains(SECRET), "{all}");
+    assert!(
+        all.contains(&bucket.url("t")),
+        "the error names the table: {all}"
+    );
+}
+
+#[test]
+fn a_parquet_folder_on_an_object_store_is_refused_with_a_hint_to_use_delta() {
+    let bucket = Bucket::new("refused");
+    let w = Workdir::project();
+    let job = w.read("jobs/airports.toml").replace(
+        "table = \"airports\"",
+        &format!("path = \"{}\"", bucket.url("airports")),
+    );
+    w.write("jobs/airports.toml", &job);
+    let o = run_with_keys(&w, &["run", "airports"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("format = \"delta\""), "{err}");
+    assert!(err.contains("jobs/airports.toml"), "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_model_with_a_time_field_cannot_load_a_delta_table_and_is_told_before_reading() {
+    let w = Workdir::with_files(&[
+        ("sluice.toml", "name = \"slots\"\n"),
+        (
+            "mappings/canonical/slot.toml",
+            "name = \"slot\"\nversion = \"1.0.0\"\n[fields.id]\ntype = \"int64\"\nprimary_key = true\n[fields.at]\ntype = \"time\"\n",
+        ),
+        (
+            "mappings/to_slot.toml",
+            "model = \"slot@1\"\nfrom = \"s\"\n[fields]\nid = \"id\"\nat = \"CAST(t AS TIME)\"\n",
+        ),
+        ("data/s.csv", "id,t\n1,10:00:00\n"),
+        (
+            "jobs/slots.toml",
+            "mapping = \"to_slot\"\n[sources.s]\nformat = \"csv\"\npath = \"data/s.csv\"\n[target]\nformat = \"delta\"\ntable = \"slots\"\nmode = \"overwrite\"\n",
+        ),
+    ]);
+    let o = w.run(&["run", "slots"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`at`, a `time` field"), "{err}");
+    assert!(err.contains("jobs/slots.toml"), "{err}");
+    assert!(
+        !w.path().join("warehouse/slots").exists(),
+        "nothing written"
+    );
+}
