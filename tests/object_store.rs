@@ -535,3 +535,129 @@ fn a_model_with_a_time_field_cannot_load_a_delta_table_and_is_told_before_readin
         "nothing written"
     );
 }
+
+#[test]
+fn parquet_and_ndjson_sources_on_s3_are_read_by_glob_and_by_folder() {
+    let bucket = Bucket::new("formats");
+    // The airports sample as two Parquet files and two NDJSON files, written by pyarrow.
+    let scratch = tempfile::tempdir().unwrap();
+    let csv = crate::common::repo().join("samples/nycflights13/airports.csv.gz");
+    python(
+        "",
+        &format!(
+            r#"
+import pyarrow.csv as pc, pyarrow.parquet as pq
+t = pc.read_csv({csv:?}, convert_options=pc.ConvertOptions(null_values=["", "NA"], strings_can_be_null=True))
+half = t.num_rows // 2
+for i, part in enumerate([t.slice(0, half), t.slice(half)]):
+    pq.write_table(part, {dir:?} + f"/part-{{i}}.parquet")
+    with open({dir:?} + f"/part-{{i}}.json", "w") as f:
+        for r in part.to_pylist():
+            f.write(json.dumps(r) + "\n")
+"#,
+            dir = scratch.path().to_str().unwrap()
+        ),
+    );
+    for i in 0..2 {
+        bucket.put(
+            &format!("raw/pq/part-{i}.parquet"),
+            &scratch.path().join(format!("part-{i}.parquet")),
+        );
+        bucket.put(
+            &format!("raw/json/part-{i}.json"),
+            &scratch.path().join(format!("part-{i}.json")),
+        );
+    }
+    // A hidden object under the folder is not read.
+    bucket.put("raw/json/_SUCCESS", &scratch.path().join("part-0.json"));
+
+    let w = Workdir::project();
+    let settings = w.read("sluice.toml") + &bucket.connection();
+    w.write("sluice.toml", &settings);
+    let local = run_ok(&w, &["run", "airports"]);
+    for (format, path) in [
+        ("parquet", bucket.url("raw/pq/*.parquet")),
+        ("json", bucket.url("raw/json/")),
+    ] {
+        let job = w
+            .read("jobs/airports.toml")
+            .replace("format = \"csv\"", &format!("format = \"{format}\""))
+            .replace("null_values = [\"\", \"NA\"]\n", "")
+            .replace("samples/nycflights13/airports.csv.gz", &path)
+            .replace(
+                "table = \"airports\"",
+                &format!("table = \"airports_{format}\""),
+            );
+        w.write(&format!("jobs/airports_{format}.toml"), &job);
+        let r = run_ok(&w, &["run", &format!("airports_{format}")]);
+        // Both parts read (each holds half the rows), and _SUCCESS left out.
+        assert_eq!(r["rows"]["read"], local["rows"]["read"], "{format}: {r}");
+        assert_eq!(
+            r["rows"]["written"], local["rows"]["written"],
+            "{format}: {r}"
+        );
+    }
+}
+
+#[test]
+fn kill_9_while_loading_a_delta_table_on_s3_never_leaves_a_partial_version() {
+    let bucket = Bucket::new("kill");
+    let samples = crate::common::repo().join("samples/nycflights13");
+    for f in ["flights.csv.gz", "airports.csv.gz", "airlines.csv.gz"] {
+        bucket.put(&format!("raw/{f}"), &samples.join(f));
+    }
+    let w = Workdir::project();
+    let settings = w.read("sluice.toml") + &bucket.connection();
+    w.write("sluice.toml", &settings);
+    let job = w
+        .read("jobs/flights.toml")
+        .replace("samples/nycflights13/", &bucket.url("raw/"))
+        .replace(
+            "format = \"parquet\"\ntable = \"flights\"",
+            &format!("format = \"delta\"\npath = \"{}\"", bucket.url("t")),
+        );
+    w.write("jobs/flights_s3.toml", &job);
+    let first = run_ok(&w, &["run", "flights_s3"]);
+    let rows = first["rows"]["written"].as_u64().unwrap();
+    let table = bucket.url("t");
+    let state = || {
+        let out = python(
+            &table,
+            "t = open_table()\nprint(t.version())\nprint(t.to_pyarrow_table().num_rows)",
+        );
+        (
+            out[0].parse::<i64>().unwrap(),
+            out[1].parse::<u64>().unwrap(),
+        )
+    };
+    assert_eq!(state(), (0, rows));
+    // Kill at moments spread over the run (reading, staging, uploading, committing): the
+    // table is at its last version, whole, every time.
+    let mut version = 0;
+    for delay_ms in [150, 400, 650, 900, 1150, 1400] {
+        let mut child = w
+            .sluice(&["run", "flights_s3"])
+            .env("LAKE_KEY_ID", KEY_ID)
+            .env("LAKE_SECRET", SECRET)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let (v, n) = state();
+        assert!(
+            v == version || v == version + 1,
+            "killed at {delay_ms} ms: version {v} after {version}"
+        );
+        assert_eq!(
+            n, rows,
+            "killed at {delay_ms} ms: version {v} holds {n} rows"
+        );
+        version = v;
+    }
+    // The next run commits normally.
+    run_ok(&w, &["run", "flights_s3"]);
+    assert_eq!(state(), (version + 1, rows));
+}
