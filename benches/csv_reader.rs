@@ -70,6 +70,7 @@ async fn tolerant_reader(path: &Path, columns: &[String]) -> u64 {
         vec![CsvFile {
             location: csv_reader::Location::Local(path.to_path_buf()),
             shown: "flights.csv".into(),
+            partition_values: Vec::new(),
         }],
         columns.to_vec(),
         CsvOptions {
@@ -161,6 +162,7 @@ fn main() {
         &CsvFile {
             location: csv_reader::Location::Local(plain.clone()),
             shown: "flights.csv".into(),
+            partition_values: Vec::new(),
         },
         &CsvOptions {
             delimiter: b',',

@@ -83,6 +83,9 @@ pub struct CsvFile {
     pub location: Location,
     /// Name shown to users (relative to the project, secrets redacted).
     pub shown: String,
+    /// Hive partition columns of this file (`year=2024/` → `("year", Some("2024"))`), added
+    /// as text columns after the file's own; every file of a table has the same names.
+    pub partition_values: Vec<(String, Option<String>)>,
 }
 
 /// A malformed record met with [`OnMalformed::Fail`], or an I/O error, with its position.
@@ -317,6 +320,9 @@ pub fn text_schema(columns: &[String], row_column: Option<&str>) -> SchemaRef {
 pub struct CsvPartition {
     files: Vec<CsvFile>,
     columns: Vec<String>,
+    /// What the file reader produces ([`text_schema`]).
+    file_schema: SchemaRef,
+    /// With the partition columns after it.
     schema: SchemaRef,
     options: CsvOptions,
     with_row_column: bool,
@@ -326,6 +332,8 @@ pub struct CsvPartition {
 /// A DataFusion table over `files`, read by the tolerant reader in up to `partitions`
 /// partitions (files are split round-robin; each partition reads its files in order).
 /// `records` counts the data records read (well-formed and malformed), for the run report.
+/// The files' partition columns (see [`CsvFile::partition_values`]) come after the reader's
+/// columns.
 ///
 /// # Errors
 /// A DataFusion error only if the schema is inconsistent (a bug).
@@ -337,7 +345,18 @@ pub fn table(
     partitions: usize,
     records: Arc<AtomicU64>,
 ) -> datafusion::error::Result<StreamingTable> {
-    let schema = text_schema(&columns, row_column);
+    let file_schema = text_schema(&columns, row_column);
+    let mut fields: Vec<Field> = file_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    if let Some(first) = files.first() {
+        for (key, _) in &first.partition_values {
+            fields.push(Field::new(key, DataType::Utf8, true));
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
     let n = partitions.clamp(1, files.len().max(1));
     let mut groups: Vec<Vec<CsvFile>> = vec![Vec::new(); n];
     for (i, f) in files.into_iter().enumerate() {
@@ -349,6 +368,7 @@ pub fn table(
             Arc::new(CsvPartition {
                 files,
                 columns: columns.clone(),
+                file_schema: file_schema.clone(),
                 schema: schema.clone(),
                 options: options.clone(),
                 with_row_column: row_column.is_some(),
@@ -370,7 +390,8 @@ impl PartitionStream for CsvPartition {
         );
         let files = self.files.clone();
         let columns = self.columns.clone();
-        let schema = self.schema.clone();
+        let schema = self.file_schema.clone();
+        let full = self.schema.clone();
         let options = self.options.clone();
         let with_row = self.with_row_column;
         let records = self.records.clone();
@@ -381,7 +402,10 @@ impl PartitionStream for CsvPartition {
         let task = tokio::task::spawn_blocking(move || {
             for file in &files {
                 let mut reader = FileReader::new(file, &columns, &schema, &options, with_row);
-                let result = reader.run(&records, |batch| tx.blocking_send(Ok(batch)).is_ok());
+                let result = reader.run(&records, |batch| {
+                    let batch = with_partition_values(batch, &full, &file.partition_values);
+                    tx.blocking_send(batch).is_ok()
+                });
                 match result {
                     Ok(true) => {}
                     // The consumer went away (the query was cancelled or failed).
@@ -395,6 +419,26 @@ impl PartitionStream for CsvPartition {
         });
         crate::producer::stream(self.schema.clone(), rx, task, what)
     }
+}
+
+/// `batch` with one constant text column per partition value, as `schema` says.
+fn with_partition_values(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+    values: &[(String, Option<String>)],
+) -> datafusion::error::Result<RecordBatch> {
+    if values.is_empty() {
+        return Ok(batch);
+    }
+    let n = batch.num_rows();
+    let mut columns = batch.columns().to_vec();
+    for (_, v) in values {
+        columns.push(Arc::new(datafusion::arrow::array::StringArray::from(vec![
+            v.as_deref();
+            n
+        ])));
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Reads one file into batches.
@@ -920,12 +964,14 @@ mod tests {
         let file = CsvFile {
             location: Location::Local(path),
             shown: "x.csv".into(),
+            partition_values: Vec::new(),
         };
         let (header, _) =
             sample(&file, &options, 10).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let records = Arc::new(AtomicU64::new(0));
         let part = CsvPartition {
             files: vec![file],
+            file_schema: text_schema(&header, Some("__row")),
             schema: text_schema(&header, Some("__row")),
             columns: header,
             options,

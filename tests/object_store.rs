@@ -693,3 +693,67 @@ fn kill_9_while_loading_a_delta_table_on_s3_never_leaves_a_partial_version() {
     run_ok(&w, &["run", "flights_s3"]);
     assert_eq!(state(), (version + 1, rows));
 }
+
+#[test]
+fn hive_partition_folders_become_columns_locally_and_on_s3() {
+    let bucket = Bucket::new("hive");
+    let scratch = tempfile::tempdir().unwrap();
+    let parts = [
+        ("region=east/day=2024-01-01/a.csv", "id,v\n1,1.5\n2,2.5\n"),
+        ("region=west/day=2024-01-01/b.csv", "id,v\n3,3.5\n"),
+        (
+            "region=__HIVE_DEFAULT_PARTITION__/day=2024-01-02/c.csv",
+            "id,v\n4,4.5\n",
+        ),
+    ];
+    for (key, text) in parts {
+        let file = scratch.path().join(key.replace('/', "_"));
+        std::fs::write(&file, text).unwrap();
+        bucket.put(&format!("readings/{key}"), &file);
+    }
+    let mut files: Vec<(&str, String)> = vec![
+        ("sluice.toml", format!("name = \"hive\"\n{}", bucket.connection())),
+        (
+            "mappings/canonical/reading.toml",
+            "name = \"reading\"\nversion = \"1.0.0\"\n[fields.id]\ntype = \"int64\"\nprimary_key = true\n[fields.region]\ntype = \"string\"\n[fields.day]\ntype = \"date\"\n[fields.value]\ntype = \"float64\"\n".into(),
+        ),
+        (
+            "mappings/to_reading.toml",
+            "model = \"reading@1\"\nfrom = \"s\"\n[fields]\nid = \"id\"\nregion = \"region\"\nday = \"CAST(day AS DATE)\"\nvalue = \"v\"\n".into(),
+        ),
+    ];
+    for (key, text) in parts {
+        files.push((
+            Box::leak(format!("data/{key}").into_boxed_str()),
+            text.to_string(),
+        ));
+    }
+    for (job, path) in [
+        ("local", "data/**/*.csv".to_string()),
+        ("s3", bucket.url("readings/**/*.csv")),
+    ] {
+        files.push((
+            Box::leak(format!("jobs/{job}.toml").into_boxed_str()),
+            format!("mapping = \"to_reading\"\n[sources.s]\nformat = \"csv\"\npath = \"{path}\"\n[target]\nformat = \"parquet\"\ntable = \"{job}\"\nmode = \"overwrite\"\n"),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let w = Workdir::with_files(&refs);
+    for job in ["local", "s3"] {
+        run_ok(&w, &["run", job]);
+        let got = crate::common::rows(&crate::common::query(
+            &w.path().join("warehouse").join(job),
+            "SELECT id, region, day, value FROM t ORDER BY id",
+        ));
+        assert_eq!(
+            got,
+            [
+                "1|east|2024-01-01|1.5",
+                "2|east|2024-01-01|2.5",
+                "3|west|2024-01-01|3.5",
+                "4|NULL|2024-01-02|4.5"
+            ],
+            "{job}"
+        );
+    }
+}

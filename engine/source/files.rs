@@ -35,6 +35,74 @@ pub async fn expand_files(
         .collect())
 }
 
+/// One file's Hive partition values, `(key, value)` in path order.
+pub type PartitionValues = Vec<(String, Option<String>)>;
+
+/// The Hive partition values of each file (`…/year=2024/month=01/x.csv` → `year`, `month`),
+/// read from the folders of its path relative to `root` (a local file) or of its key (an
+/// object): `key=value` segments, values percent-decoded, `__HIVE_DEFAULT_PARTITION__` as null
+/// (Hive's and Spark's layout). Partition columns exist only when every file has the same keys
+/// in the same order; otherwise every file gets none.
+pub fn hive_partitions(root: &Path, files: &[Location]) -> Vec<PartitionValues> {
+    let of = |file: &Location| -> PartitionValues {
+        let path = match file {
+            Location::Local(p) => p
+                .strip_prefix(root)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .to_string(),
+            Location::Object { url, .. } => store::object_path(url).to_string(),
+        };
+        let mut segments: Vec<&str> = path.split('/').collect();
+        segments.pop();
+        segments
+            .into_iter()
+            .filter_map(|s| s.split_once('='))
+            .filter(|(k, _)| is_partition_key(k))
+            .map(|(k, v)| {
+                let v = percent_decode(v);
+                let v = (!v.is_empty() && v != "__HIVE_DEFAULT_PARTITION__").then_some(v);
+                (k.to_string(), v)
+            })
+            .collect()
+    };
+    let all: Vec<PartitionValues> = files.iter().map(of).collect();
+    let keys = |p: &PartitionValues| p.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    let same = all.windows(2).all(|w| keys(&w[0]) == keys(&w[1]));
+    if same {
+        all
+    } else {
+        vec![Vec::new(); files.len()]
+    }
+}
+
+fn is_partition_key(k: &str) -> bool {
+    k.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `%XX` escapes decoded (Hive escapes `/`, `=`, `%` and others in partition values).
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
 /// The objects an object-store URL names.
 async fn expand_objects(
     ctx: &SessionContext,
@@ -155,4 +223,42 @@ fn is_hidden(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(paths: &[&str]) -> Vec<Location> {
+        paths
+            .iter()
+            .map(|p| Location::Local(PathBuf::from(p)))
+            .collect()
+    }
+
+    #[test]
+    fn hive_folders_become_partition_values_when_every_file_has_the_same_keys() {
+        let root = Path::new("/p");
+        let files = local(&[
+            "/p/data/year=2024/month=01/a.csv",
+            "/p/data/year=2024/month=__HIVE_DEFAULT_PARTITION__/b.csv",
+            "/p/data/year=2025/month=a%2Fb/c.csv",
+        ]);
+        let v = hive_partitions(root, &files);
+        assert_eq!(
+            v[0],
+            [
+                ("year".into(), Some("2024".into())),
+                ("month".into(), Some("01".into()))
+            ]
+        );
+        assert_eq!(v[1][1], ("month".into(), None));
+        assert_eq!(v[2][1], ("month".into(), Some("a/b".into())));
+        // A file without the same folders: no partition columns at all.
+        let mixed = local(&["/p/data/year=2024/a.csv", "/p/data/b.csv"]);
+        assert!(hive_partitions(root, &mixed).iter().all(Vec::is_empty));
+        // A file name with `=` is not a folder; a project root named `k=v` is not either.
+        let v = hive_partitions(Path::new("/env=prod"), &local(&["/env=prod/x=1.csv"]));
+        assert!(v[0].is_empty());
+    }
 }

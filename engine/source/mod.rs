@@ -38,7 +38,7 @@ mod json;
 mod parquet;
 mod rows;
 
-pub use files::expand_files;
+pub use files::{expand_files, hive_partitions, PartitionValues};
 
 use crate::config::interpolate::Redactor;
 use crate::config::spec::{Compression, SourceFormat, SourceSpec};
@@ -233,6 +233,7 @@ pub async fn scan_input(
         SourceInput::Inline(_) => Vec::new(),
         _ => expand_files(ctx, root, name, template, redactor).await?,
     };
+    let partitions = hive_partitions(root, &files);
     let scan = FileScan {
         ctx,
         root,
@@ -242,6 +243,7 @@ pub async fn scan_input(
         redactor,
         template,
         files,
+        partitions,
     };
     let (format, schema, rows) = match input {
         SourceInput::Files => {
@@ -250,7 +252,7 @@ pub async fn scan_input(
             })?;
             let schema = with_declared_types(reader.schema(&scan).await?, spec, reader.format());
             let rows = reader.rows(&scan, &schema).await?;
-            (reader.format(), schema, rows)
+            (reader.format(), scan.with_partition_columns(schema)?, rows)
         }
         // Given rows are text, read like CSV whatever the job's format.
         SourceInput::Replay(given) | SourceInput::Inline(given) => {
@@ -351,6 +353,8 @@ struct FileScan<'a> {
     template: &'a str,
     /// The files, sorted (none for inline rows).
     files: Vec<Location>,
+    /// Each file's Hive partition values (see [`hive_partitions`]).
+    partitions: Vec<PartitionValues>,
 }
 
 impl FileScan<'_> {
@@ -379,11 +383,34 @@ impl FileScan<'_> {
         self.files.iter().map(Location::to_data_fusion).collect()
     }
 
+    /// `schema` (the files' columns) with the partition columns (text) after them.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when a partition folder's key is also a column of the files.
+    fn with_partition_columns(&self, schema: Schema) -> Result<Schema> {
+        let Some(first) = self.partitions.first().filter(|p| !p.is_empty()) else {
+            return Ok(schema);
+        };
+        let mut fields: Vec<ArrowField> =
+            schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for (key, _) in first {
+            if schema.field_with_name(key).is_ok() {
+                return Err(self.error(format!(
+                    "`{key}` is both a column of the files and a partition folder (`{key}=…/`); rename one of them"
+                )));
+            }
+            fields.push(ArrowField::new(key, DataType::Utf8, true));
+        }
+        Ok(Schema::new(fields))
+    }
+
     /// The files as the tolerant CSV reader takes them.
     fn csv_files(&self) -> Vec<CsvFile> {
         self.files
             .iter()
-            .map(|f| CsvFile {
+            .enumerate()
+            .map(|(i, f)| CsvFile {
+                partition_values: self.partitions.get(i).cloned().unwrap_or_default(),
                 location: f.clone(),
                 shown: self.shown(f),
             })
@@ -450,7 +477,7 @@ fn numbered_union(
         "__row"
     };
     let mut union: Option<DataFrame> = None;
-    for (df, file) in frames {
+    for (i, (df, file)) in frames.into_iter().enumerate() {
         let df = df
             .window(vec![row_number().alias(row_col)])
             .map_err(scan.df_err())?;
@@ -459,6 +486,9 @@ fn numbered_union(
             .iter()
             .map(|c| ident_col(c.name()))
             .collect();
+        for (key, value) in scan.partitions.get(i).into_iter().flatten() {
+            exprs.push(lit(datafusion::common::ScalarValue::Utf8(value.clone())).alias(key));
+        }
         exprs.push(lit(scan.shown(file)).alias(FILE_COLUMN));
         exprs.push(cast(col(row_col), DataType::Int64).alias(LINE_COLUMN));
         if scan.driving {
