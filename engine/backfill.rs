@@ -177,6 +177,13 @@ fn check_target(job: &Job) -> Result<()> {
         job.target.path.as_ref().is_some_and(|p| {
             params::references(p.get_ref(), "${run.") && !job.target.is_database()
         });
+    // A Delta overwrite that replaces only the date's rows.
+    let per_date_rows = job
+        .target
+        .replace_where
+        .as_ref()
+        .is_some_and(|p| params::references(p.get_ref(), "${run."));
+    let per_date_path = per_date_path || per_date_rows;
     match job.target.mode {
         LoadMode::Append => Err(usage(
             format!("job `{}` appends, so re-running a date of the backfill would load its rows twice", job.name),
@@ -188,7 +195,7 @@ fn check_target(job: &Job) -> Result<()> {
         )),
         LoadMode::Overwrite if !per_date_path => Err(usage(
             format!("job `{}` overwrites one target, so each date of the backfill would replace the dates before it", job.name),
-            "give the target a folder per date, `path = \"out/x/date=${run.date}\"`, or use `mode = \"merge\"`",
+            "give the target a folder per date, `path = \"out/x/date=${run.date}\"`, replace only the date's rows of a Delta table with `replace_where = \"day = '${run.date}'\"`, or use `mode = \"merge\"`",
         )),
         _ => Ok(()),
     }

@@ -196,7 +196,9 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
 /// The commit record of `job`'s newest commit in its Delta table's log (`commitInfo`).
 async fn delta_record(project: &Project, job: &Job) -> Result<Option<CommitRecord>> {
     // A target that does not resolve is the planner's to report, with its line.
-    match crate::plan::delta_table(project, job) {
+    let ctx = crate::plan::session(project);
+    match crate::sink::delta::DeltaTarget::of(project, job, Vec::new(), &ctx, &Redactor::default())
+    {
         Ok(t) => t.last_record(&job.name).await,
         Err(_) => Ok(None),
     }

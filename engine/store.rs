@@ -34,15 +34,7 @@ use url::Url;
 use crate::config::interpolate::Redactor;
 use crate::config::spec::{StoreKind, StoreSpec};
 
-/// URL schemes of object-store locations.
-pub const SCHEMES: [&str; 3] = ["s3", "gs", "az"];
-
-/// True when `path` is an object-store URL (`s3://…`, `gs://…`, `az://…`).
-pub fn is_url(path: &str) -> bool {
-    SCHEMES.iter().any(|s| {
-        path.len() > s.len() + 3 && path.starts_with(s) && path[s.len()..].starts_with("://")
-    })
-}
+pub use crate::config::spec::{is_url, SCHEMES};
 
 /// A file a job reads or writes: on the local disk, or an object in a store.
 #[derive(Debug, Clone)]
@@ -288,7 +280,12 @@ impl ObjectStoreRegistry for Registry {
 /// # Errors
 /// What is wrong with it.
 pub fn parse_url(text: &str) -> std::result::Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    // In a location `?` is a glob character and `#` part of a key, not a query or fragment.
+    let escaped = text
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    let url = Url::parse(&escaped).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!(
             "`{text}` names no bucket (write `{}://<bucket>/<path>`)",
@@ -420,6 +417,14 @@ mod tests {
         assert!(is_hidden("t/_delta_log/0.json"));
         assert!(is_hidden(".staging/a.csv"));
         assert!(!is_hidden("raw/year=2024/a.csv"));
+    }
+
+    #[test]
+    fn glob_characters_stay_in_the_key() {
+        let url = parse_url("s3://lake/raw/day=0?/a#1 b%.csv").unwrap();
+        assert_eq!(url.host_str(), Some("lake"));
+        assert_eq!(object_path(&url).as_ref(), "raw/day=0?/a#1 b%.csv");
+        assert!(parse_url("s3:///raw/a.csv").is_err());
     }
 
     #[test]

@@ -757,3 +757,79 @@ fn hive_partition_folders_become_columns_locally_and_on_s3() {
         );
     }
 }
+
+#[test]
+fn a_backfill_into_a_delta_table_replaces_only_each_dates_rows() {
+    let day = |d: &str, rows: &str| (format!("data/day={d}/part.csv"), format!("id,v\n{rows}"));
+    let (d1, d1_text) = day("2024-01-01", "1,1.5\n2,2.5\n");
+    let (d2, d2_text) = day("2024-01-02", "3,3.5\n");
+    let w = Workdir::with_files(&[
+        ("sluice.toml", "name = \"days\"\n"),
+        (
+            "mappings/canonical/reading.toml",
+            "name = \"reading\"\nversion = \"1.0.0\"\n[fields.id]\ntype = \"int64\"\nprimary_key = true\n[fields.day]\ntype = \"date\"\n[fields.value]\ntype = \"float64\"\n",
+        ),
+        (
+            "mappings/to_reading.toml",
+            "model = \"reading@1\"\nfrom = \"s\"\n[fields]\nid = \"id\"\nday = \"CAST(day AS DATE)\"\nvalue = \"v\"\n",
+        ),
+        (&d1, &d1_text),
+        (&d2, &d2_text),
+        (
+            "jobs/days.toml",
+            "mapping = \"to_reading\"\n[sources.s]\nformat = \"csv\"\npath = \"data/day=${run.date}/*.csv\"\n[target]\nformat = \"delta\"\ntable = \"days\"\nmode = \"overwrite\"\npartition_by = [\"day\"]\nreplace_where = \"day = '${run.date}'\"\n",
+        ),
+    ]);
+    let table = w.path().join("warehouse/days");
+    let table = table.to_str().unwrap();
+    // FROM <= date < TO: two dates.
+    let o = w.run(&[
+        "backfill",
+        "days",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-03",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        delta_rows(table, "id,day"),
+        ["1|2024-01-01", "2|2024-01-01", "3|2024-01-02"]
+    );
+    // Day 1 corrected and backfilled again: its rows replaced, day 2's untouched.
+    w.write(&d1, "id,v\n1,9.5\n");
+    let o = w.run(&[
+        "backfill",
+        "days",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-02",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        delta_rows(table, "id,day,value"),
+        ["1|2024-01-01|9.5", "3|2024-01-02|3.5"]
+    );
+}
+
+#[test]
+fn object_store_connections_refuse_plain_text_credentials_and_keys_of_another_kind() {
+    let w = Workdir::project();
+    let settings = w.read("sluice.toml")
+        + "\n[connections.other]\nkind = \"s3\"\nbucket = \"other\"\nsecret_access_key = \"hunter2\"\naccount = \"acct\"\n\n[connections.gcs]\nkind = \"gcs\"\nbucket = \"s3://b\"\nendpoint = \"127.0.0.1:9\"\n";
+    w.write("sluice.toml", &settings);
+    let o = w.run(&["validate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for expected in [
+        "connections.other.secret_access_key",
+        "credential written in plain text",
+        "`account` does not apply to a `s3` connection",
+        "`endpoint` does not apply to a `gcs` connection",
+        "`s3://b` is not a bucket name",
+        "sluice.toml:",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -193,7 +193,7 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
                 p.span(),
                 resolve_static(redactor, p.get_ref(), project)
                     .and_then(|r| {
-                        if crate::store::is_url(&r) {
+                        if crate::config::spec::is_url(&r) {
                             Err(r)
                         } else {
                             Ok(r)
@@ -269,7 +269,7 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
                 continue;
             };
             // An object-store location is no local folder to protect.
-            if crate::store::is_url(&resolved) {
+            if crate::config::spec::is_url(&resolved) {
                 continue;
             }
             let is_glob = resolved.contains(['*', '?', '[']);

@@ -359,6 +359,54 @@ pub(super) fn validate_store(r: &mut Reader<'_>, name: &str, c: &StoreSpec) {
             );
         }
     }
+    let kind = crate::config::spec::json_name(&c.kind);
+    let set = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
+    /// A key, where it is written (if it is), and the kinds it applies to.
+    type KindKey<'a> = (&'a str, Option<Range<usize>>, &'a [StoreKind]);
+    let keys: [KindKey<'_>; 8] = [
+        (
+            "endpoint",
+            set(&c.endpoint),
+            &[StoreKind::S3, StoreKind::Azure],
+        ),
+        ("access_key_id", set(&c.access_key_id), &[StoreKind::S3]),
+        (
+            "secret_access_key",
+            set(&c.secret_access_key),
+            &[StoreKind::S3],
+        ),
+        ("session_token", set(&c.session_token), &[StoreKind::S3]),
+        ("account", set(&c.account), &[StoreKind::Azure]),
+        ("access_key", set(&c.access_key), &[StoreKind::Azure]),
+        (
+            "service_account_key",
+            set(&c.service_account_key),
+            &[StoreKind::Gcs],
+        ),
+        (
+            "path_style",
+            c.path_style.then(|| c.bucket.span()),
+            &[StoreKind::S3],
+        ),
+    ];
+    for (key, span, kinds) in keys {
+        if let Some(span) = span.filter(|_| !kinds.contains(&c.kind)) {
+            r.error(
+                Some(span),
+                &format!("{path}.{key}"),
+                format!("`{key}` does not apply to a `{kind}` connection"),
+                Some("remove it (see docs/reference.md, \"Object-store connections\", for each kind's keys)".into()),
+            );
+        }
+    }
+    if c.region.is_some() && c.kind != StoreKind::S3 {
+        r.error(
+            Some(c.bucket.span()),
+            &format!("{path}.region"),
+            format!("`region` does not apply to a `{kind}` connection"),
+            Some("remove it".into()),
+        );
+    }
     let b = c.bucket.get_ref();
     if b.is_empty() || b.contains(['/', ':']) {
         r.error(

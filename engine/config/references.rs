@@ -213,7 +213,14 @@ impl Project {
                 key,
                 format!("no connection named `{}` in sluice.toml", c.get_ref()),
             );
+            let store = self.settings.stores.get(c.get_ref());
             d.hint = Some(match did_you_mean(c.get_ref(), known.iter().copied()) {
+                _ if store.is_some() => format!(
+                    "`{}` is an object-store connection: name its files by URL instead, `path = \"{}://{}/…\"`, and leave out `connection`",
+                    c.get_ref(),
+                    store.map(|s| s.kind.scheme()).unwrap_or_default(),
+                    store.map(|s| s.bucket.get_ref().as_str()).unwrap_or_default()
+                ),
                 Some(s) => format!("did you mean `{s}`?"),
                 None if known.is_empty() => {
                     "declare it in sluice.toml as [connections.<name>] with `kind` and `url`".into()

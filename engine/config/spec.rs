@@ -671,6 +671,16 @@ impl StoreKind {
     }
 }
 
+/// URL schemes of object-store locations, as [`StoreKind::scheme`] gives them.
+pub const SCHEMES: [&str; 3] = ["s3", "gs", "az"];
+
+/// True when `path` is an object-store URL (`s3://…`, `gs://…`, `az://…`), not a local path.
+pub fn is_url(path: &str) -> bool {
+    SCHEMES.iter().any(|s| {
+        path.len() > s.len() + 3 && path.starts_with(s) && path[s.len()..].starts_with("://")
+    })
+}
+
 /// One `[connections.<name>]` whose `kind` is an object store: the settings used for every
 /// location in its bucket (`s3://<bucket>/…`, `gs://<bucket>/…`, `az://<container>/…`).
 ///

@@ -614,86 +614,6 @@ fn lock_safe(shown: &str) -> String {
     shown.replace([':', '/'], "_")
 }
 
-/// The Delta target of `job`: the table's URL (`table` under the warehouse, a local `path`,
-/// or an object-store URL) with its store, and the load settings.
-///
-/// # Errors
-/// [`Error::Config`] at `target.path` when it cannot be resolved or its store set up.
-fn delta_target_of(
-    project: &Project,
-    job: &Job,
-    key: Vec<String>,
-    ctx: &SessionContext,
-    redactor: &Redactor,
-) -> Result<crate::sink::delta::DeltaTarget> {
-    let t = &job.target;
-    let located = match (&t.table, &t.path) {
-        (Some(name), _) => {
-            let dir = project.path(project.settings.warehouse.join(name.get_ref()));
-            local_table(project, &dir)
-        }
-        (None, Some(p)) => {
-            let resolved = redactor
-                .resolve_path(p.get_ref(), &project.root)
-                .map_err(|e| path_error(job, "target.path", p, &e))?;
-            if crate::store::is_url(&resolved) {
-                let url = crate::store::parse_url(&format!("{}/", resolved.trim_end_matches('/')))
-                    .map_err(|e| path_error(job, "target.path", p, &e))?;
-                let store = ctx
-                    .runtime_env()
-                    .object_store_registry
-                    .get_store(&url)
-                    .map_err(|e| {
-                        path_error(job, "target.path", p, &redactor.redact(&e.to_string()))
-                    })?;
-                Ok((url.clone(), url.to_string(), store))
-            } else {
-                local_table(project, &project.path(resolved))
-            }
-        }
-        (None, None) => return Err(Error::Internal("target without table or path".into())),
-    };
-    let (url, shown, store) = located.map_err(|e| Error::target(project.root.clone(), e))?;
-    Ok(crate::sink::delta::DeltaTarget {
-        url,
-        shown,
-        store,
-        mode: t.mode,
-        key,
-        partition_by: t.partition_by.iter().map(|p| p.get_ref().clone()).collect(),
-        delete_missing: t.delete_missing,
-        replace_where: t.replace_where.as_ref().map(|p| p.get_ref().clone()),
-        properties: t.properties.clone(),
-        add_columns: t.on_schema_change == crate::config::spec::OnSchemaChange::AddColumns,
-    })
-}
-
-/// The Delta table `job` loads, without compiling the job (for recovery: its log only).
-///
-/// # Errors
-/// As the planner's target resolution.
-pub fn delta_table(project: &Project, job: &Job) -> Result<crate::sink::delta::DeltaTarget> {
-    let ctx = session(project);
-    delta_target_of(project, job, Vec::new(), &ctx, &Redactor::default())
-}
-
-type LocatedTable = (
-    url::Url,
-    String,
-    std::sync::Arc<dyn object_store::ObjectStore>,
-);
-
-/// A local Delta table's `file://` URL (the folder need not exist yet) and the local store.
-fn local_table(project: &Project, dir: &Path) -> std::result::Result<LocatedTable, String> {
-    let url = url::Url::from_directory_path(dir)
-        .map_err(|()| format!("{} is not an absolute folder", dir.display()))?;
-    Ok((
-        url,
-        project.shown(dir),
-        std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
-    ))
-}
-
 /// Compiles `job` of `project` into a plan. Reads only source schemas (and the first rows to
 /// infer CSV types).
 ///
@@ -858,7 +778,7 @@ impl JobOutputs {
                     .into_iter()
                     .map(str::to_string)
                     .collect();
-                let t = delta_target_of(project, job, key, ctx, redactor)?;
+                let t = crate::sink::delta::DeltaTarget::of(project, job, key, ctx, redactor)?;
                 let dir = match t.url.to_file_path() {
                     Ok(local) if t.url.scheme() == "file" => local,
                     // Not a folder: names the target's lock.

@@ -42,7 +42,9 @@ use object_store::ObjectStore;
 use url::Url;
 
 use crate::commit::CommitRecord;
-use crate::config::spec::LoadMode;
+use crate::config::interpolate::Redactor;
+use crate::config::spec::{LoadMode, OnSchemaChange};
+use crate::config::{Job, Project};
 use crate::error::{Error, Result};
 use crate::fsutil::Lock;
 use crate::sink::parquet::SinkMetrics;
@@ -77,6 +79,61 @@ pub struct DeltaTarget {
 }
 
 impl DeltaTarget {
+    /// The Delta target of `job`: the table's URL (`table` under the warehouse, a local
+    /// `path`, or an object-store URL) with its store from `ctx`'s registry, and the load
+    /// settings. `key` is the model's primary key (for merge).
+    ///
+    /// # Errors
+    /// [`Error::Config`] at `target.path` when it cannot be resolved or its store set up.
+    pub fn of(
+        project: &Project,
+        job: &Job,
+        key: Vec<String>,
+        ctx: &SessionContext,
+        redactor: &Redactor,
+    ) -> Result<DeltaTarget> {
+        let t = &job.target;
+        let path_error = |p: &serde_spanned::Spanned<String>, why: String| {
+            Error::config(job.src.diagnostic(Some(p.span()), "target.path", why))
+        };
+        let (url, shown, store) = match (&t.table, &t.path) {
+            (Some(name), _) => local_table(
+                project,
+                &project.path(project.settings.warehouse.join(name.get_ref())),
+            )?,
+            (None, Some(p)) => {
+                let resolved = redactor
+                    .resolve_path(p.get_ref(), &project.root)
+                    .map_err(|e| path_error(p, e))?;
+                if !crate::store::is_url(&resolved) {
+                    local_table(project, &project.path(resolved))?
+                } else {
+                    let root = format!("{}/", resolved.trim_end_matches('/'));
+                    let url = crate::store::parse_url(&root).map_err(|e| path_error(p, e))?;
+                    let store = ctx
+                        .runtime_env()
+                        .object_store_registry
+                        .get_store(&url)
+                        .map_err(|e| path_error(p, redactor.redact(&e.to_string())))?;
+                    (url.clone(), url.to_string(), store)
+                }
+            }
+            (None, None) => return Err(Error::Internal("target without table or path".into())),
+        };
+        Ok(DeltaTarget {
+            url,
+            shown,
+            store,
+            mode: t.mode,
+            key,
+            partition_by: t.partition_by.iter().map(|p| p.get_ref().clone()).collect(),
+            delete_missing: t.delete_missing,
+            replace_where: t.replace_where.as_ref().map(|p| p.get_ref().clone()),
+            properties: t.properties.clone(),
+            add_columns: t.on_schema_change == OnSchemaChange::AddColumns,
+        })
+    }
+
     /// The table handle (not loaded).
     fn handle(&self) -> Result<DeltaTable> {
         register_log_stores();
@@ -151,6 +208,18 @@ impl DeltaTarget {
         };
         Error::target(&self.shown, format!("Delta table: {e}{hint}"))
     }
+}
+
+/// A local table's `file://` URL (the folder need not exist yet), as shown, and the local
+/// store.
+fn local_table(project: &Project, dir: &Path) -> Result<(Url, String, Arc<dyn ObjectStore>)> {
+    let url =
+        Url::from_directory_path(dir).map_err(|()| Error::target(dir, "not an absolute folder"))?;
+    Ok((
+        url,
+        project.shown(dir),
+        Arc::new(object_store::local::LocalFileSystem::new()),
+    ))
 }
 
 /// Log stores that commit with put-if-absent (`PutMode::Create`; on S3 `If-None-Match: *`,
