@@ -410,12 +410,14 @@ fn two_overwrites_of_one_delta_table_at_once_leave_one_whole_version() {
     );
 }
 
-#[test]
-fn flights_read_from_s3_load_a_delta_table_there_with_the_credentials_never_shown() {
-    let bucket = Bucket::new("flights");
+/// A bucket with the flights samples under `raw/`, and a copy of the project whose job
+/// `flights_s3` reads them from there (flights by a glob) into the Delta table
+/// `tables/flights` of the bucket.
+fn flights_on_s3(tag: &str) -> (Bucket, Workdir) {
+    let bucket = Bucket::new(tag);
     let samples = crate::common::repo().join("samples/nycflights13");
     for f in ["flights.csv.gz", "airports.csv.gz", "airlines.csv.gz"] {
-        bucket.put(&format!("raw/nycflights13/{f}"), &samples.join(f));
+        bucket.put(&format!("raw/{f}"), &samples.join(f));
     }
     let w = Workdir::project();
     let settings = w.read("sluice.toml") + &bucket.connection();
@@ -424,16 +426,9 @@ fn flights_read_from_s3_load_a_delta_table_there_with_the_credentials_never_show
         .read("jobs/flights.toml")
         .replace(
             "samples/nycflights13/flights.csv.gz",
-            &bucket.url("raw/nycflights13/flights*.csv.gz"),
+            &bucket.url("raw/flights*.csv.gz"),
         )
-        .replace(
-            "samples/nycflights13/airports.csv.gz",
-            &bucket.url("raw/nycflights13/airports.csv.gz"),
-        )
-        .replace(
-            "samples/nycflights13/airlines.csv.gz",
-            &bucket.url("raw/nycflights13/airlines.csv.gz"),
-        )
+        .replace("samples/nycflights13/", &bucket.url("raw/"))
         .replace(
             "format = \"parquet\"\ntable = \"flights\"",
             &format!(
@@ -442,7 +437,12 @@ fn flights_read_from_s3_load_a_delta_table_there_with_the_credentials_never_show
             ),
         );
     w.write("jobs/flights_s3.toml", &job);
+    (bucket, w)
+}
 
+#[test]
+fn flights_read_from_s3_load_a_delta_table_there_with_the_credentials_never_shown() {
+    let (bucket, w) = flights_on_s3("flights");
     let o = run_with_keys(&w, &["run", "flights_s3", "--json"]);
     assert!(o.status.success(), "{}", show(&o));
     let r = report(&o);
@@ -633,25 +633,10 @@ for i, part in enumerate([t.slice(0, half), t.slice(half)]):
 
 #[test]
 fn kill_9_while_loading_a_delta_table_on_s3_never_leaves_a_partial_version() {
-    let bucket = Bucket::new("kill");
-    let samples = crate::common::repo().join("samples/nycflights13");
-    for f in ["flights.csv.gz", "airports.csv.gz", "airlines.csv.gz"] {
-        bucket.put(&format!("raw/{f}"), &samples.join(f));
-    }
-    let w = Workdir::project();
-    let settings = w.read("sluice.toml") + &bucket.connection();
-    w.write("sluice.toml", &settings);
-    let job = w
-        .read("jobs/flights.toml")
-        .replace("samples/nycflights13/", &bucket.url("raw/"))
-        .replace(
-            "format = \"parquet\"\ntable = \"flights\"",
-            &format!("format = \"delta\"\npath = \"{}\"", bucket.url("t")),
-        );
-    w.write("jobs/flights_s3.toml", &job);
+    let (bucket, w) = flights_on_s3("kill");
     let first = run_ok(&w, &["run", "flights_s3"]);
     let rows = first["rows"]["written"].as_u64().unwrap();
-    let table = bucket.url("t");
+    let table = bucket.url("tables/flights");
     let state = || {
         let out = python(
             &table,
