@@ -369,7 +369,8 @@ fn is_hidden(key: &str) -> bool {
         .any(|part| part.starts_with('.') || part.starts_with('_'))
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (`+` kept as it is), as in URL paths and Hive partition folders.
+pub fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("k={}", s.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.to_string())

@@ -682,7 +682,7 @@ url = "postgres://postgres@127.0.0.1:5432/${env:SLUICE_TEST_DB}"
             "`sluice {args}` printed the secret:\n{out}"
         );
     }
-    for entry in walk(w.path()) {
+    for entry in crate::common::walk(w.path()) {
         if let Ok(text) = std::fs::read(&entry) {
             assert!(
                 !String::from_utf8_lossy(&text).contains(&secret),
@@ -703,21 +703,6 @@ url = "postgres://postgres@127.0.0.1:5432/${env:SLUICE_TEST_DB}"
         "{}",
         show(&o)
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// Kills the first backend of application `app` whose query starts with `prefix`

@@ -478,7 +478,7 @@ print(sorted(set(t.column("origin").to_pylist())))
     // The secret is nowhere: not in the output, the report files, or the state store.
     let mut seen = String::from_utf8_lossy(&o.stdout).to_string();
     seen += &String::from_utf8_lossy(&o.stderr);
-    for e in walk(&w.path().join(".sluice")) {
+    for e in crate::common::walk(&w.path().join(".sluice")) {
         seen += &String::from_utf8_lossy(&std::fs::read(e).unwrap_or_default());
     }
     assert!(!seen.contains(SECRET), "the secret access key was shown");
@@ -522,21 +522,6 @@ fn a_parquet_folder_on_an_object_store_is_refused_with_a_hint_to_use_delta() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("format = \"delta\""), "{err}");
     assert!(err.contains("jobs/airports.toml"), "{err}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

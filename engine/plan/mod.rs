@@ -554,11 +554,11 @@ pub fn session(project: &Project) -> SessionContext {
         &project.root,
         crate::config::interpolate::Redactor::process(),
     );
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-        .with_object_store_registry(std::sync::Arc::new(registry))
-        .build_arc()
-        .expect("a runtime with default settings builds");
-    let ctx = SessionContext::new_with_config_rt(cfg, runtime);
+    let runtime = datafusion::execution::runtime_env::RuntimeEnv {
+        object_store_registry: std::sync::Arc::new(registry),
+        ..Default::default()
+    };
+    let ctx = SessionContext::new_with_config_rt(cfg, std::sync::Arc::new(runtime));
     crate::functions::register(&ctx);
     ctx
 }

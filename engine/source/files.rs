@@ -60,7 +60,7 @@ pub fn hive_partitions(root: &Path, files: &[Location]) -> Vec<PartitionValues> 
             .filter_map(|s| s.split_once('='))
             .filter(|(k, _)| is_partition_key(k))
             .map(|(k, v)| {
-                let v = percent_decode(v);
+                let v = store::percent_decode(v);
                 let v = (!v.is_empty() && v != "__HIVE_DEFAULT_PARTITION__").then_some(v);
                 (k.to_string(), v)
             })
@@ -81,26 +81,6 @@ fn is_partition_key(k: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// `%XX` escapes decoded (Hive escapes `/`, `=`, `%` and others in partition values).
-fn percent_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).to_string()
 }
 
 /// The objects an object-store URL names.
