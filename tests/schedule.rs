@@ -185,6 +185,68 @@ fn kill_9_of_the_daemon_mid_write_leaves_the_target_and_never_reruns_that_fire()
 }
 
 #[test]
+fn after_kill_9_of_the_daemon_missed_fires_run_once_under_the_default_misfire_policy() {
+    // `misfire` left out: the default, "run_once".
+    let w = Workdir::project();
+    let job = w.read("jobs/carriers.toml");
+    w.write(
+        "jobs/carriers.toml",
+        &format!("schedule = {{ cron = \"*/2 * * * * *\" }}\n{job}"),
+    );
+    let log1 = w.path().join("daemon-1.log");
+    let mut daemon = start_daemon(&w, 1, &[]);
+    wait_for("a first scheduled run", &log1, || {
+        !reports(&w, "carriers").is_empty()
+    });
+    daemon.kill().unwrap(); // SIGKILL
+    daemon.wait().unwrap();
+    let last_before = fires_started(&std::fs::read_to_string(&log1).unwrap())
+        .pop()
+        .expect("a run started");
+    // Down for 7 seconds: at least three fires (two seconds apart) pass.
+    std::thread::sleep(Duration::from_secs(7));
+
+    let log2 = w.path().join("daemon-2.log");
+    let mut daemon = start_daemon(&w, 2, &[]);
+    wait_for("two runs after the restart", &log2, || {
+        fires_started(&std::fs::read_to_string(&log2).unwrap()).len() >= 2
+    });
+    sigterm(&daemon);
+    assert_eq!(wait_exit(&mut daemon, &log2).code(), Some(0));
+    let log = std::fs::read_to_string(&log2).unwrap();
+    let latest = log
+        .lines()
+        .find_map(|l| {
+            let rest = l
+                .split("fires were missed while the daemon was down (latest ")
+                .nth(1)?;
+            if !rest.contains("misfire = \"run_once\": running it once now") {
+                return None;
+            }
+            Some(rest[..rest.find(')')?].to_string())
+        })
+        .unwrap_or_else(|| panic!("no run_once catch-up logged:\n{log}"));
+    // The missed fires span at least two instants of the schedule, but only the latest runs,
+    // and it runs first; every later run is at a fire after the restart.
+    assert!(latest > last_before, "{latest} vs {last_before}:\n{log}");
+    let fires = fires_started(&log);
+    assert_eq!(fires[0], latest, "{log}");
+    let missed_and_run: Vec<_> = fires
+        .iter()
+        .filter(|f| **f > last_before && **f <= latest)
+        .collect();
+    assert_eq!(missed_and_run, [&latest], "one catch-up run only:\n{log}");
+    let mut distinct = fires.clone();
+    distinct.dedup();
+    assert_eq!(distinct, fires, "a fire ran twice:\n{log}");
+    let n = rows(&query(
+        &w.path().join("warehouse/carriers"),
+        "SELECT count(*) FROM t",
+    ));
+    assert_eq!(n, ["16"]);
+}
+
+#[test]
 fn a_job_whose_files_become_invalid_keeps_running_its_last_valid_version() {
     let w = scheduled_project();
     let log_path = w.path().join("daemon-1.log");
