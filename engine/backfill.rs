@@ -44,10 +44,13 @@ pub struct DatePlan {
     pub vars: String,
 }
 
-/// True when `job` is backfilled by date (no source is incremental); a job with an
-/// incremental source is backfilled by its cursor range instead.
+/// True when `job` is backfilled by date (no source has an incremental cursor); a job with an
+/// incremental database source is backfilled by its cursor range instead. (An incremental file
+/// source reads its new files in a date backfill as in any run.)
 pub fn is_by_date(job: &Job) -> bool {
-    job.sources.values().all(|s| s.incremental.is_none())
+    job.sources
+        .values()
+        .all(|s| s.incremental.as_ref().is_none_or(|i| i.column.is_none()))
 }
 
 /// Plans the date backfill of `job` over `from..to` (`YYYY-MM-DD` each) with `vars`: checks

@@ -26,7 +26,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::report::{RunReport, RunStatus};
+use crate::report::{NewFilesReport, RunReport, RunStatus};
 
 /// File name of the commit record inside a published Parquet folder. The leading `_` keeps it
 /// out of readers' listings (DataFusion, Spark and DuckDB's `*.parquet` globs skip it).
@@ -40,6 +40,8 @@ pub const CRASH_ENV: &str = "SLUICE_CRASH_AT";
 pub const CRASH_POINTS: &[&str] = &[
     // Staging and its commit record are complete and durable; nothing is published.
     "before_publish",
+    // An object-store Parquet append has uploaded its first file, not its commit record.
+    "mid_publish",
     // The new version is published; the state store has not recorded the run.
     "after_publish",
     // The state store has recorded the run; the run report is not written.
@@ -118,6 +120,10 @@ pub struct CommitRecord {
     /// The vars given for the run.
     #[serde(default)]
     pub vars: std::collections::BTreeMap<String, String>,
+    /// The files incremental file sources read, recorded as read with this commit (records
+    /// written before incremental file sources: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_files: Vec<NewFilesReport>,
 }
 
 impl CommitRecord {
@@ -149,6 +155,12 @@ impl CommitRecord {
             model_definition: None,
             logical_date: report.logical_date.clone(),
             vars: report.vars.clone(),
+            new_files: report
+                .new_files
+                .iter()
+                .filter(|f| f.recorded)
+                .cloned()
+                .collect(),
         }
     }
 

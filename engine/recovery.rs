@@ -158,6 +158,8 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
         database_record(project, job).await?
     } else if job.target.format == Some(crate::config::spec::TargetFormat::Delta) {
         delta_record(project, job).await?
+    } else if let Some(target) = object_target(project, job) {
+        target.last_record().await?
     } else {
         match target_folder(project, job) {
             Some((dir, shown)) => read_record(&dir, &shown)?,
@@ -184,10 +186,11 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
         record.run_id,
         job.name,
         record.rows_written,
-        if record.watermarks.is_empty() {
-            String::new()
-        } else {
-            ", watermarks moved".into()
+        match (record.watermarks.is_empty(), record.new_files.is_empty()) {
+            (true, true) => "",
+            (false, true) => ", watermarks moved",
+            (true, false) => ", its new files recorded as read",
+            (false, false) => ", watermarks moved, its new files recorded as read",
         }
     ));
     Ok(Some(record.run_id))
@@ -202,6 +205,26 @@ async fn delta_record(project: &Project, job: &Job) -> Result<Option<CommitRecor
         Ok(t) => t.last_record(&job.name).await,
         Err(_) => Ok(None),
     }
+}
+
+/// The Parquet folder on an object store that `job` appends to, if its `path` is a URL (one
+/// that does not resolve is the planner's to report, with its line).
+fn object_target(
+    project: &Project,
+    job: &Job,
+) -> Option<crate::sink::object_parquet::ObjectParquetTarget> {
+    let append = job.target.mode == crate::config::spec::LoadMode::Append;
+    let path = job
+        .target
+        .path
+        .as_ref()
+        .filter(|_| job.target.table.is_none() && append)?;
+    let resolved = Redactor::default()
+        .resolve_path(path.get_ref(), &project.root)
+        .ok()
+        .filter(|r| crate::store::is_url(r))?;
+    let ctx = crate::plan::session(project);
+    crate::sink::object_parquet::ObjectParquetTarget::of(&resolved, Vec::new(), &ctx).ok()
 }
 
 /// The commit record in `sluice_runs` beside a database target.

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::spec::RuleAction;
 use crate::config::Project;
@@ -157,6 +157,9 @@ pub struct RunReport {
     /// Incremental sources: the range read and the watermark after the run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub watermarks: Vec<WatermarkReport>,
+    /// Incremental file sources (`incremental = { files = "new" }`): the files read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub new_files: Vec<NewFilesReport>,
     /// Database targets: rows inserted, updated and deleted by the commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadStats>,
@@ -188,6 +191,22 @@ pub struct WatermarkReport {
     pub value: Option<String>,
     /// True when the run moves the watermark (committed, not a backfill, a larger value).
     pub moved: bool,
+}
+
+/// An incremental file source (`incremental = { files = "new" }`) in a run report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewFilesReport {
+    /// Source name in the job.
+    pub source: String,
+    /// Files the source's `path` matches that committed runs had read, skipped by this run
+    /// (0 with `--full-refresh`, which reads them all).
+    pub skipped: u64,
+    /// Files this run read, by path relative to the project (local) or URL, sorted.
+    pub read: Vec<String>,
+    /// True with `--full-refresh`: the files read replace the job's record of files read.
+    pub replace: bool,
+    /// True when the run committed, so `read` is now recorded as read.
+    pub recorded: bool,
 }
 
 /// An error in a report.

@@ -32,8 +32,8 @@ use crate::plan::CompiledJob;
 use crate::quality::{evaluate_checks, CheckResult, CheckStatus};
 use crate::quarantine::{self, QuarantineWriter, RejectedRow};
 use crate::report::{
-    new_run_id, save_report, ErrorReport, OutputReport, RowCounts, RuleReport, RunReport,
-    RunStatus, StageTimes, WatermarkReport,
+    new_run_id, save_report, ErrorReport, NewFilesReport, OutputReport, RowCounts, RuleReport,
+    RunReport, RunStatus, StageTimes, WatermarkReport,
 };
 use crate::sink::parquet::{ParquetSink, SinkMetrics};
 use crate::source::DRIVING_ROW_COLUMN;
@@ -116,15 +116,42 @@ enum TargetSink {
     Parquet(ParquetSink),
     Db(Box<crate::db::sink::DbSink>, Box<crate::db::sink::DbTarget>),
     Delta(Box<crate::sink::delta::DeltaSink>),
+    Object(Box<crate::sink::object_parquet::ObjectParquetSink>),
 }
 
 impl TargetSink {
     async fn begin(
+        project: &Project,
         compiled: &CompiledJob,
         lock_path: &Path,
         staging_root: &Path,
         run_id: &str,
     ) -> Result<TargetSink> {
+        if let Some(t) = &compiled.object_target {
+            // Files of runs killed while uploading are deleted unless the state store (just
+            // reconciled with the folder's commit record) has their run as committed.
+            let store = crate::state::StateStore::of(project)?;
+            let job = compiled.job.name.clone();
+            let committed = move |id: &str| {
+                store
+                    .run_status(&job, id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s == "succeeded" || s == "succeeded_with_warnings")
+            };
+            return Ok(TargetSink::Object(Box::new(
+                crate::sink::object_parquet::ObjectParquetSink::begin(
+                    &compiled.ctx,
+                    t.clone(),
+                    lock_path,
+                    staging_root,
+                    run_id,
+                    compiled.target_schema(),
+                    committed,
+                )
+                .await?,
+            )));
+        }
         if let Some(t) = &compiled.delta_target {
             return Ok(TargetSink::Delta(Box::new(
                 crate::sink::delta::DeltaSink::begin(
@@ -167,6 +194,7 @@ impl TargetSink {
             TargetSink::Parquet(s) => s.write(batch).await,
             TargetSink::Db(s, t) => s.write(t, &batch).await,
             TargetSink::Delta(s) => s.write(batch).await,
+            TargetSink::Object(s) => s.write(batch).await,
         }
     }
 
@@ -174,6 +202,7 @@ impl TargetSink {
         match self {
             TargetSink::Parquet(s) => s.finish().await,
             TargetSink::Delta(s) => s.finish().await,
+            TargetSink::Object(s) => s.finish().await,
             TargetSink::Db(s, _) => Ok(SinkMetrics {
                 rows_written: s.finish().await?,
                 ..Default::default()
@@ -189,6 +218,7 @@ impl TargetSink {
             TargetSink::Parquet(s) => s.commit(record).map(|()| None),
             TargetSink::Db(s, t) => s.commit(&t, record).await.map(Some),
             TargetSink::Delta(s) => s.commit(record).await.map(|()| None),
+            TargetSink::Object(s) => s.commit(record).await.map(|()| None),
         }
     }
 
@@ -197,8 +227,18 @@ impl TargetSink {
             TargetSink::Parquet(s) => s.abort().await,
             TargetSink::Db(s, _) => s.abort().await,
             TargetSink::Delta(s) => s.abort().await,
+            TargetSink::Object(s) => s.abort().await,
         }
     }
+}
+
+/// The files incremental file sources read, recorded as read when the target committed.
+fn new_files_reports(compiled: &CompiledJob, committed: bool) -> Vec<NewFilesReport> {
+    let mut files = compiled.new_files.clone();
+    for f in &mut files {
+        f.recorded = committed;
+    }
+    files
 }
 
 /// The watermarks of the incremental sources after a run: moved to the largest cursor value
@@ -288,7 +328,8 @@ pub async fn run_with(
     progress.stage("reading and mapping rows");
     let executing = async {
         let staging_root = project.path(&project.settings.state_dir).join("staging");
-        let sink = TargetSink::begin(&compiled, &lock_path, &staging_root, &run_id).await?;
+        let sink =
+            TargetSink::begin(project, &compiled, &lock_path, &staging_root, &run_id).await?;
         let sink = sink_opt.insert(sink);
         // The target lock is held now.
         quarantine.sweep_crashed();
@@ -363,6 +404,7 @@ pub async fn run_with(
         checks,
         stages,
         watermarks: watermark_reports(&compiled, will_commit),
+        new_files: new_files_reports(&compiled, will_commit),
         outputs,
         error,
         load: None,
@@ -600,6 +642,7 @@ async fn publish(
                 target.committed = false;
             }
             report.watermarks = watermark_reports(compiled, false);
+            report.new_files = new_files_reports(compiled, false);
         }
     }
 }
@@ -686,6 +729,7 @@ pub fn failed_before_start(
         outputs: Vec::new(),
         error: Some(ErrorReport::new(error, redactor)),
         watermarks: Vec::new(),
+        new_files: Vec::new(),
         load: None,
     };
     save_report(project, &report)?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{query, rows, show, Workdir};
+use crate::common::{query, rows, run_killed_at, show, Workdir};
 
 /// Every file under `dir` with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -170,22 +170,6 @@ fn state_of(w: &Workdir) -> (i64, Option<String>) {
         )
         .ok();
     (loaded, mark)
-}
-
-/// Runs `args` with the process killed at `point`; asserts it died by the signal.
-fn run_killed_at(w: &Workdir, args: &[&str], point: &str) {
-    let o = w
-        .sluice(args)
-        .env("SLUICE_CRASH_AT", point)
-        .output()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        o.status.signal(),
-        Some(9),
-        "expected a kill at {point}: {}",
-        show(&o)
-    );
 }
 
 const CRASH_POINTS: [&str; 3] = ["before_publish", "after_publish", "after_state"];

@@ -1535,13 +1535,7 @@ fn killed_after_commit_then_rerun(
     exec(&format!(
         "INSERT INTO {src} VALUES (3, 'c', 3.00, '2024-01-02 10:00:00')"
     ));
-    let o = w
-        .sluice(&["run", "load"])
-        .env("SLUICE_CRASH_AT", "after_publish")
-        .output()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(o.status.signal(), Some(9), "{}", show(&o));
+    crate::common::run_killed_at(w, &["run", "load"], "after_publish");
     let o = w.run(&["run", "load"]);
     assert!(o.status.success(), "{}", show(&o));
     assert!(

@@ -9,6 +9,7 @@ mod config_errors;
 mod crash_safety;
 mod databases;
 mod docs_reference;
+mod incremental_files;
 mod object_store;
 mod operations;
 mod plan_golden;

@@ -113,6 +113,7 @@ fn run_with_keys(w: &Workdir, args: &[&str]) -> std::process::Output {
 /// Runs Python `code` with the deltalake package; `TABLE` is the table's URI and
 /// `OPTIONS` the storage options for the local S3 server. Returns stdout lines.
 fn python(table: &str, code: &str) -> Vec<String> {
+    server(); // which creates the virtual environment
     let prelude = format!(
         r#"
 import json, sys
@@ -142,7 +143,7 @@ def open_table():
 }
 
 /// The table's rows as `col=value` lines, sorted (read by delta-rs's Python package).
-fn delta_rows(table: &str, columns: &str) -> Vec<String> {
+pub(crate) fn delta_rows(table: &str, columns: &str) -> Vec<String> {
     python(
         table,
         &format!(
@@ -313,13 +314,7 @@ fn delta_run_killed_before_its_commit_leaves_the_previous_version() {
     let first = run_ok(&w, &["run", "airports_delta", "--json"]);
 
     w.write("data/airports.csv", &airports_csv(&[LAX]));
-    let o = w
-        .sluice(&["run", "airports_delta"])
-        .env("SLUICE_CRASH_AT", "before_publish")
-        .output()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(o.status.signal(), Some(9), "{}", show(&o));
+    crate::common::run_killed_at(&w, &["run", "airports_delta"], "before_publish");
     assert_eq!(delta_rows(table, "faa_code"), ["JFK", "LGA"]);
     assert_eq!(
         delta_version_and_run(table),
@@ -509,7 +504,7 @@ fn an_unreachable_store_fails_naming_the_table_and_never_the_secret() {
 }
 
 #[test]
-fn a_parquet_folder_on_an_object_store_is_refused_with_a_hint_to_use_delta() {
+fn overwriting_a_parquet_folder_on_an_object_store_is_refused_with_a_hint_to_use_delta() {
     let bucket = Bucket::new("refused");
     let w = Workdir::project();
     let job = w.read("jobs/airports.toml").replace(
@@ -802,4 +797,131 @@ fn object_store_connections_refuse_plain_text_credentials_and_keys_of_another_ki
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+}
+
+#[test]
+fn an_incremental_file_source_on_s3_reads_only_the_objects_no_committed_run_read() {
+    let bucket = Bucket::new("landing");
+    let w = airports_project(&format!(
+        "path = \"{}\"\nmode = \"append\"",
+        bucket.url("tables/airports")
+    ));
+    let settings = w.read("sluice.toml") + &bucket.connection();
+    w.write("sluice.toml", &settings);
+    let job = w.read("jobs/airports_delta.toml").replace(
+        "path = \"data/airports.csv\"",
+        &format!(
+            "path = \"{}\"\nincremental = {{ files = \"new\" }}",
+            bucket.url("landing/*.csv")
+        ),
+    );
+    w.write("jobs/airports_delta.toml", &job);
+    let land = |key: &str, rows: &[&str]| {
+        w.write("upload.csv", &airports_csv(rows));
+        bucket.put(key, &w.path().join("upload.csv"));
+    };
+    land("landing/1.csv", &[JFK, LGA]);
+    let r = run_ok(&w, &["run", "airports_delta"]);
+    assert_eq!(
+        r["new_files"][0]["read"],
+        serde_json::json!([bucket.url("landing/1.csv")])
+    );
+
+    land("landing/2.csv", &[EWR]);
+    land("landing/3.csv", &[LAX]);
+    let r = run_ok(&w, &["run", "airports_delta"]);
+    assert_eq!(
+        r["new_files"][0]["read"],
+        serde_json::json!([bucket.url("landing/2.csv"), bucket.url("landing/3.csv")])
+    );
+    assert_eq!(r["new_files"][0]["skipped"], 1);
+    let r = run_ok(&w, &["run", "airports_delta"]);
+    assert_eq!(r["rows"]["read"], 0, "{r}");
+    assert_eq!(
+        delta_rows(&bucket.url("tables/airports"), "faa_code"),
+        ["EWR", "JFK", "LAX", "LGA"],
+        "every object's rows once"
+    );
+}
+
+/// The rows of the Parquet folder at `url` (Hive partitions as columns), `columns` joined by
+/// `|`, sorted, read by pyarrow's dataset reader (which skips `_` and `.` objects, as Spark
+/// and Hive do).
+fn s3_parquet_rows(url: &str, columns: &str) -> Vec<String> {
+    python(
+        url,
+        &format!(
+            r#"
+import pyarrow.dataset as ds, pyarrow.fs as fs
+s3 = fs.S3FileSystem(endpoint_override="127.0.0.1:{PORT}", scheme="http", access_key="k", secret_key="s", region="us-east-1")
+t = ds.dataset(TABLE[len("s3://"):], filesystem=s3, format="parquet", partitioning="hive").to_table(columns={columns:?}.split(","))
+# Partition folders are percent-encoded (`time_zone=America%2FNew_York`); pyarrow keeps that.
+from urllib.parse import unquote
+print("\n".join(sorted("|".join(unquote(str(v)) for v in r.values()) for r in t.to_pylist())))
+"#
+        ),
+    )
+}
+
+#[test]
+fn a_parquet_append_on_s3_killed_mid_upload_is_cleaned_by_the_next_run_and_loads_each_row_once() {
+    let bucket = Bucket::new("append");
+    let url = bucket.url("tables/airports");
+    let w = airports_project("");
+    let settings = w.read("sluice.toml") + &bucket.connection();
+    w.write("sluice.toml", &settings);
+    let job = w.read("jobs/airports_delta.toml").replace(
+        "format = \"delta\"",
+        &format!("format = \"parquet\"\npath = \"{url}\"\nmode = \"append\"\npartition_by = [\"time_zone\"]"),
+    );
+    w.write("jobs/airports_pq.toml", &job);
+    std::fs::remove_file(w.path().join("jobs/airports_delta.toml")).unwrap();
+    w.write("data/airports.csv", &airports_csv(&[JFK, LAX]));
+    run_ok(&w, &["run", "airports_pq"]);
+
+    // Killed after the first of its two files (one per time zone) was uploaded: that file is
+    // visible, whole; the next run deletes it before loading.
+    w.write("data/airports.csv", &airports_csv(&[LGA, LAX]));
+    let killed = |point: &str| {
+        let mut cmd = w.sluice(&["run", "airports_pq"]);
+        cmd.env("LAKE_KEY_ID", KEY_ID).env("LAKE_SECRET", SECRET);
+        crate::common::run_killed_at_with(cmd, point);
+    };
+    killed("mid_publish");
+    assert_eq!(
+        s3_parquet_rows(&url, "faa_code").len(),
+        3,
+        "JFK, LAX and the killed run's first file (Los Angeles)"
+    );
+    w.write("data/airports.csv", &airports_csv(&[LGA]));
+    let o = run_with_keys(&w, &["run", "airports_pq"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        show(&o).contains("deleted 1 file(s)") && show(&o).contains("never committed"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(s3_parquet_rows(&url, "faa_code"), ["JFK", "LAX", "LGA"]);
+
+    // Killed after its commit record: the next run records it and does not delete its files.
+    w.write("data/airports.csv", &airports_csv(&[EWR]));
+    killed("after_publish");
+    w.write("data/airports.csv", &airports_csv(&[LAX]));
+    let o = run_with_keys(&w, &["run", "airports_pq"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        show(&o).contains("recorded now from the target's commit record"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(
+        s3_parquet_rows(&url, "faa_code,time_zone"),
+        [
+            "EWR|America/New_York",
+            "JFK|America/New_York",
+            "LAX|America/Los_Angeles",
+            "LAX|America/Los_Angeles",
+            "LGA|America/New_York"
+        ]
+    );
 }

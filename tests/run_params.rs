@@ -236,13 +236,7 @@ fn a_date_backfill_killed_after_a_dates_commit_runs_that_date_again_without_doub
     let backfill = backfill_args("2026-11-01", "2026-11-03");
     // kill -9 with the 1st's output published but neither its run nor the backfill's
     // progress recorded.
-    let o = w
-        .sluice(&backfill)
-        .env("SLUICE_CRASH_AT", "after_publish")
-        .output()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(o.status.signal(), Some(9), "{}", show(&o));
+    crate::common::run_killed_at(&w, &backfill, "after_publish");
     assert_eq!(day(&w, "2026-11-01").len(), 2, "the 1st was published");
 
     let o = w.run(&backfill);

@@ -88,7 +88,7 @@ fn runs_are_recorded_in_the_postgres_store_and_nothing_in_the_state_folder() {
         db.value("SELECT count(*) || ' ' || sum(rows_written) FROM runs WHERE job = 'carriers' AND status = 'succeeded'"),
         "2 32"
     );
-    assert_eq!(db.value("SELECT max(version) FROM sluice_schema"), "4");
+    assert_eq!(db.value("SELECT max(version) FROM sluice_schema"), "5");
     assert_eq!(
         db.value("SELECT DISTINCT trigger || ' ' || length(config_hash) FROM runs"),
         "manual 64"

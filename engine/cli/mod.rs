@@ -123,6 +123,19 @@ pub(crate) fn print_summary(r: &RunReport, project: &Project) {
     t.set_header(header);
     t.add_row(row);
     outln!("{t}");
+    for f in &r.new_files {
+        outln!(
+            "source {}: {} new file(s) read, {} read by earlier runs skipped{}",
+            f.source,
+            f.read.len(),
+            f.skipped,
+            match (f.recorded, f.read.is_empty()) {
+                (_, true) => "; nothing new to load",
+                (true, false) => "; recorded as read",
+                (false, false) => "; not recorded (the next run reads them again)",
+            }
+        );
+    }
     for w in &r.watermarks {
         outln!(
             "source {}: read {}; watermark {} {}",

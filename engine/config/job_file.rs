@@ -95,7 +95,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
             for (name, s) in &sources {
                 if let Some(inc) = &s.incremental {
                     r.error(
-                        Some(inc.column.span()),
+                        inc.span(),
                         &format!("sources.{name}.incremental"),
                         "an incremental source reads only new rows, and an `overwrite` target would replace the table with them",
                         Some("use `mode = \"append\"` (Parquet or database) or `\"merge\"` (database), or remove `incremental`".into()),
@@ -385,12 +385,17 @@ pub(super) fn validate_source(r: &mut Reader<'_>, table: &Table, name: &str, s: 
         validate_db_source(r, name, s, entry_span);
         return;
     }
+    let inc = s.incremental.as_ref();
     for (key, span) in [
         ("table", s.table.as_ref().map(Spanned::span)),
         ("query", s.query.as_ref().map(Spanned::span)),
         (
-            "incremental",
-            s.incremental.as_ref().map(|i| i.column.span()),
+            "incremental.column",
+            inc.and_then(|i| i.column.as_ref()).map(Spanned::span),
+        ),
+        (
+            "incremental.lookback",
+            inc.and_then(|i| i.lookback.as_ref()).map(Spanned::span),
         ),
     ] {
         if let Some(span) = span {
@@ -398,9 +403,21 @@ pub(super) fn validate_source(r: &mut Reader<'_>, table: &Table, name: &str, s: 
                 Some(span),
                 &format!("{path}.{key}"),
                 format!("`{key}` applies only to database sources"),
-                Some("add `connection = \"<name>\"` (a [connections.<name>] of sluice.toml), or remove it".into()),
+                Some(if key.starts_with("incremental") {
+                    "a file source reads the files no committed run has read with `incremental = { files = \"new\" }`".into()
+                } else {
+                    "add `connection = \"<name>\"` (a [connections.<name>] of sluice.toml), or remove it".into()
+                }),
             );
         }
+    }
+    if let Some(i) = inc.filter(|i| i.files.is_none() && i.column.is_none()) {
+        r.missing_key(
+            i.span().or_else(|| entry_span.clone()),
+            &format!("{path}.incremental"),
+            "files",
+            "write `incremental = { files = \"new\" }` to read only the files no committed run has read",
+        );
     }
     let (Some(format_spanned), Some(path_spanned)) = (&s.format, &s.path) else {
         let missing = if s.format.is_none() { "format" } else { "path" };
@@ -544,7 +561,7 @@ pub(super) fn validate_db_source(
     }
     match (&s.table, &s.query) {
         (None, None) => r.missing_key(
-            entry_span,
+            entry_span.clone(),
             &path,
             "table",
             "add `table = \"<schema>.<table>\"` or `query = \"SELECT ...\"`",
@@ -567,6 +584,21 @@ pub(super) fn validate_db_source(
         }
     }
     if let Some(inc) = &s.incremental {
+        if let Some(files) = &inc.files {
+            r.error(
+                Some(files.span()),
+                &format!("{path}.incremental.files"),
+                "`incremental.files` applies only to file sources",
+                Some("a database source reads new rows by a cursor column: `incremental = { column = \"updated_at\" }`".into()),
+            );
+        } else if inc.column.is_none() {
+            r.missing_key(
+                inc.span().or_else(|| entry_span.clone()),
+                &format!("{path}.incremental"),
+                "column",
+                "name the cursor column: `incremental = { column = \"updated_at\" }`",
+            );
+        }
         if let Some(lb) = &inc.lookback {
             match lb.get_ref() {
                 Lookback::Number(n) if *n < 0 => r.error(

@@ -165,6 +165,7 @@ impl Project {
         };
         self.check_connections(j, diags);
         check_bindings(j, m, diags);
+        check_new_files_drive(j, m, diags);
         if let Some(model) = self.models.get(&m.model.name) {
             for p in &j.target.partition_by {
                 if model.field(p.get_ref()).is_none() {
@@ -229,6 +230,31 @@ impl Project {
             });
             diags.push(d);
         }
+    }
+}
+
+/// `incremental = { files = "new" }` only on the mapping's `from` source: a lookup must be
+/// read whole, or rows of new files would miss their matches in older ones.
+fn check_new_files_drive(j: &Job, m: &Mapping, diags: &mut Diagnostics) {
+    for (name, s) in &j.sources {
+        let Some(files) = s.incremental.as_ref().and_then(|i| i.files.as_ref()) else {
+            continue;
+        };
+        if *name == m.from.source {
+            continue;
+        }
+        let mut d = j.src.diagnostic(
+            Some(files.span()),
+            format!("sources.{name}.incremental.files"),
+            format!(
+                "source `{name}` is a lookup of mapping `{}` (it reads from `{}`), and a lookup is read whole",
+                m.name, m.from.source
+            ),
+        );
+        d.hint = Some(format!(
+            "only the `from` source can read new files only; remove `incremental` from `{name}`"
+        ));
+        diags.push(d);
     }
 }
 

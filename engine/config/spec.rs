@@ -229,7 +229,8 @@ pub struct SourceSpec {
     pub table: Option<Spanned<String>>,
     /// Database sources: a `SELECT` to read instead of a table (run as a subquery).
     pub query: Option<Spanned<String>>,
-    /// Database sources: read only rows newer than the last committed run's watermark.
+    /// Read only what earlier committed runs did not: rows above the watermark (database
+    /// sources, `column`) or files not yet loaded (file sources, `files = "new"`).
     pub incremental: Option<IncrementalSpec>,
     /// Compression (CSV and JSON).
     pub compression: Option<Compression>,
@@ -274,19 +275,44 @@ impl SourceSpec {
     }
 }
 
-/// `incremental = { column = "updated_at", lookback = "2h" }` of a database source.
+/// `incremental = { column = "updated_at", lookback = "2h" }` of a database source, or
+/// `incremental = { files = "new" }` of a file source (validation checks which).
 ///
-/// A run reads the rows whose `column` is above the watermark (the largest value the last
-/// committed run read) minus `lookback`, and moves the watermark only after the target commit.
+/// A database source reads the rows whose `column` is above the watermark (the largest value
+/// the last committed run read) minus `lookback`, and moves the watermark only after the target
+/// commit. A file source reads the files no committed run of the job has read, and records
+/// them as read with the target commit.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncrementalSpec {
-    /// The cursor column: a timestamp, date or integer column that grows when a row is inserted
-    /// or updated.
-    pub column: Spanned<String>,
+    /// Database sources: the cursor column, a timestamp, date or integer column that grows
+    /// when a row is inserted or updated.
+    pub column: Option<Spanned<String>>,
+    /// File sources: which files a run reads (`"new"`: those no committed run has read).
+    pub files: Option<Spanned<FileSelection>>,
     /// How far below the watermark to read again, for rows committed late: a duration (`"2h"`,
     /// `"30m"`, `"1d"`) for a timestamp or date cursor, a number for an integer cursor.
     pub lookback: Option<Spanned<Lookback>>,
+}
+
+/// `incremental.files` of a file source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileSelection {
+    /// The files no committed run of the job has read, by their path (local, relative to the
+    /// project) or URL; a file rewritten under a name already read is not read again.
+    New,
+}
+
+impl IncrementalSpec {
+    /// Where the spec starts in its file (for errors about the whole `incremental`).
+    pub fn span(&self) -> Option<std::ops::Range<usize>> {
+        self.column
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| self.files.as_ref().map(Spanned::span))
+            .or_else(|| self.lookback.as_ref().map(Spanned::span))
+    }
 }
 
 /// The `lookback` of an incremental source, as written.

@@ -438,6 +438,7 @@ pub async fn scan(
         alias: alias.to_string(),
         name: name.to_string(),
         format: crate::config::spec::SourceFormat::Database,
+        new_files: None,
         files: vec![redactor.redact(&shown)],
         columns: ext
             .columns
@@ -482,7 +483,11 @@ fn plan_cursor(
     src_err: &(dyn Fn(String) -> Error + Sync),
 ) -> Result<PlannedCursor> {
     use extract::{CursorKind, CursorValue};
-    let column = inc.column.get_ref();
+    let column = inc.column.as_ref().map(|c| c.get_ref()).ok_or_else(|| {
+        Error::Internal(format!(
+            "database source `{name}` has `incremental` without a column (validation checks it)"
+        ))
+    })?;
     let idx = columns
         .iter()
         .position(|c| &c.name == column)
@@ -521,7 +526,7 @@ fn plan_cursor(
     let previous = stored
         .as_ref()
         .and_then(|w| CursorValue::parse(&w.value, kind).ok());
-    let (lower, upper, why) = cursor_bounds(inc, kind, stored.as_ref(), mode, src_err)?;
+    let (lower, upper, why) = cursor_bounds(inc, column, kind, stored.as_ref(), mode, src_err)?;
     let range = extract::CursorRange {
         column: column.clone(),
         db_type: columns[idx].db_type.clone(),
@@ -542,13 +547,13 @@ type Bound = Option<(extract::CursorValue, bool)>;
 /// The lower and upper bounds this run reads, and why (shown by `sluice plan`).
 fn cursor_bounds(
     inc: &crate::config::spec::IncrementalSpec,
+    column: &str,
     kind: extract::CursorKind,
     stored: Option<&crate::state::StoredWatermark>,
     mode: &ExtractMode,
     src_err: &(dyn Fn(String) -> Error + Sync),
 ) -> Result<(Bound, Bound, String)> {
     use extract::CursorValue;
-    let column = inc.column.get_ref();
     match (mode, stored) {
         (ExtractMode::FullRefresh, _) => Ok((
             None,

@@ -139,6 +139,7 @@ impl<'a> Compiler<'a> {
             return Err(Error::Config(d));
         }
         Ok(CompiledJob {
+            new_files: self.new_files(),
             job: self.job.clone(),
             mapping: self.mapping,
             model: self.model,
@@ -154,6 +155,7 @@ impl<'a> Compiler<'a> {
             redactor: self.redactor,
             db_target: outputs.db_target,
             delta_target: outputs.delta_target,
+            object_target: outputs.object_target,
             extractions,
             extract_mode: self.mode.clone(),
         })
@@ -230,7 +232,9 @@ impl<'a> Compiler<'a> {
                 .sources
                 .get(&u.source)
                 .ok_or_else(|| Error::Internal(format!("source `{}` not bound", u.source)))?;
-            let input = self.inputs.get(&u.source).unwrap_or(&SourceInput::Files);
+            let given = self.inputs.get(&u.source).unwrap_or(&SourceInput::Files);
+            let new_files = self.new_files_input(&u.source, spec, given)?;
+            let input = new_files.as_ref().unwrap_or(given);
             let scanned = if spec.is_database() && matches!(input, SourceInput::Files) {
                 let (scanned, ext) = crate::db::scan(
                     &self.ctx,
@@ -279,6 +283,47 @@ impl<'a> Compiler<'a> {
         }
         self.aliases = self.sources.iter().map(|s| s.alias.clone()).collect();
         Ok((extractions, connectors))
+    }
+
+    /// What an incremental file source (`incremental = { files = "new" }`) reads instead of
+    /// every file: the files no committed run of the job read, from the state store; with
+    /// `--full-refresh`, every file (recorded anew at the commit). `None` for other sources
+    /// and for rows given by the caller (replay, tests).
+    ///
+    /// # Errors
+    /// [`Error::State`] when the state store cannot be read.
+    fn new_files_input(
+        &self,
+        name: &str,
+        spec: &crate::config::spec::SourceSpec,
+        given: &SourceInput,
+    ) -> Result<Option<SourceInput>> {
+        let incremental = spec.incremental.as_ref().is_some_and(|i| i.files.is_some());
+        if !incremental || !matches!(given, SourceInput::Files) {
+            return Ok(None);
+        }
+        let read = match self.mode {
+            ExtractMode::FullRefresh => Default::default(),
+            _ => crate::state::StateStore::of(self.project)?.files_read(&self.job.name, name)?,
+        };
+        Ok(Some(SourceInput::NewFiles(Arc::new(read))))
+    }
+
+    /// The files incremental file sources read, for the run report (not yet recorded).
+    fn new_files(&self) -> Vec<crate::report::NewFilesReport> {
+        self.sources
+            .iter()
+            .filter_map(|s| {
+                let n = s.new_files.as_ref()?;
+                Some(crate::report::NewFilesReport {
+                    source: s.name.clone(),
+                    skipped: n.skipped,
+                    read: n.read.clone(),
+                    replace: *self.mode == ExtractMode::FullRefresh,
+                    recorded: false,
+                })
+            })
+            .collect()
     }
 
     /// Joins the lookup sources to the driving one, as the mapping's `[[join]]`s say.

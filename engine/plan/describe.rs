@@ -136,6 +136,14 @@ fn describe_sources(s: &mut String, compiled: &CompiledJob) {
             json_name(&src.format),
             src.files.join(", ")
         );
+        if let Some(n) = &src.new_files {
+            let _ = writeln!(
+                s,
+                "    incremental files: {} new, {} read by earlier runs (skipped)",
+                n.read.len(),
+                n.skipped
+            );
+        }
         if src.format == SourceFormat::Database {
             if let Some(ext) = extractions.next() {
                 let _ = writeln!(s, "    sql: {}", ext.describe());

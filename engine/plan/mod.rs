@@ -491,10 +491,14 @@ pub struct CompiledJob {
     pub db_target: Option<crate::db::sink::DbTarget>,
     /// A Delta target, when the job loads one.
     pub delta_target: Option<crate::sink::delta::DeltaTarget>,
+    /// A Parquet folder on an object store, when the job appends to one.
+    pub object_target: Option<crate::sink::object_parquet::ObjectParquetTarget>,
     /// The database sources' extractions (their SQL, cursor and rows read).
     pub extractions: Vec<Arc<crate::db::extract::Extraction>>,
     /// Which rows incremental sources read.
     pub extract_mode: ExtractMode,
+    /// The files incremental file sources read (`recorded` false until the run commits).
+    pub new_files: Vec<crate::report::NewFilesReport>,
 }
 
 impl CompiledJob {
@@ -609,6 +613,38 @@ fn resolve_dir(
     Ok(project.path(resolved))
 }
 
+/// The Parquet folder of `job` at the object-store URL `resolved` (from `target.path` `p`):
+/// `append` only, as an object store cannot replace a folder atomically.
+///
+/// # Errors
+/// A config error at `target.path` for another mode, or a URL or store that cannot be set up.
+fn object_parquet_target(
+    job: &Job,
+    p: &serde_spanned::Spanned<String>,
+    resolved: &str,
+    ctx: &SessionContext,
+) -> Result<crate::sink::object_parquet::ObjectParquetTarget> {
+    if job.target.mode != LoadMode::Append {
+        let mut d = job.src.diagnostic(
+            Some(p.span()),
+            "target.path",
+            format!(
+                "`{resolved}` is an object-store location, and a folder of Parquet files cannot be replaced atomically there (object stores have no rename)"
+            ),
+        );
+        d.hint = Some("write `format = \"delta\"` to load a Delta table, whose commits are atomic on object stores, or `mode = \"append\"` (each run adds its own files)".into());
+        return Err(Error::config(d));
+    }
+    let partition_by = job
+        .target
+        .partition_by
+        .iter()
+        .map(|c| c.get_ref().clone())
+        .collect();
+    crate::sink::object_parquet::ObjectParquetTarget::of(resolved, partition_by, ctx)
+        .map_err(|e| path_error(job, "target.path", p, &e))
+}
+
 /// A name for a lock file or folder from a target as shown (`s3://lake/t` → `s3___lake_t`).
 fn lock_safe(shown: &str) -> String {
     shown.replace([':', '/'], "_")
@@ -721,6 +757,7 @@ fn final_projection(
 struct JobOutputs {
     db_target: Option<crate::db::sink::DbTarget>,
     delta_target: Option<crate::sink::delta::DeltaTarget>,
+    object_target: Option<crate::sink::object_parquet::ObjectParquetTarget>,
     /// The target as shown (a folder relative to the project, or `connection:table`).
     target_shown: String,
     /// The target folder (database targets: the folder naming the target's lock).
@@ -751,6 +788,7 @@ impl JobOutputs {
     ) -> Result<JobOutputs> {
         let mut db_target = None;
         let mut delta_target = None;
+        let mut object_target = None;
         let (target_shown, target_dir) = match (&job.target.table, &job.target.path) {
             _ if job.target.format == Some(TargetFormat::Delta) => {
                 if job.target.mode == LoadMode::Merge && model.primary_key().is_empty() {
@@ -832,9 +870,22 @@ impl JobOutputs {
                 (rel.to_string_lossy().to_string(), project.path(rel))
             }
             (None, Some(p)) => {
-                let dir = resolve_dir(project, p.get_ref(), redactor)
+                let resolved = redactor
+                    .resolve_path(p.get_ref(), &project.root)
                     .map_err(|e| path_error(job, "target.path", p, &e))?;
-                (project.shown(&dir), dir)
+                if crate::store::is_url(&resolved) {
+                    let t = object_parquet_target(job, p, &resolved, ctx)?;
+                    let dir = project
+                        .path(&project.settings.state_dir)
+                        .join("targets")
+                        .join(lock_safe(&t.shown));
+                    let shown = t.shown.clone();
+                    object_target = Some(t);
+                    (shown, dir)
+                } else {
+                    let dir = project.path(resolved);
+                    (project.shown(&dir), dir)
+                }
             }
             (None, None) => return Err(Error::Internal("target without table or path".into())),
         };
@@ -882,6 +933,7 @@ impl JobOutputs {
         Ok(JobOutputs {
             db_target,
             delta_target,
+            object_target,
             target_shown,
             target_dir,
             quarantine_dir,

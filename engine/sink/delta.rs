@@ -276,11 +276,8 @@ impl DeltaSink {
         schema: SchemaRef,
     ) -> Result<DeltaSink> {
         let lock = crate::sink::parquet::target_lock(lock_path, &target.shown)?;
-        let stem = lock_path
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
-        remove_staging_of(staging_root, &stem);
+        let stem = crate::sink::staged::stem_of(lock_path);
+        crate::sink::staged::remove_staging_of(staging_root, &stem);
         if let Some(table) = target.open().await? {
             check_columns(&target, &table, &schema)?;
         }
@@ -384,6 +381,9 @@ impl DeltaSink {
         };
         let _ = std::fs::remove_dir_all(&self.staging);
         self.rows = 0;
+        if result.is_ok() {
+            crate::commit::crash_point("after_publish");
+        }
         result
     }
 
@@ -514,17 +514,4 @@ fn check_columns(target: &DeltaTarget, table: &DeltaTable, schema: &SchemaRef) -
         ));
     }
     Ok(())
-}
-
-/// Removes staging folders that crashed runs of this target left (`<stem>-<run_id>`).
-fn remove_staging_of(root: &Path, stem: &str) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with(&format!("{stem}-")) {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
 }

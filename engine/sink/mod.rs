@@ -17,5 +17,6 @@
 //! staging folder remains, which the next `begin` removes.
 
 pub mod delta;
+pub mod object_parquet;
 pub mod parquet;
 pub mod staged;

@@ -291,7 +291,7 @@ impl Drop for ParquetSink {
 pub const EMPTY_FILE: &str = "empty.parquet";
 
 /// Writes a Parquet file with `schema` and no rows (no row group) at `path`.
-fn write_empty(path: &Path, schema: &SchemaRef) -> Result<()> {
+pub(crate) fn write_empty(path: &Path, schema: &SchemaRef) -> Result<()> {
     let failed = |e: datafusion::parquet::errors::ParquetError| {
         Error::target(path, format!("cannot write an empty Parquet file: {e}"))
     };

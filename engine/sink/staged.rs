@@ -141,3 +141,26 @@ impl Drop for StagedWriter {
         }
     }
 }
+
+/// The name a target's staging folders start with: its lock file's stem (unique per target,
+/// and free of the target's secrets).
+pub fn stem_of(lock_path: &Path) -> String {
+    lock_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+/// Removes staging folders that crashed runs of a target left (`<root>/<stem>-<run_id>`).
+/// Call with the target's lock held.
+pub fn remove_staging_of(root: &Path, stem: &str) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(&format!("{stem}-")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

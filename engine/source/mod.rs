@@ -83,6 +83,25 @@ pub struct ScannedSource {
     pub frame: DataFrame,
     /// CSV: records read so far (well-formed and malformed), counted by the reader.
     pub records: Option<Arc<AtomicU64>>,
+    /// An incremental file source ([`SourceInput::NewFiles`]): the files read and skipped.
+    pub new_files: Option<NewFiles>,
+}
+
+/// What an incremental file source read: the files no committed run had read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFiles {
+    /// Files read, as [`file_key`] names them, sorted.
+    pub read: Vec<String>,
+    /// Files matched but skipped: committed runs read them.
+    pub skipped: u64,
+}
+
+/// How the files of incremental file sources are named in the state store and the commit
+/// record: the path relative to the project root when inside it (so a moved project keeps its
+/// record), otherwise absolute; an object's URL. Never redacted: a key must stay the same when
+/// a secret changes, or files would be read twice.
+pub fn file_key(root: &Path, file: &Location) -> String {
+    shown(root, file)
 }
 
 /// `file` relative to the project root, for messages (secrets redacted: a path may come from
@@ -200,6 +219,10 @@ pub enum SourceInput {
     Replay(Vec<InlineRow>),
     /// Column types inferred from the given rows, no file read (`sluice test`).
     Inline(Vec<InlineRow>),
+    /// The files the job names, less those committed runs read (by [`file_key`]): an
+    /// incremental file source. With no new file, no row is read, and the column types come
+    /// from the last file matched.
+    NewFiles(Arc<std::collections::BTreeSet<String>>),
 }
 
 /// [`scan`] with rows from `input` instead of (or as well as) the files.
@@ -233,6 +256,13 @@ pub async fn scan_input(
         SourceInput::Inline(_) => Vec::new(),
         _ => expand_files(ctx, root, name, template, redactor).await?,
     };
+    let (files, new_files) = match input {
+        SourceInput::NewFiles(read) => {
+            let (files, new) = unread_files(root, files, read);
+            (files, Some(new))
+        }
+        _ => (files, None),
+    };
     let partitions = hive_partitions(root, &files);
     let scan = FileScan {
         ctx,
@@ -246,7 +276,7 @@ pub async fn scan_input(
         partitions,
     };
     let (format, schema, rows) = match input {
-        SourceInput::Files => {
+        SourceInput::Files | SourceInput::NewFiles(_) => {
             let reader = reader(spec.file_format()).ok_or_else(|| {
                 Error::Internal(format!("source `{name}` reads a database, not files"))
             })?;
@@ -265,17 +295,46 @@ pub async fn scan_input(
             (SourceFormat::Csv, schema, rows)
         }
     };
-    let (frame, columns) = typed_view(&scan, rows.frame, &schema, format)?;
+    let (mut frame, columns) = typed_view(&scan, rows.frame, &schema, format)?;
+    let mut files: Vec<String> = scan.files.iter().map(|f| scan.shown(f)).collect();
+    if new_files.as_ref().is_some_and(|n| n.read.is_empty()) {
+        // Nothing new: the last file gave the column types; none of its rows is read.
+        frame = frame.filter(lit(false)).map_err(scan.df_err())?;
+        files.clear();
+    }
     let frame = frame.alias(alias).map_err(scan.df_err())?;
     Ok(ScannedSource {
         alias: alias.to_string(),
         name: name.to_string(),
         format,
-        files: scan.files.iter().map(|f| scan.shown(f)).collect(),
+        files,
         columns,
         frame,
         records: rows.records,
+        new_files,
     })
+}
+
+/// The files of `matched` no committed run read (`read` holds their [`file_key`]s). When
+/// every file was read, the last one is returned for its column types, with an empty
+/// [`NewFiles::read`].
+fn unread_files(
+    root: &Path,
+    matched: Vec<Location>,
+    read: &std::collections::BTreeSet<String>,
+) -> (Vec<Location>, NewFiles) {
+    let total = matched.len();
+    let (new, old): (Vec<Location>, Vec<Location>) = matched
+        .into_iter()
+        .partition(|f| !read.contains(&file_key(root, f)));
+    let found = NewFiles {
+        read: new.iter().map(|f| file_key(root, f)).collect(),
+        skipped: (total - new.len()) as u64,
+    };
+    match (new.is_empty(), old.last()) {
+        (true, Some(last)) => (vec![last.clone()], found),
+        _ => (new, found),
+    }
 }
 
 /// The column types a replay of quarantined rows reads them with: the files' own (for CSV,

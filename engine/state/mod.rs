@@ -21,6 +21,7 @@
 //! | `runs`    | run                               | `run_id`, `job`, `status`, `started_at`, `finished_at` (RFC 3339 UTC), `rows_read`, `rows_written`, `rows_quarantined`, `rows_dropped`, `model`, `model_version`, `replay_of` (the run a replay reprocessed), `sluice_version`, `error`, `logical_date` (RFC 3339 UTC), `vars` (JSON object, or NULL for none), `trigger` (`manual`, `schedule`, `api`, `after`, `backfill`, `replay`), `config_hash` (hex SHA-256 of the job, mapping and model files) |
 //! | `backfills` | date backfill (`sluice backfill` of a job without an incremental source) | `job`, `vars` (the vars given, as JSON), `from_date`, `to_date` (`YYYY-MM-DD`, the range asked for), `done_through` (the last date committed), `updated_at` |
 //! | `models`  | model version loaded at least once | `name`, `version`, `definition` (the model file's TOML), `registered_at` |
+//! | `source_files` | job × incremental file source × file read | `job`, `source`, `file` (path relative to the project, or URL), `run_id` (the committed run that read it), `read_at` (that run's end, RFC 3339 UTC) |
 //! | `watermarks` | job × incremental source      | `job`, `source`, `cursor_column`, `value` (as [`crate::db::extract::CursorValue::to_text`] writes it), `run_id` (the run that moved it), `updated_at` |
 //! | `schedule_fires` | scheduled job              | `job`, `fire_at` (RFC 3339 UTC: the latest fire the daemon took), `status` (`running`, `done`, `skipped`, `abandoned`, `failed`: not run, or stopped outside its run report), `run_id` (its run, once finished), `updated_at` |
 //! | `circuits` | scheduled job that failed      | `job`, `failures` (consecutive failed fires), `opened_at` (set while the job is paused), `last_error`, `updated_at` |
@@ -163,6 +164,15 @@ const MIGRATIONS: &[&str] = &[
     // 4: what started each run, and the hash of the definition it ran.
     "ALTER TABLE runs ADD COLUMN trigger TEXT;
      ALTER TABLE runs ADD COLUMN config_hash TEXT;",
+    // 5: the files incremental file sources have read.
+    "CREATE TABLE source_files (
+         job     TEXT NOT NULL,
+         source  TEXT NOT NULL,
+         file    TEXT NOT NULL,
+         run_id  TEXT NOT NULL,
+         read_at TEXT NOT NULL,
+         PRIMARY KEY (job, source, file)
+     );",
 ];
 
 /// Applies the migrations `db` lacks, each in a transaction that first takes the database's
@@ -555,6 +565,24 @@ impl StateStore {
         )
     }
 
+    /// The files committed runs of `job` read from its incremental file source `source`
+    /// (`incremental = { files = "new" }`), as the report names them.
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn files_read(
+        &self,
+        job: &str,
+        source: &str,
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let files = self.rows(
+            "SELECT file FROM source_files WHERE job = ?1 AND source = ?2",
+            vals![job, source],
+            |r| r.get(0),
+        )?;
+        Ok(files.into_iter().collect())
+    }
+
     /// The most recent `limit` runs of `job`, newest first; only committed ones when
     /// `committed_only` (status `succeeded` or `succeeded_with_warnings`).
     ///
@@ -776,6 +804,21 @@ fn insert_run(db: &Db, r: &crate::commit::CommitRecord) -> std::result::Result<(
                 vals![&r.job, source, column, value, &r.run_id, &r.finished_at],
             )?;
         }
+        for f in &r.new_files {
+            if f.replace {
+                db.execute(
+                    "DELETE FROM source_files WHERE job = ?1 AND source = ?2",
+                    vals![&r.job, &f.source],
+                )?;
+            }
+            for file in &f.read {
+                db.execute(
+                    "INSERT INTO source_files (job, source, file, run_id, read_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job, source, file) DO NOTHING",
+                    vals![&r.job, &f.source, file, &r.run_id, &r.finished_at],
+                )?;
+            }
+        }
     }
     Ok(())
 }
@@ -918,6 +961,7 @@ mod tests {
             outputs: Vec::new(),
             error: None,
             watermarks: Vec::new(),
+            new_files: Vec::new(),
             load: None,
         }
     }

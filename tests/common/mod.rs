@@ -174,3 +174,21 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Runs `sluice ARGS` in `w` with the process killed at the crash point `point`
+/// (`SLUICE_CRASH_AT`); asserts it died by the signal.
+pub fn run_killed_at(w: &Workdir, args: &[&str], point: &str) {
+    run_killed_at_with(w.sluice(args), point);
+}
+
+/// [`run_killed_at`] for a command set up by the caller (its environment, say).
+pub fn run_killed_at_with(mut cmd: std::process::Command, point: &str) {
+    let o = cmd.env("SLUICE_CRASH_AT", point).output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "expected a kill at {point}: {}",
+        show(&o)
+    );
+}
