@@ -224,7 +224,8 @@ fn object_target(
         .ok()
         .filter(|r| crate::store::is_url(r))?;
     let ctx = crate::plan::session(project);
-    crate::sink::object_parquet::ObjectParquetTarget::of(&resolved, Vec::new(), &ctx).ok()
+    crate::sink::object_parquet::ObjectParquetTarget::of(&job.name, &resolved, Vec::new(), &ctx)
+        .ok()
 }
 
 /// The commit record in `sluice_runs` beside a database target.

@@ -132,13 +132,7 @@ impl TargetSink {
             // reconciled with the folder's commit record) has their run as committed.
             let store = crate::state::StateStore::of(project)?;
             let job = compiled.job.name.clone();
-            let committed = move |id: &str| {
-                store
-                    .run_status(&job, id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|s| s == "succeeded" || s == "succeeded_with_warnings")
-            };
+            let committed = move |id: &str| store.is_committed(&job, id);
             return Ok(TargetSink::Object(Box::new(
                 crate::sink::object_parquet::ObjectParquetSink::begin(
                     &compiled.ctx,

@@ -924,4 +924,15 @@ fn a_parquet_append_on_s3_killed_mid_upload_is_cleaned_by_the_next_run_and_loads
             "LGA|America/New_York"
         ]
     );
+
+    // A second job appending to the same folder is refused before it runs: the two would
+    // overwrite each other's commit record.
+    w.write("jobs/other_pq.toml", &w.read("jobs/airports_pq.toml"));
+    let o = run_with_keys(&w, &["validate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        show(&o).contains("the target of job `airports_pq`"),
+        "{}",
+        show(&o)
+    );
 }

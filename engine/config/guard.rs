@@ -15,6 +15,8 @@
 //! | another job's target or quarantine, this job's other output | `T` = `P`, `T` contains `P`, `P` contains `T` |
 //! | the project root                                             | `T` = `P` or `T` contains `P` (inside it is normal) |
 //!
+//! Object-store URLs are compared with URLs the same way (two jobs appending to one bucket
+//! folder would delete each other's files and commit records); a URL never meets a local path.
 //! Another job's source that reads a job's output is a chain of jobs, and allowed. Paths are
 //! compared after resolving `..`, `.` and symlinks of the part that exists, so `../project`,
 //! `./warehouse/../samples` and a symlink to a source folder are all caught.
@@ -191,15 +193,7 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
             (None, Some(p)) => Some((
                 "target.path",
                 p.span(),
-                resolve_static(redactor, p.get_ref(), project)
-                    .and_then(|r| {
-                        if crate::config::spec::is_url(&r) {
-                            Err(r)
-                        } else {
-                            Ok(r)
-                        }
-                    })
-                    .map(PathBuf::from),
+                resolve_static(redactor, p.get_ref(), project).map(PathBuf::from),
             )),
             (None, None) => None,
         };
@@ -208,7 +202,7 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
                 kind: "target",
                 key,
                 span: Some(span),
-                path: canonical(&project.path(rel)),
+                path: located(project, &rel),
             });
         }
     }
@@ -268,12 +262,12 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
             let Ok(resolved) = resolve_static(redactor, p.get_ref(), project) else {
                 continue;
             };
-            // An object-store location is no local folder to protect.
-            if crate::config::spec::is_url(&resolved) {
-                continue;
-            }
             let is_glob = resolved.contains(['*', '?', '[']);
-            let path = canonical(&project.path(glob_base(&resolved)));
+            // A URL's glob base keeps its components (`s3:`, bucket, keys), as `located` does.
+            let path = match glob_base(&resolved) {
+                base if crate::config::spec::is_url(&resolved) => base,
+                base => canonical(&project.path(base)),
+            };
             let downstream = all_outputs.iter().any(|o| path.starts_with(o));
             if other.name != job.name && downstream {
                 continue;
@@ -297,6 +291,19 @@ fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Prote
         }
     }
     out
+}
+
+/// Where `path` (relative to the project, absolute, or an object-store URL) is, for
+/// comparing: a local path made [`canonical`]; a URL as written without a trailing `/`. A
+/// URL's components (`s3:`, bucket, keys: `Path` collapses the `//`) compare with other
+/// URLs' and never with a local path, which is absolute.
+fn located(project: &Project, path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    if crate::config::spec::is_url(&text) {
+        PathBuf::from(text.trim_end_matches('/'))
+    } else {
+        canonical(&project.path(path))
+    }
 }
 
 /// A path template resolved up to its first run reference (`out/x/date=${run.date}` →

@@ -55,11 +55,18 @@ pub fn runs_table(target: &TableName) -> TableName {
     }
 }
 
-/// `CREATE TABLE IF NOT EXISTS` for `sluice_runs` beside `target`.
+/// `CREATE TABLE IF NOT EXISTS` for `sluice_runs` beside `target`. The record is
+/// `LONGTEXT` on MySQL, whose `TEXT` holds 64 KiB: a record lists the files an incremental
+/// file source read, which can be thousands (PostgreSQL's and SQLite's `TEXT` have no such
+/// limit).
 pub fn create_sql(d: Dialect, target: &TableName) -> String {
+    let text = match d {
+        Dialect::Mysql => "LONGTEXT",
+        Dialect::Postgres | Dialect::Sqlite => "TEXT",
+    };
     format!(
         "CREATE TABLE IF NOT EXISTS {} (job VARCHAR(255) NOT NULL, target_table VARCHAR(255) NOT NULL, \
-         run_id VARCHAR(64) NOT NULL, record TEXT NOT NULL, PRIMARY KEY (job, target_table))",
+         run_id VARCHAR(64) NOT NULL, record {text} NOT NULL, PRIMARY KEY (job, target_table))",
         runs_table(target).quoted(d)
     )
 }

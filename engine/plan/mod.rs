@@ -622,8 +622,17 @@ fn object_parquet_target(
     job: &Job,
     p: &serde_spanned::Spanned<String>,
     resolved: &str,
+    mode: &ExtractMode,
     ctx: &SessionContext,
 ) -> Result<crate::sink::object_parquet::ObjectParquetTarget> {
+    if *mode == ExtractMode::FullRefresh {
+        return Err(Error::Usage {
+            message: format!(
+                "--full-refresh replaces the target, and `{resolved}`, a folder of Parquet files on an object store, cannot be replaced atomically (object stores have no rename)"
+            ),
+            hint: Some("run without --full-refresh, or load a Delta table (`format = \"delta\"`), which an overwrite replaces in one commit".into()),
+        });
+    }
     if job.target.mode != LoadMode::Append {
         let mut d = job.src.diagnostic(
             Some(p.span()),
@@ -641,7 +650,7 @@ fn object_parquet_target(
         .iter()
         .map(|c| c.get_ref().clone())
         .collect();
-    crate::sink::object_parquet::ObjectParquetTarget::of(resolved, partition_by, ctx)
+    crate::sink::object_parquet::ObjectParquetTarget::of(&job.name, resolved, partition_by, ctx)
         .map_err(|e| path_error(job, "target.path", p, &e))
 }
 
@@ -874,7 +883,7 @@ impl JobOutputs {
                     .resolve_path(p.get_ref(), &project.root)
                     .map_err(|e| path_error(job, "target.path", p, &e))?;
                 if crate::store::is_url(&resolved) {
-                    let t = object_parquet_target(job, p, &resolved, ctx)?;
+                    let t = object_parquet_target(job, p, &resolved, mode, ctx)?;
                     let dir = project
                         .path(&project.settings.state_dir)
                         .join("targets")

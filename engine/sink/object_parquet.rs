@@ -7,7 +7,8 @@
 //!   part-<run_id>-0.parquet            ← a run's files, run-unique names, each uploaded whole
 //!   origin=JFK/part-<run_id>-1.parquet
 //!   _sluice_commit.json                ← the commit record of the newest committed run
-//!   _sluice_pending/<run_id>           ← marker: run <run_id> is uploading (or was killed)
+//!   _sluice_pending/<run_id>           ← marker: run <run_id> of job <its text> is uploading
+//!                                          (or was killed)
 //! ```
 //!
 //! A run stages its files in the state folder (as a Delta target does). At the commit it puts
@@ -57,15 +58,19 @@ pub struct ObjectParquetTarget {
     pub store: Arc<dyn ObjectStore>,
     /// Partition columns (Hive-style folders).
     pub partition_by: Vec<String>,
+    /// The job appending (named in its runs' pending markers).
+    pub job: String,
 }
 
 impl ObjectParquetTarget {
-    /// The target at `resolved` (an object-store URL), its store from `ctx`'s registry.
+    /// The target of `job` at `resolved` (an object-store URL), its store from `ctx`'s
+    /// registry.
     ///
     /// # Errors
     /// The reason, for a config error at `target.path`: a URL that does not parse, or a store
     /// that cannot be set up.
     pub fn of(
+        job: &str,
         resolved: &str,
         partition_by: Vec<String>,
         ctx: &SessionContext,
@@ -82,6 +87,7 @@ impl ObjectParquetTarget {
             url,
             store,
             partition_by,
+            job: job.to_string(),
         })
     }
 
@@ -122,26 +128,49 @@ impl ObjectParquetTarget {
         })
     }
 
-    /// Deletes what runs killed while uploading left: for each pending marker, the files of
-    /// its run unless `committed(run_id)`, then the marker. Call with the target's lock held,
-    /// after the job's state store is reconciled with [`last_record`](Self::last_record).
+    /// Deletes what runs of the job killed while uploading left: for each pending marker of
+    /// the job (its text is the job's name), the files of its run unless `committed(run_id)`
+    /// says the run committed, then the marker. Markers of other jobs appending to the same
+    /// folder are left to them. Call with the job's lock held, after its state store is
+    /// reconciled with [`last_record`](Self::last_record).
     ///
     /// # Errors
-    /// [`Error::Target`] when the store cannot be listed or an object deleted.
-    pub async fn remove_uncommitted(&self, committed: impl Fn(&str) -> bool) -> Result<u64> {
-        let pending = self.list(PENDING).await?;
-        let mut removed = 0;
-        for marker in pending {
-            let Some(run_id) = marker.filename().map(str::to_string) else {
-                continue;
+    /// [`Error::Target`] when the store cannot be listed, a marker read or an object deleted;
+    /// `committed`'s error (an unreadable state store: nothing is deleted on a guess).
+    pub async fn remove_uncommitted(
+        &self,
+        committed: impl Fn(&str) -> Result<bool>,
+    ) -> Result<u64> {
+        let mut ours = Vec::new();
+        for marker in self.list(PENDING).await? {
+            let owner = match self.store.get(&marker).await {
+                Ok(r) => r
+                    .bytes()
+                    .await
+                    .map_err(|e| self.error("cannot read a marker", e))?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(self.error("cannot read a marker", e)),
             };
-            if !committed(&run_id) {
+            if owner.as_ref() == self.job.as_bytes() {
+                if let Some(run_id) = marker.filename().map(str::to_string) {
+                    ours.push((marker, run_id));
+                }
+            }
+        }
+        if ours.is_empty() {
+            return Ok(0);
+        }
+        let files = self.list("").await?;
+        let mut removed = 0;
+        for (marker, run_id) in ours {
+            if !committed(&run_id)? {
                 let part = format!("part-{run_id}-");
-                for file in self.list("").await? {
-                    if file.filename().is_some_and(|n| n.starts_with(&part)) {
-                        self.delete(&file).await?;
-                        removed += 1;
-                    }
+                for file in files
+                    .iter()
+                    .filter(|f| f.filename().is_some_and(|n| n.starts_with(&part)))
+                {
+                    self.delete(file).await?;
+                    removed += 1;
                 }
             }
             self.delete(&marker).await?;
@@ -225,7 +254,7 @@ impl ObjectParquetSink {
         staging_root: &Path,
         run_id: &str,
         schema: SchemaRef,
-        committed: impl Fn(&str) -> bool,
+        committed: impl Fn(&str) -> Result<bool>,
     ) -> Result<ObjectParquetSink> {
         let lock = crate::sink::parquet::target_lock(lock_path, &target.shown)?;
         let stem = crate::sink::staged::stem_of(lock_path);
@@ -294,14 +323,18 @@ impl ObjectParquetSink {
     pub async fn commit(self, record: &CommitRecord) -> Result<()> {
         let t = &self.target;
         let mut files = self.staged_files()?;
-        if files.is_empty() && t.list("").await?.iter().all(|p| !is_data_file(p)) {
+        let prefix = crate::store::object_path(&t.url);
+        if files.is_empty() && !t.list("").await?.iter().any(|p| is_data_file(&prefix, p)) {
             let empty = PathBuf::from(crate::sink::parquet::EMPTY_FILE);
             crate::sink::parquet::write_empty(&self.staging.join(&empty), &self.schema)?;
             files.push(empty);
         }
         crate::commit::crash_point("before_publish");
-        t.put(&format!("{PENDING}/{}", self.run_id), Vec::new())
-            .await?;
+        t.put(
+            &format!("{PENDING}/{}", self.run_id),
+            t.job.as_bytes().to_vec(),
+        )
+        .await?;
         for (n, rel) in files.iter().enumerate() {
             let folder = rel
                 .parent()
@@ -342,10 +375,15 @@ impl Drop for ObjectParquetSink {
     }
 }
 
-/// A Parquet file of the table (not the record, a marker or another hidden object).
-fn is_data_file(p: &ObjectPath) -> bool {
-    p.filename().is_some_and(|n| n.ends_with(".parquet"))
-        && !p
-            .parts()
-            .any(|s| s.as_ref().starts_with('_') || s.as_ref().starts_with('.'))
+/// A Parquet file of the table under `prefix` (not the record, a marker or another object
+/// in a hidden `_`/`.` folder below the table's).
+fn is_data_file(prefix: &ObjectPath, p: &ObjectPath) -> bool {
+    let Some(below) = p.prefix_match(prefix) else {
+        return false;
+    };
+    let parts: Vec<String> = below.map(|s| s.as_ref().to_string()).collect();
+    parts.last().is_some_and(|n| n.ends_with(".parquet"))
+        && !parts
+            .iter()
+            .any(|s| s.starts_with('_') || s.starts_with('.'))
 }

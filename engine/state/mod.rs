@@ -39,7 +39,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
-use crate::report::RunReport;
+use crate::report::{RunReport, RunStatus};
 
 mod backfill;
 mod daemon;
@@ -715,6 +715,20 @@ impl StateStore {
             "SELECT status FROM runs WHERE job = ?1 AND run_id = ?2",
             vals![job, run_id],
         )
+    }
+
+    /// Whether run `run_id` of `job` is recorded as committed (succeeded, with or without
+    /// warnings).
+    ///
+    /// # Errors
+    /// [`Error::State`] on a database error.
+    pub fn is_committed(&self, job: &str, run_id: &str) -> Result<bool> {
+        let status = self.run_status(job, run_id)?;
+        Ok(status.is_some_and(|s| {
+            [RunStatus::Succeeded, RunStatus::SucceededWithWarnings]
+                .iter()
+                .any(|c| c.name() == s)
+        }))
     }
 
     /// The committed replay of `run_id`, if one happened.
