@@ -232,6 +232,9 @@ fn secrets_from_the_environment_are_never_printed() {
         "{}",
         show(&out)
     );
+    // ... and not printed again in the line shown under the error.
+    assert!(!show(&out).contains("hunter2"), "{}", show(&out));
+    assert!(stderr(&out).contains(":***@"), "{}", show(&out));
 }
 
 #[test]

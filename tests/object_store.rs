@@ -797,6 +797,13 @@ fn object_store_connections_refuse_plain_text_credentials_and_keys_of_another_ki
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+    // The line shown under the error masks the value: a secret written by mistake is not
+    // printed again into a terminal or a CI log.
+    assert!(
+        !show(&o).contains("hunter2"),
+        "the plain-text secret was shown:\n{err}"
+    );
+    assert!(err.contains("secret_access_key = \"***\""), "{err}");
 }
 
 #[test]

@@ -121,6 +121,11 @@ fn a_state_url_with_a_plain_password_or_an_unreachable_server_is_a_clear_error()
         "{}",
         show(&o)
     );
+    assert!(
+        !show(&o).contains("hunter2"),
+        "the password was shown: {}",
+        show(&o)
+    );
     // Nothing listens on port 1: the run fails before touching the target, naming the store
     // as written, without the secret.
     w.write(

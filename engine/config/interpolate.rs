@@ -109,33 +109,24 @@ pub fn is_reference(template: &str) -> bool {
         && t[2..t.len() - 1].find(['{', '}']).is_none()
 }
 
-/// True when `url_template` holds a password written in plain text (not as `${env:…}` or
-/// `${file:…}`).
-pub fn has_plaintext_password(url_template: &str) -> bool {
-    // `?password=...` in a URL, or `password=...` in a `key=value` connection string.
+/// The password `url_template` holds written in plain text (not as `${env:…}` or
+/// `${file:…}`), if any: the userinfo's password (`postgres://u:PASSWORD@h/db`), or a
+/// `password=` parameter of a URL or a `key=value` connection string.
+pub fn plaintext_password(url_template: &str) -> Option<&str> {
     let lower = url_template.to_ascii_lowercase();
     for (i, _) in lower.match_indices("password=") {
         let boundary = i == 0 || matches!(lower.as_bytes()[i - 1], b'?' | b'&' | b' ' | b';');
         let value = &url_template[i + "password=".len()..];
-        if boundary
-            && !value.is_empty()
-            && !value.starts_with("${")
-            && !value.starts_with(['&', ' ', ';'])
-        {
-            return true;
+        let value = value.split(['&', ' ', ';']).next().unwrap_or("");
+        if boundary && !value.is_empty() && !value.starts_with("${") {
+            return Some(value);
         }
     }
-    let Some((_, rest)) = url_template.split_once("://") else {
-        return false;
-    };
+    let (_, rest) = url_template.split_once("://")?;
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let Some((userinfo, _)) = authority.rsplit_once('@') else {
-        return false;
-    };
-    match userinfo.split_once(':') {
-        Some((_, password)) => !password.is_empty() && !password.starts_with("${"),
-        None => false,
-    }
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty() && !password.starts_with("${")).then_some(password)
 }
 
 /// Replaces every registered secret by `***` in messages. Cheap to clone; shared by a run.
@@ -254,10 +245,21 @@ mod tests {
 
     #[test]
     fn detects_plaintext_passwords() {
-        assert!(has_plaintext_password("postgres://u:hunter2@h/db"));
-        assert!(!has_plaintext_password("postgres://u:${env:P}@h/db"));
-        assert!(!has_plaintext_password("postgres://u@h/db"));
-        assert!(!has_plaintext_password("sqlite://data/x.db"));
+        assert_eq!(
+            plaintext_password("postgres://u:hunter2@h/db"),
+            Some("hunter2")
+        );
+        assert_eq!(
+            plaintext_password("host=h password=hunter2 user=u"),
+            Some("hunter2")
+        );
+        assert_eq!(
+            plaintext_password("mysql://h/db?user=u&password=hunter2&ssl=1"),
+            Some("hunter2")
+        );
+        assert_eq!(plaintext_password("postgres://u:${env:P}@h/db"), None);
+        assert_eq!(plaintext_password("postgres://u@h/db"), None);
+        assert_eq!(plaintext_password("sqlite://data/x.db"), None);
     }
 
     #[test]

@@ -78,12 +78,14 @@ pub(super) fn parse_project(src: &SourceText, diags: &mut Diagnostics) -> Option
                 for (name, c, _) in
                     entries::<ConnectionSpec>(&mut r, &database_entries(&table), key)
                 {
-                    if interpolate::has_plaintext_password(c.url.get_ref()) {
-                        r.error(
-                            Some(c.url.span()),
+                    if let Some(p) = interpolate::plaintext_password(c.url.get_ref()) {
+                        plaintext_secret(
+                            &mut r,
+                            c.url.span(),
                             &format!("connections.{name}.url"),
                             "password written in plain text",
-                            Some("write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project".into()),
+                            p,
+                            None,
                         );
                     }
                     validate_connection(&mut r, &name, &c);
@@ -138,15 +140,14 @@ fn validate_state(r: &mut Reader<'_>, spec: &StateSpec) -> Option<String> {
         );
         return None;
     }
-    if interpolate::has_plaintext_password(url) {
-        r.error(
-            Some(spec.url.span()),
+    if let Some(p) = interpolate::plaintext_password(url) {
+        plaintext_secret(
+            r,
+            spec.url.span(),
             "state.url",
             "password written in plain text",
-            Some(
-                "write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project"
-                    .into(),
-            ),
+            p,
+            None,
         );
         return None;
     }
@@ -247,15 +248,14 @@ fn validate_alerts(r: &mut Reader<'_>, spec: &AlertsSpec) {
             Some("alerts are JSON POSTs to a webhook URL".into()),
         );
     }
-    if interpolate::has_plaintext_password(url) {
-        r.error(
-            Some(spec.webhook.span()),
+    if let Some(p) = interpolate::plaintext_password(url) {
+        plaintext_secret(
+            r,
+            spec.webhook.span(),
             "alerts.webhook",
             "password written in plain text",
-            Some(
-                "write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project"
-                    .into(),
-            ),
+            p,
+            None,
         );
     }
 }
@@ -336,16 +336,41 @@ fn connections_where(table: &Table, stores: bool) -> Table {
     out
 }
 
+/// Reports `secret`, written in plain text at `span` (key `key`), with the hint to write it by
+/// reference; the line shown under the error has the secret masked (`***`), so a value
+/// written by mistake is not printed again into a terminal or a CI log.
+fn plaintext_secret(
+    r: &mut Reader<'_>,
+    span: Range<usize>,
+    key: &str,
+    message: &str,
+    secret: &str,
+    alternative: Option<&str>,
+) {
+    let mut d = r.src.diagnostic(Some(span), key, message);
+    let hint = "write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project";
+    d.hint = Some(match alternative {
+        Some(a) => format!("{hint}; or {a}"),
+        None => hint.to_string(),
+    });
+    if let Some(line) = d.source_line.as_mut().filter(|_| !secret.is_empty()) {
+        *line = line.replace(secret, "***");
+    }
+    r.push(d);
+}
+
 /// An object-store connection: credentials only by reference, an endpoint that is a URL.
 pub(super) fn validate_store(r: &mut Reader<'_>, name: &str, c: &StoreSpec) {
     let path = format!("connections.{name}");
     for (key, v) in c.secrets() {
         if !interpolate::is_reference(v.get_ref()) {
-            r.error(
-                Some(v.span()),
+            plaintext_secret(
+                r,
+                v.span(),
                 &format!("{path}.{key}"),
                 "credential written in plain text",
-                Some("write it as `${env:NAME}` or `${file:PATH}` and keep the value out of the project; or leave it out to use the provider's standard credential chain".into()),
+                v.get_ref(),
+                Some("leave it out to use the provider's standard credential chain"),
             );
         }
     }
