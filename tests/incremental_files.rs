@@ -112,6 +112,11 @@ fn each_run_reads_only_the_files_no_committed_run_read() {
         "{}",
         show(&o)
     );
+    assert!(
+        show(&o).contains("quarantine no rows rejected"),
+        "no quarantine path for a file that was not written: {}",
+        show(&o)
+    );
     assert_eq!(id_counts(&w), ["1|1", "2|1", "3|1", "4|1"]);
     assert_eq!(
         recorded_files(&w),

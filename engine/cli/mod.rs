@@ -187,6 +187,11 @@ pub(crate) fn print_summary(r: &RunReport, project: &Project) {
         outln!("{t}");
     }
     for o in &r.outputs {
+        if o.kind == "quarantine" && o.rows == 0 {
+            // No row rejected: no quarantine file is written, so there is no path to show.
+            outln!("{:<10} no rows rejected", o.kind);
+            continue;
+        }
         outln!(
             "{:<10} {}  {} row{}{}",
             o.kind,
