@@ -613,6 +613,45 @@ fn resolve_dir(
     Ok(project.path(resolved))
 }
 
+/// The folder naming the lock of a target that is not a local folder (a database table, a
+/// table or folder on an object store): `<state_dir>/targets/<shown, made file-safe>`.
+fn lock_dir(project: &Project, shown: &str) -> PathBuf {
+    project
+        .path(&project.settings.state_dir)
+        .join("targets")
+        .join(lock_safe(shown))
+}
+
+/// A Parquet target given by `target.path` `p`: a local folder, or a folder on an object
+/// store (then also returned, see [`object_parquet_target`]). Returns the target as shown and
+/// the folder (local) or the folder naming its lock (object store).
+///
+/// # Errors
+/// A config error at `target.path` when it does not resolve, or as
+/// [`object_parquet_target`].
+fn parquet_path_target(
+    project: &Project,
+    job: &Job,
+    p: &serde_spanned::Spanned<String>,
+    redactor: &Redactor,
+    mode: &ExtractMode,
+    ctx: &SessionContext,
+) -> Result<(
+    String,
+    PathBuf,
+    Option<crate::sink::object_parquet::ObjectParquetTarget>,
+)> {
+    let resolved = redactor
+        .resolve_path(p.get_ref(), &project.root)
+        .map_err(|e| path_error(job, "target.path", p, &e))?;
+    if crate::store::is_url(&resolved) {
+        let t = object_parquet_target(job, p, &resolved, mode, ctx)?;
+        return Ok((t.shown.clone(), lock_dir(project, &t.shown), Some(t)));
+    }
+    let dir = project.path(resolved);
+    Ok((project.shown(&dir), dir, None))
+}
+
 /// The Parquet folder of `job` at the object-store URL `resolved` (from `target.path` `p`):
 /// `append` only, as an object store cannot replace a folder atomically.
 ///
@@ -829,10 +868,7 @@ impl JobOutputs {
                 let dir = match t.url.to_file_path() {
                     Ok(local) if t.url.scheme() == "file" => local,
                     // Not a folder: names the target's lock.
-                    _ => project
-                        .path(&project.settings.state_dir)
-                        .join("targets")
-                        .join(lock_safe(&t.shown)),
+                    _ => lock_dir(project, &t.shown),
                 };
                 let shown = t.shown.clone();
                 delta_target = Some(t);
@@ -866,35 +902,16 @@ impl JobOutputs {
                 let shown = target.shown();
                 db_target = Some(target);
                 // Not a folder: names the target's lock and appears in messages.
-                (
-                    shown.clone(),
-                    project
-                        .path(&project.settings.state_dir)
-                        .join("targets")
-                        .join(lock_safe(&shown)),
-                )
+                (shown.clone(), lock_dir(project, &shown))
             }
             (Some(t), _) => {
                 let rel = project.settings.warehouse.join(t.get_ref());
                 (rel.to_string_lossy().to_string(), project.path(rel))
             }
             (None, Some(p)) => {
-                let resolved = redactor
-                    .resolve_path(p.get_ref(), &project.root)
-                    .map_err(|e| path_error(job, "target.path", p, &e))?;
-                if crate::store::is_url(&resolved) {
-                    let t = object_parquet_target(job, p, &resolved, mode, ctx)?;
-                    let dir = project
-                        .path(&project.settings.state_dir)
-                        .join("targets")
-                        .join(lock_safe(&t.shown));
-                    let shown = t.shown.clone();
-                    object_target = Some(t);
-                    (shown, dir)
-                } else {
-                    let dir = project.path(resolved);
-                    (project.shown(&dir), dir)
-                }
+                let (shown, dir, t) = parquet_path_target(project, job, p, redactor, mode, ctx)?;
+                object_target = t;
+                (shown, dir)
             }
             (None, None) => return Err(Error::Internal("target without table or path".into())),
         };
