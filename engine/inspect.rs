@@ -1,16 +1,15 @@
 //! Reading the quarantine back: `sluice quarantine JOB [--run RUN_ID]`.
 //!
-//! The quarantine is a folder of Parquet files, one per run (see [`crate::quarantine`]); this
-//! module queries it with DataFusion and returns text tables: rows per run, rows per failed
-//! rule, and sample rows with their file, line and reasons.
-
-use std::path::Path;
+//! The quarantine is a folder of Parquet files, one per run, or a Delta table (see
+//! [`crate::quarantine`]); this module queries it with DataFusion and returns text tables:
+//! rows per run, rows per failed rule, and sample rows with their file, line and reasons.
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
+use crate::quarantine::QuarantineLocation;
 
 /// What `sluice quarantine` prints.
 #[derive(Debug, Clone)]
@@ -21,46 +20,35 @@ pub struct QuarantineSummary {
     pub text: String,
 }
 
-/// Summarises the quarantine folder `dir` for `run` (default: the latest run), with up to
-/// `samples` sample rows.
+/// Summarises the quarantine at `location` (shown as `shown`) for `run` (default: the latest
+/// run), with up to `samples` sample rows. `ctx` reads it (with the project's object stores).
 ///
 /// # Errors
-/// [`Error::Usage`] for an unknown run id; [`Error::Engine`] when the files cannot be read.
+/// [`Error::Usage`] for an unknown run id; [`Error::Engine`] or [`Error::Target`] when the
+/// quarantine cannot be read.
 pub async fn quarantine_summary(
     job: &str,
-    dir: &Path,
+    location: &QuarantineLocation,
+    shown: &str,
+    ctx: &SessionContext,
     run: Option<&str>,
     samples: usize,
 ) -> Result<QuarantineSummary> {
-    let has_files = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries.flatten().any(|e| {
-                let n = e.file_name().to_string_lossy().to_string();
-                !n.starts_with('.') && n.ends_with(".parquet")
-            })
-        })
-        .unwrap_or(false);
-    if !has_files {
+    let Some(rows) = location.read(ctx, None).await? else {
+        let what = match location {
+            QuarantineLocation::Folder(_) => "folder",
+            QuarantineLocation::Delta(_) => "Delta table",
+        };
         return Ok(QuarantineSummary {
             run_id: None,
-            text: format!(
-                "no quarantined rows for job `{job}` (folder {})\n",
-                dir.display()
-            ),
+            text: format!("no quarantined rows for job `{job}` ({what} {shown})\n"),
         });
-    }
-    let ctx = SessionContext::new();
+    };
     let err = |e: datafusion::error::DataFusionError| Error::Engine {
         job: job.to_string(),
         message: format!("reading the quarantine: {e}"),
     };
-    ctx.register_parquet(
-        "q",
-        &format!("{}/", dir.display()),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .map_err(err)?;
+    ctx.register_table("q", rows.into_view()).map_err(err)?;
     let sql = |q: String| {
         let ctx = ctx.clone();
         async move {
@@ -114,7 +102,7 @@ pub async fn quarantine_summary(
     };
     let text = format!(
         "quarantine of job `{job}`: {}\n\nruns:\n{}\n\nrules failed in run {run_id}:\n{}\n\nsample rows of run {run_id} (first {samples} by file and line):\n{}\n",
-        dir.display(),
+        shown,
         table(&runs),
         table(&rules),
         table(&sample)

@@ -413,7 +413,7 @@ async fn dispatch(cli: Cli) -> i32 {
             schedule::schedule(cli.project.as_deref(), grace, listen).await
         }
         Command::Resume { job } => schedule::resume(cli.project.as_deref(), &job),
-        Command::Prune { dry_run } => schedule::prune(cli.project.as_deref(), dry_run),
+        Command::Prune { dry_run } => schedule::prune(cli.project.as_deref(), dry_run).await,
         Command::Token {
             command: TokenCommand::Hash,
         } => schedule::token_hash(),

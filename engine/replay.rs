@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::DataFrame;
 
 use crate::config::spec::{ChecksSpec, LoadMode};
 use crate::config::{Job, Project};
@@ -98,17 +98,12 @@ pub async fn replay(
             })
         }
         None => {
-            let file = crate::plan::quarantine_dir(
-                project,
-                job,
-                &crate::config::interpolate::Redactor::default(),
-            )?
-            .join(format!("{run_id}.parquet"));
+            let has_rows = quarantined(project, job, run_id).await?.0.is_some();
             return Err(Error::Usage {
                 message: format!(
                     "run {run_id} of job `{}` is not in the state store, so it cannot be replayed safely{}",
                     job.name,
-                    if file.is_file() { "" } else { " (and it has no quarantined rows)" }
+                    if has_rows { "" } else { " (and it has no quarantined rows)" }
                 ),
                 hint: Some(format!(
                     "`sluice quarantine {}` lists the runs with rejected rows",
@@ -117,23 +112,20 @@ pub async fn replay(
             });
         }
     }
-    let redactor = crate::config::interpolate::Redactor::default();
-    let dir = crate::plan::quarantine_dir(project, job, &redactor)?;
-    let file = dir.join(format!("{run_id}.parquet"));
-    if !file.is_file() {
+    let (frame, shown) = quarantined(project, job, run_id).await?;
+    let Some(frame) = frame else {
         return Err(Error::Usage {
             message: format!(
-                "run {run_id} of job `{}` has no quarantined rows ({} does not exist)",
-                job.name,
-                file.display()
+                "run {run_id} of job `{}` has no quarantined rows (in {shown})",
+                job.name
             ),
             hint: Some(format!(
                 "`sluice quarantine {}` lists the runs with rejected rows",
                 job.name
             )),
         });
-    }
-    let rows = read_quarantine(&file, &job.name).await?;
+    };
+    let rows = read_quarantine(frame, &shown, &job.name).await?;
     let mapping = project
         .mappings
         .get(&job.mapping)
@@ -155,20 +147,31 @@ pub async fn replay(
     .await
 }
 
-/// The rows of one quarantine file as driving-source rows.
-async fn read_quarantine(file: &std::path::Path, job: &str) -> Result<Vec<InlineRow>> {
-    let ctx = SessionContext::new();
+/// The quarantined rows of run `run_id` of `job` (`None` when it has none) and the
+/// quarantine as shown.
+///
+/// # Errors
+/// As [`crate::plan::quarantine_location`] and [`crate::quarantine::QuarantineLocation::read`].
+async fn quarantined(
+    project: &Project,
+    job: &Job,
+    run_id: &str,
+) -> Result<(Option<DataFrame>, String)> {
+    let ctx = crate::plan::session(project);
+    let redactor = crate::config::interpolate::Redactor::default();
+    let location = crate::plan::quarantine_location(project, job, &redactor, &ctx)?;
+    let shown = location.shown(project);
+    Ok((location.read(&ctx, Some(run_id)).await?, shown))
+}
+
+/// The rows of one run's quarantine (`frame`, from the quarantine shown as `shown`) as
+/// driving-source rows.
+async fn read_quarantine(frame: DataFrame, shown: &str, job: &str) -> Result<Vec<InlineRow>> {
     let err = |e: datafusion::error::DataFusionError| Error::Engine {
         job: job.to_string(),
-        message: format!("cannot read quarantine {}: {e}", file.display()),
+        message: format!("cannot read quarantine {shown}: {e}"),
     };
-    let batches = ctx
-        .read_parquet(
-            file.to_string_lossy().to_string(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .map_err(err)?
+    let batches = frame
         .select_columns(&["source_file", "source_line", "source_values"])
         .map_err(err)?
         .collect()
@@ -181,10 +184,7 @@ async fn read_quarantine(file: &std::path::Path, job: &str) -> Result<Vec<Inline
         let column = |i: usize, t: &DataType| {
             datafusion::arrow::compute::cast(b.column(i), t).map_err(|e| Error::Engine {
                 job: job.to_string(),
-                message: format!(
-                    "quarantine {} has an unexpected schema: {e}",
-                    file.display()
-                ),
+                message: format!("quarantine {shown} has an unexpected schema: {e}"),
             })
         };
         let (files, lines, values) = (

@@ -1,4 +1,4 @@
-//! Retention: deleting run reports, quarantine files and history rows older than the
+//! Retention: deleting run reports, quarantined rows and history rows older than the
 //! project's `[retention]` says. `sluice prune` does it on demand (`--dry-run` only counts);
 //! the daemon does it at start and every hour.
 //!
@@ -10,10 +10,10 @@
 //! the next run's reconciliation), and the volume check's baseline is read from them. Watermarks, the schedule's fires and the
 //! registered model versions are never pruned.
 //!
-//! **Crash points.** Each file is deleted on its own and the history rows in one transaction;
-//! killed midway, a later prune deletes the rest. Nothing a run reads is deleted, except a
-//! quarantine file's rows for `sluice replay` of that (old) run — which is what the setting
-//! asks for.
+//! **Crash points.** Each file is deleted on its own, a Delta quarantine's old runs in one
+//! `DELETE` commit, and the history rows in one transaction; killed midway, a later prune
+//! deletes the rest. Nothing a run reads is deleted, except an old run's quarantined rows for
+//! `sluice replay` of that run — which is what the setting asks for.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,8 +32,9 @@ use crate::state::StateStore;
 pub struct Pruned {
     /// Run report files.
     pub reports: usize,
-    /// Quarantine files.
-    pub quarantine_files: usize,
+    /// Runs whose quarantined rows were deleted: a folder quarantine's `<run_id>.parquet`
+    /// files, or a Delta quarantine's `run_id` partitions.
+    pub quarantined_runs: usize,
     /// Rows of the `runs` table (their `quality` rows go with them).
     pub runs: usize,
     /// Rows of `triggers` and delivered rows of `alert_outbox`.
@@ -54,7 +55,7 @@ pub fn run_started(run_id: &str) -> Option<DateTime<Utc>> {
 /// # Errors
 /// [`crate::error::Error::State`] when the state store cannot be read or written. A file
 /// that cannot be deleted is skipped (and left for the next prune).
-pub fn prune(project: &Project, now: DateTime<Utc>, dry_run: bool) -> Result<Pruned> {
+pub async fn prune(project: &Project, now: DateTime<Utc>, dry_run: bool) -> Result<Pruned> {
     let policy = &project.settings.retention;
     let mut store = StateStore::of(project)?;
     let keep_files = store.protected_runs(1)?;
@@ -74,17 +75,11 @@ pub fn prune(project: &Project, now: DateTime<Utc>, dry_run: bool) -> Result<Pru
         }
     }
     if let Some(age) = policy.quarantine {
-        let redactor = Redactor::default();
-        let mut seen = HashSet::new();
-        for job in project.jobs.values() {
-            let Ok(dir) = crate::plan::quarantine_dir(project, job, &redactor) else {
-                continue;
-            };
-            if seen.insert(dir.clone()) {
-                pruned.quarantine_files +=
-                    prune_files(&dir, "parquet", cutoff(age), &keep_files, dry_run);
-            }
-        }
+        let cutoff = cutoff(age);
+        let old = |run_id: &str| {
+            run_started(run_id).is_some_and(|t| t < cutoff) && !keep_files.contains(run_id)
+        };
+        pruned.quarantined_runs = prune_quarantines(project, &old, dry_run).await;
     }
     if let Some(age) = policy.history {
         let (runs, other) = store.prune_history(cutoff(age), &keep_history, dry_run)?;
@@ -92,6 +87,32 @@ pub fn prune(project: &Project, now: DateTime<Utc>, dry_run: bool) -> Result<Pru
         pruned.other_rows = other;
     }
     Ok(pruned)
+}
+
+/// Prunes the runs `old` selects from every job's quarantine; returns how many runs' rows
+/// (would) go. A quarantine that cannot be read is logged and left for the next prune.
+async fn prune_quarantines(project: &Project, old: &dyn Fn(&str) -> bool, dry_run: bool) -> usize {
+    let redactor = Redactor::default();
+    let ctx = crate::plan::session(project);
+    let mut seen = HashSet::new();
+    let mut n = 0;
+    for job in project.jobs.values() {
+        let Ok(location) = crate::plan::quarantine_location(project, job, &redactor, &ctx) else {
+            continue;
+        };
+        if !seen.insert(location.shown(project)) {
+            continue;
+        }
+        match location.prune(old, dry_run).await {
+            Ok(k) => n += k,
+            Err(e) => crate::logging::stderr_line(&format!(
+                "warning: quarantine of job `{}` not pruned: {}",
+                job.name,
+                redactor.redact(&e.to_string())
+            )),
+        }
+    }
+    n
 }
 
 fn subfolders(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -315,13 +315,14 @@ pub async fn run_with(
         .path(&project.settings.state_dir)
         .join("locks")
         .join(format!("{}.lock", lock_name(&compiled.target_dir)));
-    let mut quarantine = QuarantineWriter::new(&compiled.quarantine_dir, &run_id);
+    let staging_root = project.path(&project.settings.state_dir).join("staging");
+    let mut quarantine =
+        QuarantineWriter::new(&compiled.quarantine, &staging_root, &job_name, &run_id);
     let mut sink_opt: Option<TargetSink> = None;
     // Row counts of a pass that fails part-way.
     let mut partial = RowCounts::default();
     progress.stage("reading and mapping rows");
     let executing = async {
-        let staging_root = project.path(&project.settings.state_dir).join("staging");
         let sink =
             TargetSink::begin(project, &compiled, &lock_path, &staging_root, &run_id).await?;
         let sink = sink_opt.insert(sink);
@@ -468,7 +469,7 @@ async fn judge(
     };
     let mut outputs = Vec::new();
     let q_rows = quarantine.rows();
-    let q_path = compiled.redactor.redact(&project.shown(quarantine.path()));
+    let q_path = compiled.redactor.redact(&quarantine.shown(project));
     let mut status = match worst {
         CheckStatus::Pass => RunStatus::Succeeded,
         CheckStatus::Warn => RunStatus::SucceededWithWarnings,
@@ -479,8 +480,8 @@ async fn judge(
             kind: "quarantine".into(),
             path: q_path,
             rows: q_rows,
-            files: u64::from(written.is_some()),
-            committed: written.is_some(),
+            files: u64::from(written),
+            committed: written,
         }),
         Err(e) => {
             status = RunStatus::Failed;

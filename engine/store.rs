@@ -295,6 +295,25 @@ pub fn parse_url(text: &str) -> std::result::Result<Url, String> {
     Ok(url)
 }
 
+/// The folder (table root, target prefix) at the object-store URL `resolved`, as a URL ending
+/// in `/`, with its store from `ctx`'s registry (built from the project's connections).
+///
+/// # Errors
+/// A URL that does not parse, or a store that cannot be set up (the message may name a
+/// credential's reference, never its value).
+pub fn folder_store(
+    resolved: &str,
+    ctx: &datafusion::prelude::SessionContext,
+) -> std::result::Result<(Url, Arc<dyn ObjectStore>), String> {
+    let url = parse_url(&format!("{}/", resolved.trim_end_matches('/')))?;
+    let store = ctx
+        .runtime_env()
+        .object_store_registry
+        .get_store(&url)
+        .map_err(|e| e.to_string())?;
+    Ok((url, store))
+}
+
 /// The objects a source's URL names, sorted by key: one object, every object directly under a
 /// "folder" (`s3://lake/raw/` or `s3://lake/raw`), or a glob over keys (`*`, `?`, `[…]`, and
 /// `**` across `/`). Hidden objects (a name starting with `.` or `_`) are left out.

@@ -851,6 +851,172 @@ fn an_incremental_file_source_on_s3_reads_only_the_objects_no_committed_run_read
     );
 }
 
+const EYW_NO_ZONE: &str = "EYW,Key West Intl,24.556111,-81.759556,3,-5,A,";
+const LOWER_CASE: &str = "jfk,lower case,40.6,-73.7,13,-5,A,America/New_York";
+
+/// The Delta quarantine at `url`: its version, the runs its commits name (oldest first), and
+/// its rows as `run_id|source_line|rules`, sorted (read by delta-rs's Python package).
+fn delta_quarantine(url: &str) -> (i64, Vec<String>, Vec<String>) {
+    let out = python(
+        url,
+        r#"
+t = open_table()
+print(t.version())
+runs = []
+for c in reversed(t.history()):
+    q = c.get("sluice.quarantine")
+    q = json.loads(q) if isinstance(q, str) else q
+    if q and "run_id" in q:
+        runs.append(q["run_id"])
+print(",".join(runs))
+rows = t.to_pyarrow_table().to_pylist()
+print("\n".join(sorted("%s|%s|%s" % (r["run_id"], r["source_line"], "+".join(sorted(f["rule"] for f in r["failed_rules"]))) for r in rows)))
+"#,
+    );
+    let runs = out[1]
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    (out[0].parse().unwrap(), runs, out[2..].to_vec())
+}
+
+#[test]
+fn a_delta_quarantine_on_s3_takes_one_commit_per_run_and_serves_quarantine_replay_and_prune() {
+    let bucket = Bucket::new("quarantine");
+    let w = airports_project("table = \"airports_d\"\nmode = \"append\"");
+    let settings = w.read("sluice.toml") + &bucket.connection();
+    w.write("sluice.toml", &settings);
+    let quarantine = bucket.url("quarantine/airports");
+    let job = w.read("jobs/airports_delta.toml")
+        + &format!("\n[quarantine]\nformat = \"delta\"\npath = \"{quarantine}\"\n");
+    w.write("jobs/airports_delta.toml", &job);
+    w.write(
+        "data/airports.csv",
+        &airports_csv(&[JFK, EYW_NO_ZONE, LOWER_CASE]),
+    );
+    let first = run_ok(&w, &["run", "airports_delta"]);
+    let first_id = first["run_id"].as_str().unwrap().to_string();
+    assert_eq!(first["rows"]["quarantined"], 2, "{first}");
+    let (version, runs, rows) = delta_quarantine(&quarantine);
+    assert_eq!((version, runs), (0, vec![first_id.clone()]));
+    assert_eq!(
+        rows,
+        [
+            format!("{first_id}|3|time_zone_known"),
+            format!("{first_id}|4|airport.faa_code.pattern"),
+        ]
+    );
+    let o = run_with_keys(&w, &["quarantine", "airports_delta"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    for expected in [
+        quarantine.as_str(),
+        first_id.as_str(),
+        "time_zone_known",
+        "airport.faa_code.pattern",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    // Killed before its quarantine commit: the table is as it was. Killed after it (before
+    // the target's commit): the run's rows are there in one commit, the target unchanged.
+    let killed = |point: &str| {
+        let mut cmd = w.sluice(&["run", "airports_delta"]);
+        cmd.env("LAKE_KEY_ID", KEY_ID).env("LAKE_SECRET", SECRET);
+        crate::common::run_killed_at_with(cmd, point);
+    };
+    killed("quarantine_before_commit");
+    assert_eq!(delta_quarantine(&quarantine).0, 0);
+    killed("quarantine_after_commit");
+    let (version, runs, rows) = delta_quarantine(&quarantine);
+    assert_eq!((version, runs.len(), rows.len()), (1, 2, 4));
+    let target = w.path().join("warehouse/airports_d");
+    assert_eq!(
+        delta_version_and_run(target.to_str().unwrap()),
+        (0, first_id.clone()),
+        "the killed run committed nothing to the target"
+    );
+    let o = run_with_keys(&w, &["replay", "airports_delta", "--run", &runs[1]]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is not in the state store"),
+        "a run that did not commit is not replayed: {}",
+        show(&o)
+    );
+
+    // After a fix to the mapping, the first run's rows are replayed from the Delta table: the
+    // row with no zone now loads; the lower-case code still fails, into the replay's commit.
+    let mapping = w.read("mappings/nycflights13_to_airport.toml").replace(
+        "time_zone = \"tzone\"",
+        "time_zone = \"coalesce(tzone, 'America/New_York')\"",
+    );
+    w.write("mappings/nycflights13_to_airport.toml", &mapping);
+    let replay = run_ok(&w, &["replay", "airports_delta", "--run", &first_id]);
+    assert_eq!(
+        (&replay["rows"]["written"], &replay["rows"]["quarantined"]),
+        (&serde_json::json!(1), &serde_json::json!(1)),
+        "{replay}"
+    );
+    let replay_id = replay["run_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        delta_rows(target.to_str().unwrap(), "faa_code"),
+        ["EYW", "JFK"]
+    );
+    let (version, _, rows) = delta_quarantine(&quarantine);
+    assert_eq!(version, 2);
+    assert!(
+        rows.contains(&format!("{replay_id}|4|airport.faa_code.pattern")),
+        "{rows:?}"
+    );
+
+    // Retention deletes old runs' rows in one commit: the killed run's. The latest run (the
+    // replay) and the latest committed load (the first run, which the target's commit names)
+    // keep theirs.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let settings = w.read("sluice.toml") + "\n[retention]\nquarantine = \"1s\"\n";
+    w.write("sluice.toml", &settings);
+    let o = run_with_keys(&w, &["prune"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1 run(s) of quarantined rows"),
+        "{}",
+        show(&o)
+    );
+    let (version, _, rows) = delta_quarantine(&quarantine);
+    assert_eq!(version, 3);
+    let mut expected = vec![
+        format!("{first_id}|3|time_zone_known"),
+        format!("{first_id}|4|airport.faa_code.pattern"),
+        format!("{replay_id}|4|airport.faa_code.pattern"),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected);
+    assert!(!show(&o).contains(SECRET));
+}
+
+#[test]
+fn a_quarantine_folder_on_an_object_store_is_refused_with_a_hint_to_use_delta() {
+    let w = airports_project("table = \"airports_d\"\nmode = \"append\"");
+    let job = w.read("jobs/airports_delta.toml")
+        + "\n[quarantine]\npath = \"s3://lake/quarantine/airports\"\n";
+    w.write("jobs/airports_delta.toml", &job);
+    w.write("data/airports.csv", &airports_csv(&[JFK]));
+    let o = w.run(&["run", "airports_delta"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for expected in [
+        "airports_delta.toml:",
+        "quarantine.path",
+        "no rename",
+        "format = \"delta\"",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(
+        !w.path().join("warehouse/airports_d").exists(),
+        "nothing was loaded"
+    );
+}
+
 /// The rows of the Parquet folder at `url` (Hive partitions as columns), `columns` joined by
 /// `|`, sorted, read by pyarrow's dataset reader (which skips `_` and `.` objects, as Spark
 /// and Hive do).

@@ -591,7 +591,7 @@ fn prune_deletes_what_retention_says_and_keeps_each_jobs_latest_runs() {
     // Files: the two old `airports` runs and the older `broken` run. History: only the older
     // `broken` run — committed runs are the volume check's baseline, and each job's latest
     // run stays.
-    let expected = "3 run report(s), 2 quarantine file(s), 1 run(s)";
+    let expected = "3 run report(s), 2 run(s) of quarantined rows, 1 run(s)";
     let dry = w.run(&["prune", "--dry-run"]);
     assert!(
         String::from_utf8_lossy(&dry.stdout).contains(&format!("would delete {expected}")),

@@ -16,8 +16,12 @@ pub(crate) async fn quarantine(
     let project = load_for_job(&root, job)?;
     let job = project.job(job).map_err(|d| Error::config(*d))?;
     let redactor = sluice::config::interpolate::Redactor::default();
-    let dir = sluice::plan::quarantine_dir(&project, job, &redactor)?;
-    let summary = sluice::inspect::quarantine_summary(&job.name, &dir, run, samples).await?;
+    let ctx = sluice::plan::session(&project);
+    let location = sluice::plan::quarantine_location(&project, job, &redactor, &ctx)?;
+    let shown = location.shown(&project);
+    let summary =
+        sluice::inspect::quarantine_summary(&job.name, &location, &shown, &ctx, run, samples)
+            .await?;
     let text = summary
         .text
         .replace(&format!("{}/", project.root.display()), "");

@@ -88,7 +88,7 @@ pub(crate) fn token_hash() -> Result<i32, Error> {
 }
 
 /// `sluice prune [--dry-run]`: applies `[retention]` now.
-pub(crate) fn prune(explicit: Option<&Path>, dry_run: bool) -> Result<i32, Error> {
+pub(crate) async fn prune(explicit: Option<&Path>, dry_run: bool) -> Result<i32, Error> {
     let root = project_root(explicit, None)?;
     let project = load(&root)?;
     if !project.settings.retention.is_set() {
@@ -97,12 +97,12 @@ pub(crate) fn prune(explicit: Option<&Path>, dry_run: bool) -> Result<i32, Error
             hint: Some("add `[retention]` with `run_reports`, `quarantine` and `history` durations, such as `history = \"365d\"`".into()),
         });
     }
-    let p = sluice::retention::prune(&project, chrono::Utc::now(), dry_run)?;
+    let p = sluice::retention::prune(&project, chrono::Utc::now(), dry_run).await?;
     outln!(
-        "{} {} run report(s), {} quarantine file(s), {} run(s) and {} other row(s) of history",
+        "{} {} run report(s), {} run(s) of quarantined rows, {} run(s) and {} other row(s) of history",
         if dry_run { "would delete" } else { "deleted" },
         p.reports,
-        p.quarantine_files,
+        p.quarantined_runs,
         p.runs,
         p.other_rows
     );

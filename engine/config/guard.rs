@@ -117,19 +117,20 @@ fn refusal(project: &Project, job: &Job, o: &Output, p: &Protected, how: &str) -
 
 /// The problems of a run whose source files (as expanded by the run) lie inside its target
 /// or quarantine folder: publishing would delete them. `files` are project-relative or
-/// absolute; `target` is `None` for a database target.
+/// absolute; `target` is `None` for a database target, `quarantine` for one on an object
+/// store.
 pub fn check_source_files<'a>(
     project: &Project,
     job: &Job,
     target: Option<&Path>,
-    quarantine: &Path,
+    quarantine: Option<&Path>,
     files: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Diagnostics {
     let mut diags = Diagnostics::default();
     let outputs: Vec<(&str, PathBuf)> = target
         .map(|t| ("target", canonical(t)))
         .into_iter()
-        .chain(std::iter::once(("quarantine", canonical(quarantine))))
+        .chain(quarantine.map(|q| ("quarantine", canonical(q))))
         .collect();
     for (source, file) in files {
         let path = canonical(&project.path(file));
@@ -225,7 +226,7 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
             kind: "quarantine",
             key: "quarantine.path",
             span,
-            path: canonical(&project.path(rel)),
+            path: located(project, &rel),
         });
     }
     out

@@ -493,8 +493,12 @@ fn default_max_backoff() -> Spanned<String> {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct QuarantineSpec {
-    /// Folder of the quarantine table (default `<warehouse>/_quarantine/<job>`).
+    /// Where the quarantine is kept (default `<warehouse>/_quarantine/<job>`): a folder
+    /// relative to the project, or, for `format = "delta"`, also an object-store URL.
     pub path: Option<Spanned<String>>,
+    /// `parquet` (default): a local folder with one `<run_id>.parquet` per run. `delta`: a
+    /// Delta table partitioned by `run_id`, one commit per run (see [`crate::quarantine`]).
+    pub format: Option<TargetFormat>,
 }
 
 /// `[checks.row_count]`: bounds on the number of rows loaded into the target.

@@ -565,19 +565,20 @@ impl Daemon {
         self.spawn_run(job, Origin::Fire(fire), params);
     }
 
-    /// Applies `[retention]` in a blocking task (file deletions must not stall the loop);
-    /// what it deleted, or why it could not, is logged.
+    /// Applies `[retention]` on a blocking thread (file deletions and state-store writes must
+    /// not stall the loop); what it deleted, or why it could not, is logged.
     fn prune(&self) {
         if !self.project.settings.retention.is_set() {
             return;
         }
         let project = self.project.clone();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            match crate::retention::prune(&project, Utc::now(), false) {
+            match runtime.block_on(crate::retention::prune(&project, Utc::now(), false)) {
                 Ok(p) if p == crate::retention::Pruned::default() => {}
                 Ok(p) => log(&format!(
-                    "retention: deleted {} run report(s), {} quarantine file(s), {} run(s) and {} other row(s) of history",
-                    p.reports, p.quarantine_files, p.runs, p.other_rows
+                    "retention: deleted {} run report(s), {} run(s) of quarantined rows, {} run(s) and {} other row(s) of history",
+                    p.reports, p.quarantined_runs, p.runs, p.other_rows
                 )),
                 Err(e) => log(&format!("retention: nothing pruned: {e}")),
             }

@@ -151,7 +151,7 @@ impl<'a> Compiler<'a> {
             layout,
             target_dir: outputs.target_dir,
             target_shown: outputs.target_shown,
-            quarantine_dir: outputs.quarantine_dir,
+            quarantine: outputs.quarantine,
             redactor: self.redactor,
             db_target: outputs.db_target,
             delta_target: outputs.delta_target,

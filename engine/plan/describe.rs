@@ -75,15 +75,18 @@ async fn describe_target(s: &mut String, compiled: &CompiledJob, project_root: &
             )
         }
     );
-    let _ = writeln!(
-        s,
-        "quarantine: {}",
-        compiled
-            .quarantine_dir
-            .strip_prefix(project_root)
-            .unwrap_or(&compiled.quarantine_dir)
-            .display()
-    );
+    let _ = match &compiled.quarantine {
+        crate::quarantine::QuarantineLocation::Folder(dir) => writeln!(
+            s,
+            "quarantine: {}",
+            dir.strip_prefix(project_root).unwrap_or(dir).display()
+        ),
+        crate::quarantine::QuarantineLocation::Delta(t) => writeln!(
+            s,
+            "quarantine: {} (Delta table, one commit per run with rejected rows)",
+            t.shown
+        ),
+    };
     if let Some(t) = &compiled.db_target {
         let d = t.connector.dialect();
         match crate::db::sink::inspect(t).await {

@@ -483,8 +483,8 @@ pub struct CompiledJob {
     pub target_dir: PathBuf,
     /// Target folder as written (template), for display.
     pub target_shown: String,
-    /// Quarantine folder (resolved, absolute).
-    pub quarantine_dir: PathBuf,
+    /// Where rejected rows go (resolved).
+    pub quarantine: crate::quarantine::QuarantineLocation,
     /// Secrets to hide from messages.
     pub redactor: Redactor,
     /// A database target, when the job loads one.
@@ -567,23 +567,69 @@ pub fn session(project: &Project) -> SessionContext {
     ctx
 }
 
-/// The job's quarantine folder: `[quarantine] path`, or `<warehouse>/_quarantine/<job>`.
+/// The job's quarantine: `[quarantine] path` (default `<warehouse>/_quarantine/<job>`) in its
+/// `format`, a folder of Parquet files or a Delta table. `ctx` gives an object-store table its
+/// store (see [`session`]).
 ///
 /// # Errors
-/// [`Error::Target`] when the path's `${...}` references cannot be resolved.
-pub fn quarantine_dir(project: &Project, job: &Job, redactor: &Redactor) -> Result<PathBuf> {
-    match &job.quarantine.path {
-        Some(p) => {
-            resolve_dir(project, p.get_ref(), redactor).map_err(|e| Error::target(p.get_ref(), e))
-        }
-        None => Ok(project.path(
-            project
+/// A config error at `quarantine.path` when its `${...}` references cannot be resolved, or it
+/// names an object store for a folder quarantine (an object store has no atomic publish of a
+/// file; a Delta table's commit is atomic there).
+pub fn quarantine_location(
+    project: &Project,
+    job: &Job,
+    redactor: &Redactor,
+    ctx: &SessionContext,
+) -> Result<crate::quarantine::QuarantineLocation> {
+    use crate::quarantine::QuarantineLocation;
+    let resolved = match &job.quarantine.path {
+        Some(p) => redactor
+            .resolve_path(p.get_ref(), &project.root)
+            .map_err(|e| path_error(job, "quarantine.path", p, &e))?,
+        None => {
+            let dir = project
                 .settings
                 .warehouse
                 .join("_quarantine")
-                .join(&job.name),
-        )),
+                .join(&job.name);
+            dir.to_string_lossy().to_string()
+        }
+    };
+    let at_path = |why: String| match &job.quarantine.path {
+        Some(p) => path_error(job, "quarantine.path", p, &why),
+        None => Error::target(&resolved, why),
+    };
+    if job.quarantine.format == Some(TargetFormat::Delta) {
+        let t = crate::sink::delta::DeltaTarget::append_only(
+            project,
+            &resolved,
+            vec![crate::quarantine::delta::PARTITION_COLUMN.to_string()],
+            ctx,
+            redactor,
+        )
+        .map_err(at_path)?;
+        if let Some(dir) = t.local_dir().filter(|d| !d.join("_delta_log").exists()) {
+            if crate::quarantine::has_run_files(&dir) {
+                return Err(at_path(format!(
+                    "{} holds a folder quarantine's files (`<run_id>.parquet`), not a Delta table; give the Delta quarantine a path of its own, so those runs' rows stay readable",
+                    project.shown(&dir)
+                )));
+            }
+        }
+        return Ok(QuarantineLocation::Delta(Box::new(t)));
     }
+    if !crate::store::is_url(&resolved) && project.path(&resolved).join("_delta_log").exists() {
+        return Err(at_path(format!(
+            "{} is a Delta table; write `format = \"delta\"` under [quarantine] to keep the quarantine there",
+            project.shown(&project.path(&resolved))
+        )));
+    }
+    if crate::store::is_url(&resolved) {
+        return Err(at_path(format!(
+            "`{resolved}` is an object-store location, and a quarantine folder's files cannot be published atomically there (object stores have no rename); write `format = \"delta\"` under [quarantine] to keep the quarantine as a Delta table, whose commits are atomic on object stores"
+        )));
+    }
+    Ok(QuarantineLocation::Folder(project.path(resolved)))
 }
 
 /// A path template of `job` whose `${...}` cannot be resolved (an unset variable, say), as a
@@ -810,7 +856,7 @@ struct JobOutputs {
     target_shown: String,
     /// The target folder (database targets: the folder naming the target's lock).
     target_dir: PathBuf,
-    quarantine_dir: PathBuf,
+    quarantine: crate::quarantine::QuarantineLocation,
 }
 
 impl JobOutputs {
@@ -915,19 +961,7 @@ impl JobOutputs {
             }
             (None, None) => return Err(Error::Internal("target without table or path".into())),
         };
-        if let Some(p) = job
-            .quarantine
-            .path
-            .as_ref()
-            .filter(|p| crate::store::is_url(p.get_ref()))
-        {
-            return Err(path_error(job, "quarantine.path", p, "the quarantine is written to a local folder; an object-store URL is not supported yet"));
-        }
-        let quarantine_dir = match &job.quarantine.path {
-            Some(p) => resolve_dir(project, p.get_ref(), redactor)
-                .map_err(|e| path_error(job, "quarantine.path", p, &e))?,
-            None => quarantine_dir(project, job, redactor)?,
-        };
+        let quarantine = quarantine_location(project, job, redactor, ctx)?;
         // Again with `${...}` resolved as this run resolves them, and against the files the
         // sources' globs match now.
         diags.extend(crate::config::guard::check_run(project, job, redactor));
@@ -935,7 +969,7 @@ impl JobOutputs {
             project,
             job,
             (!job.target.is_database()).then_some(target_dir.as_path()),
-            &quarantine_dir,
+            quarantine.local_dir().as_deref(),
             sources
                 .iter()
                 .flat_map(|s| s.files.iter().map(move |f| (s.name.as_str(), f.as_str()))),
@@ -962,7 +996,7 @@ impl JobOutputs {
             object_target,
             target_shown,
             target_dir,
-            quarantine_dir,
+            quarantine,
         })
     }
 }

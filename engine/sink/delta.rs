@@ -100,23 +100,13 @@ impl DeltaTarget {
             (Some(name), _) => local_table(
                 project,
                 &project.path(project.settings.warehouse.join(name.get_ref())),
-            )?,
+            )
+            .map_err(|e| Error::target(name.get_ref(), e))?,
             (None, Some(p)) => {
                 let resolved = redactor
                     .resolve_path(p.get_ref(), &project.root)
                     .map_err(|e| path_error(p, e))?;
-                if !crate::store::is_url(&resolved) {
-                    local_table(project, &project.path(resolved))?
-                } else {
-                    let root = format!("{}/", resolved.trim_end_matches('/'));
-                    let url = crate::store::parse_url(&root).map_err(|e| path_error(p, e))?;
-                    let store = ctx
-                        .runtime_env()
-                        .object_store_registry
-                        .get_store(&url)
-                        .map_err(|e| path_error(p, redactor.redact(&e.to_string())))?;
-                    (url.clone(), url.to_string(), store)
-                }
+                locate(project, &resolved, ctx, redactor).map_err(|e| path_error(p, e))?
             }
             (None, None) => return Err(Error::Internal("target without table or path".into())),
         };
@@ -134,8 +124,36 @@ impl DeltaTarget {
         })
     }
 
+    /// A table at `resolved` (a folder relative to the project, or an object-store URL, with
+    /// `${...}` already resolved) that runs only append to, partitioned by `partition_by`:
+    /// the quarantine's table.
+    ///
+    /// # Errors
+    /// Why the URL or its store cannot be set up.
+    pub fn append_only(
+        project: &Project,
+        resolved: &str,
+        partition_by: Vec<String>,
+        ctx: &SessionContext,
+        redactor: &Redactor,
+    ) -> std::result::Result<DeltaTarget, String> {
+        let (url, shown, store) = locate(project, resolved, ctx, redactor)?;
+        Ok(DeltaTarget {
+            url,
+            shown,
+            store,
+            mode: LoadMode::Append,
+            key: Vec::new(),
+            partition_by,
+            delete_missing: false,
+            replace_where: None,
+            properties: BTreeMap::new(),
+            add_columns: false,
+        })
+    }
+
     /// The table handle (not loaded).
-    fn handle(&self) -> Result<DeltaTable> {
+    pub fn handle(&self) -> Result<DeltaTable> {
         register_log_stores();
         DeltaTableBuilder::from_url(self.url.clone())
             .and_then(|b| {
@@ -187,13 +205,14 @@ impl DeltaTarget {
     }
 
     /// The table's folder, for a local table.
-    fn local_dir(&self) -> Option<PathBuf> {
+    pub fn local_dir(&self) -> Option<PathBuf> {
         (self.url.scheme() == "file")
             .then(|| self.url.to_file_path().ok())
             .flatten()
     }
 
-    fn error(&self, e: &DeltaTableError) -> Error {
+    /// `e` as a target error naming the table, with a hint when another writer won a race.
+    pub fn error(&self, e: &DeltaTableError) -> Error {
         let conflict = matches!(
             e,
             DeltaTableError::Transaction {
@@ -210,11 +229,30 @@ impl DeltaTarget {
     }
 }
 
+/// The table at `resolved` (a folder relative to the project, or an object-store URL): its
+/// root URL, as shown, and its store from `ctx`'s registry.
+fn locate(
+    project: &Project,
+    resolved: &str,
+    ctx: &SessionContext,
+    redactor: &Redactor,
+) -> std::result::Result<(Url, String, Arc<dyn ObjectStore>), String> {
+    if !crate::store::is_url(resolved) {
+        return local_table(project, &project.path(resolved));
+    }
+    let (url, store) =
+        crate::store::folder_store(resolved, ctx).map_err(|e| redactor.redact(&e))?;
+    Ok((url.clone(), url.to_string(), store))
+}
+
 /// A local table's `file://` URL (the folder need not exist yet), as shown, and the local
 /// store.
-fn local_table(project: &Project, dir: &Path) -> Result<(Url, String, Arc<dyn ObjectStore>)> {
-    let url =
-        Url::from_directory_path(dir).map_err(|()| Error::target(dir, "not an absolute folder"))?;
+fn local_table(
+    project: &Project,
+    dir: &Path,
+) -> std::result::Result<(Url, String, Arc<dyn ObjectStore>), String> {
+    let url = Url::from_directory_path(dir)
+        .map_err(|()| format!("{} is not an absolute folder", dir.display()))?;
     Ok((
         url,
         project.shown(dir),
@@ -337,48 +375,7 @@ impl DeltaSink {
         }
         .map_err(|e| Error::target(&self.target.shown, format!("reading the staged rows: {e}")))?;
         crate::commit::crash_point("before_publish");
-        let t = &self.target;
-        if let Some(dir) = t.local_dir() {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::target(&t.shown, format!("cannot create the table's folder: {e}"))
-            })?;
-        }
-        let existing = t.open().await?;
-        let result = match (t.mode, existing) {
-            (LoadMode::Merge, Some(table)) => merge(t, table, input, &session, props).await,
-            (mode, existing) => {
-                let save = if mode == LoadMode::Overwrite {
-                    SaveMode::Overwrite
-                } else {
-                    SaveMode::Append
-                };
-                let handle = match existing {
-                    Some(t) => t,
-                    None => t.handle()?,
-                };
-                let snapshot = handle.snapshot().ok().map(|s| s.snapshot().clone());
-                let mut b = WriteBuilder::new(handle.log_store(), snapshot)
-                    .with_input_plan(input.into_unoptimized_plan())
-                    .with_session_state(Arc::new(session.state()))
-                    .with_save_mode(save)
-                    .with_commit_properties(props)
-                    .with_configuration(
-                        t.properties
-                            .iter()
-                            .map(|(k, v)| (k.clone(), Some(v.clone()))),
-                    );
-                if !t.partition_by.is_empty() {
-                    b = b.with_partition_columns(t.partition_by.clone());
-                }
-                if let Some(p) = &t.replace_where {
-                    b = b.with_replace_where(p.clone());
-                }
-                if t.add_columns {
-                    b = b.with_schema_mode(SchemaMode::Merge);
-                }
-                b.await.map(|_| ()).map_err(|e| t.error(&e))
-            }
-        };
+        let result = write_table(&self.target, input, &session, props).await;
         let _ = std::fs::remove_dir_all(&self.staging);
         self.rows = 0;
         if result.is_ok() {
@@ -398,6 +395,59 @@ impl Drop for DeltaSink {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.staging);
     }
+}
+
+/// Loads `input` into `t`'s table as its mode says (append, overwrite [replace_where],
+/// merge), in one commit carrying `props`; creates the table (and a local table's folder)
+/// when there is none yet.
+///
+/// # Errors
+/// [`Error::Target`] when the operation or its commit fails; the table then stays at its
+/// previous version.
+pub async fn write_table(
+    t: &DeltaTarget,
+    input: datafusion::prelude::DataFrame,
+    session: &SessionContext,
+    props: CommitProperties,
+) -> Result<()> {
+    if let Some(dir) = t.local_dir() {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::target(&t.shown, format!("cannot create the table's folder: {e}"))
+        })?;
+    }
+    let handle = match t.open().await? {
+        Some(table) if t.mode == LoadMode::Merge => {
+            return merge(t, table, input, session, props).await
+        }
+        Some(table) => table,
+        None => t.handle()?,
+    };
+    let save = if t.mode == LoadMode::Overwrite {
+        SaveMode::Overwrite
+    } else {
+        SaveMode::Append
+    };
+    let snapshot = handle.snapshot().ok().map(|s| s.snapshot().clone());
+    let mut b = WriteBuilder::new(handle.log_store(), snapshot)
+        .with_input_plan(input.into_unoptimized_plan())
+        .with_session_state(Arc::new(session.state()))
+        .with_save_mode(save)
+        .with_commit_properties(props)
+        .with_configuration(
+            t.properties
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone()))),
+        );
+    if !t.partition_by.is_empty() {
+        b = b.with_partition_columns(t.partition_by.clone());
+    }
+    if let Some(p) = &t.replace_where {
+        b = b.with_replace_where(p.clone());
+    }
+    if t.add_columns {
+        b = b.with_schema_mode(SchemaMode::Merge);
+    }
+    b.await.map(|_| ()).map_err(|e| t.error(&e))
 }
 
 /// Upserts `input` by the key: matched rows updated, new keys inserted, and with

@@ -75,13 +75,7 @@ impl ObjectParquetTarget {
         partition_by: Vec<String>,
         ctx: &SessionContext,
     ) -> std::result::Result<ObjectParquetTarget, String> {
-        let root = format!("{}/", resolved.trim_end_matches('/'));
-        let url = crate::store::parse_url(&root)?;
-        let store = ctx
-            .runtime_env()
-            .object_store_registry
-            .get_store(&url)
-            .map_err(|e| e.to_string())?;
+        let (url, store) = crate::store::folder_store(resolved, ctx)?;
         Ok(ObjectParquetTarget {
             shown: url.to_string(),
             url,
