@@ -214,7 +214,7 @@ enum Command {
         /// Job name.
         job: String,
     },
-    /// Delete run reports, quarantine files and history older than `[retention]` in
+    /// Delete run reports, quarantined rows and history older than `[retention]` in
     /// sluice.toml says (each job's latest run and latest committed run are kept).
     ///
     /// The daemon does this at start and every hour.

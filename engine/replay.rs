@@ -41,7 +41,7 @@ use crate::state::StateStore;
 /// job lock and reconciles the state store first, like a run ([`crate::recovery`]).
 ///
 /// # Errors
-/// [`Error::State`] when another run of the job holds the lock; [`Error::Usage`] when the run has no quarantine file or was replayed already;
+/// [`Error::State`] when another run of the job holds the lock; [`Error::Usage`] when the run has no quarantined rows or was replayed already;
 /// [`Error::Config`] when the current mapping does not compile; [`Error::Engine`] when the
 /// quarantine cannot be read. Errors during the load itself are in the report.
 pub async fn replay(

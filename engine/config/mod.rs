@@ -85,7 +85,7 @@ pub struct ProjectSettings {
     pub server: Option<ServerSpec>,
     /// Where the daemon sends alerts, if anywhere.
     pub alerts: Option<AlertsSpec>,
-    /// How long run reports, quarantine files and history are kept.
+    /// How long run reports, quarantined rows and history are kept.
     pub retention: RetentionPolicy,
 }
 
