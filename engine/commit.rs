@@ -46,6 +46,10 @@ pub const CRASH_POINTS: &[&str] = &[
     "after_publish",
     // The state store has recorded the run; the run report is not written.
     "after_state",
+    // A Delta quarantine: the run's rejected rows are staged, not committed.
+    "quarantine_before_commit",
+    // A Delta quarantine: the run's rejected rows are committed; the target is not.
+    "quarantine_after_commit",
 ];
 
 /// Environment variable naming a point where the process waits, `POINT:MILLISECONDS`

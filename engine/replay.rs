@@ -2,7 +2,8 @@
 //! mapping (after a fix) and load the rows that now pass.
 //!
 //! ```text
-//! <quarantine>/<RUN_ID>.parquet ──source_values──▶ driving source rows (original file, line)
+//! <quarantine>/<RUN_ID>.parquet, or the Delta quarantine's rows WHERE run_id = RUN_ID
+//!        ──source_values──▶ driving source rows (original file, line)
 //!        lookups: read from the job's sources as usual
 //! compile the current mapping ──▶ run (append) ──▶ rows that pass: target
 //!                                              └─▶ rows that still fail: quarantine of the replay run

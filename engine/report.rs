@@ -85,11 +85,12 @@ pub struct RuleReport {
 pub struct OutputReport {
     /// `target` or `quarantine`.
     pub kind: String,
-    /// Folder or file, relative to the project root.
+    /// Folder or file, relative to the project root, or an object-store URL.
     pub path: String,
     /// Rows this run put there.
     pub rows: u64,
-    /// Files this run wrote.
+    /// Files this run wrote; for a quarantine, 1 when it published the run's rows (one file,
+    /// or one commit of a Delta quarantine) and 0 when none was rejected.
     pub files: u64,
     /// Whether it was published.
     pub committed: bool,

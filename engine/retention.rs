@@ -97,8 +97,16 @@ async fn prune_quarantines(project: &Project, old: &dyn Fn(&str) -> bool, dry_ru
     let mut seen = HashSet::new();
     let mut n = 0;
     for job in project.jobs.values() {
-        let Ok(location) = crate::plan::quarantine_location(project, job, &redactor, &ctx) else {
-            continue;
+        let location = match crate::plan::quarantine_location(project, job, &redactor, &ctx) {
+            Ok(l) => l,
+            Err(e) => {
+                crate::logging::stderr_line(&format!(
+                    "warning: quarantine of job `{}` not pruned: {}",
+                    job.name,
+                    redactor.redact(&e.to_string())
+                ));
+                continue;
+            }
         };
         if !seen.insert(location.shown(project)) {
             continue;

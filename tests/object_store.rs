@@ -958,6 +958,14 @@ fn a_delta_quarantine_on_s3_takes_one_commit_per_run_and_serves_quarantine_repla
         "{replay}"
     );
     let replay_id = replay["run_id"].as_str().unwrap().to_string();
+    let staging = w.path().join(".sluice/staging/_quarantine-airports_delta");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "the killed runs' staging is left: {left:?}"
+    );
     assert_eq!(
         delta_rows(target.to_str().unwrap(), "faa_code"),
         ["EYW", "JFK"]
@@ -991,6 +999,65 @@ fn a_delta_quarantine_on_s3_takes_one_commit_per_run_and_serves_quarantine_repla
     expected.sort();
     assert_eq!(rows, expected);
     assert!(!show(&o).contains(SECRET));
+}
+
+#[test]
+fn a_quarantine_is_never_switched_between_folder_and_delta_in_place() {
+    let w = airports_project("table = \"airports_d\"\nmode = \"append\"");
+    w.write("data/airports.csv", &airports_csv(&[JFK, EYW_NO_ZONE]));
+    run_ok(&w, &["run", "airports_delta"]);
+    let folder = w.path().join("warehouse/_quarantine/airports_delta");
+    assert_eq!(
+        std::fs::read_dir(&folder).unwrap().count(),
+        1,
+        "one run's file"
+    );
+
+    // Delta over a folder quarantine's files: refused at the job's [quarantine], nothing read.
+    let job = w.read("jobs/airports_delta.toml");
+    w.write(
+        "jobs/airports_delta.toml",
+        &format!("{job}\n[quarantine]\nformat = \"delta\"\n"),
+    );
+    let o = w.run(&["run", "airports_delta"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for expected in [
+        "airports_delta.toml:",
+        "holds a folder quarantine's files",
+        "a path of its own",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+
+    // A path of its own: a local Delta quarantine.
+    w.write(
+        "jobs/airports_delta.toml",
+        &format!("{job}\n[quarantine]\nformat = \"delta\"\npath = \"warehouse/_quarantine/airports_dq\"\n"),
+    );
+    let r = run_ok(&w, &["run", "airports_delta"]);
+    let table = w.path().join("warehouse/_quarantine/airports_dq");
+    let run_id = r["run_id"].as_str().unwrap();
+    assert_eq!(
+        delta_quarantine(table.to_str().unwrap()),
+        (
+            0,
+            vec![run_id.to_string()],
+            vec![format!("{run_id}|3|time_zone_known")]
+        )
+    );
+
+    // A folder quarantine over that Delta table: refused with the hint to say `delta`.
+    w.write(
+        "jobs/airports_delta.toml",
+        &format!("{job}\n[quarantine]\npath = \"warehouse/_quarantine/airports_dq\"\n"),
+    );
+    let o = w.run(&["run", "airports_delta"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for expected in ["quarantine.path", "is a Delta table", "format = \"delta\""] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
 }
 
 #[test]

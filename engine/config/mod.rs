@@ -94,7 +94,8 @@ pub struct ProjectSettings {
 pub struct RetentionPolicy {
     /// Run report files (`<state_dir>/runs/<job>/<run_id>.json`) older than this go.
     pub run_reports: Option<std::time::Duration>,
-    /// Quarantine files (`<quarantine folder>/<run_id>.parquet`) older than this go.
+    /// Quarantined rows of runs older than this go (a folder's `<run_id>.parquet` files, a
+    /// Delta quarantine's `run_id` partitions).
     pub quarantine: Option<std::time::Duration>,
     /// History rows (runs and their quality results, API triggers, delivered alerts) older
     /// than this go.

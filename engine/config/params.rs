@@ -410,7 +410,7 @@ fn apply_job(job: &mut Job, values: &Values<'_>, errors: &mut Vec<Diagnostic>) {
         errors.push(src.diagnostic(
             Some(p.span()),
             "quarantine.path",
-            "the quarantine folder cannot use run references: it is one folder per job, and each run's file in it is already named by its run id".to_string(),
+            "the quarantine cannot use run references: it is one folder (or Delta table) per job, and each run's rows in it are already marked with its run id".to_string(),
         ));
     }
     for c in job.checks.sql.iter_mut() {

@@ -595,10 +595,7 @@ pub fn quarantine_location(
             dir.to_string_lossy().to_string()
         }
     };
-    let at_path = |why: String| match &job.quarantine.path {
-        Some(p) => path_error(job, "quarantine.path", p, &why),
-        None => Error::target(&resolved, why),
-    };
+    let refuse = |why: String, hint: &str| quarantine_error(job, why, hint);
     if job.quarantine.format == Some(TargetFormat::Delta) {
         let t = crate::sink::delta::DeltaTarget::append_only(
             project,
@@ -607,29 +604,48 @@ pub fn quarantine_location(
             ctx,
             redactor,
         )
-        .map_err(at_path)?;
+        .map_err(|e| refuse(e, "check the path and its [connections.<name>]"))?;
         if let Some(dir) = t.local_dir().filter(|d| !d.join("_delta_log").exists()) {
             if crate::quarantine::has_run_files(&dir) {
-                return Err(at_path(format!(
-                    "{} holds a folder quarantine's files (`<run_id>.parquet`), not a Delta table; give the Delta quarantine a path of its own, so those runs' rows stay readable",
-                    project.shown(&dir)
-                )));
+                return Err(refuse(
+                    format!("{} holds a folder quarantine's files (`<run_id>.parquet`), not a Delta table", project.shown(&dir)),
+                    "give the Delta quarantine a path of its own under [quarantine]. The folder's runs stay in their files (any Parquet reader opens them), but `sluice quarantine`, `replay` and retention no longer see them: replay what you need first, then delete the folder",
+                ));
             }
         }
         return Ok(QuarantineLocation::Delta(Box::new(t)));
     }
     if !crate::store::is_url(&resolved) && project.path(&resolved).join("_delta_log").exists() {
-        return Err(at_path(format!(
-            "{} is a Delta table; write `format = \"delta\"` under [quarantine] to keep the quarantine there",
-            project.shown(&project.path(&resolved))
-        )));
+        return Err(refuse(
+            format!(
+                "{} is a Delta table, and this quarantine is a folder of Parquet files",
+                project.shown(&project.path(&resolved))
+            ),
+            "write `format = \"delta\"` under [quarantine] to keep the quarantine in that table",
+        ));
     }
     if crate::store::is_url(&resolved) {
-        return Err(at_path(format!(
-            "`{resolved}` is an object-store location, and a quarantine folder's files cannot be published atomically there (object stores have no rename); write `format = \"delta\"` under [quarantine] to keep the quarantine as a Delta table, whose commits are atomic on object stores"
-        )));
+        return Err(refuse(
+            format!("`{resolved}` is an object-store location, and a quarantine folder's files cannot be published atomically there (object stores have no rename)"),
+            "write `format = \"delta\"` under [quarantine] to keep the quarantine as a Delta table, whose commits are atomic on object stores",
+        ));
     }
     Ok(QuarantineLocation::Folder(project.path(resolved)))
+}
+
+/// A quarantine `job` cannot use, as a config error at `[quarantine] path` (or `format`, or
+/// the `[quarantine]` table, for the default path) with `hint`.
+fn quarantine_error(job: &Job, why: String, hint: &str) -> Error {
+    let (key, span) = match &job.quarantine.path {
+        Some(p) => ("quarantine.path", Some(p.span())),
+        None => (
+            "quarantine.format",
+            crate::config::key_path_span(&job.src, "quarantine.format"),
+        ),
+    };
+    let mut d = job.src.diagnostic(span, key, why);
+    d.hint = Some(hint.to_string());
+    Error::config(d)
 }
 
 /// A path template of `job` whose `${...}` cannot be resolved (an unset variable, say), as a

@@ -15,11 +15,13 @@
 //! such a run's rows stay readable, and `sluice replay` refuses a run that did not commit.
 //! Appends of different runs never conflict (Delta's conflict checker lets blind appends
 //! through), and retention removes old runs with one `DELETE` commit on the partition column.
+//! That commit removes the runs' files from the table's current version; Sluice does not run
+//! `VACUUM`, so the files stay in storage (and in older versions, for time travel) until the
+//! table's owner vacuums it.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::{col, lit, DataFrame, ParquetReadOptions, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 
@@ -103,38 +105,26 @@ pub async fn read(
 }
 
 /// Deletes the rows of the runs `old` selects in one commit (none when no run is old);
-/// with `dry_run` only counts them. Returns how many runs' rows (would) go.
+/// with `dry_run` only counts them. Returns how many runs' rows (would) go. The runs are read
+/// from the log's file list (each file's `run_id` partition value), not from the data files.
 ///
 /// # Errors
-/// [`Error::Target`] when the table cannot be read or the delete commit fails.
+/// [`Error::Target`] when the log cannot be read or the delete commit fails (nothing is
+/// deleted then; the next prune tries again).
 pub async fn prune(t: &DeltaTarget, old: &dyn Fn(&str) -> bool, dry_run: bool) -> Result<usize> {
-    let ctx = SessionContext::new();
-    let Some(all) = read(t, &ctx, None).await? else {
-        return Ok(0);
-    };
-    let err = |e: datafusion::error::DataFusionError| {
-        Error::target(&t.shown, format!("cannot read the quarantine table: {e}"))
-    };
-    let batches = all
-        .select_columns(&[PARTITION_COLUMN])
-        .and_then(|f| f.distinct())
-        .map_err(err)?
-        .collect()
-        .await
-        .map_err(err)?;
-    let mut doomed = Vec::new();
-    for b in &batches {
-        let runs = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
-            .map_err(|e| Error::target(&t.shown, format!("reading run ids: {e}")))?;
-        let runs = runs.as_string::<i32>();
-        doomed.extend(runs.iter().flatten().filter(|r| old(r)).map(str::to_string));
-    }
-    if doomed.is_empty() || dry_run {
-        return Ok(doomed.len());
-    }
     let Some(table) = t.open().await? else {
         return Ok(0);
     };
+    let state = table.snapshot().map_err(|e| t.error(&e))?;
+    let runs: BTreeSet<String> = state
+        .log_data()
+        .iter()
+        .filter_map(|f| f.partition_values_map().remove(PARTITION_COLUMN).flatten())
+        .collect();
+    let doomed: Vec<String> = runs.into_iter().filter(|r| old(r)).collect();
+    if doomed.is_empty() || dry_run {
+        return Ok(doomed.len());
+    }
     let predicate = col(PARTITION_COLUMN).in_list(doomed.iter().map(lit).collect(), false);
     let props = CommitProperties::default().with_metadata([(
         QUARANTINE_KEY.to_string(),
@@ -145,6 +135,11 @@ pub async fn prune(t: &DeltaTarget, old: &dyn Fn(&str) -> bool, dry_run: bool) -
         .with_predicate(predicate)
         .with_commit_properties(props)
         .await
-        .map_err(|e| t.error(&e))?;
+        .map_err(|e| {
+            Error::target(
+                &t.shown,
+                format!("Delta table: deleting old runs' quarantined rows: {e}; nothing was deleted, and the next prune tries again"),
+            )
+        })?;
     Ok(doomed.len())
 }
