@@ -18,13 +18,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 sf="${1:-1}"
 rounds="${2:-5}"
 venv="${SLUICE_TPCH_VENV:-$HOME/.cache/sluice/tpchvenv}"
-stamp="$venv/.requirements"
-if ! cmp -s "$here/requirements.txt" "$stamp" 2>/dev/null; then
-  echo "== installing $(grep -v '^#' "$here/requirements.txt" | xargs) into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$stamp"
-fi
+bash "$here/../../tools/venv.sh" "$venv" "$here/requirements.txt"
 data="$here/data/sf$sf"
 if [ ! -f "$data/lineitem_dirty.csv" ]; then
   echo "== generating TPC-H lineitem and orders at scale factor $sf into $data"

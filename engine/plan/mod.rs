@@ -615,22 +615,23 @@ pub fn quarantine_location(
         }
         return Ok(QuarantineLocation::Delta(Box::new(t)));
     }
-    if !crate::store::is_url(&resolved) && project.path(&resolved).join("_delta_log").exists() {
-        return Err(refuse(
-            format!(
-                "{} is a Delta table, and this quarantine is a folder of Parquet files",
-                project.shown(&project.path(&resolved))
-            ),
-            "write `format = \"delta\"` under [quarantine] to keep the quarantine in that table",
-        ));
-    }
     if crate::store::is_url(&resolved) {
         return Err(refuse(
             format!("`{resolved}` is an object-store location, and a quarantine folder's files cannot be published atomically there (object stores have no rename)"),
             "write `format = \"delta\"` under [quarantine] to keep the quarantine as a Delta table, whose commits are atomic on object stores",
         ));
     }
-    Ok(QuarantineLocation::Folder(project.path(resolved)))
+    let dir = project.path(resolved);
+    if dir.join("_delta_log").exists() {
+        return Err(refuse(
+            format!(
+                "{} is a Delta table, and this quarantine is a folder of Parquet files",
+                project.shown(&dir)
+            ),
+            "write `format = \"delta\"` under [quarantine] to keep the quarantine in that table",
+        ));
+    }
+    Ok(QuarantineLocation::Folder(dir))
 }
 
 /// A quarantine `job` cannot use, as a config error at `[quarantine] path` (or `format`, or

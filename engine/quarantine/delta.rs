@@ -60,8 +60,20 @@ pub async fn append(t: &DeltaTarget, staged: &Path, job: &str, run_id: &str) -> 
     Ok(())
 }
 
+/// The runs with rows in `table`, from the log's file list (each file's `run_id` partition
+/// value): no data file is read.
+fn runs(t: &DeltaTarget, table: &deltalake::DeltaTable) -> Result<BTreeSet<String>> {
+    let state = table.snapshot().map_err(|e| t.error(&e))?;
+    Ok(state
+        .log_data()
+        .iter()
+        .filter_map(|f| f.partition_values_map().remove(PARTITION_COLUMN).flatten())
+        .collect())
+}
+
 /// The table's rows of run `run` (all with `None`) in [`super::schema`]'s column order, or
-/// `None` when there is no table or no such row.
+/// `None` when there is no table or no such row (known from the log, before any data file
+/// is read).
 ///
 /// # Errors
 /// [`Error::Target`] when the table cannot be read.
@@ -73,6 +85,10 @@ pub async fn read(
     let Some(table) = t.open().await? else {
         return Ok(None);
     };
+    let runs = runs(t, &table)?;
+    if run.map_or(runs.is_empty(), |r| !runs.contains(r)) {
+        return Ok(None);
+    }
     let err = |e: datafusion::error::DataFusionError| {
         Error::target(&t.shown, format!("cannot read the quarantine table: {e}"))
     };
@@ -93,20 +109,12 @@ pub async fn read(
         .map(|f| f.name().clone())
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    frame = frame.select_columns(&names).map_err(err)?;
-    let first = frame
-        .clone()
-        .limit(0, Some(1))
-        .map_err(err)?
-        .collect()
-        .await
-        .map_err(err)?;
-    Ok((first.iter().map(|b| b.num_rows()).sum::<usize>() > 0).then_some(frame))
+    frame.select_columns(&names).map(Some).map_err(err)
 }
 
 /// Deletes the rows of the runs `old` selects in one commit (none when no run is old);
 /// with `dry_run` only counts them. Returns how many runs' rows (would) go. The runs are read
-/// from the log's file list (each file's `run_id` partition value), not from the data files.
+/// from the log's file list, not from the data files.
 ///
 /// # Errors
 /// [`Error::Target`] when the log cannot be read or the delete commit fails (nothing is
@@ -115,13 +123,7 @@ pub async fn prune(t: &DeltaTarget, old: &dyn Fn(&str) -> bool, dry_run: bool) -
     let Some(table) = t.open().await? else {
         return Ok(0);
     };
-    let state = table.snapshot().map_err(|e| t.error(&e))?;
-    let runs: BTreeSet<String> = state
-        .log_data()
-        .iter()
-        .filter_map(|f| f.partition_values_map().remove(PARTITION_COLUMN).flatten())
-        .collect();
-    let doomed: Vec<String> = runs.into_iter().filter(|r| old(r)).collect();
+    let doomed: Vec<String> = runs(t, &table)?.into_iter().filter(|r| old(r)).collect();
     if doomed.is_empty() || dry_run {
         return Ok(doomed.len());
     }

@@ -11,13 +11,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="${SLUICE_S3_VENV:-$HOME/.cache/sluice/s3venv}"
 port="${SLUICE_S3_PORT:-9900}"
-stamp="$venv/.requirements"
-if ! cmp -s "$here/requirements.txt" "$stamp" 2>/dev/null; then
-  echo "== installing $(grep -v '^#' "$here/requirements.txt" | xargs) into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$stamp"
-fi
+bash "$here/../venv.sh" "$venv" "$here/requirements.txt"
 up() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; }
 if up; then
   echo "S3 server already listening on 127.0.0.1:$port"
