@@ -1632,3 +1632,34 @@ fn a_failed_first_load_into_mariadb_leaves_no_table_behind() {
     ));
     assert_eq!(n, "0", "the empty table stayed: {}", show(&o));
 }
+
+#[test]
+fn a_mariadb_overwrite_killed_at_its_swap_leaves_one_table_or_the_other_never_a_mix() {
+    // MySQL cannot roll back DDL, so an overwrite fills a new table and publishes it with one
+    // RENAME; the crash points sit around that statement.
+    let t = MyTables::new("killed_swap");
+    let table = format!("{}_o", t.0);
+    let w = item_project(&csv_job("my", &table, "overwrite", ""));
+    w.write("items.csv", V1);
+    let o = w.run(&["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let v1 = ["1|apple|1.10", "2|pear|2.20", "3|plum|3.30"];
+    let v2 = ["2|pear|2.25", "4|fig|4.40"];
+    w.write("items.csv", V2);
+    crate::common::run_killed_at(&w, &["run", "load"], "before_publish");
+    assert_eq!(read_items("my", &w, &table, "id, name, price"), v1);
+    crate::common::run_killed_at(&w, &["run", "load"], "after_publish");
+    assert_eq!(read_items("my", &w, &table, "id, name, price"), v2);
+    let (o, r) = run_json(&w, &["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        load_counts(&r),
+        (2, 0, 2),
+        "the rerun replaces the swapped-in rows"
+    );
+    assert_eq!(read_items("my", &w, &table, "id, name, price"), v2);
+    let left = mariadb(&format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'test' AND table_name LIKE '{table}\\_\\_sluice%'"
+    ));
+    assert_eq!(left, "0", "work tables left behind");
+}

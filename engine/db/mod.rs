@@ -16,7 +16,9 @@
 //! Identifiers are always quoted ([`Dialect::quote`]); values are always bound as parameters
 //! or sent in the binary COPY stream, never spliced into SQL text.
 
+pub mod columns;
 pub mod extract;
+pub mod load;
 pub mod mysql;
 pub mod postgres;
 pub mod runs;

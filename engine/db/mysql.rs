@@ -5,24 +5,19 @@
 //! Sessions run with `time_zone = '+00:00'`, so `TIMESTAMP` values arrive in UTC and
 //! `DATETIME` values are written as UTC wall-clock time.
 
-use std::sync::Arc;
-
 use chrono::{Datelike, NaiveDate, Timelike};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, Int8Builder, RecordBatch,
-    StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt16Builder,
-    UInt32Builder, UInt64Builder, UInt8Builder,
-};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{self as t, DataType, TimeUnit};
 use mysql_async::consts::{ColumnFlags, ColumnType as MyType};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::columns::{Cell, RowBatcher};
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
+use super::load::Names;
 use super::sink::{column_list, DbTarget};
-use super::values::{format_decimal, parse_decimal};
+use super::values::format_decimal;
 use super::{Connector, DbColumn, Dialect};
 use crate::config::spec::{LoadMode, SslMode};
 use crate::error::{Error, Result};
@@ -271,25 +266,6 @@ pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Resul
     Ok(out)
 }
 
-enum Builder {
-    I8(Int8Builder),
-    I16(Int16Builder),
-    I32(Int32Builder),
-    I64(Int64Builder),
-    U8(UInt8Builder),
-    U16(UInt16Builder),
-    U32(UInt32Builder),
-    U64(UInt64Builder),
-    F32(Float32Builder),
-    F64(Float64Builder),
-    Dec(Decimal128Builder, u8, i8),
-    Text(StringBuilder),
-    Blob(BinaryBuilder),
-    Date(Date32Builder),
-    Ts(TimestampMicrosecondBuilder),
-    Time(Time64MicrosecondBuilder),
-}
-
 fn days_of(y: u16, m: u8, d: u8) -> std::result::Result<i32, String> {
     let date = NaiveDate::from_ymd_opt(i32::from(y), u32::from(m), u32::from(d))
         .ok_or_else(|| format!("{y:04}-{m:02}-{d:02} is not a date (a zero date?)"))?;
@@ -297,161 +273,55 @@ fn days_of(y: u16, m: u8, d: u8) -> std::result::Result<i32, String> {
     Ok((date - epoch).num_days() as i32)
 }
 
-impl Builder {
-    fn new(dt: &DataType) -> Builder {
-        match dt {
-            DataType::Int8 => Builder::I8(Int8Builder::new()),
-            DataType::Int16 => Builder::I16(Int16Builder::new()),
-            DataType::Int32 => Builder::I32(Int32Builder::new()),
-            DataType::Int64 => Builder::I64(Int64Builder::new()),
-            DataType::UInt8 => Builder::U8(UInt8Builder::new()),
-            DataType::UInt16 => Builder::U16(UInt16Builder::new()),
-            DataType::UInt32 => Builder::U32(UInt32Builder::new()),
-            DataType::UInt64 => Builder::U64(UInt64Builder::new()),
-            DataType::Float32 => Builder::F32(Float32Builder::new()),
-            DataType::Float64 => Builder::F64(Float64Builder::new()),
-            DataType::Decimal128(p, s) => {
-                Builder::Dec(Decimal128Builder::new().with_data_type(dt.clone()), *p, *s)
-            }
-            DataType::Binary => Builder::Blob(BinaryBuilder::new()),
-            DataType::Date32 => Builder::Date(Date32Builder::new()),
-            DataType::Timestamp(_, tz) => {
-                Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
-            }
-            DataType::Time64(_) => Builder::Time(Time64MicrosecondBuilder::new()),
-            _ => Builder::Text(StringBuilder::new()),
+/// Decodes one MySQL value for a column of Arrow type `dt` (as [`describe`] chose it).
+///
+/// # Errors
+/// A value of another kind than the column's (a text where an integer is due), a zero date,
+/// a `TIME` that is negative or over 24 hours, text that is not UTF-8.
+fn cell<'a>(dt: &DataType, v: &'a Option<Value>) -> std::result::Result<Cell<'a>, String> {
+    let v = match v {
+        None | Some(Value::NULL) => return Ok(Cell::Null),
+        Some(v) => v,
+    };
+    let utf8 = |x: &'a [u8]| std::str::from_utf8(x).map_err(|e| format!("not UTF-8 text: {e}"));
+    Ok(match (dt, v) {
+        (_, Value::Int(i)) if dt.is_integer() => Cell::Int(i128::from(*i)),
+        (_, Value::UInt(u)) if dt.is_integer() => Cell::Int(i128::from(*u)),
+        (_, Value::Bytes(b)) if dt.is_integer() => Cell::Int(
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.trim().parse::<i128>().ok())
+                .ok_or_else(|| format!("{v:?} is not an integer"))?,
+        ),
+        (_, other) if dt.is_integer() => return Err(format!("{other:?} is not an integer")),
+        (DataType::Float32 | DataType::Float64, Value::Float(f)) => Cell::Float(f64::from(*f)),
+        (DataType::Float32 | DataType::Float64, Value::Double(f)) => Cell::Float(*f),
+        (DataType::Float32, other) => return Err(format!("{other:?} is not a float")),
+        (DataType::Float64, other) => return Err(format!("{other:?} is not a double")),
+        (DataType::Decimal128(..), Value::Bytes(x)) => Cell::DecimalText(utf8(x)?.into()),
+        (DataType::Decimal128(..), other) => return Err(format!("{other:?} is not a decimal")),
+        (DataType::Binary, Value::Bytes(x)) => Cell::Bytes(x),
+        (DataType::Binary, other) => return Err(format!("{other:?} is not a blob")),
+        (DataType::Date32, Value::Date(y, m, d, ..)) => Cell::Days(days_of(*y, *m, *d)?),
+        (DataType::Date32, other) => return Err(format!("{other:?} is not a date")),
+        (DataType::Timestamp(..), Value::Date(y, m, d, h, mi, s, us)) => {
+            let days = i64::from(days_of(*y, *m, *d)?);
+            let secs = days * 86_400 + i64::from(*h) * 3600 + i64::from(*mi) * 60 + i64::from(*s);
+            Cell::Micros(secs * 1_000_000 + i64::from(*us))
         }
-    }
-
-    fn push(&mut self, v: Option<Value>) -> std::result::Result<(), String> {
-        let v = match v {
-            None | Some(Value::NULL) => {
-                self.null();
-                return Ok(());
-            }
-            Some(v) => v,
-        };
-        let int = |v: &Value| -> std::result::Result<i128, String> {
-            match v {
-                Value::Int(i) => Ok(i128::from(*i)),
-                Value::UInt(u) => Ok(i128::from(*u)),
-                Value::Bytes(b) => std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i128>().ok())
-                    .ok_or_else(|| format!("{v:?} is not an integer")),
-                other => Err(format!("{other:?} is not an integer")),
-            }
-        };
-        // The integer, checked against the column's width.
-        fn fit<T: TryFrom<i128>>(n: i128) -> std::result::Result<T, String> {
-            T::try_from(n).map_err(|_| format!("{n} is out of range"))
+        (DataType::Timestamp(..), other) => return Err(format!("{other:?} is not a datetime")),
+        (DataType::Time64(_), Value::Time(false, 0, h, m, s, us)) => Cell::TimeMicros(
+            (i64::from(*h) * 3600 + i64::from(*m) * 60 + i64::from(*s)) * 1_000_000
+                + i64::from(*us),
+        ),
+        (DataType::Time64(_), other) => {
+            return Err(format!(
+                "{other:?} is not a time of day (MySQL TIME may be negative or over 24 hours)"
+            ))
         }
-        match self {
-            Builder::I8(b) => b.append_value(fit(int(&v)?)?),
-            Builder::I16(b) => b.append_value(fit(int(&v)?)?),
-            Builder::I32(b) => b.append_value(fit(int(&v)?)?),
-            Builder::I64(b) => b.append_value(fit(int(&v)?)?),
-            Builder::U8(b) => b.append_value(fit(int(&v)?)?),
-            Builder::U16(b) => b.append_value(fit(int(&v)?)?),
-            Builder::U32(b) => b.append_value(fit(int(&v)?)?),
-            Builder::U64(b) => b.append_value(fit(int(&v)?)?),
-            Builder::F32(b) => match v {
-                Value::Float(f) => b.append_value(f),
-                Value::Double(f) => b.append_value(f as f32),
-                other => return Err(format!("{other:?} is not a float")),
-            },
-            Builder::F64(b) => match v {
-                Value::Double(f) => b.append_value(f),
-                Value::Float(f) => b.append_value(f64::from(f)),
-                other => return Err(format!("{other:?} is not a double")),
-            },
-            Builder::Dec(b, p, s) => match v {
-                Value::Bytes(x) => b.append_value(parse_decimal(
-                    std::str::from_utf8(&x).map_err(|e| e.to_string())?,
-                    *p,
-                    *s,
-                )?),
-                other => return Err(format!("{other:?} is not a decimal")),
-            },
-            Builder::Text(b) => match v {
-                Value::Bytes(x) => b.append_value(
-                    std::str::from_utf8(&x).map_err(|e| format!("not UTF-8 text: {e}"))?,
-                ),
-                other => return Err(format!("{other:?} is not text")),
-            },
-            Builder::Blob(b) => match v {
-                Value::Bytes(x) => b.append_value(x),
-                other => return Err(format!("{other:?} is not a blob")),
-            },
-            Builder::Date(b) => match v {
-                Value::Date(y, m, d, ..) => b.append_value(days_of(y, m, d)?),
-                other => return Err(format!("{other:?} is not a date")),
-            },
-            Builder::Ts(b) => match v {
-                Value::Date(y, m, d, h, mi, s, us) => {
-                    let days = i64::from(days_of(y, m, d)?);
-                    let secs =
-                        days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
-                    b.append_value(secs * 1_000_000 + i64::from(us))
-                }
-                other => return Err(format!("{other:?} is not a datetime")),
-            },
-            Builder::Time(b) => match v {
-                Value::Time(false, 0, h, m, s, us) => b.append_value(
-                    (i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s)) * 1_000_000
-                        + i64::from(us),
-                ),
-                other => {
-                    return Err(format!(
-                    "{other:?} is not a time of day (MySQL TIME may be negative or over 24 hours)"
-                ))
-                }
-            },
-        }
-        Ok(())
-    }
-
-    fn null(&mut self) {
-        match self {
-            Builder::I8(b) => b.append_null(),
-            Builder::I16(b) => b.append_null(),
-            Builder::I32(b) => b.append_null(),
-            Builder::I64(b) => b.append_null(),
-            Builder::U8(b) => b.append_null(),
-            Builder::U16(b) => b.append_null(),
-            Builder::U32(b) => b.append_null(),
-            Builder::U64(b) => b.append_null(),
-            Builder::F32(b) => b.append_null(),
-            Builder::F64(b) => b.append_null(),
-            Builder::Dec(b, ..) => b.append_null(),
-            Builder::Text(b) => b.append_null(),
-            Builder::Blob(b) => b.append_null(),
-            Builder::Date(b) => b.append_null(),
-            Builder::Ts(b) => b.append_null(),
-            Builder::Time(b) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::I8(b) => Arc::new(b.finish()),
-            Builder::I16(b) => Arc::new(b.finish()),
-            Builder::I32(b) => Arc::new(b.finish()),
-            Builder::I64(b) => Arc::new(b.finish()),
-            Builder::U8(b) => Arc::new(b.finish()),
-            Builder::U16(b) => Arc::new(b.finish()),
-            Builder::U32(b) => Arc::new(b.finish()),
-            Builder::U64(b) => Arc::new(b.finish()),
-            Builder::F32(b) => Arc::new(b.finish()),
-            Builder::F64(b) => Arc::new(b.finish()),
-            Builder::Dec(b, ..) => Arc::new(b.finish()),
-            Builder::Text(b) => Arc::new(b.finish()),
-            Builder::Blob(b) => Arc::new(b.finish()),
-            Builder::Date(b) => Arc::new(b.finish()),
-            Builder::Ts(b) => Arc::new(b.finish()),
-            Builder::Time(b) => Arc::new(b.finish()),
-        }
-    }
+        (_, Value::Bytes(x)) => Cell::Text(utf8(x)?.into()),
+        (_, other) => return Err(format!("{other:?} is not text")),
+    })
 }
 
 /// A UTC timestamp as MySQL's DATETIME value (microseconds kept).
@@ -505,33 +375,18 @@ pub async fn extract(
         .exec_iter(sql, params)
         .await
         .map_err(|e| error(c, &what, &e))?;
-    let batch = ext.batch_size.max(1);
-    let new = || -> Vec<Builder> {
-        columns
-            .iter()
-            .map(|col| Builder::new(&col.data_type))
-            .collect()
-    };
-    let mut builders = new();
-    let mut n = 0;
-    let mut row_no = 0u64;
+    let mut batcher = RowBatcher::new(columns, &ext.source, ext.batch_size);
     while let Some(row) = result.next().await.map_err(|e| error(c, &what, &e))? {
-        row_no += 1;
-        for (i, (b, v)) in builders.iter_mut().zip(row.unwrap_raw()).enumerate() {
-            b.push(v)
-                .map_err(|m| super::extract::value_error(&ext.source, row_no, &columns[i], &m))?;
+        for (i, (col, v)) in columns.iter().zip(row.unwrap_raw()).enumerate() {
+            batcher.push(i, cell(&col.data_type, &v))?;
         }
-        n += 1;
-        if n == batch {
-            let arrays = builders.iter_mut().map(Builder::finish).collect();
+        if let Some((arrays, n)) = batcher.end_row() {
             if !sender.send(arrays, n).await? {
                 return Ok(());
             }
-            n = 0;
         }
     }
-    if n > 0 || row_no == 0 {
-        let arrays = builders.iter_mut().map(Builder::finish).collect();
+    if let Some((arrays, n)) = batcher.finish() {
         sender.send(arrays, n).await?;
     }
     Ok(())
@@ -857,54 +712,27 @@ impl MyLoad {
         Ok(self.rows)
     }
 
-    /// Applies the mode and commits.
+    /// Applies the mode and commits ([`super::load::apply`]); the staging table is dropped
+    /// and the target's lock released either way.
     ///
     /// # Errors
     /// [`Error::Connection`] or [`Error::Target`] (duplicate keys); the table is as before.
     pub async fn commit(mut self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
         let d = Dialect::Mysql;
-        let sql = CommitSql {
-            c: &self.connector,
+        let names = Names::new(d, t, self.stage.quoted(d));
+        let mut session = MySession {
+            conn: &mut self.my.conn,
             t,
-            target: t.table.quoted(d),
-            stage: self.stage.quoted(d),
-            cols: self.columns.clone(),
-            on: super::sink::key_join(d, "s", "t", &t.key),
-            record_sql: super::runs::upsert_sql(d, &t.table),
-            record_params: (
-                run.job.clone(),
-                run.target.clone(),
-                run.run_id.clone(),
-                run.record.clone(),
-            ),
         };
+        let result = super::load::apply(&mut session, &names, t, run, self.rows).await;
         let conn = &mut self.my.conn;
-        if t.mode != LoadMode::Append {
-            // The staged rows are in; make them durable before the swap.
-            conn.query_drop("COMMIT").await.map_err(|e| sql.err(e))?;
-        }
-        if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
-            sql.refuse_duplicate_keys(conn).await?;
-        }
-        let stats = match t.mode {
-            LoadMode::Append => {
-                sql.record_and_commit(conn).await?;
-                LoadStats {
-                    inserted: self.rows,
-                    ..Default::default()
-                }
-            }
-            LoadMode::Overwrite => sql.overwrite(conn).await?,
-            LoadMode::Merge => sql.merge(conn, self.rows).await?,
-            LoadMode::Scd2 => sql.scd2(conn).await?,
-        };
         let _ = conn
-            .query_drop(format!("DROP TABLE IF EXISTS {}", sql.stage))
+            .query_drop(format!("DROP TABLE IF EXISTS {}", names.stage))
             .await;
         let _ = conn
             .exec_drop("SELECT RELEASE_LOCK(?)", (self.lock.clone(),))
             .await;
-        Ok(stats)
+        result
     }
 
     /// Rolls back and drops the staging table.
@@ -931,214 +759,187 @@ impl MyLoad {
     }
 }
 
-/// The statements of one MySQL/MariaDB commit, per load mode. Each mode ends with the run's
-/// record in the same transaction as its changes (overwrite: right after the atomic
-/// `RENAME`, which MySQL cannot roll back).
-struct CommitSql<'a> {
-    c: &'a Connector,
+/// A MySQL/MariaDB load's transaction, for the load modes ([`super::load`]). The staged rows
+/// are committed before the mode applies (the staging table is a real table); `overwrite`
+/// swaps tables with one atomic `RENAME`, which MySQL cannot roll back, so its record follows
+/// the swap.
+struct MySession<'a> {
+    conn: &'a mut Conn,
     t: &'a DbTarget,
-    /// The target table, quoted.
-    target: String,
-    /// The staging table, quoted.
-    stage: String,
-    /// The staged columns, quoted, comma-separated.
-    cols: String,
-    /// `s.k = t.k AND ...` over the model's key.
-    on: String,
-    record_sql: String,
-    record_params: (String, String, String, String),
 }
 
-impl CommitSql<'_> {
+impl MySession<'_> {
     /// A statement failed before anything was published.
     fn err(&self, e: mysql_async::Error) -> Error {
-        error(self.c, &format!("committing {}", self.t.table), &e)
+        error(
+            &self.t.connector,
+            &format!("committing {}", self.t.table),
+            &e,
+        )
     }
 
     /// The connection failed during the COMMIT (or the RENAME) itself.
     fn unknown(&self, e: mysql_async::Error) -> Error {
-        super::postgres::commit_unknown(self.c, &self.t.shown(), &e.to_string())
+        super::postgres::commit_unknown(&self.t.connector, &self.t.shown(), &e.to_string())
+    }
+}
+
+impl super::load::LoadSession for MySession<'_> {
+    async fn execute(
+        &mut self,
+        sql: &str,
+        started: Option<&chrono::DateTime<chrono::Utc>>,
+    ) -> Result<u64> {
+        let done = match started {
+            Some(t) => self.conn.exec_drop(sql, vec![datetime_value(t)]).await,
+            None => self.conn.query_drop(sql).await,
+        };
+        done.map_err(|e| self.err(e))?;
+        Ok(self.conn.affected_rows())
     }
 
-    /// Writes the run's record (the load's facts, by run id).
-    async fn record(&self, conn: &mut Conn) -> Result<()> {
-        conn.exec_drop(&self.record_sql, self.record_params.clone())
+    async fn count(&mut self, sql: &str) -> Result<u64> {
+        let n: Option<i64> = self.conn.query_first(sql).await.map_err(|e| self.err(e))?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    async fn record(&mut self, run: &super::runs::RunRow) -> Result<()> {
+        let sql = super::runs::upsert_sql(Dialect::Mysql, &self.t.table);
+        let params = (
+            run.job.clone(),
+            run.target.clone(),
+            run.run_id.clone(),
+            run.record.clone(),
+        );
+        self.conn
+            .exec_drop(sql, params)
             .await
             .map_err(|e| self.err(e))
     }
 
-    /// Writes the run's record and commits the transaction, between the crash points.
-    async fn record_and_commit(&self, conn: &mut Conn) -> Result<()> {
-        self.record(conn).await?;
-        crate::commit::crash_point("before_publish");
-        conn.query_drop("COMMIT")
+    async fn commit(&mut self) -> Result<()> {
+        self.conn
+            .query_drop("COMMIT")
             .await
-            .map_err(|e| self.unknown(e))?;
-        crate::commit::crash_point("after_publish");
-        Ok(())
+            .map_err(|e| self.unknown(e))
     }
 
-    /// Merge and SCD2 need one staged row per key.
-    async fn refuse_duplicate_keys(&self, conn: &mut Conn) -> Result<()> {
-        let key = self.t.key_list(Dialect::Mysql);
-        let stage = &self.stage;
-        let dups: Option<i64> = conn
-            .query_first(format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {key} HAVING count(*) > 1) d"
-            ))
-            .await
-            .map_err(|e| self.err(e))?;
-        if let Some(n) = dups.filter(|n| *n > 0) {
-            let _ = conn
-                .query_drop(format!("DROP TABLE IF EXISTS {stage}"))
-                .await;
-            return Err(super::sink::duplicate_keys(self.t, n as u64));
+    /// The staged rows are in; make them durable before the mode applies, in a transaction
+    /// of its own.
+    async fn prepare(&mut self, mode: LoadMode) -> Result<()> {
+        if mode != LoadMode::Append {
+            for sql in ["COMMIT", "START TRANSACTION"] {
+                self.conn.query_drop(sql).await.map_err(|e| self.err(e))?;
+            }
         }
         Ok(())
     }
 
-    /// A new table built like the target, filled from the stage, swapped in by one atomic
-    /// `RENAME`.
-    async fn overwrite(&self, conn: &mut Conn) -> Result<LoadStats> {
-        let d = Dialect::Mysql;
-        let (target, stage, cols) = (&self.target, &self.stage, &self.cols);
-        let before: Option<i64> = conn
-            .query_first(format!("SELECT count(*) FROM {target}"))
-            .await
-            .map_err(|e| self.err(e))?;
-        let next = self.t.table.sibling("__sluice_next").quoted(d);
-        let old = self.t.table.sibling("__sluice_old").quoted(d);
-        for statement in [
-            format!("DROP TABLE IF EXISTS {next}, {old}"),
-            format!("CREATE TABLE {next} LIKE {target}"),
-            format!("INSERT INTO {next} ({cols}) SELECT {cols} FROM {stage}"),
-        ] {
-            conn.query_drop(statement).await.map_err(|e| self.err(e))?;
-        }
-        let inserted = conn.affected_rows();
-        conn.query_drop(format!(
-            "RENAME TABLE {target} TO {old}, {next} TO {target}"
-        ))
-        .await
-        .map_err(|e| self.unknown(e))?;
-        // RENAME is not transactional: the record follows it (an overwrite loaded twice
-        // leaves the same table).
-        self.record(conn).await?;
-        conn.query_drop(format!("DROP TABLE IF EXISTS {old}"))
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(LoadStats {
-            inserted,
-            deleted: before.unwrap_or(0) as u64,
-            ..Default::default()
-        })
+    async fn publish(&mut self, sql: &str) -> Result<()> {
+        self.conn.query_drop(sql).await.map_err(|e| self.unknown(e))
     }
 
-    /// Upsert by key (`ON DUPLICATE KEY UPDATE`); with `delete_missing`, target rows whose
-    /// key was not staged are deleted.
-    async fn merge(&self, conn: &mut Conn, rows: u64) -> Result<LoadStats> {
-        let d = Dialect::Mysql;
-        let (target, stage, cols, on) = (&self.target, &self.stage, &self.cols, &self.on);
-        let mut stats = LoadStats::default();
-        let matched: Option<i64> = conn
-            .query_first(format!(
-                "SELECT count(*) FROM {stage} s JOIN {target} t ON {on}"
-            ))
-            .await
-            .map_err(|e| self.err(e))?;
-        let non_key: Vec<String> = self
-            .t
-            .staged
-            .iter()
-            .filter(|col| !self.t.key.contains(&col.name))
-            .map(|col| d.quote(&col.name))
-            .collect();
-        let first_key = d.quote(&self.t.key[0]);
-        let update = if non_key.is_empty() {
-            format!("{first_key} = {first_key}")
+    fn started_param(&self) -> &'static str {
+        "?"
+    }
+
+    /// `ON DUPLICATE KEY UPDATE`: affected rows are 1 per insert, 2 per changed row, 0 per
+    /// unchanged row (see [`LoadSession::updated_rows`](super::load::LoadSession::updated_rows)).
+    fn upsert(&self, n: &Names) -> String {
+        let update = if n.non_key.is_empty() {
+            format!("{k} = {k}", k = n.first_key)
         } else {
-            non_key
+            n.non_key
                 .iter()
                 .map(|q| format!("{q} = VALUES({q})"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        conn.query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| self.err(e))?;
-        conn.query_drop(format!(
-            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} ON DUPLICATE KEY UPDATE {update}"
-        ))
-        .await
-        .map_err(|e| self.err(e))?;
-        // Affected rows: 1 per insert, 2 per changed row, 0 per unchanged row.
-        let affected = conn.affected_rows();
-        stats.inserted = rows.saturating_sub(matched.unwrap_or(0) as u64);
-        stats.updated = affected.saturating_sub(stats.inserted) / 2;
-        if self.t.delete_missing {
-            conn.query_drop(format!(
-                "DELETE t FROM {target} t LEFT JOIN {stage} s ON {on} WHERE s.{first_key} IS NULL"
-            ))
-            .await
-            .map_err(|e| self.err(e))?;
-            stats.deleted = conn.affected_rows();
-        }
-        self.record_and_commit(conn).await?;
-        Ok(stats)
+        format!(
+            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} ON DUPLICATE KEY UPDATE {update}",
+            t = n.target,
+            cols = n.cols,
+            s = n.stage
+        )
     }
 
-    /// Type 2 history: the current version of a changed key is closed (`valid_to` = run
-    /// start), a new version inserted; with `delete_missing`, keys not staged are closed.
-    async fn scd2(&self, conn: &mut Conn) -> Result<LoadStats> {
+    fn updated_rows(&self, affected: u64, inserted: u64) -> u64 {
+        affected.saturating_sub(inserted) / 2
+    }
+
+    /// A new table built like the target, filled from the stage, swapped in by one atomic
+    /// `RENAME`.
+    fn swap(&self, n: &Names) -> Option<super::load::Swap> {
         let d = Dialect::Mysql;
-        let (target, stage, cols, on) = (&self.target, &self.stage, &self.cols, &self.on);
-        let mut stats = LoadStats::default();
-        let started = datetime_value(&self.t.started);
-        let (vf, vt, cur, hash) = (
-            d.quote(super::sink::VALID_FROM),
-            d.quote(super::sink::VALID_TO),
-            d.quote(super::sink::IS_CURRENT),
-            d.quote(super::sink::ROW_HASH),
-        );
-        let first_key = d.quote(&self.t.key[0]);
-        conn.query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| self.err(e))?;
-        conn.exec_drop(
-            format!(
-                "UPDATE {target} t JOIN {stage} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
-                 WHERE t.{cur} = 1 AND t.{hash} <> s.{hash}"
+        let next = self.t.table.sibling("__sluice_next").quoted(d);
+        let old = self.t.table.sibling("__sluice_old").quoted(d);
+        let target = &n.target;
+        Some(super::load::Swap {
+            prepare: vec![
+                format!("DROP TABLE IF EXISTS {next}, {old}"),
+                format!("CREATE TABLE {next} LIKE {target}"),
+            ],
+            fill: format!(
+                "INSERT INTO {next} ({cols}) SELECT {cols} FROM {s}",
+                cols = n.cols,
+                s = n.stage
             ),
-            vec![started.clone()],
+            publish: format!("RENAME TABLE {target} TO {old}, {next} TO {target}"),
+            cleanup: format!("DROP TABLE IF EXISTS {old}"),
+        })
+    }
+
+    // The scd2 and delete statements join the stage instead of the standard `EXISTS`
+    // subqueries: MariaDB before 11.1 does not turn a subquery in an UPDATE or DELETE into a
+    // semi-join, and the staging table has no index.
+
+    fn delete_missing(&self, n: &Names) -> String {
+        format!(
+            "DELETE t FROM {} t LEFT JOIN {} s ON {} WHERE s.{} IS NULL",
+            n.target, n.stage, n.on, n.first_key
         )
-        .await
-        .map_err(|e| self.err(e))?;
-        stats.updated = conn.affected_rows();
-        if self.t.delete_missing {
-            conn.exec_drop(
-                format!(
-                    "UPDATE {target} t LEFT JOIN {stage} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
-                     WHERE t.{cur} = 1 AND s.{first_key} IS NULL"
-                ),
-                vec![started.clone()],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-            stats.deleted = conn.affected_rows();
-        }
-        let s_cols = self.t.staged_of(d, "s");
-        conn.exec_drop(
-            format!(
-                "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) SELECT {s_cols}, ?, NULL, 1 \
-                 FROM {stage} s LEFT JOIN {target} t ON {on} AND t.{cur} = 1 WHERE t.{first_key} IS NULL"
-            ),
-            vec![started],
+    }
+
+    fn close_changed(&self, n: &Names) -> String {
+        format!(
+            "UPDATE {t} t JOIN {s} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
+             WHERE t.{cur} = 1 AND t.{h} <> s.{h}",
+            t = n.target,
+            s = n.stage,
+            on = n.on,
+            vt = n.valid_to,
+            cur = n.is_current,
+            h = n.row_hash
         )
-        .await
-        .map_err(|e| self.err(e))?;
-        stats.inserted = conn.affected_rows();
-        self.record_and_commit(conn).await?;
-        Ok(stats)
+    }
+
+    fn close_missing(&self, n: &Names) -> String {
+        format!(
+            "UPDATE {t} t LEFT JOIN {s} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
+             WHERE t.{cur} = 1 AND s.{k} IS NULL",
+            t = n.target,
+            s = n.stage,
+            on = n.on,
+            vt = n.valid_to,
+            cur = n.is_current,
+            k = n.first_key
+        )
+    }
+
+    fn insert_versions(&self, n: &Names) -> String {
+        format!(
+            "INSERT INTO {t} ({cols}, {vf}, {vt}, {cur}) SELECT {s_cols}, ?, NULL, 1 \
+             FROM {s} s LEFT JOIN {t} t ON {on} AND t.{cur} = 1 WHERE t.{k} IS NULL",
+            t = n.target,
+            cols = n.cols,
+            vf = n.valid_from,
+            vt = n.valid_to,
+            cur = n.is_current,
+            s_cols = n.s_cols,
+            s = n.stage,
+            on = n.on,
+            k = n.first_key
+        )
     }
 }
 

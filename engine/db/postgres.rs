@@ -5,14 +5,7 @@
 //! Binary formats follow PostgreSQL's `*_recv`/`*_send` functions (src/backend/utils/adt) and
 //! the `COPY` file format of the PostgreSQL manual ("COPY", section "Binary Format").
 
-use std::sync::Arc;
-
 use bytes::{BufMut, BytesMut};
-use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
-};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,7 +13,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Kind, ToSql, Type};
 use tokio_postgres::Client;
 
+use super::columns::{Cell, RowBatcher};
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
+use super::load::Names;
 use super::sink::{column_list, DbTarget};
 use super::{Connector, DbColumn, Dialect};
 use crate::config::spec::{LoadMode, SslMode};
@@ -320,131 +315,64 @@ impl<'a> FromSql<'a> for Raw<'a> {
     }
 }
 
-enum Builder {
-    Bool(BooleanBuilder),
-    Int2(Int16Builder),
-    Int4(Int32Builder),
-    Int8(Int64Builder),
-    Float4(Float32Builder),
-    Float8(Float64Builder),
-    Numeric(Decimal128Builder, i8),
-    Text(StringBuilder, Wire),
-    Bytea(BinaryBuilder),
-    Date(Date32Builder),
-    Timestamp(TimestampMicrosecondBuilder),
-    Time(Time64MicrosecondBuilder),
-}
-
 fn be<const N: usize>(raw: &[u8]) -> std::result::Result<[u8; N], String> {
     raw.try_into()
         .map_err(|_| format!("expected {N} bytes, got {}", raw.len()))
 }
 
-impl Builder {
-    fn new(data_type: &DataType, wire: Wire, capacity: usize) -> Builder {
-        match (wire, data_type) {
-            (Wire::Bool, _) => Builder::Bool(BooleanBuilder::with_capacity(capacity)),
-            (Wire::Int2, _) => Builder::Int2(Int16Builder::with_capacity(capacity)),
-            (Wire::Int4, _) => Builder::Int4(Int32Builder::with_capacity(capacity)),
-            (Wire::Int8, _) => Builder::Int8(Int64Builder::with_capacity(capacity)),
-            (Wire::Float4, _) => Builder::Float4(Float32Builder::with_capacity(capacity)),
-            (Wire::Float8, _) => Builder::Float8(Float64Builder::with_capacity(capacity)),
-            (Wire::Numeric, DataType::Decimal128(p, s)) => Builder::Numeric(
-                Decimal128Builder::with_capacity(capacity)
-                    .with_data_type(DataType::Decimal128(*p, *s)),
-                *s,
-            ),
-            (Wire::Bytea, _) => {
-                Builder::Bytea(BinaryBuilder::with_capacity(capacity, capacity * 16))
+/// Decodes one value in PostgreSQL's binary form (`*_send`) as its wire type says; `scale`
+/// is the column's decimal scale (for `numeric`).
+///
+/// # Errors
+/// A value of the wrong length, infinite dates and timestamps, timestamps beyond what
+/// microseconds since 1970 hold, text that is not UTF-8.
+fn cell(wire: Wire, scale: i8, raw: Option<&[u8]>) -> std::result::Result<Cell<'_>, String> {
+    let Some(raw) = raw else {
+        return Ok(Cell::Null);
+    };
+    Ok(match wire {
+        Wire::Bool => Cell::Bool(be::<1>(raw)?[0] != 0),
+        Wire::Int2 => Cell::Int(i16::from_be_bytes(be(raw)?).into()),
+        Wire::Int4 => Cell::Int(i32::from_be_bytes(be(raw)?).into()),
+        Wire::Int8 => Cell::Int(i64::from_be_bytes(be(raw)?).into()),
+        Wire::Float4 => Cell::Float(f32::from_be_bytes(be(raw)?).into()),
+        Wire::Float8 => Cell::Float(f64::from_be_bytes(be(raw)?)),
+        Wire::Numeric => Cell::Decimal(decode_numeric(raw, scale)?),
+        // jsonb's binary form is a version byte (1) and the text.
+        Wire::Jsonb => Cell::Text(utf8(raw.get(1..).unwrap_or_default())?.into()),
+        Wire::Uuid => Cell::Text(
+            uuid::Uuid::from_slice(raw)
+                .map_err(|e| e.to_string())?
+                .hyphenated()
+                .to_string()
+                .into(),
+        ),
+        Wire::Text => Cell::Text(utf8(raw)?.into()),
+        Wire::Bytea => Cell::Bytes(raw),
+        Wire::Date => {
+            let d = i32::from_be_bytes(be(raw)?);
+            if d == i32::MAX || d == i32::MIN {
+                return Err("the date is infinity, which a date column cannot hold".into());
             }
-            (Wire::Date, _) => Builder::Date(Date32Builder::with_capacity(capacity)),
-            (Wire::Timestamp, DataType::Timestamp(_, tz)) => Builder::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone_opt(tz.clone()),
-            ),
-            (Wire::Time, _) => Builder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
-            (wire, _) => Builder::Text(StringBuilder::with_capacity(capacity, capacity * 16), wire),
+            Cell::Days(d + PG_EPOCH_DAYS)
         }
-    }
+        Wire::Timestamp => {
+            let t = i64::from_be_bytes(be(raw)?);
+            if t == i64::MAX || t == i64::MIN {
+                return Err(
+                    "the timestamp is infinity, which a timestamp column cannot hold".into(),
+                );
+            }
+            Cell::Micros(t.checked_add(PG_EPOCH_MICROS).ok_or(
+                "the timestamp is beyond the year 294246, out of the range of microseconds since 1970",
+            )?)
+        }
+        Wire::Time => Cell::TimeMicros(i64::from_be_bytes(be(raw)?)),
+    })
+}
 
-    fn push(&mut self, raw: Option<&[u8]>) -> std::result::Result<(), String> {
-        let Some(raw) = raw else {
-            match self {
-                Builder::Bool(b) => b.append_null(),
-                Builder::Int2(b) => b.append_null(),
-                Builder::Int4(b) => b.append_null(),
-                Builder::Int8(b) => b.append_null(),
-                Builder::Float4(b) => b.append_null(),
-                Builder::Float8(b) => b.append_null(),
-                Builder::Numeric(b, _) => b.append_null(),
-                Builder::Text(b, _) => b.append_null(),
-                Builder::Bytea(b) => b.append_null(),
-                Builder::Date(b) => b.append_null(),
-                Builder::Timestamp(b) => b.append_null(),
-                Builder::Time(b) => b.append_null(),
-            }
-            return Ok(());
-        };
-        match self {
-            Builder::Bool(b) => b.append_value(be::<1>(raw)?[0] != 0),
-            Builder::Int2(b) => b.append_value(i16::from_be_bytes(be(raw)?)),
-            Builder::Int4(b) => b.append_value(i32::from_be_bytes(be(raw)?)),
-            Builder::Int8(b) => b.append_value(i64::from_be_bytes(be(raw)?)),
-            Builder::Float4(b) => b.append_value(f32::from_be_bytes(be(raw)?)),
-            Builder::Float8(b) => b.append_value(f64::from_be_bytes(be(raw)?)),
-            Builder::Numeric(b, scale) => b.append_value(decode_numeric(raw, *scale)?),
-            Builder::Text(b, wire) => {
-                let bytes = match wire {
-                    // jsonb's binary form is a version byte (1) and the text.
-                    Wire::Jsonb => raw.get(1..).unwrap_or_default(),
-                    _ => raw,
-                };
-                if *wire == Wire::Uuid {
-                    let u = uuid::Uuid::from_slice(raw).map_err(|e| e.to_string())?;
-                    b.append_value(u.hyphenated().to_string());
-                } else {
-                    b.append_value(std::str::from_utf8(bytes).map_err(|e| e.to_string())?);
-                }
-            }
-            Builder::Bytea(b) => b.append_value(raw),
-            Builder::Date(b) => {
-                let d = i32::from_be_bytes(be(raw)?);
-                if d == i32::MAX || d == i32::MIN {
-                    return Err("the date is infinity, which a date column cannot hold".into());
-                }
-                b.append_value(d + PG_EPOCH_DAYS)
-            }
-            Builder::Timestamp(b) => {
-                let t = i64::from_be_bytes(be(raw)?);
-                if t == i64::MAX || t == i64::MIN {
-                    return Err(
-                        "the timestamp is infinity, which a timestamp column cannot hold".into(),
-                    );
-                }
-                b.append_value(t.checked_add(PG_EPOCH_MICROS).ok_or(
-                    "the timestamp is beyond the year 294246, out of the range of microseconds since 1970",
-                )?)
-            }
-            Builder::Time(b) => b.append_value(i64::from_be_bytes(be(raw)?)),
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Int2(b) => Arc::new(b.finish()),
-            Builder::Int4(b) => Arc::new(b.finish()),
-            Builder::Int8(b) => Arc::new(b.finish()),
-            Builder::Float4(b) => Arc::new(b.finish()),
-            Builder::Float8(b) => Arc::new(b.finish()),
-            Builder::Numeric(b, _) => Arc::new(b.finish()),
-            Builder::Text(b, _) => Arc::new(b.finish()),
-            Builder::Bytea(b) => Arc::new(b.finish()),
-            Builder::Date(b) => Arc::new(b.finish()),
-            Builder::Timestamp(b) => Arc::new(b.finish()),
-            Builder::Time(b) => Arc::new(b.finish()),
-        }
-    }
+fn utf8(bytes: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| e.to_string())
 }
 
 const NUMERIC_NEG: u16 = 0x4000;
@@ -560,7 +488,11 @@ pub async fn extract(
                 desc.name
             ))
         })?;
-        wires.push(wire);
+        let scale = match desc.data_type {
+            DataType::Decimal128(_, s) => s,
+            _ => 0,
+        };
+        wires.push((wire, scale));
     }
     let texts: Vec<String> = params.iter().map(|p| p.to_text()).collect();
     let args: Vec<&(dyn ToSql + Sync)> = texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
@@ -570,36 +502,20 @@ pub async fn extract(
         .await
         .map_err(|e| error(c, &what, &e))?;
     futures::pin_mut!(rows);
-    let batch = ext.batch_size.max(1);
-    let new_builders = || -> Vec<Builder> {
-        columns
-            .iter()
-            .zip(&wires)
-            .map(|(col, w)| Builder::new(&col.data_type, *w, batch))
-            .collect()
-    };
-    let mut builders = new_builders();
-    let mut n = 0usize;
-    let mut row_no: u64 = 0;
+    let mut batcher = RowBatcher::new(columns, &ext.source, ext.batch_size);
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| error(c, &what, &e))?;
-        row_no += 1;
-        for (i, b) in builders.iter_mut().enumerate() {
+        for (i, (wire, scale)) in wires.iter().enumerate() {
             let raw: Option<Raw> = row.try_get(i).map_err(|e| error(c, &what, &e))?;
-            b.push(raw.map(|r| r.0))
-                .map_err(|m| super::extract::value_error(&ext.source, row_no, &columns[i], &m))?;
+            batcher.push(i, cell(*wire, *scale, raw.map(|r| r.0)))?;
         }
-        n += 1;
-        if n == batch {
-            let arrays = builders.iter_mut().map(Builder::finish).collect();
+        if let Some((arrays, n)) = batcher.end_row() {
             if !sender.send(arrays, n).await? {
                 return Ok(());
             }
-            n = 0;
         }
     }
-    if n > 0 {
-        let arrays = builders.iter_mut().map(Builder::finish).collect();
+    if let Some((arrays, n)) = batcher.finish() {
         sender.send(arrays, n).await?;
     }
     Ok(())
@@ -730,137 +646,121 @@ pub async fn read_run_record(
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Upsert by key (`INSERT ... ON CONFLICT`; a row whose values are unchanged is not
-/// rewritten); with `delete_missing`, target rows whose key was not staged are deleted.
-async fn merge(
-    client: &tokio_postgres::Client,
-    t: &DbTarget,
-    err: &(dyn Fn(tokio_postgres::Error) -> Error + Sync),
-) -> Result<LoadStats> {
-    let d = Dialect::Postgres;
-    let target = t.table.quoted(d);
-    let stage = d.quote(STAGE);
-    let cols = column_list(d, &t.staged);
-    let mut stats = LoadStats::default();
-    let row = client
-        .query_one(
-            &format!(
-                "WITH up AS (INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} \
-                 ON CONFLICT ({}) {} RETURNING (xmax = 0) AS inserted) \
-                 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
-                t.key_list(d),
-                conflict_action(t, &target)
-            ),
-            &[],
-        )
-        .await
-        .map_err(err)?;
-    stats.inserted = row.get::<_, i64>(0) as u64;
-    stats.updated = row.get::<_, i64>(1) as u64;
-    if t.delete_missing {
-        stats.deleted = client
-            .execute(
-                &format!(
-                    "DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {})",
-                    super::sink::key_join(d, "s", "t", &t.key)
-                ),
-                &[],
-            )
-            .await
-            .map_err(err)?;
-    }
-    Ok(stats)
+/// A PostgreSQL load's transaction, for the load modes ([`super::load`]).
+struct PgSession<'a> {
+    client: &'a Client,
+    t: &'a DbTarget,
+    /// "committing <table>", for errors.
+    what: String,
 }
 
-/// The `ON CONFLICT` action of a merge: update the non-key columns when any differs.
-fn conflict_action(t: &DbTarget, target: &str) -> String {
-    let d = Dialect::Postgres;
-    let non_key: Vec<&super::sink::TargetColumn> = t
-        .staged
-        .iter()
-        .filter(|c| !t.key.contains(&c.name))
-        .collect();
-    if non_key.is_empty() {
-        return "DO NOTHING".to_string();
+impl PgSession<'_> {
+    fn err(&self, e: tokio_postgres::Error) -> Error {
+        error(&self.t.connector, &self.what, &e)
     }
-    let set: Vec<String> = non_key
-        .iter()
-        .map(|c| {
-            let q = d.quote(&c.name);
-            format!("{q} = EXCLUDED.{q}")
-        })
-        .collect();
-    let old: Vec<String> = non_key
-        .iter()
-        .map(|c| format!("{target}.{}", d.quote(&c.name)))
-        .collect();
-    let new: Vec<String> = non_key
-        .iter()
-        .map(|c| format!("EXCLUDED.{}", d.quote(&c.name)))
-        .collect();
-    format!(
-        "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
-        set.join(", "),
-        old.join(", "),
-        new.join(", ")
-    )
 }
 
-/// Type 2 history: the current version of a changed key is closed (`valid_to` = `started`),
-/// a new version inserted; with `delete_missing`, keys not staged are closed.
-async fn scd2(
-    client: &tokio_postgres::Client,
-    t: &DbTarget,
-    started: &str,
-    err: &(dyn Fn(tokio_postgres::Error) -> Error + Sync),
-) -> Result<LoadStats> {
-    let d = Dialect::Postgres;
-    let target = t.table.quoted(d);
-    let stage = d.quote(STAGE);
-    let cols = column_list(d, &t.staged);
-    let mut stats = LoadStats::default();
-    let on = super::sink::key_join(d, "s", "t", &t.key);
-    let (vf, vt, cur, hash) = (
-        d.quote(super::sink::VALID_FROM),
-        d.quote(super::sink::VALID_TO),
-        d.quote(super::sink::IS_CURRENT),
-        d.quote(super::sink::ROW_HASH),
-    );
-    stats.updated = client
-        .execute(
-            &format!(
-                "UPDATE {target} t SET {vt} = $1::text::timestamptz, {cur} = false FROM {stage} s \
-                 WHERE t.{cur} AND {on} AND t.{hash} <> s.{hash}"
-            ),
-            &[&started],
-        )
-        .await
-        .map_err(err)?;
-    if t.delete_missing {
-        stats.deleted = client
-            .execute(
-                &format!(
-                    "UPDATE {target} t SET {vt} = $1::text::timestamptz, {cur} = false \
-                     WHERE t.{cur} AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {on})"
-                ),
-                &[&started],
-            )
+impl super::load::LoadSession for PgSession<'_> {
+    async fn execute(
+        &mut self,
+        sql: &str,
+        started: Option<&chrono::DateTime<chrono::Utc>>,
+    ) -> Result<u64> {
+        let started = started.map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string());
+        let params: Vec<&(dyn ToSql + Sync)> =
+            started.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
+        self.client
+            .execute(sql, &params)
             .await
-            .map_err(err)?;
+            .map_err(|e| self.err(e))
     }
-    let s_cols = t.staged_of(d, "s");
-    stats.inserted = client
-        .execute(
-            &format!(
-                "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) \
-                 SELECT {s_cols}, $1::text::timestamptz, NULL, true FROM {stage} s \
-                 WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{cur} AND {on})"
-            ),
-            &[&started],
+
+    async fn count(&mut self, sql: &str) -> Result<u64> {
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn record(&mut self, run: &super::runs::RunRow) -> Result<()> {
+        let sql = super::runs::upsert_sql(Dialect::Postgres, &self.t.table);
+        self.client
+            .execute(&sql, &[&run.job, &run.target, &run.run_id, &run.record])
+            .await
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| commit_unknown(&self.t.connector, &self.t.shown(), &message(&e)))
+    }
+
+    /// Each statement applying the mode gets the connection's `statement_timeout`.
+    async fn prepare(&mut self, _mode: LoadMode) -> Result<()> {
+        if let Some(limit) = self.t.connector.statement_timeout {
+            let ms = limit.as_millis().to_string();
+            self.client
+                .execute("SELECT set_config('statement_timeout', $1, true)", &[&ms])
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn started_param(&self) -> &'static str {
+        "$1::text::timestamptz"
+    }
+
+    /// `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE (old) IS DISTINCT FROM (new)`: an
+    /// unchanged row is neither rewritten nor counted.
+    fn upsert(&self, n: &Names) -> String {
+        let action = if n.non_key.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            let list = |prefix: &str| -> String {
+                n.non_key
+                    .iter()
+                    .map(|q| format!("{prefix}.{q}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let set: Vec<String> = n
+                .non_key
+                .iter()
+                .map(|q| format!("{q} = EXCLUDED.{q}"))
+                .collect();
+            format!(
+                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+                set.join(", "),
+                list(&n.target),
+                list("EXCLUDED")
+            )
+        };
+        format!(
+            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} ON CONFLICT ({key}) {action}",
+            t = n.target,
+            cols = n.cols,
+            s = n.stage,
+            key = n.key
         )
-        .await
-        .map_err(err)?;
-    Ok(stats)
+    }
+
+    fn clear(&self, n: &Names) -> String {
+        format!("TRUNCATE {}", n.target)
+    }
+
+    fn bool(&self, v: bool) -> &'static str {
+        if v {
+            "true"
+        } else {
+            "false"
+        }
+    }
 }
 
 /// The error for a connection lost during `COMMIT`: the server may or may not have committed,
@@ -1016,84 +916,19 @@ impl PgLoad {
         Ok(self.rows)
     }
 
-    /// Applies the mode from the staging table and commits.
+    /// Applies the mode from the staging table and commits ([`super::load::apply`]).
     ///
     /// # Errors
     /// [`Error::Connection`], or [`Error::Target`] for duplicate keys in a merge.
     pub async fn commit(self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
-        let c = &t.connector;
         let d = Dialect::Postgres;
-        let client = &self.conn.client;
-        let what = format!("committing {}", t.table);
-        let err = |e: tokio_postgres::Error| error(c, &what, &e);
-        let target = t.table.quoted(d);
-        let stage = d.quote(STAGE);
-        let cols = column_list(d, &t.staged);
-        let mut stats = LoadStats::default();
-        let started = t.started.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
-        if let Some(limit) = c.statement_timeout {
-            // Each statement applying the mode gets the connection's limit.
-            let ms = limit.as_millis().to_string();
-            client
-                .execute("SELECT set_config('statement_timeout', $1, true)", &[&ms])
-                .await
-                .map_err(err)?;
-        }
-        if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
-            let dups: i64 = client
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {} HAVING count(*) > 1) d",
-                        t.key_list(d)
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(err)?
-                .get(0);
-            if dups > 0 {
-                return Err(super::sink::duplicate_keys(t, dups as u64));
-            }
-        }
-        match t.mode {
-            LoadMode::Append => stats.inserted = self.rows,
-            LoadMode::Overwrite => {
-                let deleted: i64 = client
-                    .query_one(&format!("SELECT count(*) FROM {target}"), &[])
-                    .await
-                    .map_err(err)?
-                    .get(0);
-                client
-                    .batch_execute(&format!("TRUNCATE {target}"))
-                    .await
-                    .map_err(err)?;
-                stats.inserted = client
-                    .execute(
-                        &format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}"),
-                        &[],
-                    )
-                    .await
-                    .map_err(err)?;
-                stats.deleted = deleted as u64;
-            }
-            LoadMode::Merge => stats = merge(client, t, &err).await?,
-            LoadMode::Scd2 => stats = scd2(client, t, &started, &err).await?,
-        }
-        // The run's record commits with its rows (decision 0006).
-        client
-            .execute(
-                &super::runs::upsert_sql(d, &t.table),
-                &[&run.job, &run.target, &run.run_id, &run.record],
-            )
-            .await
-            .map_err(err)?;
-        crate::commit::crash_point("before_publish");
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| commit_unknown(c, &t.shown(), &message(&e)))?;
-        crate::commit::crash_point("after_publish");
-        Ok(stats)
+        let names = Names::new(d, t, d.quote(STAGE));
+        let mut session = PgSession {
+            client: &self.conn.client,
+            t,
+            what: format!("committing {}", t.table),
+        };
+        super::load::apply(&mut session, &names, t, run, self.rows).await
     }
 
     /// Rolls back (closing the connection would too).

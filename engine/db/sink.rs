@@ -703,7 +703,7 @@ impl DbSink {
         match self {
             DbSink::Postgres(l) => l.commit(target, &run).await,
             DbSink::Mysql(l) => l.commit(target, &run).await,
-            DbSink::Sqlite(l) => l.commit(target, &run),
+            DbSink::Sqlite(l) => l.commit(target, &run).await,
         }
     }
 

@@ -17,21 +17,19 @@
 //! | contains `BLOB`                       | Binary                     | blob, text               |
 //! | contains `REAL`, `FLOA`, `DOUB`       | Float64                    | real, integer            |
 
-use std::sync::Arc;
+use std::borrow::Cow;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float64Builder, Int64Builder, RecordBatch, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder,
-};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{self as t, DataType, TimeUnit};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{OpenFlags, OptionalExtension};
 
+use super::columns::{Cell, RowBatcher};
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
+use super::load::Names;
 use super::sink::{column_list, DbTarget};
 use super::values::{
-    format_days, format_decimal, format_micros, format_time, parse_date, parse_decimal, parse_time,
+    format_days, format_decimal, format_micros, format_time, parse_date, parse_time,
     parse_timestamp,
 };
 use super::{Connector, DbColumn, Dialect};
@@ -133,106 +131,42 @@ pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Resul
     Ok(out)
 }
 
-enum Builder {
-    Bool(BooleanBuilder),
-    Int(Int64Builder),
-    Float(Float64Builder),
-    Dec(Decimal128Builder, u8, i8),
-    Text(StringBuilder),
-    Blob(BinaryBuilder),
-    Date(Date32Builder),
-    Ts(TimestampMicrosecondBuilder),
-    Time(Time64MicrosecondBuilder),
-}
-
-impl Builder {
-    fn new(dt: &DataType, cap: usize) -> Builder {
-        match dt {
-            DataType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(cap)),
-            DataType::Int64 => Builder::Int(Int64Builder::with_capacity(cap)),
-            DataType::Float64 => Builder::Float(Float64Builder::with_capacity(cap)),
-            DataType::Decimal128(p, s) => Builder::Dec(
-                Decimal128Builder::with_capacity(cap).with_data_type(dt.clone()),
-                *p,
-                *s,
-            ),
-            DataType::Binary => Builder::Blob(BinaryBuilder::new()),
-            DataType::Date32 => Builder::Date(Date32Builder::with_capacity(cap)),
-            DataType::Timestamp(_, tz) => Builder::Ts(
-                TimestampMicrosecondBuilder::with_capacity(cap).with_timezone_opt(tz.clone()),
-            ),
-            DataType::Time64(_) => Builder::Time(Time64MicrosecondBuilder::with_capacity(cap)),
-            _ => Builder::Text(StringBuilder::new()),
+/// Decodes one SQLite value for a column of Arrow type `dt` (from its declared type, see the
+/// module's table).
+///
+/// # Errors
+/// A value that the declared type does not accept (a text in an integer column, a blob where
+/// text is due, a boolean other than 0 or 1), or text that does not parse as the type.
+fn cell<'a>(dt: &DataType, v: ValueRef<'a>) -> std::result::Result<Cell<'a>, String> {
+    let text = |v: ValueRef<'a>| -> std::result::Result<Cow<'a, str>, String> {
+        match v {
+            ValueRef::Text(b) => std::str::from_utf8(b)
+                .map(Cow::Borrowed)
+                .map_err(|e| e.to_string()),
+            ValueRef::Integer(i) => Ok(i.to_string().into()),
+            ValueRef::Real(f) => Ok(f.to_string().into()),
+            ValueRef::Blob(_) => Err("a blob where text was expected".into()),
+            ValueRef::Null => Ok("".into()),
         }
-    }
-
-    fn push(&mut self, v: ValueRef<'_>) -> std::result::Result<(), String> {
-        let text = |v: ValueRef<'_>| -> std::result::Result<String, String> {
-            match v {
-                ValueRef::Text(b) => std::str::from_utf8(b)
-                    .map(str::to_string)
-                    .map_err(|e| e.to_string()),
-                ValueRef::Integer(i) => Ok(i.to_string()),
-                ValueRef::Real(f) => Ok(f.to_string()),
-                ValueRef::Blob(_) => Err("a blob where text was expected".into()),
-                ValueRef::Null => Ok(String::new()),
-            }
-        };
-        if v == ValueRef::Null {
-            match self {
-                Builder::Bool(b) => b.append_null(),
-                Builder::Int(b) => b.append_null(),
-                Builder::Float(b) => b.append_null(),
-                Builder::Dec(b, ..) => b.append_null(),
-                Builder::Text(b) => b.append_null(),
-                Builder::Blob(b) => b.append_null(),
-                Builder::Date(b) => b.append_null(),
-                Builder::Ts(b) => b.append_null(),
-                Builder::Time(b) => b.append_null(),
-            }
-            return Ok(());
-        }
-        match self {
-            Builder::Bool(b) => match v {
-                ValueRef::Integer(0) => b.append_value(false),
-                ValueRef::Integer(1) => b.append_value(true),
-                other => return Err(format!("{other:?} is not a boolean (0 or 1)")),
-            },
-            Builder::Int(b) => match v {
-                ValueRef::Integer(i) => b.append_value(i),
-                other => return Err(format!("{other:?} is not an integer")),
-            },
-            Builder::Float(b) => match v {
-                ValueRef::Real(f) => b.append_value(f),
-                ValueRef::Integer(i) => b.append_value(i as f64),
-                other => return Err(format!("{other:?} is not a number")),
-            },
-            Builder::Dec(b, p, s) => b.append_value(parse_decimal(&text(v)?, *p, *s)?),
-            Builder::Text(b) => b.append_value(text(v)?),
-            Builder::Blob(b) => match v {
-                ValueRef::Blob(x) | ValueRef::Text(x) => b.append_value(x),
-                other => return Err(format!("{other:?} is not a blob")),
-            },
-            Builder::Date(b) => b.append_value(parse_date(&text(v)?)?),
-            Builder::Ts(b) => b.append_value(parse_timestamp(&text(v)?)?),
-            Builder::Time(b) => b.append_value(parse_time(&text(v)?)?),
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Int(b) => Arc::new(b.finish()),
-            Builder::Float(b) => Arc::new(b.finish()),
-            Builder::Dec(b, ..) => Arc::new(b.finish()),
-            Builder::Text(b) => Arc::new(b.finish()),
-            Builder::Blob(b) => Arc::new(b.finish()),
-            Builder::Date(b) => Arc::new(b.finish()),
-            Builder::Ts(b) => Arc::new(b.finish()),
-            Builder::Time(b) => Arc::new(b.finish()),
-        }
-    }
+    };
+    Ok(match (dt, v) {
+        (_, ValueRef::Null) => Cell::Null,
+        (DataType::Boolean, ValueRef::Integer(0)) => Cell::Bool(false),
+        (DataType::Boolean, ValueRef::Integer(1)) => Cell::Bool(true),
+        (DataType::Boolean, other) => return Err(format!("{other:?} is not a boolean (0 or 1)")),
+        (DataType::Int64, ValueRef::Integer(i)) => Cell::Int(i.into()),
+        (DataType::Int64, other) => return Err(format!("{other:?} is not an integer")),
+        (DataType::Float64, ValueRef::Real(f)) => Cell::Float(f),
+        (DataType::Float64, ValueRef::Integer(i)) => Cell::Float(i as f64),
+        (DataType::Float64, other) => return Err(format!("{other:?} is not a number")),
+        (DataType::Decimal128(..), v) => Cell::DecimalText(text(v)?),
+        (DataType::Binary, ValueRef::Blob(x) | ValueRef::Text(x)) => Cell::Bytes(x),
+        (DataType::Binary, other) => return Err(format!("{other:?} is not a blob")),
+        (DataType::Date32, v) => Cell::Days(parse_date(&text(v)?)?),
+        (DataType::Timestamp(..), v) => Cell::Micros(parse_timestamp(&text(v)?)?),
+        (DataType::Time64(_), v) => Cell::TimeMicros(parse_time(&text(v)?)?),
+        (_, v) => Cell::Text(text(v)?),
+    })
 }
 
 fn cursor_param(v: CursorValue) -> Value {
@@ -259,7 +193,7 @@ pub async fn extract(
     let params: Vec<Value> = params.iter().map(|p| cursor_param(*p)).collect();
     let columns = columns.to_vec();
     let source = ext.source.clone();
-    let batch = ext.batch_size.max(1);
+    let batch = ext.batch_size;
     let permit = c.slot().await?;
     tokio::task::spawn_blocking(move || -> Result<()> {
         let _permit = permit;
@@ -269,33 +203,19 @@ pub async fn extract(
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(|e| error(&c, &what, &e))?;
-        let new = || -> Vec<Builder> {
-            columns
-                .iter()
-                .map(|col| Builder::new(&col.data_type, batch))
-                .collect()
-        };
-        let mut builders = new();
-        let mut n = 0;
-        let mut row_no = 0u64;
+        let mut batcher = RowBatcher::new(&columns, &source, batch);
         while let Some(row) = rows.next().map_err(|e| error(&c, &what, &e))? {
-            row_no += 1;
-            for (i, b) in builders.iter_mut().enumerate() {
+            for (i, col) in columns.iter().enumerate() {
                 let v = row.get_ref(i).map_err(|e| error(&c, &what, &e))?;
-                b.push(v)
-                    .map_err(|m| super::extract::value_error(&source, row_no, &columns[i], &m))?;
+                batcher.push(i, cell(&col.data_type, v))?;
             }
-            n += 1;
-            if n == batch {
-                let arrays = builders.iter_mut().map(Builder::finish).collect();
+            if let Some((arrays, n)) = batcher.end_row() {
                 if !sender.blocking_send(arrays, n)? {
                     return Ok(());
                 }
-                n = 0;
             }
         }
-        if n > 0 || row_no == 0 {
-            let arrays = builders.iter_mut().map(Builder::finish).collect();
+        if let Some((arrays, n)) = batcher.finish() {
             sender.blocking_send(arrays, n)?;
         }
         Ok(())
@@ -461,155 +381,110 @@ impl SqliteLoad {
         Ok(self.rows)
     }
 
-    /// Applies the mode and commits.
+    /// Applies the mode and commits ([`super::load::apply`]).
     ///
     /// # Errors
     /// [`Error::Connection`], or [`Error::Target`] for duplicate keys in a merge.
-    pub fn commit(self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
-        let c = &self.connector;
+    pub async fn commit(self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
         let d = Dialect::Sqlite;
-        let conn = &self.conn;
-        let what = format!("committing {}", t.table);
-        let err = |e: rusqlite::Error| error(c, &what, &e);
-        let target = t.table.quoted(d);
-        let stage = format!("temp.{}", d.quote(STAGE));
-        let cols = column_list(d, &t.staged);
-        let count = |sql: &str| -> Result<u64> {
-            conn.query_row(sql, [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(err)
-        };
-        let mut stats = LoadStats::default();
-        if matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
-            let key = t.key_list(d);
-            let dups = count(&format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {key} HAVING count(*) > 1)"
-            ))?;
-            if dups > 0 {
-                return Err(super::sink::duplicate_keys(t, dups));
-            }
-        }
-        let on = super::sink::key_join(d, "s", "t", &t.key);
-        match t.mode {
-            LoadMode::Append => stats.inserted = self.rows,
-            LoadMode::Overwrite => {
-                stats.deleted = conn
-                    .execute(&format!("DELETE FROM {target}"), [])
-                    .map_err(err)? as u64;
-                stats.inserted = conn
-                    .execute(
-                        &format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}"),
-                        [],
-                    )
-                    .map_err(err)? as u64;
-            }
-            LoadMode::Merge => {
-                let matched = count(&format!(
-                    "SELECT count(*) FROM {stage} s WHERE EXISTS (SELECT 1 FROM {target} t WHERE {on})"
-                ))?;
-                let non_key: Vec<String> = t
-                    .staged
-                    .iter()
-                    .filter(|c| !t.key.contains(&c.name))
-                    .map(|c| d.quote(&c.name))
-                    .collect();
-                let action = if non_key.is_empty() {
-                    "DO NOTHING".to_string()
-                } else {
-                    format!(
-                        "DO UPDATE SET {} WHERE NOT ({})",
-                        non_key
-                            .iter()
-                            .map(|q| format!("{q} = excluded.{q}"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        non_key
-                            .iter()
-                            .map(|q| format!("{target}.{q} IS excluded.{q}"))
-                            .collect::<Vec<_>>()
-                            .join(" AND ")
-                    )
-                };
-                let key = t.key_list(d);
-                let changed = conn
-                    .execute(
-                        &format!(
-                            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} WHERE true \
-                             ON CONFLICT ({key}) {action}"
-                        ),
-                        [],
-                    )
-                    .map_err(err)? as u64;
-                stats.inserted = self.rows.saturating_sub(matched);
-                stats.updated = changed.saturating_sub(stats.inserted);
-                if t.delete_missing {
-                    stats.deleted = conn
-                        .execute(
-                            &format!(
-                                "DELETE FROM {target} AS t WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {on})"
-                            ),
-                            [],
-                        )
-                        .map_err(err)? as u64;
-                }
-            }
-            LoadMode::Scd2 => {
-                let started = format!("{}+00:00", format_micros(t.started.timestamp_micros()));
-                let (vt, cur, hash) = (
-                    d.quote(super::sink::VALID_TO),
-                    d.quote(super::sink::IS_CURRENT),
-                    d.quote(super::sink::ROW_HASH),
-                );
-                let vf = d.quote(super::sink::VALID_FROM);
-                stats.updated = conn
-                    .execute(
-                        &format!(
-                            "UPDATE {target} AS t SET {vt} = ?1, {cur} = 0 WHERE t.{cur} = 1 \
-                             AND EXISTS (SELECT 1 FROM {stage} s WHERE {on} AND s.{hash} <> t.{hash})"
-                        ),
-                        [&started],
-                    )
-                    .map_err(err)? as u64;
-                if t.delete_missing {
-                    stats.deleted = conn
-                        .execute(
-                            &format!(
-                                "UPDATE {target} AS t SET {vt} = ?1, {cur} = 0 WHERE t.{cur} = 1 \
-                                 AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {on})"
-                            ),
-                            [&started],
-                        )
-                        .map_err(err)? as u64;
-                }
-                let s_cols = t.staged_of(d, "s");
-                stats.inserted = conn
-                    .execute(
-                        &format!(
-                            "INSERT INTO {target} ({cols}, {vf}, {vt}, {cur}) \
-                             SELECT {}, ?1, NULL, 1 FROM {stage} s \
-                             WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{cur} = 1 AND {on})",
-                            s_cols
-                        ),
-                        [&started],
-                    )
-                    .map_err(err)? as u64;
-            }
-        }
-        // The run's record commits with its rows (decision 0006).
-        conn.execute(
-            &super::runs::upsert_sql(d, &t.table),
-            rusqlite::params![run.job, run.target, run.run_id, run.record],
-        )
-        .map_err(err)?;
-        crate::commit::crash_point("before_publish");
-        conn.execute_batch("COMMIT").map_err(err)?;
-        crate::commit::crash_point("after_publish");
-        Ok(stats)
+        let names = Names::new(d, t, format!("temp.{}", d.quote(STAGE)));
+        let mut session = SqliteSession { conn: self.conn, t };
+        super::load::apply(&mut session, &names, t, run, self.rows).await
     }
 
     /// Rolls back.
     pub fn abort(self) {
         let _ = self.conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// A SQLite load's transaction (`BEGIN IMMEDIATE`), for the load modes ([`super::load`]);
+/// the standard statements serve, only the upsert is SQLite's own.
+struct SqliteSession<'a> {
+    conn: rusqlite::Connection,
+    t: &'a DbTarget,
+}
+
+impl SqliteSession<'_> {
+    fn err(&self, e: rusqlite::Error) -> Error {
+        error(
+            &self.t.connector,
+            &format!("committing {}", self.t.table),
+            &e,
+        )
+    }
+}
+
+impl super::load::LoadSession for SqliteSession<'_> {
+    async fn execute(
+        &mut self,
+        sql: &str,
+        started: Option<&chrono::DateTime<chrono::Utc>>,
+    ) -> Result<u64> {
+        let done = match started {
+            Some(t) => {
+                let text = format!("{}+00:00", format_micros(t.timestamp_micros()));
+                self.conn.execute(sql, [text])
+            }
+            None => self.conn.execute(sql, []),
+        };
+        done.map(|n| n as u64).map_err(|e| self.err(e))
+    }
+
+    async fn count(&mut self, sql: &str) -> Result<u64> {
+        self.conn
+            .query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    async fn record(&mut self, run: &super::runs::RunRow) -> Result<()> {
+        let sql = super::runs::upsert_sql(Dialect::Sqlite, &self.t.table);
+        self.conn
+            .execute(
+                &sql,
+                rusqlite::params![run.job, run.target, run.run_id, run.record],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
+    fn started_param(&self) -> &'static str {
+        "?1"
+    }
+
+    /// `ON CONFLICT (key) DO UPDATE ... WHERE NOT (old IS new ...)`: an unchanged row is
+    /// neither rewritten nor counted. (`WHERE true` resolves the parsing ambiguity of an
+    /// upsert on `INSERT ... SELECT`, per SQLite's documentation of UPSERT.)
+    fn upsert(&self, n: &Names) -> String {
+        let action = if n.non_key.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!(
+                "DO UPDATE SET {} WHERE NOT ({})",
+                n.non_key
+                    .iter()
+                    .map(|q| format!("{q} = excluded.{q}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                n.non_key
+                    .iter()
+                    .map(|q| format!("{}.{q} IS excluded.{q}", n.target))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            )
+        };
+        format!(
+            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} WHERE true ON CONFLICT ({key}) {action}",
+            t = n.target,
+            cols = n.cols,
+            s = n.stage,
+            key = n.key
+        )
     }
 }
 
