@@ -27,7 +27,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::mpsc;
 
 use super::{Connector, DbColumn, Dialect, TableName};
-use crate::config::spec::{ConnectionKind, Lookback};
+use crate::config::spec::Lookback;
 use crate::error::{Error, Result};
 
 /// What a database source reads.
@@ -312,15 +312,8 @@ impl Extraction {
             for (bound, op_incl, op_excl) in [(&r.lower, ">=", ">"), (&r.upper, "<=", "<")] {
                 if let Some((v, inclusive)) = bound {
                     params.push(*v);
-                    let p = placeholder(d, params.len(), &r.db_type, *v);
-                    // SQLite keeps times as text in any ISO 8601 spelling: compare instants.
-                    let column = match (d, v) {
-                        (Dialect::Sqlite, CursorValue::Micros(_) | CursorValue::MicrosUtc(_)) => {
-                            format!("unixepoch({c}, 'subsec')")
-                        }
-                        (Dialect::Sqlite, CursorValue::Days(_)) => format!("date({c})"),
-                        _ => c.clone(),
-                    };
+                    let p = d.placeholder(params.len(), &r.db_type, *v);
+                    let column = d.cursor_column(&c, *v);
                     conds.push(format!(
                         "{column} {} {p}",
                         if *inclusive { op_incl } else { op_excl }
@@ -353,24 +346,6 @@ impl Extraction {
             s.push_str(&format!("\n      -- {}", r.why));
         }
         s
-    }
-}
-
-/// A bound parameter in `d`'s syntax. PostgreSQL gets the text cast to the column's type
-/// (`$1::text::timestamptz`) so one binding works for every cursor type; MySQL binds typed
-/// values; SQLite compares times as instants (`unixepoch(..., 'subsec')`) and dates as dates,
-/// whatever ISO 8601 spelling the column's text uses.
-fn placeholder(d: Dialect, n: usize, db_type: &str, v: CursorValue) -> String {
-    match d {
-        Dialect::Postgres => format!("${n}::text::{db_type}"),
-        // MySQL compares a DATETIME with a string literal as a DATETIME; integers bind as
-        // integers. SQLite stores times as text, which compare in order.
-        Dialect::Mysql => "?".to_string(),
-        Dialect::Sqlite => match v {
-            CursorValue::Micros(_) | CursorValue::MicrosUtc(_) => "unixepoch(?, 'subsec')".into(),
-            CursorValue::Days(_) => "date(?)".into(),
-            CursorValue::Int(_) => "?".into(),
-        },
     }
 }
 
@@ -479,17 +454,11 @@ impl PartitionStream for DbPartition {
         let what = format!("reader of source `{}`", ext.source);
         let task = tokio::spawn(async move {
             let columns: Vec<DbColumn> = used.iter().map(|&i| ext.columns[i].clone()).collect();
-            let result = match ext.connector.kind {
-                ConnectionKind::Postgres => {
-                    super::postgres::extract(&ext, &sql, &params, &columns, sender).await
-                }
-                ConnectionKind::Mysql => {
-                    super::mysql::extract(&ext, &sql, &params, &columns, sender).await
-                }
-                ConnectionKind::Sqlite => {
-                    super::sqlite::extract(&ext, &sql, &params, &columns, sender).await
-                }
-            };
+            let result = ext
+                .connector
+                .dialect()
+                .extract(&ext, &sql, &params, &columns, sender)
+                .await;
             if let Err(e) = result {
                 let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
             }

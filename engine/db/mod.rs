@@ -18,6 +18,7 @@
 
 pub mod columns;
 pub mod extract;
+pub mod kind;
 pub mod load;
 pub mod mysql;
 pub mod postgres;
@@ -25,6 +26,8 @@ pub mod runs;
 pub mod sink;
 pub mod sqlite;
 pub mod values;
+
+pub use kind::{Database, Dialect, Load};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,47 +39,6 @@ use crate::config::interpolate::Redactor;
 use crate::config::spec::{ConnectionKind, ConnectionSpec, SslMode};
 use crate::config::{parse_duration, Project};
 use crate::error::{Error, Result};
-
-/// SQL dialect of a connection: how identifiers are quoted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// PostgreSQL: `"name"`.
-    Postgres,
-    /// MySQL/MariaDB: `` `name` ``.
-    Mysql,
-    /// SQLite: `"name"`.
-    Sqlite,
-}
-
-impl Dialect {
-    /// The dialect of a connection kind.
-    pub fn of(kind: ConnectionKind) -> Dialect {
-        match kind {
-            ConnectionKind::Postgres => Dialect::Postgres,
-            ConnectionKind::Mysql => Dialect::Mysql,
-            ConnectionKind::Sqlite => Dialect::Sqlite,
-        }
-    }
-
-    /// `name` as a quoted identifier; a quote character inside is doubled (SQL standard, and
-    /// MySQL's rule for backticks).
-    pub fn quote(self, name: &str) -> String {
-        let q = match self {
-            Dialect::Mysql => '`',
-            _ => '"',
-        };
-        let mut s = String::with_capacity(name.len() + 2);
-        s.push(q);
-        for c in name.chars() {
-            if c == q {
-                s.push(q);
-            }
-            s.push(c);
-        }
-        s.push(q);
-        s
-    }
-}
 
 pub use crate::config::TableName;
 
@@ -180,13 +142,7 @@ impl Connector {
                 .map(|d| parse_duration(d.get_ref()).map_err(err))
                 .transpose()
         };
-        let url = match spec.kind {
-            ConnectionKind::Sqlite => {
-                let path = url.strip_prefix("sqlite://").unwrap_or(&url);
-                project.root.join(path).to_string_lossy().to_string()
-            }
-            _ => url,
-        };
+        let url = kind::of(spec.kind).resolve_url(url, &project.root);
         Ok(Connector {
             name: name.to_string(),
             kind: spec.kind,
@@ -265,7 +221,7 @@ impl Connector {
 
     /// The dialect.
     pub fn dialect(&self) -> Dialect {
-        Dialect::of(self.kind)
+        kind::of(self.kind)
     }
 
     /// The resolved URL, for drivers only.
@@ -393,11 +349,10 @@ pub async fn scan(
         Relation::Table(t) => format!("{conn_name}:{t}"),
         Relation::Query(_) => format!("{conn_name}:query"),
     };
-    let columns = match connector.kind {
-        ConnectionKind::Postgres => postgres::describe(&connector, name, &relation).await?,
-        ConnectionKind::Mysql => mysql::describe(&connector, name, &relation).await?,
-        ConnectionKind::Sqlite => sqlite::describe(&connector, name, &relation).await?,
-    };
+    let columns = connector
+        .dialect()
+        .describe(&connector, name, &relation)
+        .await?;
     let src_err = |m: String| Error::source(name, &shown, m);
 
     let (cursor, range, previous) = match &spec.incremental {

@@ -15,13 +15,167 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::columns::{Cell, RowBatcher};
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
+use super::kind::{Database, Load};
 use super::load::Names;
+use super::sink::TargetColumn;
 use super::sink::{column_list, DbTarget};
 use super::values::format_decimal;
 use super::{Connector, DbColumn, Dialect};
 use crate::config::spec::{LoadMode, SslMode};
 use crate::error::{Error, Result};
+use crate::model::FieldType;
 use crate::report::LoadStats;
+use futures::future::BoxFuture;
+
+/// MySQL and MariaDB as a [`Database`].
+pub struct Mysql;
+
+/// MySQL's dialect.
+const MY: Dialect = &Mysql;
+
+/// Character set and collation of MySQL text columns: exact comparison.
+const MYSQL_TEXT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
+
+impl Database for Mysql {
+    fn name(&self) -> &'static str {
+        "MySQL"
+    }
+
+    fn quote_char(&self) -> char {
+        '`'
+    }
+
+    fn field_type(&self, ty: FieldType, c: &TargetColumn) -> String {
+        use FieldType as F;
+        match ty {
+            // A key or a bounded text needs a length in MySQL; 255 characters fit an index.
+            // Binary collation: two keys equal only when their text is (the default
+            // collations ignore case and trailing spaces, and would merge `abc` and `ABC`).
+            F::String => match c.max_length {
+                Some(n) if n <= 16_383 => format!("varchar({n}) {MYSQL_TEXT}"),
+                _ if c.primary_key => format!("varchar(255) {MYSQL_TEXT}"),
+                _ => format!("longtext {MYSQL_TEXT}"),
+            },
+            F::Int32 => "int".into(),
+            F::Int64 => "bigint".into(),
+            F::Float64 => "double".into(),
+            F::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            F::Boolean => "tinyint(1)".into(),
+            F::Date => "date".into(),
+            // UTC wall-clock time with microseconds (TIMESTAMP would stop at 2038).
+            F::Timestamp => "datetime(6)".into(),
+            F::Time => "time(6)".into(),
+        }
+    }
+
+    fn flags_type(&self) -> &'static str {
+        "json"
+    }
+
+    fn hash_type(&self) -> &'static str {
+        "char(64)"
+    }
+
+    /// MariaDB prints `int(11)`, `bigint(20)`; `json` is `longtext`.
+    fn same_type(&self, want: &str, have: &str) -> bool {
+        let strip = |s: &str| match s.split_once('(') {
+            Some((base, _)) if ["int", "bigint"].contains(&base) => base.to_string(),
+            _ => s.to_string(),
+        };
+        strip(want) == strip(have) || (want == "json" && have == "longtext")
+    }
+
+    /// MySQL compares a DATETIME with a bound date-time as a DATETIME; integers bind as
+    /// integers.
+    fn placeholder(&self, _n: usize, _db_type: &str, _v: CursorValue) -> String {
+        "?".into()
+    }
+
+    /// `LONGTEXT`: MySQL's `TEXT` holds 64 KiB.
+    fn record_type(&self) -> &'static str {
+        "LONGTEXT"
+    }
+
+    fn runs_upsert(&self, runs: &str) -> String {
+        format!(
+            "INSERT INTO {runs} (job, target_table, run_id, record) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE run_id = VALUES(run_id), record = VALUES(record)"
+        )
+    }
+
+    /// A name whose work tables (`<table>__sluice_stage`, `__sluice_next`, `__sluice_old`)
+    /// would pass MySQL's 64-character limit.
+    fn table_name_problem(&self, table: &super::TableName) -> Option<(String, String)> {
+        table_name_problem(table)
+    }
+
+    fn describe<'a>(
+        &'a self,
+        c: &'a Connector,
+        source: &'a str,
+        relation: &'a Relation,
+    ) -> BoxFuture<'a, Result<Vec<DbColumn>>> {
+        Box::pin(describe(c, source, relation))
+    }
+
+    fn extract<'a>(
+        &'a self,
+        ext: &'a Extraction,
+        sql: &'a str,
+        params: &'a [CursorValue],
+        columns: &'a [DbColumn],
+        sender: BatchSender,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(extract(ext, sql, params, columns, sender))
+    }
+
+    fn table_columns<'a>(
+        &'a self,
+        c: &'a Connector,
+        table: &'a super::TableName,
+    ) -> BoxFuture<'a, Result<Option<Vec<super::sink::TableColumn>>>> {
+        Box::pin(async move {
+            let mut my = connect(c).await?;
+            table_columns(c, &mut my.conn, table).await
+        })
+    }
+
+    fn read_run_record<'a>(
+        &'a self,
+        c: &'a Connector,
+        target: &'a super::TableName,
+        job: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(read_run_record(c, target, job, key))
+    }
+
+    fn begin<'a>(&'a self, t: &'a DbTarget) -> BoxFuture<'a, Result<Box<dyn Load>>> {
+        Box::pin(async move { Ok(Box::new(MyLoad::begin(t).await?) as Box<dyn Load>) })
+    }
+}
+
+impl Load for MyLoad {
+    fn write<'a>(&'a mut self, batch: &'a RecordBatch) -> BoxFuture<'a, Result<()>> {
+        Box::pin(MyLoad::write(self, batch))
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(MyLoad::finish(self))
+    }
+
+    fn commit<'a>(
+        self: Box<Self>,
+        t: &'a DbTarget,
+        run: &'a super::runs::RunRow,
+    ) -> BoxFuture<'a, Result<LoadStats>> {
+        Box::pin(MyLoad::commit(*self, t, run))
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(MyLoad::abort(*self))
+    }
+}
 
 /// Whether a MySQL error may go away on retry: I/O (a dropped or refused connection), a
 /// closed connection, or the server codes for a killed connection (1927), a shutdown (1053),
@@ -238,7 +392,7 @@ fn map_column(col: &mysql_async::Column) -> std::result::Result<(DataType, Wire,
 /// [`Error::Connection`]; [`Error::Source`] for an unsupported column type.
 pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Result<Vec<DbColumn>> {
     let mut my = connect(c).await?;
-    let sql = format!("SELECT * FROM {}", relation.from_sql(Dialect::Mysql));
+    let sql = format!("SELECT * FROM {}", relation.from_sql(MY));
     let stmt = my
         .conn
         .prep(sql.as_str())
@@ -255,7 +409,7 @@ pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Resul
                 data_type,
             }),
             Err(what) => {
-                let hint = format!("CAST({} AS CHAR)", Dialect::Mysql.quote(&name));
+                let hint = format!("CAST({} AS CHAR)", MY.quote(&name));
                 unsupported.push((name, what, hint));
             }
         }
@@ -495,24 +649,12 @@ pub async fn read_run_record(
         .exec_first(
             format!(
                 "SELECT record FROM {} WHERE job = ? AND target_table = ?",
-                runs.quoted(Dialect::Mysql)
+                runs.quoted(MY)
             ),
             (job.to_string(), key.to_string()),
         )
         .await
         .map_err(|e| error(c, &format!("reading {runs}"), &e))
-}
-
-/// The columns of a table (name, `COLUMN_TYPE`, NOT NULL), or `None` when it does not exist.
-///
-/// # Errors
-/// [`Error::Connection`].
-pub async fn inspect_columns(
-    c: &Connector,
-    table: &super::TableName,
-) -> Result<Option<Vec<super::sink::TableColumn>>> {
-    let mut my = connect(c).await?;
-    table_columns(c, &mut my.conn, table).await
 }
 
 /// Rows per multi-row `INSERT` (bounded by MySQL's 65,535 placeholders per statement).
@@ -547,24 +689,19 @@ const LONGEST_SUFFIX: &str = "__sluice_stage";
 
 /// Why `table` cannot be a MySQL target (message, hint): its work tables' names
 /// (`<table>__sluice_stage`, `__sluice_next`, `__sluice_old`) would pass the 64-character limit.
-pub fn table_name_problem(
-    kind: crate::config::spec::ConnectionKind,
-    table: &super::TableName,
-) -> Option<(String, String)> {
+fn table_name_problem(table: &super::TableName) -> Option<(String, String)> {
     let room = MAX_NAME - LONGEST_SUFFIX.len();
-    (kind == crate::config::spec::ConnectionKind::Mysql && table.name.chars().count() > room).then(
-        || {
-            (
-                format!(
-                    "table name `{}` has {} characters; on MySQL a target's name may have at most {room}, so that its work table `{}{LONGEST_SUFFIX}` fits MySQL's limit of {MAX_NAME}",
-                    table.name,
-                    table.name.chars().count(),
-                    table.name
-                ),
-                "choose a shorter table name".into(),
-            )
-        },
-    )
+    (table.name.chars().count() > room).then(|| {
+        (
+            format!(
+                "table name `{}` has {} characters; on MySQL a target's name may have at most {room}, so that its work table `{}{LONGEST_SUFFIX}` fits MySQL's limit of {MAX_NAME}",
+                table.name,
+                table.name.chars().count(),
+                table.name
+            ),
+            "choose a shorter table name".into(),
+        )
+    })
 }
 
 /// The `GET_LOCK` name of a target: `sluice:<schema.table>`, or its first characters and a
@@ -590,7 +727,7 @@ impl MyLoad {
     /// another run holds the lock.
     pub async fn begin(t: &DbTarget) -> Result<MyLoad> {
         let c = &t.connector;
-        let d = Dialect::Mysql;
+        let d = MY;
         let mut my = connect(c).await?;
         let what = format!("loading {}", t.table);
         let err = |e: mysql_async::Error| error(c, &what, &e);
@@ -718,7 +855,7 @@ impl MyLoad {
     /// # Errors
     /// [`Error::Connection`] or [`Error::Target`] (duplicate keys); the table is as before.
     pub async fn commit(mut self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
-        let d = Dialect::Mysql;
+        let d = MY;
         let names = Names::new(d, t, self.stage.quoted(d));
         let mut session = MySession {
             conn: &mut self.my.conn,
@@ -737,7 +874,7 @@ impl MyLoad {
 
     /// Rolls back and drops the staging table.
     pub async fn abort(mut self) {
-        let d = Dialect::Mysql;
+        let d = MY;
         let _ = self.my.conn.query_drop("ROLLBACK").await;
         let _ = self
             .my
@@ -804,7 +941,7 @@ impl super::load::LoadSession for MySession<'_> {
     }
 
     async fn record(&mut self, run: &super::runs::RunRow) -> Result<()> {
-        let sql = super::runs::upsert_sql(Dialect::Mysql, &self.t.table);
+        let sql = super::runs::upsert_sql(MY, &self.t.table);
         let params = (
             run.job.clone(),
             run.target.clone(),
@@ -870,7 +1007,7 @@ impl super::load::LoadSession for MySession<'_> {
     /// A new table built like the target, filled from the stage, swapped in by one atomic
     /// `RENAME`.
     fn swap(&self, n: &Names) -> Option<super::load::Swap> {
-        let d = Dialect::Mysql;
+        let d = MY;
         let next = self.t.table.sibling("__sluice_next").quoted(d);
         let old = self.t.table.sibling("__sluice_old").quoted(d);
         let target = &n.target;
@@ -946,7 +1083,7 @@ impl super::load::LoadSession for MySession<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::TableName;
-    use crate::config::spec::ConnectionKind;
+    use crate::db::Database;
 
     #[test]
     fn long_lock_names_are_cut_with_a_hash() {
@@ -962,8 +1099,10 @@ mod tests {
     fn table_names_whose_work_tables_would_not_fit_are_refused() {
         let fits = TableName::parse(&"t".repeat(50)).unwrap();
         let too_long = TableName::parse(&"t".repeat(51)).unwrap();
-        assert!(super::table_name_problem(ConnectionKind::Mysql, &fits).is_none());
-        assert!(super::table_name_problem(ConnectionKind::Mysql, &too_long).is_some());
-        assert!(super::table_name_problem(ConnectionKind::Postgres, &too_long).is_none());
+        assert!(super::Mysql.table_name_problem(&fits).is_none());
+        assert!(super::Mysql.table_name_problem(&too_long).is_some());
+        assert!(super::super::postgres::Postgres
+            .table_name_problem(&too_long)
+            .is_none());
     }
 }

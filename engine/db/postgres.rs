@@ -15,18 +15,133 @@ use tokio_postgres::Client;
 
 use super::columns::{Cell, RowBatcher};
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
+use super::kind::{Database, Load};
 use super::load::Names;
+use super::sink::TargetColumn;
 use super::sink::{column_list, DbTarget};
 use super::{Connector, DbColumn, Dialect};
 use crate::config::spec::{LoadMode, SslMode};
 use crate::error::{Error, Result};
+use crate::model::FieldType;
 use crate::report::LoadStats;
 use datafusion::arrow::array::RecordBatch;
+use futures::future::BoxFuture;
 
 /// Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
 pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Days from 1970-01-01 to 2000-01-01.
 pub const PG_EPOCH_DAYS: i32 = 10_957;
+
+/// PostgreSQL as a [`Database`].
+pub struct Postgres;
+
+/// PostgreSQL's dialect.
+const PG: Dialect = &Postgres;
+
+impl Database for Postgres {
+    fn name(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    fn field_type(&self, ty: FieldType, _c: &TargetColumn) -> String {
+        use FieldType as F;
+        match ty {
+            F::String => "text".into(),
+            F::Int32 => "integer".into(),
+            F::Int64 => "bigint".into(),
+            F::Float64 => "double precision".into(),
+            F::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
+            F::Boolean => "boolean".into(),
+            F::Date => "date".into(),
+            F::Timestamp => "timestamp with time zone".into(),
+            F::Time => "time without time zone".into(),
+        }
+    }
+
+    fn flags_type(&self) -> &'static str {
+        "text[]"
+    }
+
+    /// The bound text cast to the column's type (`$1::text::timestamptz`), so one binding
+    /// works for every cursor type.
+    fn placeholder(&self, n: usize, db_type: &str, _v: CursorValue) -> String {
+        format!("${n}::text::{db_type}")
+    }
+
+    fn runs_upsert(&self, runs: &str) -> String {
+        format!(
+            "INSERT INTO {runs} (job, target_table, run_id, record) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job, target_table) DO UPDATE SET run_id = EXCLUDED.run_id, record = EXCLUDED.record"
+        )
+    }
+
+    fn describe<'a>(
+        &'a self,
+        c: &'a Connector,
+        source: &'a str,
+        relation: &'a Relation,
+    ) -> BoxFuture<'a, Result<Vec<DbColumn>>> {
+        Box::pin(describe(c, source, relation))
+    }
+
+    fn extract<'a>(
+        &'a self,
+        ext: &'a Extraction,
+        sql: &'a str,
+        params: &'a [CursorValue],
+        columns: &'a [DbColumn],
+        sender: BatchSender,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(extract(ext, sql, params, columns, sender))
+    }
+
+    fn table_columns<'a>(
+        &'a self,
+        c: &'a Connector,
+        table: &'a super::TableName,
+    ) -> BoxFuture<'a, Result<Option<Vec<super::sink::TableColumn>>>> {
+        Box::pin(async move {
+            let conn = connect(c).await?;
+            table_columns(c, &conn.client, table).await
+        })
+    }
+
+    fn read_run_record<'a>(
+        &'a self,
+        c: &'a Connector,
+        target: &'a super::TableName,
+        job: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(read_run_record(c, target, job, key))
+    }
+
+    fn begin<'a>(&'a self, t: &'a DbTarget) -> BoxFuture<'a, Result<Box<dyn Load>>> {
+        Box::pin(async move { Ok(Box::new(PgLoad::begin(t).await?) as Box<dyn Load>) })
+    }
+}
+
+impl Load for PgLoad {
+    fn write<'a>(&'a mut self, batch: &'a RecordBatch) -> BoxFuture<'a, Result<()>> {
+        Box::pin(PgLoad::write(self, batch))
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(PgLoad::finish(self))
+    }
+
+    fn commit<'a>(
+        self: Box<Self>,
+        t: &'a DbTarget,
+        run: &'a super::runs::RunRow,
+    ) -> BoxFuture<'a, Result<LoadStats>> {
+        Box::pin(PgLoad::commit(*self, t, run))
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(PgLoad::abort(*self))
+    }
+}
 
 /// An open connection; holds one of the connector's slots while alive.
 pub struct PgConn {
@@ -246,7 +361,7 @@ fn map_type(ty: &Type, typmod: i32) -> Option<(DataType, Wire, String)> {
 
 /// A type name for an unsupported column, with the cast that would read it.
 fn cast_hint(ty: &Type, typmod: i32, column: &str) -> (String, String) {
-    let q = Dialect::Postgres.quote(column);
+    let q = PG.quote(column);
     if *ty == Type::NUMERIC {
         let what = if typmod < 4 {
             "numeric without precision and scale".to_string()
@@ -271,7 +386,7 @@ fn cast_hint(ty: &Type, typmod: i32, column: &str) -> (String, String) {
 /// [`Error::Source`] naming the first column whose type Sluice does not read.
 pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Result<Vec<DbColumn>> {
     let conn = connect(c).await?;
-    let sql = format!("SELECT * FROM {}", relation.from_sql(Dialect::Postgres));
+    let sql = format!("SELECT * FROM {}", relation.from_sql(PG));
     let stmt = conn
         .client
         .prepare(&sql)
@@ -531,7 +646,7 @@ pub async fn table_columns(
     client: &Client,
     table: &super::TableName,
 ) -> Result<Option<Vec<super::sink::TableColumn>>> {
-    let name = table.quoted(Dialect::Postgres);
+    let name = table.quoted(PG);
     let what = format!("looking up table {table}");
     let exists: Option<String> = client
         .query_one("SELECT to_regclass($1)::text", &[&name])
@@ -576,7 +691,7 @@ async fn ensure_runs_table(
     client: &Client,
     target: &super::TableName,
 ) -> Result<()> {
-    let d = Dialect::Postgres;
+    let d = PG;
     let runs = super::runs::runs_table(target);
     let what = format!("creating {runs}");
     let exists: Option<String> = client
@@ -622,10 +737,7 @@ pub async fn read_run_record(
     let what = format!("reading {runs}");
     let exists: Option<String> = conn
         .client
-        .query_one(
-            "SELECT to_regclass($1)::text",
-            &[&runs.quoted(Dialect::Postgres)],
-        )
+        .query_one("SELECT to_regclass($1)::text", &[&runs.quoted(PG)])
         .await
         .map_err(|e| error(c, &what, &e))?
         .get(0);
@@ -637,7 +749,7 @@ pub async fn read_run_record(
         .query_opt(
             &format!(
                 "SELECT record FROM {} WHERE job = $1 AND target_table = $2",
-                runs.quoted(Dialect::Postgres)
+                runs.quoted(PG)
             ),
             &[&job, &key],
         )
@@ -685,7 +797,7 @@ impl super::load::LoadSession for PgSession<'_> {
     }
 
     async fn record(&mut self, run: &super::runs::RunRow) -> Result<()> {
-        let sql = super::runs::upsert_sql(Dialect::Postgres, &self.t.table);
+        let sql = super::runs::upsert_sql(PG, &self.t.table);
         self.client
             .execute(&sql, &[&run.job, &run.target, &run.run_id, &run.record])
             .await
@@ -797,7 +909,7 @@ impl PgLoad {
     pub async fn begin(t: &DbTarget) -> Result<PgLoad> {
         let c = &t.connector;
         let conn = connect_with(c, false).await?;
-        let d = Dialect::Postgres;
+        let d = PG;
         let what = format!("loading {}", t.table);
         let err = |e: tokio_postgres::Error| error(c, &what, &e);
         ensure_runs_table(c, &conn.client, &t.table).await?;
@@ -921,7 +1033,7 @@ impl PgLoad {
     /// # Errors
     /// [`Error::Connection`], or [`Error::Target`] for duplicate keys in a merge.
     pub async fn commit(self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
-        let d = Dialect::Postgres;
+        let d = PG;
         let names = Names::new(d, t, d.quote(STAGE));
         let mut session = PgSession {
             client: &self.conn.client,

@@ -13,7 +13,6 @@
 
 use super::{Connector, Dialect, TableName};
 use crate::commit::CommitRecord;
-use crate::config::spec::ConnectionKind;
 use crate::error::{Error, Result};
 
 /// Name of the table, created beside each database target.
@@ -55,15 +54,11 @@ pub fn runs_table(target: &TableName) -> TableName {
     }
 }
 
-/// `CREATE TABLE IF NOT EXISTS` for `sluice_runs` beside `target`. The record is
-/// `LONGTEXT` on MySQL, whose `TEXT` holds 64 KiB: a record lists the files an incremental
-/// file source read, which can be thousands (PostgreSQL's and SQLite's `TEXT` have no such
-/// limit).
+/// `CREATE TABLE IF NOT EXISTS` for `sluice_runs` beside `target`; the record's type is the
+/// dialect's ([`super::Database::record_type`]: a record lists the files an incremental file
+/// source read, which can be thousands).
 pub fn create_sql(d: Dialect, target: &TableName) -> String {
-    let text = match d {
-        Dialect::Mysql => "LONGTEXT",
-        Dialect::Postgres | Dialect::Sqlite => "TEXT",
-    };
+    let text = d.record_type();
     format!(
         "CREATE TABLE IF NOT EXISTS {} (job VARCHAR(255) NOT NULL, target_table VARCHAR(255) NOT NULL, \
          run_id VARCHAR(64) NOT NULL, record {text} NOT NULL, PRIMARY KEY (job, target_table))",
@@ -73,20 +68,7 @@ pub fn create_sql(d: Dialect, target: &TableName) -> String {
 
 /// The upsert of one [`RunRow`]: parameters job, target_table, run_id, record.
 pub fn upsert_sql(d: Dialect, target: &TableName) -> String {
-    let runs = runs_table(target).quoted(d);
-    match d {
-        Dialect::Postgres => format!(
-            "INSERT INTO {runs} (job, target_table, run_id, record) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (job, target_table) DO UPDATE SET run_id = EXCLUDED.run_id, record = EXCLUDED.record"
-        ),
-        Dialect::Mysql => format!(
-            "INSERT INTO {runs} (job, target_table, run_id, record) VALUES (?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE run_id = VALUES(run_id), record = VALUES(record)"
-        ),
-        Dialect::Sqlite => format!(
-            "INSERT OR REPLACE INTO {runs} (job, target_table, run_id, record) VALUES (?1, ?2, ?3, ?4)"
-        ),
-    }
+    d.runs_upsert(&runs_table(target).quoted(d))
 }
 
 /// The record of the latest committed load of `job` into `target`, if any.
@@ -96,11 +78,7 @@ pub fn upsert_sql(d: Dialect, target: &TableName) -> String {
 /// stored record is not one Sluice wrote.
 pub async fn read(c: &Connector, target: &TableName, job: &str) -> Result<Option<CommitRecord>> {
     let key = target.to_string();
-    let json = match c.kind {
-        ConnectionKind::Postgres => super::postgres::read_run_record(c, target, job, &key).await?,
-        ConnectionKind::Mysql => super::mysql::read_run_record(c, target, job, &key).await?,
-        ConnectionKind::Sqlite => super::sqlite::read_run_record(c, target, job, &key).await?,
-    };
+    let json = c.dialect().read_run_record(c, target, job, &key).await?;
     json.map(|j| {
         serde_json::from_str(&j).map_err(|e| {
             Error::state(

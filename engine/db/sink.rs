@@ -194,7 +194,7 @@ impl DbTarget {
                 format!(
                     "{} {}{}",
                     d.quote(&c.name),
-                    sql_type(d, c),
+                    d.sql_type(c),
                     if c.not_null { " NOT NULL" } else { "" }
                 )
             })
@@ -238,7 +238,7 @@ impl DbTarget {
                     "ALTER TABLE {} ADD COLUMN {} {}",
                     self.table.quoted(d),
                     d.quote(&col.name),
-                    sql_type(d, col)
+                    d.sql_type(col)
                 )),
                 _ => None,
             })
@@ -268,7 +268,7 @@ impl DbTarget {
     pub fn staging_columns(&self, d: Dialect) -> String {
         self.staged
             .iter()
-            .map(|col| format!("{} {}", d.quote(&col.name), sql_type(d, col)))
+            .map(|col| format!("{} {}", d.quote(&col.name), d.sql_type(col)))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -348,7 +348,7 @@ impl DbTarget {
                     not_null,
                     ..
                 }) => {
-                    let want = sql_type(d, c);
+                    let want = d.sql_type(c);
                     if !same_type(d, &want, t) {
                         out.push(Difference::Type {
                             column: c.name.clone(),
@@ -509,99 +509,16 @@ pub fn schema_mismatch(target: &DbTarget, diffs: &[Difference]) -> Error {
     }
 }
 
-/// Character set and collation of MySQL text columns: exact comparison.
-const MYSQL_TEXT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
-
-/// The SQL type of a target column in `d`.
-pub fn sql_type(d: Dialect, c: &TargetColumn) -> String {
-    use FieldType as F;
-    let ty = match c.ty {
-        ColumnType::Field(t) => t,
-        ColumnType::Flags => {
-            return match d {
-                Dialect::Postgres => "text[]".into(),
-                Dialect::Mysql => "json".into(),
-                Dialect::Sqlite => "TEXT".into(),
-            }
-        }
-        ColumnType::Hash => {
-            return match d {
-                Dialect::Mysql => "char(64)".into(),
-                Dialect::Postgres => "text".into(),
-                Dialect::Sqlite => "TEXT".into(),
-            }
-        }
-    };
-    match d {
-        Dialect::Postgres => match ty {
-            F::String => "text".into(),
-            F::Int32 => "integer".into(),
-            F::Int64 => "bigint".into(),
-            F::Float64 => "double precision".into(),
-            F::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
-            F::Boolean => "boolean".into(),
-            F::Date => "date".into(),
-            F::Timestamp => "timestamp with time zone".into(),
-            F::Time => "time without time zone".into(),
-        },
-        Dialect::Mysql => match ty {
-            // A key or a bounded text needs a length in MySQL; 255 characters fit an index.
-            // Binary collation: two keys equal only when their text is (the default
-            // collations ignore case and trailing spaces, and would merge `abc` and `ABC`).
-            F::String => match c.max_length {
-                Some(n) if n <= 16_383 => format!("varchar({n}) {MYSQL_TEXT}"),
-                _ if c.primary_key => format!("varchar(255) {MYSQL_TEXT}"),
-                _ => format!("longtext {MYSQL_TEXT}"),
-            },
-            F::Int32 => "int".into(),
-            F::Int64 => "bigint".into(),
-            F::Float64 => "double".into(),
-            F::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
-            F::Boolean => "tinyint(1)".into(),
-            F::Date => "date".into(),
-            // UTC wall-clock time with microseconds (TIMESTAMP would stop at 2038).
-            F::Timestamp => "datetime(6)".into(),
-            F::Time => "time(6)".into(),
-        },
-        Dialect::Sqlite => match ty {
-            F::String => "TEXT".into(),
-            F::Int32 | F::Int64 => "INTEGER".into(),
-            F::Float64 => "REAL".into(),
-            // Declared so that the type round-trips; the TEXT in the name gives the column
-            // text affinity, so SQLite keeps the exact digits instead of a float.
-            F::Decimal { precision, scale } => format!("DECIMAL_TEXT({precision},{scale})"),
-            F::Boolean => "BOOLEAN".into(),
-            F::Date => "DATE".into(),
-            F::Timestamp => "TIMESTAMPTZ".into(),
-            F::Time => "TIME".into(),
-        },
-    }
-}
-
 /// Whether the type a database prints (`format_type`, `COLUMN_TYPE`, the declared type) is the
-/// expected one.
+/// expected one, compared in lower case without spaces or character set (a MySQL
+/// `COLUMN_TYPE` does not show the character set or collation), then by the dialect.
 fn same_type(d: Dialect, want: &str, have: &str) -> bool {
-    // The type only: a MySQL `COLUMN_TYPE` does not show the character set or collation.
     let norm = |s: &str| {
         let s = s.to_ascii_lowercase();
         let s = s.split(" character set").next().unwrap_or(&s).to_string();
         s.replace(' ', "")
     };
-    let (w, h) = (norm(want), norm(have));
-    if w == h {
-        return true;
-    }
-    match d {
-        // MariaDB prints `int(11)`, `bigint(20)`; `json` is `longtext`.
-        Dialect::Mysql => {
-            let strip = |s: &str| match s.split_once('(') {
-                Some((base, _)) if ["int", "bigint"].contains(&base) => base.to_string(),
-                _ => s.to_string(),
-            };
-            strip(&w) == strip(&h) || (w == "json" && h == "longtext")
-        }
-        _ => false,
-    }
+    d.same_type(&norm(want), &norm(have))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -620,35 +537,14 @@ fn hex(bytes: &[u8]) -> String {
 /// # Errors
 /// [`Error::Connection`].
 pub async fn inspect(target: &DbTarget) -> Result<Option<Vec<Difference>>> {
-    use crate::config::spec::ConnectionKind as K;
     let c = &target.connector;
     let d = c.dialect();
-    let actual = match c.kind {
-        K::Postgres => {
-            let conn = super::postgres::connect(c).await?;
-            super::postgres::table_columns(c, &conn.client, &target.table).await?
-        }
-        K::Mysql => super::mysql::inspect_columns(c, &target.table).await?,
-        K::Sqlite => {
-            if !c.sqlite_path().exists() {
-                None
-            } else {
-                super::sqlite::inspect_columns(c, &target.table)?
-            }
-        }
-    };
+    let actual = d.table_columns(c, &target.table).await?;
     Ok(actual.map(|a| target.differences(d, &a)))
 }
 
 /// A load in progress.
-pub enum DbSink {
-    /// PostgreSQL.
-    Postgres(super::postgres::PgLoad),
-    /// MySQL/MariaDB.
-    Mysql(super::mysql::MyLoad),
-    /// SQLite.
-    Sqlite(super::sqlite::SqliteLoad),
-}
+pub struct DbSink(Box<dyn super::Load>);
 
 impl DbSink {
     /// Connects, checks (or creates) the table and opens the staging.
@@ -656,12 +552,7 @@ impl DbSink {
     /// # Errors
     /// [`Error::Connection`], or [`Error::Target`] when the table differs from the model.
     pub async fn begin(target: &DbTarget) -> Result<DbSink> {
-        use crate::config::spec::ConnectionKind as K;
-        Ok(match target.connector.kind {
-            K::Postgres => DbSink::Postgres(super::postgres::PgLoad::begin(target).await?),
-            K::Mysql => DbSink::Mysql(super::mysql::MyLoad::begin(target).await?),
-            K::Sqlite => DbSink::Sqlite(super::sqlite::SqliteLoad::begin(target)?),
-        })
+        Ok(DbSink(target.connector.dialect().begin(target).await?))
     }
 
     /// Stages a batch of canonical rows.
@@ -670,11 +561,7 @@ impl DbSink {
     /// [`Error::Connection`] when the database fails.
     pub async fn write(&mut self, target: &DbTarget, batch: &RecordBatch) -> Result<()> {
         let staged = target.stage_batch(batch)?;
-        match self {
-            DbSink::Postgres(l) => l.write(&staged).await,
-            DbSink::Mysql(l) => l.write(&staged).await,
-            DbSink::Sqlite(l) => l.write(&staged),
-        }
+        self.0.write(&staged).await
     }
 
     /// Ends the staging; returns the rows staged.
@@ -682,11 +569,7 @@ impl DbSink {
     /// # Errors
     /// [`Error::Connection`].
     pub async fn finish(&mut self) -> Result<u64> {
-        match self {
-            DbSink::Postgres(l) => l.finish().await,
-            DbSink::Mysql(l) => l.finish().await,
-            DbSink::Sqlite(l) => l.finish(),
-        }
+        self.0.finish().await
     }
 
     /// Applies the load mode and commits, in one transaction with `record` (written to
@@ -700,20 +583,12 @@ impl DbSink {
         record: &crate::commit::CommitRecord,
     ) -> Result<crate::report::LoadStats> {
         let run = super::runs::RunRow::new(record, &target.table)?;
-        match self {
-            DbSink::Postgres(l) => l.commit(target, &run).await,
-            DbSink::Mysql(l) => l.commit(target, &run).await,
-            DbSink::Sqlite(l) => l.commit(target, &run).await,
-        }
+        self.0.commit(target, &run).await
     }
 
     /// Abandons the load; the table is as before.
     pub async fn abort(self) {
-        match self {
-            DbSink::Postgres(l) => l.abort().await,
-            DbSink::Mysql(l) => l.abort().await,
-            DbSink::Sqlite(l) => l.abort(),
-        }
+        self.0.abort().await
     }
 }
 

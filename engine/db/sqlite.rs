@@ -26,7 +26,9 @@ use rusqlite::{OpenFlags, OptionalExtension};
 
 use super::columns::{Cell, RowBatcher};
 use super::extract::{BatchSender, CursorValue, Extraction, Relation};
+use super::kind::{Database, Load};
 use super::load::Names;
+use super::sink::TargetColumn;
 use super::sink::{column_list, DbTarget};
 use super::values::{
     format_days, format_decimal, format_micros, format_time, parse_date, parse_time,
@@ -35,7 +37,150 @@ use super::values::{
 use super::{Connector, DbColumn, Dialect};
 use crate::config::spec::LoadMode;
 use crate::error::{Error, Result};
+use crate::model::FieldType;
 use crate::report::LoadStats;
+use futures::future::BoxFuture;
+
+/// SQLite as a [`Database`].
+pub struct Sqlite;
+
+/// SQLite's dialect.
+const LITE: Dialect = &Sqlite;
+
+impl Database for Sqlite {
+    fn name(&self) -> &'static str {
+        "SQLite"
+    }
+
+    /// Declared so that each type reads back as itself (the module's table).
+    fn field_type(&self, ty: FieldType, _c: &TargetColumn) -> String {
+        use FieldType as F;
+        match ty {
+            F::String => "TEXT".into(),
+            F::Int32 | F::Int64 => "INTEGER".into(),
+            F::Float64 => "REAL".into(),
+            // The TEXT in the name gives the column text affinity, so SQLite keeps the exact
+            // digits instead of a float.
+            F::Decimal { precision, scale } => format!("DECIMAL_TEXT({precision},{scale})"),
+            F::Boolean => "BOOLEAN".into(),
+            F::Date => "DATE".into(),
+            F::Timestamp => "TIMESTAMPTZ".into(),
+            F::Time => "TIME".into(),
+        }
+    }
+
+    fn flags_type(&self) -> &'static str {
+        "TEXT"
+    }
+
+    fn hash_type(&self) -> &'static str {
+        "TEXT"
+    }
+
+    /// Times compare as instants (`unixepoch(?, 'subsec')`) and dates as dates, whatever
+    /// ISO 8601 spelling the column's text uses.
+    fn placeholder(&self, _n: usize, _db_type: &str, v: CursorValue) -> String {
+        match v {
+            CursorValue::Micros(_) | CursorValue::MicrosUtc(_) => "unixepoch(?, 'subsec')".into(),
+            CursorValue::Days(_) => "date(?)".into(),
+            CursorValue::Int(_) => "?".into(),
+        }
+    }
+
+    /// SQLite keeps times as text in any ISO 8601 spelling: compare instants.
+    fn cursor_column(&self, column: &str, v: CursorValue) -> String {
+        match v {
+            CursorValue::Micros(_) | CursorValue::MicrosUtc(_) => {
+                format!("unixepoch({column}, 'subsec')")
+            }
+            CursorValue::Days(_) => format!("date({column})"),
+            CursorValue::Int(_) => column.to_string(),
+        }
+    }
+
+    fn runs_upsert(&self, runs: &str) -> String {
+        format!(
+            "INSERT OR REPLACE INTO {runs} (job, target_table, run_id, record) VALUES (?1, ?2, ?3, ?4)"
+        )
+    }
+
+    /// `sqlite://path` or `path`, relative to the project root.
+    fn resolve_url(&self, url: String, root: &std::path::Path) -> String {
+        let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+        root.join(path).to_string_lossy().to_string()
+    }
+
+    fn describe<'a>(
+        &'a self,
+        c: &'a Connector,
+        source: &'a str,
+        relation: &'a Relation,
+    ) -> BoxFuture<'a, Result<Vec<DbColumn>>> {
+        Box::pin(describe(c, source, relation))
+    }
+
+    fn extract<'a>(
+        &'a self,
+        ext: &'a Extraction,
+        sql: &'a str,
+        params: &'a [CursorValue],
+        columns: &'a [DbColumn],
+        sender: BatchSender,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(extract(ext, sql, params, columns, sender))
+    }
+
+    /// `None` too when the file does not exist (opening it read-only would fail).
+    fn table_columns<'a>(
+        &'a self,
+        c: &'a Connector,
+        table: &'a super::TableName,
+    ) -> BoxFuture<'a, Result<Option<Vec<super::sink::TableColumn>>>> {
+        Box::pin(async move {
+            if !c.sqlite_path().exists() {
+                return Ok(None);
+            }
+            let conn = open(c, true)?;
+            table_columns(c, &conn, table)
+        })
+    }
+
+    fn read_run_record<'a>(
+        &'a self,
+        c: &'a Connector,
+        target: &'a super::TableName,
+        job: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(read_run_record(c, target, job, key))
+    }
+
+    fn begin<'a>(&'a self, t: &'a DbTarget) -> BoxFuture<'a, Result<Box<dyn Load>>> {
+        Box::pin(async move { Ok(Box::new(SqliteLoad::begin(t)?) as Box<dyn Load>) })
+    }
+}
+
+impl Load for SqliteLoad {
+    fn write<'a>(&'a mut self, batch: &'a RecordBatch) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { SqliteLoad::write(self, batch) })
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move { SqliteLoad::finish(self) })
+    }
+
+    fn commit<'a>(
+        self: Box<Self>,
+        t: &'a DbTarget,
+        run: &'a super::runs::RunRow,
+    ) -> BoxFuture<'a, Result<LoadStats>> {
+        Box::pin(SqliteLoad::commit(*self, t, run))
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { SqliteLoad::abort(*self) })
+    }
+}
 
 fn error(c: &Connector, what: &str, e: &rusqlite::Error) -> Error {
     // A busy or locked database may free up; anything else will fail again.
@@ -98,7 +243,7 @@ fn map_declared(decl: &str) -> Option<DataType> {
 /// [`Error::Connection`]; [`Error::Source`] for a column without a usable declared type.
 pub async fn describe(c: &Connector, source: &str, relation: &Relation) -> Result<Vec<DbColumn>> {
     let conn = open(c, true)?;
-    let sql = format!("SELECT * FROM {}", relation.from_sql(Dialect::Sqlite));
+    let sql = format!("SELECT * FROM {}", relation.from_sql(LITE));
     let stmt = conn
         .prepare(&sql)
         .map_err(|e| error(c, &format!("describing source `{source}`"), &e))?;
@@ -239,7 +384,7 @@ fn table_columns(
     conn: &rusqlite::Connection,
     table: &super::TableName,
 ) -> Result<Option<Vec<super::sink::TableColumn>>> {
-    let d = Dialect::Sqlite;
+    let d = LITE;
     let pragma = match &table.schema {
         Some(s) => format!("PRAGMA {}.table_info({})", d.quote(s), d.quote(&table.name)),
         None => format!("PRAGMA table_info({})", d.quote(&table.name)),
@@ -260,18 +405,6 @@ fn table_columns(
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| error(c, "looking up the table", &e))?;
     Ok((!cols.is_empty()).then_some(cols))
-}
-
-/// The columns of a table (name, declared type, NOT NULL), or `None` when it does not exist.
-///
-/// # Errors
-/// [`Error::Connection`].
-pub fn inspect_columns(
-    c: &Connector,
-    table: &super::TableName,
-) -> Result<Option<Vec<super::sink::TableColumn>>> {
-    let conn = open(c, true)?;
-    table_columns(c, &conn, table)
 }
 
 /// The `record` of `job` and `key` in `sluice_runs` beside `target`, if the table and the row
@@ -295,7 +428,7 @@ pub async fn read_run_record(
     }
     let sql = format!(
         "SELECT record FROM {} WHERE job = ?1 AND target_table = ?2",
-        runs.quoted(Dialect::Sqlite)
+        runs.quoted(LITE)
     );
     conn.query_row(&sql, rusqlite::params![job, key], |r| r.get(0))
         .optional()
@@ -310,7 +443,7 @@ impl SqliteLoad {
     /// [`Error::Connection`]; [`Error::Target`] when the table differs from the model.
     pub fn begin(t: &DbTarget) -> Result<SqliteLoad> {
         let c = &t.connector;
-        let d = Dialect::Sqlite;
+        let d = LITE;
         let conn = open(c, false)?;
         let what = format!("loading {}", t.table);
         let err = |e: rusqlite::Error| error(c, &what, &e);
@@ -386,7 +519,7 @@ impl SqliteLoad {
     /// # Errors
     /// [`Error::Connection`], or [`Error::Target`] for duplicate keys in a merge.
     pub async fn commit(self, t: &DbTarget, run: &super::runs::RunRow) -> Result<LoadStats> {
-        let d = Dialect::Sqlite;
+        let d = LITE;
         let names = Names::new(d, t, format!("temp.{}", d.quote(STAGE)));
         let mut session = SqliteSession { conn: self.conn, t };
         super::load::apply(&mut session, &names, t, run, self.rows).await
@@ -439,7 +572,7 @@ impl super::load::LoadSession for SqliteSession<'_> {
     }
 
     async fn record(&mut self, run: &super::runs::RunRow) -> Result<()> {
-        let sql = super::runs::upsert_sql(Dialect::Sqlite, &self.t.table);
+        let sql = super::runs::upsert_sql(LITE, &self.t.table);
         self.conn
             .execute(
                 &sql,

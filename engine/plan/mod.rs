@@ -948,7 +948,7 @@ impl JobOutputs {
                     .map_err(|e| Error::target(t.get_ref(), e))?;
                 let connector = crate::db::Connector::shared(project, &conn, redactor, connectors)?;
                 validate_db_target(job, model, mode, diags);
-                if let Some(d) = crate::db::mysql::table_name_problem(connector.kind, &table) {
+                if let Some(d) = connector.dialect().table_name_problem(&table) {
                     let mut diag = job.src.diagnostic(Some(t.span()), "target.table", d.0);
                     diag.hint = Some(d.1);
                     diags.push(diag);
