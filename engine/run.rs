@@ -28,14 +28,17 @@ use futures::StreamExt;
 use crate::config::spec::RuleAction;
 use crate::config::Project;
 use crate::error::{Error, Result};
-use crate::plan::CompiledJob;
+use crate::plan::{CompiledJob, Target};
 use crate::quality::{evaluate_checks, CheckResult, CheckStatus};
 use crate::quarantine::{self, QuarantineWriter, RejectedRow};
 use crate::report::{
     new_run_id, save_report, ErrorReport, NewFilesReport, OutputReport, RowCounts, RuleReport,
     RunReport, RunStatus, StageTimes, WatermarkReport,
 };
+use crate::sink::delta::DeltaSink;
+use crate::sink::object_parquet::ObjectParquetSink;
 use crate::sink::parquet::{ParquetSink, SinkMetrics};
+use crate::sink::Sink;
 use crate::source::DRIVING_ROW_COLUMN;
 
 /// Reasons kept per rule in the report (the quarantine keeps all).
@@ -110,120 +113,47 @@ struct Outcome {
     aggregates: crate::checks::AggregateValues,
 }
 
-/// Where valid rows go: a Parquet folder or a database table (same contract, see
-/// [`crate::sink`]).
-enum TargetSink {
-    Parquet(ParquetSink),
-    Db(Box<crate::db::sink::DbSink>, Box<crate::db::sink::DbTarget>),
-    Delta(Box<crate::sink::delta::DeltaSink>),
-    Object(Box<crate::sink::object_parquet::ObjectParquetSink>),
-}
-
-impl TargetSink {
-    async fn begin(
-        project: &Project,
-        compiled: &CompiledJob,
-        lock_path: &Path,
-        staging_root: &Path,
-        run_id: &str,
-    ) -> Result<TargetSink> {
-        if let Some(t) = &compiled.object_target {
+/// Opens the job's target (see [`crate::sink`] for the contract every target keeps).
+///
+/// # Errors
+/// The target's lock is held, or its staging or connection cannot be set up.
+async fn begin_sink(
+    project: &Project,
+    compiled: &CompiledJob,
+    lock_path: &Path,
+    staging_root: &Path,
+    run_id: &str,
+) -> Result<Box<dyn Sink>> {
+    let (ctx, schema) = (&compiled.ctx, compiled.target_schema());
+    Ok(match &compiled.target {
+        Target::ObjectParquet(t) => {
             // Files of runs killed while uploading are deleted unless the state store (just
             // reconciled with the folder's commit record) has their run as committed.
             let store = crate::state::StateStore::of(project)?;
             let job = compiled.job.name.clone();
             let committed = move |id: &str| store.is_committed(&job, id);
-            return Ok(TargetSink::Object(Box::new(
-                crate::sink::object_parquet::ObjectParquetSink::begin(
-                    &compiled.ctx,
-                    t.clone(),
-                    lock_path,
-                    staging_root,
-                    run_id,
-                    compiled.target_schema(),
-                    committed,
-                )
-                .await?,
-            )));
+            let (t, lock) = (t.clone(), lock_path);
+            Box::new(
+                ObjectParquetSink::begin(ctx, t, lock, staging_root, run_id, schema, committed)
+                    .await?,
+            )
         }
-        if let Some(t) = &compiled.delta_target {
-            return Ok(TargetSink::Delta(Box::new(
-                crate::sink::delta::DeltaSink::begin(
-                    &compiled.ctx,
-                    t.clone(),
-                    lock_path,
-                    staging_root,
-                    run_id,
-                    compiled.target_schema(),
-                )
-                .await?,
-            )));
+        Target::Delta(t) => {
+            let t = t.clone();
+            Box::new(DeltaSink::begin(ctx, t, lock_path, staging_root, run_id, schema).await?)
         }
-        if let Some(t) = &compiled.db_target {
-            return Ok(TargetSink::Db(
-                Box::new(crate::db::sink::DbSink::begin(t).await?),
-                Box::new(t.clone()),
-            ));
+        Target::Database(t) => Box::new(crate::db::sink::DbSink::begin(t).await?),
+        Target::Folder { partition_by } => {
+            let (dir, mode, parts) = (
+                &compiled.target_dir,
+                compiled.job.target.mode,
+                partition_by.clone(),
+            );
+            Box::new(ParquetSink::begin(
+                ctx, dir, lock_path, run_id, mode, schema, parts,
+            )?)
         }
-        let partition_by: Vec<String> = compiled
-            .job
-            .target
-            .partition_by
-            .iter()
-            .map(|p| p.get_ref().clone())
-            .collect();
-        Ok(TargetSink::Parquet(ParquetSink::begin(
-            &compiled.ctx,
-            &compiled.target_dir,
-            lock_path,
-            run_id,
-            compiled.job.target.mode,
-            compiled.target_schema(),
-            partition_by,
-        )?))
-    }
-
-    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        match self {
-            TargetSink::Parquet(s) => s.write(batch).await,
-            TargetSink::Db(s, t) => s.write(t, &batch).await,
-            TargetSink::Delta(s) => s.write(batch).await,
-            TargetSink::Object(s) => s.write(batch).await,
-        }
-    }
-
-    async fn finish(&mut self) -> Result<SinkMetrics> {
-        match self {
-            TargetSink::Parquet(s) => s.finish().await,
-            TargetSink::Delta(s) => s.finish().await,
-            TargetSink::Object(s) => s.finish().await,
-            TargetSink::Db(s, _) => Ok(SinkMetrics {
-                rows_written: s.finish().await?,
-                ..Default::default()
-            }),
-        }
-    }
-
-    async fn commit(
-        self,
-        record: &crate::commit::CommitRecord,
-    ) -> Result<Option<crate::report::LoadStats>> {
-        match self {
-            TargetSink::Parquet(s) => s.commit(record).map(|()| None),
-            TargetSink::Db(s, t) => s.commit(&t, record).await.map(Some),
-            TargetSink::Delta(s) => s.commit(record).await.map(|()| None),
-            TargetSink::Object(s) => s.commit(record).await.map(|()| None),
-        }
-    }
-
-    async fn abort(self) {
-        match self {
-            TargetSink::Parquet(s) => s.abort().await,
-            TargetSink::Db(s, _) => s.abort().await,
-            TargetSink::Delta(s) => s.abort().await,
-            TargetSink::Object(s) => s.abort().await,
-        }
-    }
+    })
 }
 
 /// The files incremental file sources read, recorded as read when the target committed.
@@ -318,13 +248,12 @@ pub async fn run_with(
     let staging_root = project.path(&project.settings.state_dir).join("staging");
     let mut quarantine =
         QuarantineWriter::new(&compiled.quarantine, &staging_root, &job_name, &run_id);
-    let mut sink_opt: Option<TargetSink> = None;
+    let mut sink_opt: Option<Box<dyn Sink>> = None;
     // Row counts of a pass that fails part-way.
     let mut partial = RowCounts::default();
     progress.stage("reading and mapping rows");
     let executing = async {
-        let sink =
-            TargetSink::begin(project, &compiled, &lock_path, &staging_root, &run_id).await?;
+        let sink = begin_sink(project, &compiled, &lock_path, &staging_root, &run_id).await?;
         let sink = sink_opt.insert(sink);
         // The target lock is held now.
         quarantine.sweep_crashed();
@@ -559,7 +488,7 @@ fn refuse_delete_missing(
     o: &Outcome,
     status: RunStatus,
 ) -> Option<ErrorReport> {
-    let t = compiled.db_target.as_ref().filter(|t| t.delete_missing)?;
+    let t = compiled.target.database().filter(|t| t.delete_missing)?;
     let rejected = o.counts.quarantined + o.counts.dropped;
     let loading = matches!(
         status,
@@ -606,7 +535,7 @@ fn rule_reports(
 async fn publish(
     project: &Project,
     compiled: &CompiledJob,
-    sink: TargetSink,
+    sink: Box<dyn Sink>,
     will_commit: bool,
     report: &mut RunReport,
     replay_of: Option<&str>,
@@ -786,7 +715,7 @@ async fn execute(
     compiled: &CompiledJob,
     run_id: &str,
     started: DateTime<Utc>,
-    sink: &mut TargetSink,
+    sink: &mut Box<dyn Sink>,
     quarantine: &mut QuarantineWriter,
     progress: &mut dyn Progress,
     counts: &mut RowCounts,
@@ -854,7 +783,7 @@ async fn execute(
 async fn finish(
     mut tally: Tally,
     aborted: Option<String>,
-    sink: &mut TargetSink,
+    sink: &mut Box<dyn Sink>,
     aggregates: Option<crate::checks::DatasetAggregates>,
     redact: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<Outcome> {
@@ -904,7 +833,7 @@ impl BatchWriter<'_> {
         &self,
         batch: &RecordBatch,
         tally: &mut Tally,
-        sink: &mut TargetSink,
+        sink: &mut Box<dyn Sink>,
         quarantine: &mut QuarantineWriter,
         aggregates: Option<&mut crate::checks::DatasetAggregates>,
     ) -> Result<Option<String>> {

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use futures::future::BoxFuture;
 use sha2::Digest;
 use std::sync::Arc;
 
@@ -543,8 +544,11 @@ pub async fn inspect(target: &DbTarget) -> Result<Option<Vec<Difference>>> {
     Ok(actual.map(|a| target.differences(d, &a)))
 }
 
-/// A load in progress.
-pub struct DbSink(Box<dyn super::Load>);
+/// A load in progress into a database table, as a [`crate::sink::Sink`].
+pub struct DbSink {
+    load: Box<dyn super::Load>,
+    target: Box<DbTarget>,
+}
 
 impl DbSink {
     /// Connects, checks (or creates) the table and opens the staging.
@@ -552,24 +556,19 @@ impl DbSink {
     /// # Errors
     /// [`Error::Connection`], or [`Error::Target`] when the table differs from the model.
     pub async fn begin(target: &DbTarget) -> Result<DbSink> {
-        Ok(DbSink(target.connector.dialect().begin(target).await?))
+        Ok(DbSink {
+            load: target.connector.dialect().begin(target).await?,
+            target: Box::new(target.clone()),
+        })
     }
 
     /// Stages a batch of canonical rows.
     ///
     /// # Errors
     /// [`Error::Connection`] when the database fails.
-    pub async fn write(&mut self, target: &DbTarget, batch: &RecordBatch) -> Result<()> {
-        let staged = target.stage_batch(batch)?;
-        self.0.write(&staged).await
-    }
-
-    /// Ends the staging; returns the rows staged.
-    ///
-    /// # Errors
-    /// [`Error::Connection`].
-    pub async fn finish(&mut self) -> Result<u64> {
-        self.0.finish().await
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let staged = self.target.stage_batch(batch)?;
+        self.load.write(&staged).await
     }
 
     /// Applies the load mode and commits, in one transaction with `record` (written to
@@ -579,16 +578,37 @@ impl DbSink {
     /// [`Error::Connection`] or [`Error::Target`]; the table is then as before.
     pub async fn commit(
         self,
-        target: &DbTarget,
         record: &crate::commit::CommitRecord,
     ) -> Result<crate::report::LoadStats> {
-        let run = super::runs::RunRow::new(record, &target.table)?;
-        self.0.commit(target, &run).await
+        let run = super::runs::RunRow::new(record, &self.target.table)?;
+        self.load.commit(&self.target, &run).await
+    }
+}
+
+impl crate::sink::Sink for DbSink {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { DbSink::write(self, &batch).await })
     }
 
-    /// Abandons the load; the table is as before.
-    pub async fn abort(self) {
-        self.0.abort().await
+    /// The rows staged (the database counts them; no files).
+    fn finish(&mut self) -> BoxFuture<'_, Result<crate::sink::SinkMetrics>> {
+        Box::pin(async move {
+            Ok(crate::sink::SinkMetrics {
+                rows_written: self.load.finish().await?,
+                ..Default::default()
+            })
+        })
+    }
+
+    fn commit<'a>(
+        self: Box<Self>,
+        record: &'a crate::commit::CommitRecord,
+    ) -> BoxFuture<'a, Result<Option<crate::report::LoadStats>>> {
+        Box::pin(async move { DbSink::commit(*self, record).await.map(Some) })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.load.abort()
     }
 }
 

@@ -153,9 +153,7 @@ impl<'a> Compiler<'a> {
             target_shown: outputs.target_shown,
             quarantine: outputs.quarantine,
             redactor: self.redactor,
-            db_target: outputs.db_target,
-            delta_target: outputs.delta_target,
-            object_target: outputs.object_target,
+            target: outputs.target,
             extractions,
             extract_mode: self.mode.clone(),
         })

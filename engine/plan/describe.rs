@@ -56,7 +56,7 @@ async fn describe_target(s: &mut String, compiled: &CompiledJob, project_root: &
         s,
         "target:   {} ({}, {}{})",
         compiled.target_shown,
-        match &compiled.db_target {
+        match compiled.target.database() {
             Some(t) => json_name(&t.connector.kind),
             None => "parquet".to_string(),
         },
@@ -87,7 +87,7 @@ async fn describe_target(s: &mut String, compiled: &CompiledJob, project_root: &
             t.shown
         ),
     };
-    if let Some(t) = &compiled.db_target {
+    if let Some(t) = compiled.target.database() {
         let d = t.connector.dialect();
         match crate::db::sink::inspect(t).await {
             Ok(None) => {

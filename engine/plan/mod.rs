@@ -487,12 +487,8 @@ pub struct CompiledJob {
     pub quarantine: crate::quarantine::QuarantineLocation,
     /// Secrets to hide from messages.
     pub redactor: Redactor,
-    /// A database target, when the job loads one.
-    pub db_target: Option<crate::db::sink::DbTarget>,
-    /// A Delta target, when the job loads one.
-    pub delta_target: Option<crate::sink::delta::DeltaTarget>,
-    /// A Parquet folder on an object store, when the job appends to one.
-    pub object_target: Option<crate::sink::object_parquet::ObjectParquetTarget>,
+    /// Where the valid rows go.
+    pub target: Target,
     /// The database sources' extractions (their SQL, cursor and rows read).
     pub extractions: Vec<Arc<crate::db::extract::Extraction>>,
     /// Which rows incremental sources read.
@@ -864,11 +860,45 @@ fn final_projection(
     Ok((frame.select(out)?, layout))
 }
 
+/// Where a job's valid rows go, resolved for this run: one variant per kind of target, each
+/// with what its sink needs (a folder target's folder is [`CompiledJob::target_dir`]).
+#[derive(Debug)]
+pub enum Target {
+    /// A Parquet folder on the local filesystem, published by a folder swap.
+    Folder {
+        /// Hive partition columns (`partition_by`), in order.
+        partition_by: Vec<String>,
+    },
+    /// A Parquet folder on an object store (append only).
+    ObjectParquet(crate::sink::object_parquet::ObjectParquetTarget),
+    /// A Delta table, local or on an object store.
+    Delta(crate::sink::delta::DeltaTarget),
+    /// A database table.
+    Database(crate::db::sink::DbTarget),
+}
+
+impl Target {
+    /// The database target, when the job loads one.
+    pub fn database(&self) -> Option<&crate::db::sink::DbTarget> {
+        match self {
+            Target::Database(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The job's `partition_by` columns.
+fn partition_columns(job: &Job) -> Vec<String> {
+    job.target
+        .partition_by
+        .iter()
+        .map(|p| p.get_ref().clone())
+        .collect()
+}
+
 /// Where a job's valid and rejected rows go, resolved for this run.
 struct JobOutputs {
-    db_target: Option<crate::db::sink::DbTarget>,
-    delta_target: Option<crate::sink::delta::DeltaTarget>,
-    object_target: Option<crate::sink::object_parquet::ObjectParquetTarget>,
+    target: Target,
     /// The target as shown (a folder relative to the project, or `connection:table`).
     target_shown: String,
     /// The target folder (database targets: the folder naming the target's lock).
@@ -897,10 +927,7 @@ impl JobOutputs {
         diags: &mut Diagnostics,
         ctx: &SessionContext,
     ) -> Result<JobOutputs> {
-        let mut db_target = None;
-        let mut delta_target = None;
-        let mut object_target = None;
-        let (target_shown, target_dir) = match (&job.target.table, &job.target.path) {
+        let (target_shown, target_dir, target) = match (&job.target.table, &job.target.path) {
             _ if job.target.format == Some(TargetFormat::Delta) => {
                 if job.target.mode == LoadMode::Merge && model.primary_key().is_empty() {
                     diags.push(job.src.diagnostic(
@@ -933,9 +960,7 @@ impl JobOutputs {
                     // Not a folder: names the target's lock.
                     _ => lock_dir(project, &t.shown),
                 };
-                let shown = t.shown.clone();
-                delta_target = Some(t);
-                (shown, dir)
+                (t.shown.clone(), dir, Target::Delta(t))
             }
             (Some(t), _) if job.target.is_database() => {
                 let conn = job
@@ -963,18 +988,28 @@ impl JobOutputs {
                     chrono::Utc::now(),
                 );
                 let shown = target.shown();
-                db_target = Some(target);
                 // Not a folder: names the target's lock and appears in messages.
-                (shown.clone(), lock_dir(project, &shown))
+                let dir = lock_dir(project, &shown);
+                (shown, dir, Target::Database(target))
             }
             (Some(t), _) => {
                 let rel = project.settings.warehouse.join(t.get_ref());
-                (rel.to_string_lossy().to_string(), project.path(rel))
+                let partition_by = partition_columns(job);
+                (
+                    rel.to_string_lossy().to_string(),
+                    project.path(rel),
+                    Target::Folder { partition_by },
+                )
             }
             (None, Some(p)) => {
                 let (shown, dir, t) = parquet_path_target(project, job, p, redactor, mode, ctx)?;
-                object_target = t;
-                (shown, dir)
+                let target = match t {
+                    Some(t) => Target::ObjectParquet(t),
+                    None => Target::Folder {
+                        partition_by: partition_columns(job),
+                    },
+                };
+                (shown, dir, target)
             }
             (None, None) => return Err(Error::Internal("target without table or path".into())),
         };
@@ -1008,9 +1043,7 @@ impl JobOutputs {
             }
         }
         Ok(JobOutputs {
-            db_target,
-            delta_target,
-            object_target,
+            target,
             target_shown,
             target_dir,
             quarantine,

@@ -23,6 +23,7 @@
 //! deltalake checks the winner's commit for conflicts and retries, or fails with a conflict
 //! (then nothing of the losing run is committed).
 
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -388,6 +389,27 @@ impl DeltaSink {
     pub async fn abort(mut self) {
         self.writer.abort().await;
         let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
+impl crate::sink::Sink for DeltaSink {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
+        Box::pin(DeltaSink::write(self, batch))
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<SinkMetrics>> {
+        Box::pin(DeltaSink::finish(self))
+    }
+
+    fn commit<'a>(
+        self: Box<Self>,
+        record: &'a CommitRecord,
+    ) -> BoxFuture<'a, Result<Option<crate::report::LoadStats>>> {
+        Box::pin(async move { DeltaSink::commit(*self, record).await.map(|()| None) })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(DeltaSink::abort(*self))
     }
 }
 

@@ -27,6 +27,7 @@
 //! see a multi-file run: its files appear one by one during the upload (a Delta target's
 //! commit is atomic; use `format = "delta"` where that matters).
 
+use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -360,6 +361,31 @@ impl ObjectParquetSink {
     pub async fn abort(mut self) {
         self.writer.abort().await;
         let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
+impl crate::sink::Sink for ObjectParquetSink {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
+        Box::pin(ObjectParquetSink::write(self, batch))
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<SinkMetrics>> {
+        Box::pin(ObjectParquetSink::finish(self))
+    }
+
+    fn commit<'a>(
+        self: Box<Self>,
+        record: &'a CommitRecord,
+    ) -> BoxFuture<'a, Result<Option<crate::report::LoadStats>>> {
+        Box::pin(async move {
+            ObjectParquetSink::commit(*self, record)
+                .await
+                .map(|()| None)
+        })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(ObjectParquetSink::abort(*self))
     }
 }
 

@@ -20,6 +20,7 @@
 //! Files are written by DataFusion's Parquet writer (parallel row-group encoding), fed from the
 //! run's stream through a channel.
 
+use futures::future::BoxFuture;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -278,6 +279,27 @@ impl ParquetSink {
         }
         let _ = fs::remove_dir_all(&self.new_dir);
         self.lock.take();
+    }
+}
+
+impl crate::sink::Sink for ParquetSink {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
+        Box::pin(ParquetSink::write(self, batch))
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<SinkMetrics>> {
+        Box::pin(ParquetSink::finish(self))
+    }
+
+    fn commit<'a>(
+        self: Box<Self>,
+        record: &'a crate::commit::CommitRecord,
+    ) -> BoxFuture<'a, Result<Option<crate::report::LoadStats>>> {
+        Box::pin(async move { ParquetSink::commit(*self, record).map(|()| None) })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(ParquetSink::abort(*self))
     }
 }
 
