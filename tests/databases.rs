@@ -1663,3 +1663,48 @@ fn a_mariadb_overwrite_killed_at_its_swap_leaves_one_table_or_the_other_never_a_
     ));
     assert_eq!(left, "0", "work tables left behind");
 }
+
+/// A MariaDB database of one test, dropped when dropped.
+struct MyDatabase(String);
+
+impl Drop for MyDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-u", "root", "-e"])
+            .arg(format!("DROP DATABASE IF EXISTS {}", self.0))
+            .output();
+    }
+}
+
+#[test]
+fn a_mariadb_load_whose_commit_fails_leaves_the_table_as_it_was() {
+    // MySQL commits an open transaction before any DDL: after a failed statement, the load
+    // must roll back before it drops its work table, or the rows appended so far commit.
+    let db = MyDatabase(format!("t_failed_commit_{}", std::process::id()));
+    mariadb(&format!("CREATE DATABASE {}", db.0));
+    let table = format!("{}.items", db.0);
+    let w = item_project(&csv_job("my", &table, "append", ""));
+    w.write("items.csv", V1);
+    let o = w.run(&["run", "load"]);
+    assert!(o.status.success(), "{}", show(&o));
+    // The run's record is the last statement before COMMIT: make it fail.
+    for event in ["INSERT", "UPDATE"] {
+        mariadb(&format!(
+            "CREATE TRIGGER {d}.refuse_{event} BEFORE {event} ON {d}.sluice_runs FOR EACH ROW \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'",
+            d = db.0
+        ));
+    }
+    w.write(
+        "items.csv",
+        "id,name,price,updated_at\n7,kiwi,7.70,2024-01-03T00:00:00Z\n8,lime,8.80,2024-01-03T00:00:00Z\n",
+    );
+    let o = w.run(&["run", "load"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("refused by the test"), "{}", show(&o));
+    assert_eq!(
+        mariadb(&format!("SELECT count(*) FROM {table}")),
+        "3",
+        "the failed run's rows were committed"
+    );
+}

@@ -863,6 +863,10 @@ impl MyLoad {
         };
         let result = super::load::apply(&mut session, &names, t, run, self.rows).await;
         let conn = &mut self.my.conn;
+        // After a failure, roll back before the DROP: MySQL commits the open transaction
+        // before any DDL, which would publish what the failed statements left (the rows an
+        // append staged in the target, half of a merge or scd2). After a commit it does nothing.
+        let _ = conn.query_drop("ROLLBACK").await;
         let _ = conn
             .query_drop(format!("DROP TABLE IF EXISTS {}", names.stage))
             .await;
