@@ -57,23 +57,108 @@ struct Protected {
 /// The problems of every job of `project`: each output that overlaps a protected location.
 pub fn check_project(project: &Project) -> Diagnostics {
     let redactor = Redactor::default();
+    let layout = Layout::of(project, &redactor);
     let mut diags = Diagnostics::default();
     for job in project.jobs.values() {
-        diags.extend(check_job(project, job, &redactor));
+        diags.extend(check_job(project, job, &layout, &redactor));
     }
     diags
 }
 
 /// The problems of `job`'s outputs, with paths resolved as a run resolves them.
 pub fn check_run(project: &Project, job: &Job, redactor: &Redactor) -> Diagnostics {
-    check_job(project, job, redactor)
+    check_job(project, job, &Layout::of(project, redactor), redactor)
 }
 
-fn check_job(project: &Project, job: &Job, redactor: &Redactor) -> Diagnostics {
+/// Every job's outputs and file sources, located once per check: the paths are resolved
+/// (with symlinks, which costs system calls) once per job, not once per pair of jobs, so a
+/// project of hundreds of jobs loads in milliseconds.
+struct Layout {
+    /// Each job's outputs, by job name.
+    outputs: Vec<(String, Output)>,
+    /// Each job's file sources, by job name, and whether the source reads another job's
+    /// output (a chain of jobs).
+    sources: Vec<(String, Protected, bool)>,
+    /// The project root and the state folder.
+    fixed: [Protected; 2],
+}
+
+impl Layout {
+    fn of(project: &Project, redactor: &Redactor) -> Layout {
+        let outputs: Vec<(String, Output)> = project
+            .jobs
+            .values()
+            .flat_map(|j| {
+                outputs_of(project, j, redactor)
+                    .into_iter()
+                    .map(|o| (j.name.clone(), o))
+            })
+            .collect();
+        let sources = project
+            .jobs
+            .values()
+            .flat_map(|j| sources_of(project, j, redactor))
+            .map(|(job, p)| {
+                let downstream = outputs.iter().any(|(_, o)| p.path.starts_with(&o.path));
+                (job, p, downstream)
+            })
+            .collect();
+        let fixed = [
+            Protected {
+                what: "the project root".into(),
+                path: canonical(&project.root),
+                inside_allowed: true,
+            },
+            Protected {
+                what: "the state folder".into(),
+                path: canonical(&project.path(&project.settings.state_dir)),
+                inside_allowed: false,
+            },
+        ];
+        Layout {
+            outputs,
+            sources,
+            fixed,
+        }
+    }
+
+    /// Everything `job`'s outputs must keep clear of: the project root, the state folder,
+    /// every file source of every job (except one that reads another job's output: that is
+    /// a chain of jobs, not raw data to protect), and the other jobs' outputs.
+    fn protected_for(&self, job: &Job) -> Vec<Protected> {
+        let sources = self
+            .sources
+            .iter()
+            .filter(|(owner, _, downstream)| *owner == job.name || !downstream)
+            .map(|(_, p, _)| p.clone());
+        let others = self
+            .outputs
+            .iter()
+            .filter(|(owner, _)| *owner != job.name)
+            .map(|(owner, o)| Protected {
+                what: format!("the {} of job `{owner}`", o.kind),
+                path: o.path.clone(),
+                inside_allowed: false,
+            });
+        self.fixed
+            .iter()
+            .cloned()
+            .chain(sources)
+            .chain(others)
+            .collect()
+    }
+}
+
+fn check_job(project: &Project, job: &Job, layout: &Layout, redactor: &Redactor) -> Diagnostics {
     let mut diags = Diagnostics::default();
-    let outputs = outputs_of(project, job, redactor);
-    let protected = protected_for(project, job, redactor);
-    for o in &outputs {
+    let outputs: Vec<&Output> = layout
+        .outputs
+        .iter()
+        .filter(|(owner, _)| *owner == job.name)
+        .map(|(_, o)| o)
+        .collect();
+    let protected = layout.protected_for(job);
+    for o in outputs.iter().copied() {
         // The target must keep clear of its own quarantine too (reported once, at the target).
         let own = outputs
             .iter()
@@ -232,64 +317,30 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
     out
 }
 
-/// Everything `job`'s outputs must keep clear of: the project root, the state folder, every
-/// file source of every job, and the other jobs' outputs.
-fn protected_for(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Protected> {
-    let mut out = vec![
-        Protected {
-            what: "the project root".into(),
-            path: canonical(&project.root),
-            inside_allowed: true,
-        },
-        Protected {
-            what: "the state folder".into(),
-            path: canonical(&project.path(&project.settings.state_dir)),
-            inside_allowed: false,
-        },
-    ];
-    // Every job's outputs: another job reading one of them as a source is a chain of jobs
-    // (it reads what this one loads), not raw data to protect.
-    let all_outputs: Vec<PathBuf> = project
-        .jobs
-        .values()
-        .flat_map(|j| outputs_of(project, j, redactor))
-        .map(|o| o.path)
-        .collect();
-    for other in project.jobs.values() {
-        for (name, s) in &other.sources {
-            let Some(p) = s.path.as_ref().filter(|_| !s.is_database()) else {
-                continue;
-            };
-            let Ok(resolved) = resolve_static(redactor, p.get_ref(), project) else {
-                continue;
-            };
-            let is_glob = resolved.contains(['*', '?', '[']);
-            // A URL's glob base keeps its components (`s3:`, bucket, keys), as `located` does.
-            let path = match glob_base(&resolved) {
-                base if crate::config::spec::is_url(&resolved) => base,
-                base => canonical(&project.path(base)),
-            };
-            let downstream = all_outputs.iter().any(|o| path.starts_with(o));
-            if other.name != job.name && downstream {
-                continue;
-            }
-            out.push(Protected {
-                what: format!("source `{name}` of job `{}`", other.name),
-                path,
-                // `data/*.csv` (or `*.csv`, whose folder is the project root) does not make
-                // every folder under `data` a source.
-                inside_allowed: is_glob,
-            });
-        }
-        if other.name != job.name {
-            for o in outputs_of(project, other, redactor) {
-                out.push(Protected {
-                    what: format!("the {} of job `{}`", o.kind, other.name),
-                    path: o.path,
-                    inside_allowed: false,
-                });
-            }
-        }
+/// `job`'s file sources as protected locations, with the job's name.
+fn sources_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<(String, Protected)> {
+    let mut out = Vec::new();
+    for (name, s) in &job.sources {
+        let Some(p) = s.path.as_ref().filter(|_| !s.is_database()) else {
+            continue;
+        };
+        let Ok(resolved) = resolve_static(redactor, p.get_ref(), project) else {
+            continue;
+        };
+        let is_glob = resolved.contains(['*', '?', '[']);
+        // A URL's glob base keeps its components (`s3:`, bucket, keys), as `located` does.
+        let path = match glob_base(&resolved) {
+            base if crate::config::spec::is_url(&resolved) => base,
+            base => canonical(&project.path(base)),
+        };
+        let protected = Protected {
+            what: format!("source `{name}` of job `{}`", job.name),
+            path,
+            // `data/*.csv` (or `*.csv`, whose folder is the project root) does not make
+            // every folder under `data` a source.
+            inside_allowed: is_glob,
+        };
+        out.push((job.name.clone(), protected));
     }
     out
 }
