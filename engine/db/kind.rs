@@ -203,3 +203,74 @@ pub trait Load: Send {
     /// Abandons the load; the table is as before.
     fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
+
+/// The driver methods of a [`Database`] impl that hand over to the module's own `describe`,
+/// `extract` and `read_run_record` (async functions with the trait's parameters); used
+/// inside `impl Database for ...` of each kind's module.
+macro_rules! delegated_driver_fns {
+    () => {
+        fn describe<'a>(
+            &'a self,
+            c: &'a $crate::db::Connector,
+            source: &'a str,
+            relation: &'a $crate::db::extract::Relation,
+        ) -> futures::future::BoxFuture<'a, $crate::error::Result<Vec<$crate::db::DbColumn>>> {
+            Box::pin(describe(c, source, relation))
+        }
+
+        fn extract<'a>(
+            &'a self,
+            ext: &'a $crate::db::extract::Extraction,
+            sql: &'a str,
+            params: &'a [$crate::db::extract::CursorValue],
+            columns: &'a [$crate::db::DbColumn],
+            sender: $crate::db::extract::BatchSender,
+        ) -> futures::future::BoxFuture<'a, $crate::error::Result<()>> {
+            Box::pin(extract(ext, sql, params, columns, sender))
+        }
+
+        fn read_run_record<'a>(
+            &'a self,
+            c: &'a $crate::db::Connector,
+            target: &'a $crate::db::TableName,
+            job: &'a str,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, $crate::error::Result<Option<String>>> {
+            Box::pin(read_run_record(c, target, job, key))
+        }
+    };
+}
+pub(crate) use delegated_driver_fns;
+
+/// `impl Load for $load`, for a load type whose own `write`, `finish`, `commit` and `abort`
+/// are async functions with the trait's parameters.
+macro_rules! async_load {
+    ($load:ty) => {
+        impl $crate::db::Load for $load {
+            fn write<'a>(
+                &'a mut self,
+                batch: &'a datafusion::arrow::array::RecordBatch,
+            ) -> futures::future::BoxFuture<'a, $crate::error::Result<()>> {
+                Box::pin(<$load>::write(self, batch))
+            }
+
+            fn finish(&mut self) -> futures::future::BoxFuture<'_, $crate::error::Result<u64>> {
+                Box::pin(<$load>::finish(self))
+            }
+
+            fn commit<'a>(
+                self: Box<Self>,
+                t: &'a $crate::db::sink::DbTarget,
+                run: &'a $crate::db::runs::RunRow,
+            ) -> futures::future::BoxFuture<'a, $crate::error::Result<$crate::report::LoadStats>>
+            {
+                Box::pin(<$load>::commit(*self, t, run))
+            }
+
+            fn abort(self: Box<Self>) -> futures::future::BoxFuture<'static, ()> {
+                Box::pin(<$load>::abort(*self))
+            }
+        }
+    };
+}
+pub(crate) use async_load;

@@ -159,38 +159,29 @@ pub(crate) trait LoadSession {
 
     /// scd2: closes the current version of each staged key whose row hash changed.
     fn close_changed(&self, n: &Names) -> String {
-        let (t, p, cur, f) = (
-            &n.target,
-            self.started_param(),
-            &n.is_current,
-            self.bool(false),
-        );
-        format!(
-            "UPDATE {t} AS t SET {vt} = {p}, {cur} = {f} WHERE t.{cur} = {tr} \
-             AND EXISTS (SELECT 1 FROM {s} s WHERE {on} AND s.{h} <> t.{h})",
-            vt = n.valid_to,
-            tr = self.bool(true),
-            s = n.stage,
-            on = n.on,
-            h = n.row_hash
+        let (s, on, h) = (&n.stage, &n.on, &n.row_hash);
+        self.close_current(
+            n,
+            &format!("EXISTS (SELECT 1 FROM {s} s WHERE {on} AND s.{h} <> t.{h})"),
         )
     }
 
     /// scd2 with `delete_missing`: closes the current version of each key not staged.
     fn close_missing(&self, n: &Names) -> String {
-        let (t, p, cur, f) = (
-            &n.target,
-            self.started_param(),
-            &n.is_current,
-            self.bool(false),
-        );
+        let (s, on) = (&n.stage, &n.on);
+        self.close_current(n, &format!("NOT EXISTS (SELECT 1 FROM {s} s WHERE {on})"))
+    }
+
+    /// scd2: `UPDATE` closing the current versions (target aliased `t`) where `condition`.
+    fn close_current(&self, n: &Names, condition: &str) -> String {
         format!(
-            "UPDATE {t} AS t SET {vt} = {p}, {cur} = {f} WHERE t.{cur} = {tr} \
-             AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {on})",
+            "UPDATE {t} AS t SET {vt} = {p}, {cur} = {f} WHERE t.{cur} = {tr} AND {condition}",
+            t = n.target,
             vt = n.valid_to,
-            tr = self.bool(true),
-            s = n.stage,
-            on = n.on
+            p = self.started_param(),
+            cur = n.is_current,
+            f = self.bool(false),
+            tr = self.bool(true)
         )
     }
 

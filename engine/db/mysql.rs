@@ -109,25 +109,7 @@ impl Database for Mysql {
         table_name_problem(table)
     }
 
-    fn describe<'a>(
-        &'a self,
-        c: &'a Connector,
-        source: &'a str,
-        relation: &'a Relation,
-    ) -> BoxFuture<'a, Result<Vec<DbColumn>>> {
-        Box::pin(describe(c, source, relation))
-    }
-
-    fn extract<'a>(
-        &'a self,
-        ext: &'a Extraction,
-        sql: &'a str,
-        params: &'a [CursorValue],
-        columns: &'a [DbColumn],
-        sender: BatchSender,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(extract(ext, sql, params, columns, sender))
-    }
+    super::kind::delegated_driver_fns!();
 
     fn table_columns<'a>(
         &'a self,
@@ -140,42 +122,12 @@ impl Database for Mysql {
         })
     }
 
-    fn read_run_record<'a>(
-        &'a self,
-        c: &'a Connector,
-        target: &'a super::TableName,
-        job: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>>> {
-        Box::pin(read_run_record(c, target, job, key))
-    }
-
     fn begin<'a>(&'a self, t: &'a DbTarget) -> BoxFuture<'a, Result<Box<dyn Load>>> {
         Box::pin(async move { Ok(Box::new(MyLoad::begin(t).await?) as Box<dyn Load>) })
     }
 }
 
-impl Load for MyLoad {
-    fn write<'a>(&'a mut self, batch: &'a RecordBatch) -> BoxFuture<'a, Result<()>> {
-        Box::pin(MyLoad::write(self, batch))
-    }
-
-    fn finish(&mut self) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(MyLoad::finish(self))
-    }
-
-    fn commit<'a>(
-        self: Box<Self>,
-        t: &'a DbTarget,
-        run: &'a super::runs::RunRow,
-    ) -> BoxFuture<'a, Result<LoadStats>> {
-        Box::pin(MyLoad::commit(*self, t, run))
-    }
-
-    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(MyLoad::abort(*self))
-    }
-}
+super::kind::async_load!(MyLoad);
 
 /// Whether a MySQL error may go away on retry: I/O (a dropped or refused connection), a
 /// closed connection, or the server codes for a killed connection (1927), a shutdown (1053),

@@ -75,25 +75,7 @@ impl Database for Postgres {
         )
     }
 
-    fn describe<'a>(
-        &'a self,
-        c: &'a Connector,
-        source: &'a str,
-        relation: &'a Relation,
-    ) -> BoxFuture<'a, Result<Vec<DbColumn>>> {
-        Box::pin(describe(c, source, relation))
-    }
-
-    fn extract<'a>(
-        &'a self,
-        ext: &'a Extraction,
-        sql: &'a str,
-        params: &'a [CursorValue],
-        columns: &'a [DbColumn],
-        sender: BatchSender,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(extract(ext, sql, params, columns, sender))
-    }
+    super::kind::delegated_driver_fns!();
 
     fn table_columns<'a>(
         &'a self,
@@ -106,42 +88,12 @@ impl Database for Postgres {
         })
     }
 
-    fn read_run_record<'a>(
-        &'a self,
-        c: &'a Connector,
-        target: &'a super::TableName,
-        job: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>>> {
-        Box::pin(read_run_record(c, target, job, key))
-    }
-
     fn begin<'a>(&'a self, t: &'a DbTarget) -> BoxFuture<'a, Result<Box<dyn Load>>> {
         Box::pin(async move { Ok(Box::new(PgLoad::begin(t).await?) as Box<dyn Load>) })
     }
 }
 
-impl Load for PgLoad {
-    fn write<'a>(&'a mut self, batch: &'a RecordBatch) -> BoxFuture<'a, Result<()>> {
-        Box::pin(PgLoad::write(self, batch))
-    }
-
-    fn finish(&mut self) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(PgLoad::finish(self))
-    }
-
-    fn commit<'a>(
-        self: Box<Self>,
-        t: &'a DbTarget,
-        run: &'a super::runs::RunRow,
-    ) -> BoxFuture<'a, Result<LoadStats>> {
-        Box::pin(PgLoad::commit(*self, t, run))
-    }
-
-    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(PgLoad::abort(*self))
-    }
-}
+super::kind::async_load!(PgLoad);
 
 /// An open connection; holds one of the connector's slots while alive.
 pub struct PgConn {

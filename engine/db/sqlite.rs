@@ -110,25 +110,7 @@ impl Database for Sqlite {
         root.join(path).to_string_lossy().to_string()
     }
 
-    fn describe<'a>(
-        &'a self,
-        c: &'a Connector,
-        source: &'a str,
-        relation: &'a Relation,
-    ) -> BoxFuture<'a, Result<Vec<DbColumn>>> {
-        Box::pin(describe(c, source, relation))
-    }
-
-    fn extract<'a>(
-        &'a self,
-        ext: &'a Extraction,
-        sql: &'a str,
-        params: &'a [CursorValue],
-        columns: &'a [DbColumn],
-        sender: BatchSender,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(extract(ext, sql, params, columns, sender))
-    }
+    super::kind::delegated_driver_fns!();
 
     /// `None` too when the file does not exist (opening it read-only would fail).
     fn table_columns<'a>(
@@ -143,16 +125,6 @@ impl Database for Sqlite {
             let conn = open(c, true)?;
             table_columns(c, &conn, table)
         })
-    }
-
-    fn read_run_record<'a>(
-        &'a self,
-        c: &'a Connector,
-        target: &'a super::TableName,
-        job: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>>> {
-        Box::pin(read_run_record(c, target, job, key))
     }
 
     fn begin<'a>(&'a self, t: &'a DbTarget) -> BoxFuture<'a, Result<Box<dyn Load>>> {
