@@ -133,6 +133,22 @@ pub(crate) trait LoadSession {
     /// (and only those); its affected rows feed [`LoadSession::updated_rows`].
     fn upsert(&self, n: &Names) -> String;
 
+    /// Runs the upsert of `rows` staged rows; returns the rows it inserted and updated. By
+    /// default, from the staged keys the target had before the upsert (counted in a statement
+    /// of their own) and the upsert's affected rows ([`LoadSession::updated_rows`]); a dialect
+    /// whose upsert can report both exactly overrides this.
+    async fn upsert_counts(&mut self, n: &Names, rows: u64) -> Result<(u64, u64)> {
+        let matched = self
+            .count(&format!(
+                "SELECT count(*) FROM {} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {})",
+                n.stage, n.target, n.on
+            ))
+            .await?;
+        let affected = self.execute(&self.upsert(n), None).await?;
+        let inserted = rows.saturating_sub(matched);
+        Ok((inserted, self.updated_rows(affected, inserted)))
+    }
+
     /// Rows a merge updated, from the upsert's affected rows and the rows it inserted.
     fn updated_rows(&self, affected: u64, inserted: u64) -> u64 {
         affected.saturating_sub(inserted)
@@ -311,17 +327,10 @@ async fn swap_in<S: LoadSession>(
 }
 
 async fn merge<S: LoadSession>(s: &mut S, n: &Names, t: &DbTarget, rows: u64) -> Result<LoadStats> {
-    let matched = s
-        .count(&format!(
-            "SELECT count(*) FROM {} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {})",
-            n.stage, n.target, n.on
-        ))
-        .await?;
-    let affected = s.execute(&s.upsert(n), None).await?;
-    let inserted = rows.saturating_sub(matched);
+    let (inserted, updated) = s.upsert_counts(n, rows).await?;
     let mut stats = LoadStats {
         inserted,
-        updated: s.updated_rows(affected, inserted),
+        updated,
         deleted: 0,
     };
     if t.delete_missing {

@@ -780,6 +780,21 @@ impl super::load::LoadSession for PgSession<'_> {
         "$1::text::timestamptz"
     }
 
+    /// Exact counts from the upsert itself: a row it inserted has `xmax = 0`.
+    async fn upsert_counts(&mut self, n: &Names, _rows: u64) -> Result<(u64, u64)> {
+        let sql = format!(
+            "WITH up AS ({} RETURNING (xmax = 0) AS inserted) \
+             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
+            self.upsert(n)
+        );
+        let row = self
+            .client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
     /// `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE (old) IS DISTINCT FROM (new)`: an
     /// unchanged row is neither rewritten nor counted.
     fn upsert(&self, n: &Names) -> String {
