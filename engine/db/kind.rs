@@ -40,9 +40,6 @@ pub fn of(kind: ConnectionKind) -> Dialect {
 /// One database kind: its SQL dialect (sync methods) and its driver (async, boxed so that
 /// kinds are chosen at run time).
 pub trait Database: Send + Sync {
-    /// The kind's name in messages (`PostgreSQL`).
-    fn name(&self) -> &'static str;
-
     /// The identifier quote character.
     fn quote_char(&self) -> char {
         '"'

@@ -37,10 +37,6 @@ const MY: Dialect = &Mysql;
 const MYSQL_TEXT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
 
 impl Database for Mysql {
-    fn name(&self) -> &'static str {
-        "MySQL"
-    }
-
     fn quote_char(&self) -> char {
         '`'
     }
@@ -852,6 +848,20 @@ impl MyLoad {
     }
 }
 
+/// scd2 on MySQL: `UPDATE` closing the current versions of the target (`t`) joined to the
+/// stage (`s`) by `join` on the key, where `condition`.
+fn close_joined(n: &Names, join: &str, condition: &str) -> String {
+    format!(
+        "UPDATE {t} t {join} {s} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
+         WHERE t.{cur} = 1 AND {condition}",
+        t = n.target,
+        s = n.stage,
+        on = n.on,
+        vt = n.valid_to,
+        cur = n.is_current
+    )
+}
+
 /// A MySQL/MariaDB load's transaction, for the load modes ([`super::load`]). The staged rows
 /// are committed before the mode applies (the staging table is a real table); `overwrite`
 /// swaps tables with one atomic `RENAME`, which MySQL cannot roll back, so its record follows
@@ -994,29 +1004,12 @@ impl super::load::LoadSession for MySession<'_> {
     }
 
     fn close_changed(&self, n: &Names) -> String {
-        format!(
-            "UPDATE {t} t JOIN {s} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
-             WHERE t.{cur} = 1 AND t.{h} <> s.{h}",
-            t = n.target,
-            s = n.stage,
-            on = n.on,
-            vt = n.valid_to,
-            cur = n.is_current,
-            h = n.row_hash
-        )
+        let h = &n.row_hash;
+        close_joined(n, "JOIN", &format!("t.{h} <> s.{h}"))
     }
 
     fn close_missing(&self, n: &Names) -> String {
-        format!(
-            "UPDATE {t} t LEFT JOIN {s} s ON {on} SET t.{vt} = ?, t.{cur} = 0 \
-             WHERE t.{cur} = 1 AND s.{k} IS NULL",
-            t = n.target,
-            s = n.stage,
-            on = n.on,
-            vt = n.valid_to,
-            cur = n.is_current,
-            k = n.first_key
-        )
+        close_joined(n, "LEFT JOIN", &format!("s.{} IS NULL", n.first_key))
     }
 
     fn insert_versions(&self, n: &Names) -> String {

@@ -39,10 +39,6 @@ pub struct Postgres;
 const PG: Dialect = &Postgres;
 
 impl Database for Postgres {
-    fn name(&self) -> &'static str {
-        "PostgreSQL"
-    }
-
     fn field_type(&self, ty: FieldType, _c: &TargetColumn) -> String {
         use FieldType as F;
         match ty {

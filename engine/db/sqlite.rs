@@ -48,10 +48,6 @@ pub struct Sqlite;
 const LITE: Dialect = &Sqlite;
 
 impl Database for Sqlite {
-    fn name(&self) -> &'static str {
-        "SQLite"
-    }
-
     /// Declared so that each type reads back as itself (the module's table).
     fn field_type(&self, ty: FieldType, _c: &TargetColumn) -> String {
         use FieldType as F;
