@@ -48,9 +48,7 @@ pub struct DatePlan {
 /// incremental database source is backfilled by its cursor range instead. (An incremental file
 /// source reads its new files in a date backfill as in any run.)
 pub fn is_by_date(job: &Job) -> bool {
-    job.sources
-        .values()
-        .all(|s| s.incremental.as_ref().is_none_or(|i| i.column.is_none()))
+    job.sources.values().all(|s| s.cursor().is_none())
 }
 
 /// Plans the date backfill of `job` over `from..to` (`YYYY-MM-DD` each) with `vars`: checks

@@ -25,6 +25,8 @@
 //! - **Neutral**: neither the shape nor the rules of canonical rows change: descriptions,
 //!   `missing_values` (which raw inputs a mapping reads as null), field order.
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -184,10 +186,10 @@ impl ModelDiff {
     /// but the version is identical; a breaking change within the same major version (names the
     /// first breaking change and says "bump the major version to X.0.0"); an additive change within
     /// the same minor version. Under `0.y.z` only the first two apply.
-    pub fn check_version(&self) -> Result<(), String> {
+    pub fn check_version(&self) -> std::result::Result<(), InvalidValue> {
         let (old, new) = (self.old_version, self.new_version);
         if new < old {
-            return Err(format!(
+            return Err(invalid!(
                 "version went backwards from {old} to {new}; declare {} or later",
                 self.required_version()
             ));
@@ -196,7 +198,7 @@ impl ModelDiff {
             return Ok(());
         };
         if new == old {
-            return Err(format!(
+            return Err(invalid!(
                 "the model changed ({}) but its version is still {old}; declare {} or later",
                 first.message,
                 self.required_version()
@@ -207,7 +209,7 @@ impl ModelDiff {
         }
         if let Some(b) = self.first(Compatibility::Breaking) {
             if new.major == old.major {
-                return Err(format!(
+                return Err(invalid!(
                     "breaking change within major version {}: {}; bump the major version to {}.0.0 \
                      (declared {new})",
                     old.major,
@@ -218,7 +220,7 @@ impl ModelDiff {
         }
         if let Some(a) = self.first(Compatibility::Additive) {
             if new.major == old.major && new.minor == old.minor {
-                return Err(format!(
+                return Err(invalid!(
                     "additive change within version {}.{}: {}; bump the minor version to {} \
                      (declared {new})",
                     old.major,
@@ -749,8 +751,8 @@ mod tests {
         );
         let x = diff(&old, &model("1.1.0", vec![field("id", "int64")]));
         let err = x.check_version().expect_err("breaking within 1.x");
-        assert!(err.contains("removed field `tailnum`"), "{err}");
-        assert!(err.contains("bump the major version to 2.0.0"), "{err}");
+        assert!(err.0.contains("removed field `tailnum`"), "{err}");
+        assert!(err.0.contains("bump the major version to 2.0.0"), "{err}");
         assert_eq!(x.required_version(), Version::parse("2.0.0").expect("v"));
         assert_eq!(
             diff(&old, &model("2.0.0", vec![field("id", "int64")])).check_version(),

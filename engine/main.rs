@@ -201,7 +201,7 @@ enum Command {
     /// POSTs failures to a webhook. docs/operations.md has the details.
     Schedule {
         /// How long running runs may take to finish after SIGTERM or Ctrl-C.
-        #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = schedule::parse_grace)]
+        #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = sluice::config::parse_duration)]
         grace: std::time::Duration,
         /// Serve HTTP on this address (such as 127.0.0.1:8080), overriding [server] listen.
         #[arg(long, value_name = "ADDR")]

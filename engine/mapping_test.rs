@@ -31,8 +31,8 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_spanned::Spanned;
 
 use crate::config::spec::{
-    ChecksSpec, ExpectedQuarantine, LoadMode, QuarantineSpec, SourceFormat, SourceSpec,
-    TargetFormat, TargetSpec, TestRows, TestSpec,
+    ChecksSpec, CsvSourceSpec, ExpectedQuarantine, LoadMode, QuarantineSpec, SourceFormat,
+    SourceSpec, TargetFormat, TargetSpec, TestRows, TestSpec,
 };
 use crate::config::{Job, Mapping, Project};
 use crate::error::{Error, Result};
@@ -127,22 +127,21 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
         j.quarantine = QuarantineSpec::default();
         return j;
     }
-    let spec = |_: &str| SourceSpec {
-        format: Some(Spanned::new(0..0, SourceFormat::Csv)),
-        path: Some(Spanned::new(0..0, "inline".to_string())),
-        connection: None,
-        table: None,
-        query: None,
-        incremental: None,
-        compression: None,
-        delimiter: None,
-        quote: None,
-        has_header: None,
-        null_values: None,
-        infer_schema_rows: None,
-        columns: None,
-        on_malformed: None,
-        quote_mode: None,
+    let spec = |_: &str| {
+        SourceSpec::Csv(CsvSourceSpec {
+            format: Spanned::new(0..0, SourceFormat::Csv),
+            path: Spanned::new(0..0, "inline".to_string()),
+            incremental: None,
+            compression: None,
+            delimiter: None,
+            quote: None,
+            has_header: None,
+            null_values: None,
+            infer_schema_rows: None,
+            columns: None,
+            on_malformed: None,
+            quote_mode: None,
+        })
     };
     Job {
         name: format!("test:{}", mapping.name),

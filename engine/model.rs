@@ -15,6 +15,8 @@
 //! Field types map onto Arrow types as listed in [`FieldType`]. Declared constraints become row
 //! rules named `<model>.<field>.<constraint>` (see [`crate::quality`]).
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use std::fmt;
 use std::sync::Arc;
 
@@ -85,7 +87,7 @@ impl FieldType {
     ///
     /// # Errors
     /// A message saying what is wrong (unknown name, precision out of 1..=38, scale > precision).
-    pub fn parse(s: &str) -> Result<FieldType, String> {
+    pub fn parse(s: &str) -> std::result::Result<FieldType, InvalidValue> {
         let t = s.trim().to_ascii_lowercase();
         let simple = match t.as_str() {
             "string" => Some(FieldType::String),
@@ -111,20 +113,20 @@ impl FieldType {
             let (p, s) = match parts.as_slice() {
                 [p, s] => (p.parse::<u8>(), s.parse::<i8>()),
                 [p] => (p.parse::<u8>(), Ok(0)),
-                _ => return Err(format!("`{s}` is not `decimal(precision, scale)`")),
+                _ => return Err(invalid!("`{s}` is not `decimal(precision, scale)`")),
             };
             let (Ok(precision), Ok(scale)) = (p, s) else {
-                return Err(format!("`{t}`: precision and scale must be whole numbers"));
+                return Err(invalid!("`{t}`: precision and scale must be whole numbers"));
             };
             if !(1..=38).contains(&precision) {
-                return Err(format!("`{t}`: precision must be between 1 and 38"));
+                return Err(invalid!("`{t}`: precision must be between 1 and 38"));
             }
             if scale < 0 || scale as u8 > precision {
-                return Err(format!("`{t}`: scale must be between 0 and the precision"));
+                return Err(invalid!("`{t}`: scale must be between 0 and the precision"));
             }
             return Ok(FieldType::Decimal { precision, scale });
         }
-        Err(format!("unknown type `{s}`"))
+        Err(invalid!("unknown type `{s}`"))
     }
 
     /// The Arrow type values of this field have.
@@ -318,29 +320,29 @@ fn normalize_decimal(s: &str) -> String {
 ///
 /// # Errors
 /// A message when the literal cannot be a value of `ty` (`'abc'` for an int32 `min`, say).
-pub fn literal_for(l: &Literal, ty: FieldType) -> Result<ScalarValue, String> {
+pub fn literal_for(l: &Literal, ty: FieldType) -> std::result::Result<ScalarValue, InvalidValue> {
     let target = ty.to_arrow();
     let text = match (l, ty) {
         (Literal::Bool(b), FieldType::Boolean) => return Ok(ScalarValue::Boolean(Some(*b))),
         (Literal::Bool(_), _) | (_, FieldType::Boolean) => {
-            return Err(format!("{l} is not a {ty} value"))
+            return Err(invalid!("{l} is not a {ty} value"))
         }
         (Literal::Int(i), _) if ty.is_numeric() => i.to_string(),
         (Literal::Float(x), FieldType::Float64 | FieldType::Decimal { .. }) => x.to_string(),
         (Literal::Str(s), FieldType::String) => return Ok(ScalarValue::Utf8(Some(s.clone()))),
         (Literal::Str(s), _) if !ty.is_numeric() => s.clone(),
         (Literal::Str(s), FieldType::Decimal { .. }) => s.clone(),
-        _ => return Err(format!("{l} is not a {ty} value")),
+        _ => return Err(invalid!("{l} is not a {ty} value")),
     };
     let v = ScalarValue::try_from_string(text.clone(), &target)
-        .map_err(|_| format!("{l} is not a {ty} value"))?;
+        .map_err(|_| invalid!("{l} is not a {ty} value"))?;
     if v.is_null() {
-        return Err(format!("{l} is not a {ty} value"));
+        return Err(invalid!("{l} is not a {ty} value"));
     }
     // A decimal literal with more digits than the type allows casts lossily; refuse it.
     if let (ScalarValue::Decimal128(..), Literal::Str(_) | Literal::Float(_)) = (&v, l) {
         if normalize_decimal(&v.to_string()) != normalize_decimal(&text) {
-            return Err(format!("{l} does not fit {ty} exactly"));
+            return Err(invalid!("{l} does not fit {ty} exactly"));
         }
     }
     Ok(v)

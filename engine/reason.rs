@@ -1,6 +1,8 @@
 //! Reason templates: the text a quarantined row carries for each rule it failed, with
 //! `{name}` placeholders quoting the row's values (`value '{origin}' is not an airport`).
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use std::fmt;
 
 use serde::Serialize;
@@ -25,7 +27,7 @@ impl ReasonTemplate {
     ///
     /// # Errors
     /// A message for an unclosed `{` or an empty placeholder.
-    pub fn parse(s: &str) -> Result<ReasonTemplate, String> {
+    pub fn parse(s: &str) -> std::result::Result<ReasonTemplate, InvalidValue> {
         let mut parts = Vec::new();
         let mut text = String::new();
         let mut chars = s.chars().peekable();
@@ -45,19 +47,19 @@ impl ReasonTemplate {
                         match chars.next() {
                             Some('}') => break,
                             Some(c) => name.push(c),
-                            None => return Err(format!("unclosed `{{` in reason {s:?}")),
+                            None => return Err(invalid!("unclosed `{{` in reason {s:?}")),
                         }
                     }
                     let name = name.trim().to_string();
                     if name.is_empty() {
-                        return Err(format!("empty `{{}}` in reason {s:?}"));
+                        return Err(invalid!("empty `{{}}` in reason {s:?}"));
                     }
                     if !text.is_empty() {
                         parts.push(ReasonPart::Text(std::mem::take(&mut text)));
                     }
                     parts.push(ReasonPart::Value(name));
                 }
-                '}' => return Err(format!("unmatched `}}` in reason {s:?}")),
+                '}' => return Err(invalid!("unmatched `}}` in reason {s:?}")),
                 c => text.push(c),
             }
         }

@@ -15,6 +15,8 @@
 //! (`${env:…}`, `${file:…}`), which register their values with the [`Redactor`], or from the
 //! provider's chain (`AWS_*`, `GOOGLE_*`, `AZURE_*` variables); they never appear in messages.
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -168,7 +170,11 @@ impl Registry {
         let spec = self.specs.get(&key);
         let secret = |v: &Option<serde_spanned::Spanned<String>>| -> std::result::Result<Option<String>, String> {
             v.as_ref()
-                .map(|t| self.redactor.resolve(t.get_ref(), &self.root))
+                .map(|t| {
+                    self.redactor
+                        .resolve(t.get_ref(), &self.root)
+                        .map_err(String::from)
+                })
                 .transpose()
         };
         let built: object_store::Result<Arc<dyn ObjectStore>> = match url.scheme() {
@@ -279,15 +285,15 @@ impl ObjectStoreRegistry for Registry {
 ///
 /// # Errors
 /// What is wrong with it.
-pub fn parse_url(text: &str) -> std::result::Result<Url, String> {
+pub fn parse_url(text: &str) -> std::result::Result<Url, InvalidValue> {
     // In a location `?` is a glob character and `#` part of a key, not a query or fragment.
     let escaped = text
         .replace('%', "%25")
         .replace('?', "%3F")
         .replace('#', "%23");
-    let url = Url::parse(&escaped).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let url = Url::parse(&escaped).map_err(|e| invalid!("`{text}` is not a URL: {e}"))?;
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!(
+        return Err(invalid!(
             "`{text}` names no bucket (write `{}://<bucket>/<path>`)",
             url.scheme()
         ));

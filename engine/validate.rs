@@ -2,6 +2,7 @@
 //! schemas, so `sluice validate` reports expression errors, unknown columns and unreadable
 //! sources with the job's file and line, beside the files' own mistakes.
 
+use crate::config::spec::SourceSpec;
 use crate::config::{Job, Project};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::error::Error;
@@ -56,13 +57,10 @@ pub async fn compile_jobs(
                 message,
             }) => {
                 let spec = job.sources.get(&source_name);
-                let database = spec.is_some_and(|s| s.is_database());
-                let span = spec.and_then(|s| {
-                    s.path
-                        .as_ref()
-                        .map(|p| p.span())
-                        .or_else(|| s.table.as_ref().map(|t| t.span()))
-                        .or_else(|| s.query.as_ref().map(|q| q.span()))
+                let database = spec.is_some_and(|s| s.database().is_some());
+                let span = spec.and_then(|s| match s {
+                    SourceSpec::Database(d) => d.table.as_ref().or(d.query.as_ref()).map(|t| t.span()),
+                    file => file.path().map(|p| p.span()),
                 });
                 let key = if database { "table" } else { "path" };
                 let mut d = job.src.diagnostic(
@@ -94,8 +92,7 @@ fn sources_by_date(job: &Job) -> Vec<String> {
     job.sources
         .iter()
         .filter(|(_, s)| {
-            s.path
-                .as_ref()
+            s.path()
                 .is_some_and(|p| crate::config::params::references(p.get_ref(), "${run."))
         })
         .map(|(name, _)| name.clone())

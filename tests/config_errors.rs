@@ -760,3 +760,75 @@ fn a_broken_file_stops_only_the_jobs_that_use_it() {
     let out = w.run(&["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }
+
+/// A source's kind (`format`, or `connection`) decides its keys: each key of another kind is
+/// named with the kind it belongs to, at its own line, together with a misspelled key and a
+/// key of the wrong kind inside `incremental`, all in one run of `validate`.
+#[test]
+fn a_parquet_source_reports_every_key_of_another_kind_at_its_line() {
+    let w = Workdir::project();
+    w.write(
+        "jobs/carriers_pq.toml",
+        r#"mapping = "nycflights13_to_carrier"
+
+[sources.airlines]
+format = "parquet"
+path = "samples/airlines.parquet"
+delimiter = ";"
+table = "public.airlines"
+compresion = "gzip"
+incremental = { column = "updated_at" }
+
+[target]
+format = "parquet"
+table = "carriers_pq"
+mode = "overwrite"
+"#,
+    );
+    let out = w.run(&["validate", "jobs/carriers_pq.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    for (line, message) in [
+        (6, "`delimiter` applies only to CSV sources"),
+        (7, "`table` applies only to database sources"),
+        (8, "unknown key `compresion`"),
+        (9, "`incremental.column` applies only to database sources"),
+    ] {
+        let at = format!("--> jobs/carriers_pq.toml:{line}:");
+        let found = err
+            .split("error: ")
+            .any(|d| d.starts_with(message) && d.contains(&at));
+        assert!(found, "expected {message} at {at} in:\n{err}");
+    }
+    assert!(err.contains("4 problems found"), "{err}");
+}
+
+/// A database source rejects the keys of file sources, naming them as such.
+#[test]
+fn a_database_source_names_file_keys_as_file_only() {
+    let w = Workdir::project();
+    w.write(
+        "jobs/carriers_db.toml",
+        r#"mapping = "nycflights13_to_carrier"
+
+[sources.airlines]
+connection = "warehouse"
+table = "public.airlines"
+path = "samples/airlines.csv"
+incremental = { files = "new" }
+
+[target]
+format = "parquet"
+table = "carriers_db"
+mode = "append"
+"#,
+    );
+    let out = w.run(&["validate", "jobs/carriers_db.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`path` applies only to file sources"), "{err}");
+    assert!(
+        err.contains("`incremental.files` applies only to file sources"),
+        "{err}"
+    );
+}

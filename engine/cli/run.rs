@@ -31,12 +31,10 @@ impl ParamArgs {
     /// The parameters of a run of `job`.
     pub(crate) fn params(&self, job: &Job) -> Result<RunParams, Error> {
         let logical_date = match &self.date {
-            Some(d) => {
-                params::parse_date(d, params::zone_of(job)).map_err(|message| Error::Usage {
-                    message,
-                    hint: Some("--date 2026-11-29".into()),
-                })?
-            }
+            Some(d) => params::parse_date(d, params::zone_of(job)).map_err(|e| Error::Usage {
+                message: e.into(),
+                hint: Some("--date 2026-11-29".into()),
+            })?,
             None => chrono::Utc::now(),
         };
         Ok(RunParams {

@@ -40,11 +40,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// `--grace`: a duration as job files write them (`"30s"`, `"5m"`).
-pub(crate) fn parse_grace(text: &str) -> Result<Duration, String> {
-    sluice::config::parse_duration(text)
-}
-
 /// `sluice resume JOB`: closes the job's circuit in the state store; a running daemon runs
 /// its next fire.
 pub(crate) fn resume(explicit: Option<&Path>, job: &str) -> Result<i32, Error> {

@@ -321,7 +321,7 @@ fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> 
 fn sources_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<(String, Protected)> {
     let mut out = Vec::new();
     for (name, s) in &job.sources {
-        let Some(p) = s.path.as_ref().filter(|_| !s.is_database()) else {
+        let Some(p) = s.path() else {
             continue;
         };
         let Ok(resolved) = resolve_static(redactor, p.get_ref(), project) else {
@@ -370,7 +370,9 @@ fn resolve_static(
     if prefix.is_empty() && super::params::uses_params(template) {
         return Err("the path starts with a run reference".into());
     }
-    redactor.resolve_path(prefix, &project.root)
+    redactor
+        .resolve_path(prefix, &project.root)
+        .map_err(String::from)
 }
 
 /// The literal folder a glob starts from (`samples/*/flights.csv` → `samples`), or the path

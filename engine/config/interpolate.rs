@@ -12,6 +12,8 @@
 //!
 //! `$$` writes a literal `$`.
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use std::sync::{Arc, Mutex};
 
 /// A resolved template.
@@ -33,7 +35,7 @@ pub fn resolve_with(
     template: &str,
     env: &dyn Fn(&str) -> Option<String>,
     read_file: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, InvalidValue> {
     let mut value = String::with_capacity(template.len());
     let mut secrets = Vec::new();
     let mut rest = template;
@@ -59,16 +61,16 @@ pub fn resolve_with(
         let reference = &body[..end];
         let piece = match reference.split_once(':') {
             Some(("env", name)) if is_env_name(name) => {
-                env(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?
+                env(name).ok_or_else(|| invalid!("environment variable `{name}` is not set"))?
             }
             Some(("env", name)) => {
-                return Err(format!("`{name}` is not an environment variable name"))
+                return Err(invalid!("`{name}` is not an environment variable name"))
             }
             Some(("file", path)) if !path.is_empty() => read_file(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read secret file `{path}`: {e}"))?,
+                .map_err(|e| invalid!("cannot read secret file `{path}`: {e}"))?,
             _ => {
-                return Err(format!(
+                return Err(invalid!(
                     "unknown reference `${{{reference}}}`: use `${{env:NAME}}` or `${{file:PATH}}`"
                 ))
             }
@@ -88,7 +90,10 @@ pub fn resolve_with(
 ///
 /// # Errors
 /// As [`resolve_with`].
-pub fn resolve(template: &str, root: &std::path::Path) -> Result<Resolved, String> {
+pub fn resolve(
+    template: &str,
+    root: &std::path::Path,
+) -> std::result::Result<Resolved, InvalidValue> {
     resolve_with(template, &|name| std::env::var(name).ok(), &|path| {
         std::fs::read_to_string(root.join(path)).map_err(|e| e.to_string())
     })
@@ -140,7 +145,11 @@ impl Redactor {
     ///
     /// # Errors
     /// As [`resolve_with`].
-    pub fn resolve(&self, template: &str, root: &std::path::Path) -> Result<String, String> {
+    pub fn resolve(
+        &self,
+        template: &str,
+        root: &std::path::Path,
+    ) -> std::result::Result<String, InvalidValue> {
         let r = resolve(template, root)?;
         self.add(&r.secrets);
         Ok(r.value)
@@ -153,7 +162,11 @@ impl Redactor {
     ///
     /// # Errors
     /// As [`resolve_with`].
-    pub fn resolve_path(&self, template: &str, root: &std::path::Path) -> Result<String, String> {
+    pub fn resolve_path(
+        &self,
+        template: &str,
+        root: &std::path::Path,
+    ) -> std::result::Result<String, InvalidValue> {
         resolve(template, root).map(|r| r.value)
     }
 
@@ -226,7 +239,7 @@ mod tests {
     #[test]
     fn missing_variable_is_named_without_values() {
         let e = resolve_with("${env:NOPE}", &env, &no_files).unwrap_err();
-        assert!(e.contains("`NOPE` is not set"), "{e}");
+        assert!(e.0.contains("`NOPE` is not set"), "{e}");
     }
 
     #[test]
@@ -240,6 +253,7 @@ mod tests {
         assert!(resolve_with("${vault:x}", &env, &no_files).is_err());
         assert!(resolve_with("${file:/x}", &env, &no_files)
             .unwrap_err()
+            .0
             .contains("/x"));
     }
 

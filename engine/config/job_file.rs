@@ -48,7 +48,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
             "vars" => {
                 for (name, value, span) in entries::<String>(&mut r, &table, key) {
                     if let Err(e) = params::check_var(&name, &value) {
-                        r.error(span, &format!("vars.{name}"), &e, None);
+                        r.error(span, &format!("vars.{name}"), e, None);
                     }
                     vars.insert(name, value);
                 }
@@ -56,12 +56,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
             "description" => description = r.entry::<String>(key, item),
             "owner" => owner = r.entry::<String>(key, item),
             "mapping" => mapping = r.entry::<String>(key, item),
-            "sources" => {
-                for (name, s, _) in entries::<SourceSpec>(&mut r, &table, key) {
-                    validate_source(&mut r, &table, &name, &s);
-                    sources.insert(name, s);
-                }
-            }
+            "sources" => sources = super::job_sources::read_sources(&mut r, &table),
             "target" => target = r.entry::<TargetSpec>(key, item),
             "quarantine" => quarantine = r.entry::<QuarantineSpec>(key, item).unwrap_or_default(),
             "checks" => {
@@ -93,9 +88,9 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
         validate_target(&mut r, &table, t);
         if t.mode == LoadMode::Overwrite {
             for (name, s) in &sources {
-                if let Some(inc) = &s.incremental {
+                if let Some(span) = s.incremental_span() {
                     r.error(
-                        inc.span(),
+                        Some(span),
                         &format!("sources.{name}.incremental"),
                         "an incremental source reads only new rows, and an `overwrite` target would replace the table with them",
                         Some("use `mode = \"append\"` (Parquet or database) or `\"merge\"` (database), or remove `incremental`".into()),
@@ -105,7 +100,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
         }
         if t.mode == LoadMode::Append {
             for (name, s) in &sources {
-                if let Some(lb) = s.incremental.as_ref().and_then(|i| i.lookback.as_ref()) {
+                if let Some(lb) = s.cursor().and_then(|c| c.lookback.as_ref()) {
                     r.error(
                         Some(lb.span()),
                         &format!("sources.{name}.incremental.lookback"),
@@ -210,8 +205,8 @@ pub const DURATION_HINT: &str =
 ///
 /// # Errors
 /// A message quoting the text.
-pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration ({e})"))
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, InvalidValue> {
+    humantime::parse_duration(text.trim()).map_err(|e| invalid!("`{text}` is not a duration ({e})"))
 }
 
 /// The keys only Delta targets have: `replace_where` (with `overwrite`) and `properties`.
@@ -375,253 +370,6 @@ pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec)
             "`track` applies to `scd2` loads",
             Some("remove `track`, or set `mode = \"scd2\"`".into()),
         );
-    }
-}
-
-pub(super) fn validate_source(r: &mut Reader<'_>, table: &Table, name: &str, s: &SourceSpec) {
-    let path = format!("sources.{name}");
-    let entry_span = key_path_span_in(table, &path);
-    if s.is_database() {
-        validate_db_source(r, name, s, entry_span);
-        return;
-    }
-    let inc = s.incremental.as_ref();
-    for (key, span) in [
-        ("table", s.table.as_ref().map(Spanned::span)),
-        ("query", s.query.as_ref().map(Spanned::span)),
-        (
-            "incremental.column",
-            inc.and_then(|i| i.column.as_ref()).map(Spanned::span),
-        ),
-        (
-            "incremental.lookback",
-            inc.and_then(|i| i.lookback.as_ref()).map(Spanned::span),
-        ),
-    ] {
-        if let Some(span) = span {
-            r.error(
-                Some(span),
-                &format!("{path}.{key}"),
-                format!("`{key}` applies only to database sources"),
-                Some(if key.starts_with("incremental") {
-                    "a file source reads the files no committed run has read with `incremental = { files = \"new\" }`".into()
-                } else {
-                    "add `connection = \"<name>\"` (a [connections.<name>] of sluice.toml), or remove it".into()
-                }),
-            );
-        }
-    }
-    if let Some(i) = inc.filter(|i| i.files.is_none() && i.column.is_none()) {
-        r.missing_key(
-            i.span().or_else(|| entry_span.clone()),
-            &format!("{path}.incremental"),
-            "files",
-            "write `incremental = { files = \"new\" }` to read only the files no committed run has read",
-        );
-    }
-    let (Some(format_spanned), Some(path_spanned)) = (&s.format, &s.path) else {
-        let missing = if s.format.is_none() { "format" } else { "path" };
-        r.missing_key(
-            entry_span,
-            &path,
-            missing,
-            "a file source needs `format` and `path`; a database source needs `connection` and `table` or `query`",
-        );
-        return;
-    };
-    let format = *format_spanned.get_ref();
-    let format_span = format_spanned.span();
-    let csv_only: [(&str, Option<Range<usize>>); 7] = [
-        (
-            "columns",
-            s.columns
-                .as_ref()
-                .and_then(|c| c.values().next().map(Spanned::span)),
-        ),
-        ("delimiter", s.delimiter.as_ref().map(Spanned::span)),
-        ("quote", s.quote.as_ref().map(Spanned::span)),
-        ("has_header", s.has_header.map(|_| format_span.clone())),
-        (
-            "null_values",
-            s.null_values.as_ref().map(|_| format_span.clone()),
-        ),
-        (
-            "on_malformed",
-            s.on_malformed.as_ref().map(|_| format_span.clone()),
-        ),
-        (
-            "quote_mode",
-            s.quote_mode.as_ref().map(|_| format_span.clone()),
-        ),
-    ];
-    if format != SourceFormat::Csv {
-        for (key, span) in csv_only {
-            if let Some(span) = span {
-                r.error(
-                    Some(span),
-                    &format!("{path}.{key}"),
-                    format!("`{key}` applies only to CSV sources"),
-                    Some("remove it, or set `format = \"csv\"`".into()),
-                );
-            }
-        }
-    }
-    if format == SourceFormat::Parquet {
-        for (key, set) in [
-            ("compression", s.compression.is_some()),
-            ("infer_schema_rows", s.infer_schema_rows.is_some()),
-        ] {
-            if set {
-                r.error(
-                    Some(format_span.clone()),
-                    &format!("{path}.{key}"),
-                    format!("`{key}` does not apply to Parquet sources (Parquet files carry their own compression and schema)"),
-                    Some(format!("remove `{key}`")),
-                );
-            }
-        }
-    }
-    for (key, v) in [("delimiter", &s.delimiter), ("quote", &s.quote)] {
-        if let Some(v) = v {
-            if v.get_ref().len() != 1 {
-                r.error(
-                    Some(v.span()),
-                    &format!("{path}.{key}"),
-                    format!(
-                        "`{key}` must be exactly one ASCII character, got {:?}",
-                        v.get_ref()
-                    ),
-                    Some("for tab-separated files write \"\\t\"".into()),
-                );
-            }
-        }
-    }
-    for (column, t) in s.columns.iter().flatten() {
-        if let Err(e) = FieldType::parse(t.get_ref()) {
-            let hint = type_hint(t.get_ref());
-            r.error(
-                Some(t.span()),
-                &format!("{path}.columns.{column}"),
-                e,
-                Some(hint),
-            );
-        }
-    }
-    if path_spanned.get_ref().trim().is_empty() {
-        r.error(
-            Some(path_spanned.span()),
-            &format!("{path}.path"),
-            "`path` is empty",
-            None,
-        );
-    }
-    if let Some(n) = s.infer_schema_rows {
-        if n == 0 {
-            r.error(
-                Some(format_span.clone()),
-                &format!("{path}.infer_schema_rows"),
-                "`infer_schema_rows` must be at least 1",
-                None,
-            );
-        }
-    }
-}
-
-pub(super) fn validate_db_source(
-    r: &mut Reader<'_>,
-    name: &str,
-    s: &SourceSpec,
-    entry_span: Option<Range<usize>>,
-) {
-    let path = format!("sources.{name}");
-    let file_only: [(&str, bool); 11] = [
-        ("format", s.format.is_some()),
-        ("path", s.path.is_some()),
-        ("compression", s.compression.is_some()),
-        ("delimiter", s.delimiter.is_some()),
-        ("quote", s.quote.is_some()),
-        ("has_header", s.has_header.is_some()),
-        ("null_values", s.null_values.is_some()),
-        ("infer_schema_rows", s.infer_schema_rows.is_some()),
-        ("columns", s.columns.is_some()),
-        ("on_malformed", s.on_malformed.is_some()),
-        ("quote_mode", s.quote_mode.is_some()),
-    ];
-    for (key, set) in file_only {
-        if set {
-            r.error(
-                entry_span.clone(),
-                &format!("{path}.{key}"),
-                format!("`{key}` applies only to file sources, and this one reads `connection`"),
-                Some(format!(
-                    "remove `{key}`: a database source gives `table` or `query`, and its column types come from the database"
-                )),
-            );
-        }
-    }
-    match (&s.table, &s.query) {
-        (None, None) => r.missing_key(
-            entry_span.clone(),
-            &path,
-            "table",
-            "add `table = \"<schema>.<table>\"` or `query = \"SELECT ...\"`",
-        ),
-        (Some(t), Some(_)) => r.error(
-            Some(t.span()),
-            &format!("{path}.table"),
-            "`table` and `query` both given",
-            Some("keep one: `table` reads a whole table (only the columns the mapping uses), `query` any SELECT".into()),
-        ),
-        (Some(t), None) => {
-            if let Err(e) = TableName::parse(t.get_ref()) {
-                r.error(Some(t.span()), &format!("{path}.table"), e, None);
-            }
-        }
-        (None, Some(q)) => {
-            if q.get_ref().trim().is_empty() {
-                r.error(Some(q.span()), &format!("{path}.query"), "`query` is empty", None);
-            }
-        }
-    }
-    if let Some(inc) = &s.incremental {
-        if let Some(files) = &inc.files {
-            r.error(
-                Some(files.span()),
-                &format!("{path}.incremental.files"),
-                "`incremental.files` applies only to file sources",
-                Some("a database source reads new rows by a cursor column: `incremental = { column = \"updated_at\" }`".into()),
-            );
-        } else if inc.column.is_none() {
-            r.missing_key(
-                inc.span().or_else(|| entry_span.clone()),
-                &format!("{path}.incremental"),
-                "column",
-                "name the cursor column: `incremental = { column = \"updated_at\" }`",
-            );
-        }
-        if let Some(lb) = &inc.lookback {
-            match lb.get_ref() {
-                Lookback::Number(n) if *n < 0 => r.error(
-                    Some(lb.span()),
-                    &format!("{path}.incremental.lookback"),
-                    format!("`lookback` is negative ({n})"),
-                    Some("a lookback reads rows below the watermark again; write 0 or more".into()),
-                ),
-                Lookback::Duration(d) => {
-                    if let Err(e) = parse_duration(d) {
-                        r.error(
-                            Some(lb.span()),
-                            &format!("{path}.incremental.lookback"),
-                            e,
-                            Some(format!(
-                                "{DURATION_HINT}; for an integer cursor write a number"
-                            )),
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
     }
 }
 

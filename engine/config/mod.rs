@@ -15,6 +15,7 @@
 pub mod guard;
 pub mod interpolate;
 mod job_file;
+mod job_sources;
 mod mapping_file;
 mod model_file;
 pub mod params;
@@ -22,8 +23,11 @@ mod project_file;
 pub mod reader;
 mod references;
 pub mod schedule;
+pub mod source_spec;
 pub mod spec;
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use job_file::*;
 pub use job_file::{parse_duration, DURATION_HINT};
 use mapping_file::*;
@@ -306,7 +310,7 @@ impl TableName {
     ///
     /// # Errors
     /// A message saying what is wrong, for a config diagnostic.
-    pub fn parse(text: &str) -> std::result::Result<TableName, String> {
+    pub fn parse(text: &str) -> std::result::Result<TableName, InvalidValue> {
         let parts: Vec<&str> = text.split('.').collect();
         let ok = |p: &str| {
             !p.is_empty()
@@ -323,7 +327,7 @@ impl TableName {
                 schema: Some(schema.to_string()),
                 name: name.to_string(),
             }),
-            _ => Err(format!(
+            _ => Err(invalid!(
                 "`{text}` is not a table name: write `table` or `schema.table` (letters, digits and `_`)"
             )),
         }

@@ -21,6 +21,8 @@
 //! the string literal it is written in, or comment out the rest of a query. Write them inside
 //! quotes in SQL (`'${var.region}'`).
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -61,13 +63,16 @@ impl RunParams {
 ///
 /// # Errors
 /// A message with the accepted forms.
-pub fn parse_date(text: &str, zone: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
+pub fn parse_date(
+    text: &str,
+    zone: chrono_tz::Tz,
+) -> std::result::Result<DateTime<Utc>, InvalidValue> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
     match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         Ok(d) => Ok(day_start(d, zone)),
-        Err(_) => Err(format!(
+        Err(_) => Err(invalid!(
             "`{text}` is not a date: write `2026-11-30` (a day, read in the job's time zone) or an RFC 3339 instant such as `2026-11-30T02:00:00Z`"
         )),
     }
@@ -77,9 +82,9 @@ pub fn parse_date(text: &str, zone: chrono_tz::Tz) -> Result<DateTime<Utc>, Stri
 ///
 /// # Errors
 /// A message when there is no `=`, or the key or value is not allowed ([`check_var`]).
-pub fn parse_var(text: &str) -> Result<(String, String), String> {
+pub fn parse_var(text: &str) -> std::result::Result<(String, String), InvalidValue> {
     let Some((key, value)) = text.split_once('=') else {
-        return Err(format!("`{text}` is not KEY=VALUE"));
+        return Err(invalid!("`{text}` is not KEY=VALUE"));
     };
     check_var(key, value)?;
     Ok((key.to_string(), value.to_string()))
@@ -90,12 +95,12 @@ pub fn parse_var(text: &str) -> Result<(String, String), String> {
 ///
 /// # Errors
 /// A message saying what is not allowed.
-pub fn check_var(key: &str, value: &str) -> Result<(), String> {
+pub fn check_var(key: &str, value: &str) -> std::result::Result<(), InvalidValue> {
     let name_ok = !key.is_empty()
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !name_ok {
-        return Err(format!(
+        return Err(invalid!(
             "`{key}` is not a var name: use letters, digits and `_`, not starting with a digit"
         ));
     }
@@ -108,7 +113,7 @@ pub fn check_var(key: &str, value: &str) -> Result<(), String> {
         && !value.contains("..")
         && !value.contains("--");
     if !value_ok {
-        return Err(format!(
+        return Err(invalid!(
             "the value of var `{key}` must be ASCII letters, digits, spaces and `_ - . : + @`, not empty, not starting or ending with `.` or a space, without `..` or `--` (it is written into paths and SQL as text)"
         ));
     }
@@ -388,10 +393,14 @@ fn replace_spanned(
 fn apply_job(job: &mut Job, values: &Values<'_>, errors: &mut Vec<Diagnostic>) {
     let src = job.src.clone();
     for (name, s) in job.sources.iter_mut() {
-        if let Some(p) = s.path.as_mut() {
+        if let Some(p) = s.path_mut() {
             replace_spanned(p, &src, format!("sources.{name}.path"), values, errors);
         }
-        if let Some(q) = s.query.as_mut() {
+        let query = match s {
+            crate::config::spec::SourceSpec::Database(d) => d.query.as_mut(),
+            _ => None,
+        };
+        if let Some(q) = query {
             replace_spanned(q, &src, format!("sources.{name}.query"), values, errors);
         }
     }

@@ -201,7 +201,7 @@ impl<'a> Reader<'a> {
 /// The keys a struct type `T` accepts, read from the field list serde passes to
 /// `deserialize_struct` (`None` for types that are not plain structs, such as maps, strings or
 /// `Spanned` wrappers).
-fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+pub(crate) fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
     use serde::de::{self, Visitor};
 
     struct Probe<'a>(&'a mut Option<&'static [&'static str]>);

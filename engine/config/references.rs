@@ -195,9 +195,8 @@ impl Project {
             .sources
             .iter()
             .filter_map(|(n, s)| {
-                s.connection
-                    .as_ref()
-                    .map(|c| (format!("sources.{n}.connection"), c))
+                s.database()
+                    .map(|d| (format!("sources.{n}.connection"), &d.connection))
             })
             .chain(
                 j.target
@@ -237,7 +236,7 @@ impl Project {
 /// read whole, or rows of new files would miss their matches in older ones.
 fn check_new_files_drive(j: &Job, m: &Mapping, diags: &mut Diagnostics) {
     for (name, s) in &j.sources {
-        let Some(files) = s.incremental.as_ref().and_then(|i| i.files.as_ref()) else {
+        let Some(files) = s.new_files() else {
             continue;
         };
         if *name == m.from.source {

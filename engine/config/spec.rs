@@ -12,6 +12,8 @@ use serde_spanned::Spanned;
 
 use crate::model::Literal;
 
+pub use super::source_spec::*;
+
 /// One `[fields.<name>]` entry of a canonical model.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,151 +180,6 @@ pub struct TestSpec {
     pub expect: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
     /// The rows quarantined; when given, no other row may be quarantined.
     pub quarantined: Option<Vec<ExpectedQuarantine>>,
-}
-
-/// Source file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceFormat {
-    /// Delimited text, RFC 4180 quoting.
-    Csv,
-    /// Apache Parquet.
-    Parquet,
-    /// Newline-delimited JSON, one object per line.
-    Json,
-    /// A database table or query (set by `connection`, never written as `format`).
-    #[serde(skip_deserializing)]
-    Database,
-}
-
-/// Compression of source files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// From the file extension: `.gz` gzip, `.zst` zstd, `.bz2` bzip2, `.xz` xz, else none.
-    #[default]
-    Auto,
-    /// Not compressed.
-    None,
-    /// gzip.
-    Gzip,
-    /// Zstandard.
-    Zstd,
-    /// bzip2.
-    Bzip2,
-    /// xz.
-    Xz,
-}
-
-/// One `[sources.<name>]` of a job: where a mapping's source is read from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSpec {
-    /// File format (file sources).
-    pub format: Option<Spanned<SourceFormat>>,
-    /// File, directory or glob, relative to the project root; `${env:NAME}` allowed (file
-    /// sources).
-    pub path: Option<Spanned<String>>,
-    /// Database sources: the name of a `[connections.<name>]` of `sluice.toml`.
-    pub connection: Option<Spanned<String>>,
-    /// Database sources: the table to read, optionally schema-qualified (`public.flights`).
-    pub table: Option<Spanned<String>>,
-    /// Database sources: a `SELECT` to read instead of a table (run as a subquery).
-    pub query: Option<Spanned<String>>,
-    /// Read only what earlier committed runs did not: rows above the watermark (database
-    /// sources, `column`) or files not yet loaded (file sources, `files = "new"`).
-    pub incremental: Option<IncrementalSpec>,
-    /// Compression (CSV and JSON).
-    pub compression: Option<Compression>,
-    /// CSV: field delimiter, one byte (default `,`).
-    pub delimiter: Option<Spanned<String>>,
-    /// CSV: quote character, one byte (default `"`).
-    pub quote: Option<Spanned<String>>,
-    /// CSV: whether the first line names the columns (default true).
-    pub has_header: Option<bool>,
-    /// CSV: values read as null, compared with the whole field (default `[""]`).
-    pub null_values: Option<Vec<String>>,
-    /// CSV/JSON: records read to infer column types (default 10000).
-    pub infer_schema_rows: Option<usize>,
-    /// CSV: declared column types (`{ founded = "int32" }`, type names as in models), used
-    /// instead of inferred ones; a value that does not parse fails `parse.<alias>.<column>`.
-    pub columns: Option<IndexMap<String, Spanned<String>>>,
-    /// CSV: what to do with a malformed record (wrong field count, broken quoting, invalid
-    /// UTF-8): `quarantine` (default) or `fail`. See [`crate::csv_reader`].
-    pub on_malformed: Option<OnMalformed>,
-    /// CSV: `strict` (RFC 4180, default) or `lenient` (a quote inside an unquoted value is a
-    /// literal character). See [`QuoteMode`].
-    pub quote_mode: Option<QuoteMode>,
-}
-
-impl SourceSpec {
-    /// True for a database source (`connection` given).
-    pub fn is_database(&self) -> bool {
-        self.connection.is_some()
-    }
-
-    /// The file format; CSV when not given (only database sources omit it, which validation
-    /// checks).
-    pub fn file_format(&self) -> SourceFormat {
-        self.format
-            .as_ref()
-            .map_or(SourceFormat::Csv, |f| *f.get_ref())
-    }
-
-    /// The path template as written (empty for a database source).
-    pub fn path_template(&self) -> &str {
-        self.path.as_ref().map_or("", |p| p.get_ref().as_str())
-    }
-}
-
-/// `incremental = { column = "updated_at", lookback = "2h" }` of a database source, or
-/// `incremental = { files = "new" }` of a file source (validation checks which).
-///
-/// A database source reads the rows whose `column` is above the watermark (the largest value
-/// the last committed run read) minus `lookback`, and moves the watermark only after the target
-/// commit. A file source reads the files no committed run of the job has read, and records
-/// them as read with the target commit.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IncrementalSpec {
-    /// Database sources: the cursor column, a timestamp, date or integer column that grows
-    /// when a row is inserted or updated.
-    pub column: Option<Spanned<String>>,
-    /// File sources: which files a run reads (`"new"`: those no committed run has read).
-    pub files: Option<Spanned<FileSelection>>,
-    /// How far below the watermark to read again, for rows committed late: a duration (`"2h"`,
-    /// `"30m"`, `"1d"`) for a timestamp or date cursor, a number for an integer cursor.
-    pub lookback: Option<Spanned<Lookback>>,
-}
-
-/// `incremental.files` of a file source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileSelection {
-    /// The files no committed run of the job has read, by their path (local, relative to the
-    /// project) or URL; a file rewritten under a name already read is not read again.
-    New,
-}
-
-impl IncrementalSpec {
-    /// Where the spec starts in its file (for errors about the whole `incremental`).
-    pub fn span(&self) -> Option<std::ops::Range<usize>> {
-        self.column
-            .as_ref()
-            .map(Spanned::span)
-            .or_else(|| self.files.as_ref().map(Spanned::span))
-            .or_else(|| self.lookback.as_ref().map(Spanned::span))
-    }
-}
-
-/// The `lookback` of an incremental source, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum Lookback {
-    /// An amount of the cursor's units (integer cursors).
-    Number(i64),
-    /// A duration in `humantime` syntax (`"2h"`, `"90min"`, `"1day"`), for time cursors.
-    Duration(String),
 }
 
 /// Load mode of a target.
@@ -957,29 +814,6 @@ macro_rules! has_thresholds {
     )*};
 }
 has_thresholds!(UniqueCheckSpec, VolumeSpec, SqlCheckSpec);
-
-/// What to do with a malformed CSV record (`on_malformed` in a job's source).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnMalformed {
-    /// Quarantine the record with its file, line and raw text; keep reading (the default).
-    #[default]
-    Quarantine,
-    /// Stop the run with the file, line and byte offset.
-    Fail,
-}
-
-/// How quotes are read (`quote_mode` in a job's source).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuoteMode {
-    /// RFC 4180: a quote inside an unquoted value makes the record malformed (the default).
-    #[default]
-    Strict,
-    /// A quote inside an unquoted value is a literal character (`5'10"`), as PostgreSQL's
-    /// and DuckDB's readers can accept; quoted values still follow RFC 4180.
-    Lenient,
-}
 
 /// The name a unit enum has in TOML (`overwrite`, `csv`), for messages.
 pub fn json_name<T: serde::Serialize>(v: &T) -> String {

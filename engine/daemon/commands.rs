@@ -122,10 +122,11 @@ impl Daemon {
                     spec.vars.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
-            params::check_var(name, value).map_err(Refused::Invalid)?;
+            params::check_var(name, value).map_err(|e| Refused::Invalid(e.into()))?;
         }
         let logical_date = match date {
-            Some(d) => params::parse_date(d, params::zone_of(spec)).map_err(Refused::Invalid)?,
+            Some(d) => params::parse_date(d, params::zone_of(spec))
+                .map_err(|e| Refused::Invalid(e.into()))?,
             None => Utc::now(),
         };
         Ok(RunParams {

@@ -11,6 +11,8 @@
 //! decimal's precision and scale), and [`RowBatcher`] cuts the rows into batches of the
 //! extraction's batch size, naming the row and column of a value that does not convert.
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -160,7 +162,7 @@ impl ColumnBuilder {
     /// # Errors
     /// An integer out of the column's range, a decimal text that does not fit its precision
     /// and scale exactly, or a cell of another kind than the column holds (a driver's bug).
-    pub fn push(&mut self, cell: Cell<'_>) -> std::result::Result<(), String> {
+    pub fn push(&mut self, cell: Cell<'_>) -> std::result::Result<(), InvalidValue> {
         use ColumnBuilder as B;
         match (self, cell) {
             (b, Cell::Null) => each_builder!(b, x => x.append_null()),
@@ -185,7 +187,7 @@ impl ColumnBuilder {
             (B::Ts(b), Cell::Micros(us)) => b.append_value(us),
             (B::Time(b), Cell::TimeMicros(us)) => b.append_value(us),
             (b, other) => {
-                return Err(format!(
+                return Err(invalid!(
                     "a driver decoded {other:?} for a column of Arrow type {}, a bug in Sluice",
                     b.type_name()
                 ))
@@ -262,9 +264,10 @@ impl<'a> RowBatcher<'a> {
     /// [`crate::error::Error::Source`] naming the row (1-based) and column, when `cell` is
     /// `Err` (the driver could not decode the value) or does not fit the column.
     pub fn push(&mut self, i: usize, cell: std::result::Result<Cell<'_>, String>) -> Result<()> {
-        cell.and_then(|c| self.builders[i].push(c)).map_err(|why| {
-            super::extract::value_error(self.source, self.row_no + 1, &self.columns[i], &why)
-        })
+        cell.and_then(|c| self.builders[i].push(c).map_err(String::from))
+            .map_err(|why| {
+                super::extract::value_error(self.source, self.row_no + 1, &self.columns[i], &why)
+            })
     }
 
     /// Ends the row being built; returns the batch when it is full.
@@ -324,7 +327,7 @@ mod tests {
     fn a_cell_of_the_wrong_kind_is_an_error_not_a_panic() {
         let mut b = ColumnBuilder::new(&DataType::Date32, 1);
         let e = b.push(Cell::Text("2024-01-01".into())).unwrap_err();
-        assert!(e.contains("Date32"), "{e}");
+        assert!(e.0.contains("Date32"), "{e}");
     }
 
     #[test]

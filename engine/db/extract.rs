@@ -7,6 +7,8 @@
 //!       ◀── batches (channel of 2) ◀── BatchSender (counts rows, tracks the cursor's maximum)
 //! ```
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -135,9 +137,9 @@ impl CursorValue {
     ///
     /// # Errors
     /// A message saying what was expected.
-    pub fn parse(text: &str, kind: CursorKind) -> std::result::Result<CursorValue, String> {
+    pub fn parse(text: &str, kind: CursorKind) -> std::result::Result<CursorValue, InvalidValue> {
         let t = text.trim();
-        let bad = |what: &str| format!("`{text}` is not {what}");
+        let bad = |what: &str| invalid!("`{text}` is not {what}");
         match kind {
             CursorKind::Integer => t
                 .parse::<i64>()
@@ -183,7 +185,7 @@ impl CursorValue {
     ///
     /// # Errors
     /// A lookback of the wrong kind (a duration for an integer cursor, say).
-    pub fn minus(self, lookback: &Lookback) -> std::result::Result<CursorValue, String> {
+    pub fn minus(self, lookback: &Lookback) -> std::result::Result<CursorValue, InvalidValue> {
         match (self, lookback) {
             (CursorValue::Int(v), Lookback::Number(n)) => Ok(CursorValue::Int(v.saturating_sub(*n))),
             (CursorValue::Micros(us), Lookback::Duration(d)) => {
@@ -206,10 +208,10 @@ impl CursorValue {
                     days.saturating_sub(i32::try_from(n).unwrap_or(i32::MAX)),
                 ))
             }
-            (CursorValue::Int(_), Lookback::Duration(d)) => Err(format!(
+            (CursorValue::Int(_), Lookback::Duration(d)) => Err(invalid!(
                 "`lookback = \"{d}\"` is a duration, but the cursor is an integer column: write a number"
             )),
-            (_, Lookback::Number(n)) => Err(format!(
+            (_, Lookback::Number(n)) => Err(invalid!(
                 "`lookback = {n}` is a number, but the cursor is a time column: write a duration such as \"2h\""
             )),
         }

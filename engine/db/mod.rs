@@ -136,10 +136,10 @@ impl Connector {
         };
         let url = redactor
             .resolve(spec.url.get_ref(), &project.root)
-            .map_err(err)?;
+            .map_err(|e| err(e.into()))?;
         let duration = |v: &Option<serde_spanned::Spanned<String>>| -> Result<Option<Duration>> {
             v.as_ref()
-                .map(|d| parse_duration(d.get_ref()).map_err(err))
+                .map(|d| parse_duration(d.get_ref()).map_err(|e| err(e.into())))
                 .transpose()
         };
         let url = kind::of(spec.kind).resolve_url(url, &project.root);
@@ -321,7 +321,7 @@ pub async fn scan(
     job: &str,
     name: &str,
     alias: &str,
-    spec: &crate::config::spec::SourceSpec,
+    spec: &crate::config::spec::DbSourceSpec,
     driving: bool,
     redactor: &Redactor,
     mode: &ExtractMode,
@@ -332,11 +332,7 @@ pub async fn scan(
     use datafusion::logical_expr::{cast, col, lit};
     use extract::Relation;
 
-    let conn_name = spec
-        .connection
-        .as_ref()
-        .map(|c| c.get_ref().clone())
-        .unwrap_or_default();
+    let conn_name = spec.connection.get_ref().clone();
     let connector = Connector::shared(project, &conn_name, redactor, connectors)?;
     let relation = match (&spec.table, &spec.query) {
         (Some(t), _) => Relation::Table(
@@ -434,17 +430,13 @@ fn plan_cursor(
     project: &Project,
     job: &str,
     name: &str,
-    inc: &crate::config::spec::IncrementalSpec,
+    inc: &crate::config::spec::CursorSpec,
     columns: &[DbColumn],
     mode: &ExtractMode,
     src_err: &(dyn Fn(String) -> Error + Sync),
 ) -> Result<PlannedCursor> {
     use extract::{CursorKind, CursorValue};
-    let column = inc.column.as_ref().map(|c| c.get_ref()).ok_or_else(|| {
-        Error::Internal(format!(
-            "database source `{name}` has `incremental` without a column (validation checks it)"
-        ))
-    })?;
+    let column = inc.column.get_ref();
     let idx = columns
         .iter()
         .position(|c| &c.name == column)
@@ -468,7 +460,7 @@ fn plan_cursor(
             CursorKind::Timestamp { .. } => CursorValue::Micros(0),
             CursorKind::Date => CursorValue::Days(0),
         };
-        zero.minus(lb.get_ref()).map_err(src_err)?;
+        zero.minus(lb.get_ref()).map_err(|e| src_err(e.into()))?;
     }
     let store = crate::state::StateStore::of(project)?;
     let stored = store.watermark(job, name)?;
@@ -503,7 +495,7 @@ type Bound = Option<(extract::CursorValue, bool)>;
 
 /// The lower and upper bounds this run reads, and why (shown by `sluice plan`).
 fn cursor_bounds(
-    inc: &crate::config::spec::IncrementalSpec,
+    inc: &crate::config::spec::CursorSpec,
     column: &str,
     kind: extract::CursorKind,
     stored: Option<&crate::state::StoredWatermark>,
@@ -545,7 +537,7 @@ fn cursor_bounds(
             })?;
             let (lower, why) = match &inc.lookback {
                 Some(lb) => {
-                    let v = wv.minus(lb.get_ref()).map_err(src_err)?;
+                    let v = wv.minus(lb.get_ref()).map_err(|e| src_err(e.into()))?;
                     let lb_text = match lb.get_ref() {
                         crate::config::spec::Lookback::Number(n) => n.to_string(),
                         crate::config::spec::Lookback::Duration(d) => d.clone(),

@@ -5,6 +5,8 @@
 //! Binary formats follow PostgreSQL's `*_recv`/`*_send` functions (src/backend/utils/adt) and
 //! the `COPY` file format of the PostgreSQL manual ("COPY", section "Binary Format").
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use futures::StreamExt;
@@ -448,7 +450,7 @@ const NUMERIC_NAN: u16 = 0xC000;
 /// # Errors
 /// NaN or infinity, a value with more fractional digits than `scale` allows, or more than 38
 /// digits.
-pub fn decode_numeric(raw: &[u8], scale: i8) -> std::result::Result<i128, String> {
+pub fn decode_numeric(raw: &[u8], scale: i8) -> std::result::Result<i128, InvalidValue> {
     let word = |i: usize| -> std::result::Result<u16, String> {
         raw.get(i * 2..i * 2 + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
@@ -474,7 +476,7 @@ pub fn decode_numeric(raw: &[u8], scale: i8) -> std::result::Result<i128, String
     let exp10 = 4 * (weight - ndigits as i32 + 1);
     text.push_str(&format!("e{exp10}"));
     super::values::parse_decimal(&text, 38, scale).map_err(|_| {
-        format!("the value does not fit decimal(38,{scale}) (more than {scale} digits after the point, or more than 38 digits)")
+        invalid!("the value does not fit decimal(38,{scale}) (more than {scale} digits after the point, or more than 38 digits)")
     })
 }
 

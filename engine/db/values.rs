@@ -1,6 +1,8 @@
 //! Exact conversions between database text forms and Arrow values, shared by the MySQL and
 //! SQLite drivers (which exchange decimals and times as text).
 
+use crate::error::InvalidValue;
+use crate::invalid;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 
 /// Parses a decimal text (`-123.45`, `1e3`, `0.5`) into an integer scaled by 10^`scale`,
@@ -9,9 +11,13 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 ///
 /// # Errors
 /// A message saying why the text does not fit `decimal(precision, scale)`.
-pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, String> {
+pub fn parse_decimal(
+    text: &str,
+    precision: u8,
+    scale: i8,
+) -> std::result::Result<i128, InvalidValue> {
     let t = text.trim();
-    let bad = || format!("`{text}` is not a decimal number");
+    let bad = || invalid!("`{text}` is not a decimal number");
     let (mantissa, exp) = match t.find(['e', 'E']) {
         Some(i) => (&t[..i], t[i + 1..].parse::<i32>().map_err(|_| bad())?),
         None => (t, 0),
@@ -36,7 +42,7 @@ pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, Strin
         exp - frac_part.len() as i32 + i32::from(scale) + (all.len() - trimmed.len()) as i32;
     let all = trimmed;
     let too_big =
-        || format!("`{text}` has more than {precision} digits (decimal({precision},{scale}))");
+        || invalid!("`{text}` has more than {precision} digits (decimal({precision},{scale}))");
     let mut v: i128 = 0;
     for b in all.bytes() {
         v = v
@@ -55,7 +61,7 @@ pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, Strin
             Some(d) if v % d == 0 => v /= d,
             None if v == 0 => {}
             _ => {
-                return Err(format!(
+                return Err(invalid!(
                     "`{text}` has more than {scale} digits after the point (decimal({precision},{scale}))"
                 ))
             }
@@ -115,7 +121,7 @@ pub fn format_time(us: i64) -> String {
 ///
 /// # Errors
 /// A message quoting the text.
-pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+pub fn parse_timestamp(text: &str) -> std::result::Result<i64, InvalidValue> {
     let t = text.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.timestamp_micros());
@@ -139,29 +145,31 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
             return Ok(n.and_utc().timestamp_micros());
         }
     }
-    Err(format!("`{text}` is not a timestamp (YYYY-MM-DD HH:MM:SS)"))
+    Err(invalid!(
+        "`{text}` is not a timestamp (YYYY-MM-DD HH:MM:SS)"
+    ))
 }
 
 /// Parses `YYYY-MM-DD` into days since 1970-01-01.
 ///
 /// # Errors
 /// A message quoting the text.
-pub fn parse_date(text: &str) -> Result<i32, String> {
+pub fn parse_date(text: &str) -> std::result::Result<i32, InvalidValue> {
     let d = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("`{text}` is not a date (YYYY-MM-DD)"))?;
+        .map_err(|_| invalid!("`{text}` is not a date (YYYY-MM-DD)"))?;
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).ok_or("epoch")?;
-    i32::try_from((d - epoch).num_days()).map_err(|e| e.to_string())
+    i32::try_from((d - epoch).num_days()).map_err(|e| invalid!("{e}"))
 }
 
 /// Parses `HH:MM[:SS[.f]]` into microseconds since midnight.
 ///
 /// # Errors
 /// A message quoting the text.
-pub fn parse_time(text: &str) -> Result<i64, String> {
+pub fn parse_time(text: &str) -> std::result::Result<i64, InvalidValue> {
     let t = text.trim();
     let n = NaiveTime::parse_from_str(t, "%H:%M:%S%.f")
         .or_else(|_| NaiveTime::parse_from_str(t, "%H:%M"))
-        .map_err(|_| format!("`{text}` is not a time of day (HH:MM:SS)"))?;
+        .map_err(|_| invalid!("`{text}` is not a time of day (HH:MM:SS)"))?;
     Ok(i64::from(n.num_seconds_from_midnight()) * 1_000_000 + i64::from(n.nanosecond() / 1000))
 }
 

@@ -233,14 +233,17 @@ impl<'a> Compiler<'a> {
             let given = self.inputs.get(&u.source).unwrap_or(&SourceInput::Files);
             let new_files = self.new_files_input(&u.source, spec, given)?;
             let input = new_files.as_ref().unwrap_or(given);
-            let scanned = if spec.is_database() && matches!(input, SourceInput::Files) {
+            let database = spec
+                .database()
+                .filter(|_| matches!(input, SourceInput::Files));
+            let scanned = if let Some(db_spec) = database {
                 let (scanned, ext) = crate::db::scan(
                     &self.ctx,
                     self.project,
                     &self.job.name,
                     &u.source,
                     &u.alias,
-                    spec,
+                    db_spec,
                     driving,
                     &self.redactor,
                     self.mode,
@@ -296,7 +299,7 @@ impl<'a> Compiler<'a> {
         spec: &crate::config::spec::SourceSpec,
         given: &SourceInput,
     ) -> Result<Option<SourceInput>> {
-        let incremental = spec.incremental.as_ref().is_some_and(|i| i.files.is_some());
+        let incremental = spec.new_files().is_some();
         if !incremental || !matches!(given, SourceInput::Files) {
             return Ok(None);
         }

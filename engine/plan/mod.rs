@@ -370,7 +370,7 @@ fn unknown_declared_columns(job: &Job, sources: &[ScannedSource]) -> Diagnostics
         let Some(declared) = job
             .sources
             .get(&s.name)
-            .and_then(|spec| spec.columns.as_ref())
+            .and_then(|spec| spec.csv()?.columns.as_ref())
         else {
             continue;
         };
@@ -581,7 +581,7 @@ pub fn quarantine_location(
     let resolved = match &job.quarantine.path {
         Some(p) => redactor
             .resolve_path(p.get_ref(), &project.root)
-            .map_err(|e| path_error(job, "quarantine.path", p, &e))?,
+            .map_err(|e| path_error(job, "quarantine.path", p, &e.0))?,
         None => {
             let dir = project
                 .settings
@@ -702,7 +702,7 @@ fn parquet_path_target(
 )> {
     let resolved = redactor
         .resolve_path(p.get_ref(), &project.root)
-        .map_err(|e| path_error(job, "target.path", p, &e))?;
+        .map_err(|e| path_error(job, "target.path", p, &e.0))?;
     if crate::store::is_url(&resolved) {
         let t = object_parquet_target(job, p, &resolved, mode, ctx)?;
         return Ok((t.shown.clone(), lock_dir(project, &t.shown), Some(t)));
@@ -1111,7 +1111,7 @@ fn validate_db_target(
     }
     if t.delete_missing
         && *mode != ExtractMode::FullRefresh
-        && job.sources.values().any(|s| s.incremental.is_some())
+        && job.sources.values().any(|s| s.incremental_span().is_some())
     {
         err(
             "delete_missing",

@@ -106,7 +106,7 @@ impl DeltaTarget {
             (None, Some(p)) => {
                 let resolved = redactor
                     .resolve_path(p.get_ref(), &project.root)
-                    .map_err(|e| path_error(p, e))?;
+                    .map_err(|e| path_error(p, e.into()))?;
                 locate(project, &resolved, ctx, redactor).map_err(|e| path_error(p, e))?
             }
             (None, None) => return Err(Error::Internal("target without table or path".into())),

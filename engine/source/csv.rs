@@ -24,7 +24,7 @@ impl FileFormatReader for Csv {
     async fn schema(&self, scan: &FileScan<'_>) -> Result<Schema> {
         let options = scan.csv_options();
         let csv_files = scan.csv_files();
-        let sample_rows = scan.spec.infer_schema_rows.unwrap_or(10_000);
+        let sample_rows = scan.spec.infer_schema_rows();
         let mut header_of_first: Option<Vec<String>> = None;
         let mut schemas: Vec<Schema> = Vec::new();
         for f in &csv_files {

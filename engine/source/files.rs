@@ -92,7 +92,7 @@ async fn expand_objects(
     redactor: &Redactor,
 ) -> Result<Vec<Location>> {
     let err = |e: String| Error::source(source, template, redactor.redact(&e));
-    let url = store::parse_url(resolved).map_err(err)?;
+    let url = store::parse_url(resolved).map_err(|e| err(e.into()))?;
     let client = ctx
         .runtime_env()
         .object_store_registry

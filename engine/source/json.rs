@@ -21,8 +21,8 @@ impl Json {
     ) -> JsonReadOptions<'a> {
         let options = JsonReadOptions::default()
             .file_extension("")
-            .file_compression_type(compression_of(scan.spec.compression, file))
-            .schema_infer_max_records(scan.spec.infer_schema_rows.unwrap_or(10_000));
+            .file_compression_type(compression_of(scan.spec.compression(), file))
+            .schema_infer_max_records(scan.spec.infer_schema_rows());
         match schema {
             Some(s) => options.schema(s),
             None => options,

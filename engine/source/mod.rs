@@ -44,6 +44,7 @@ use crate::config::interpolate::Redactor;
 use crate::config::spec::{Compression, SourceFormat, SourceSpec};
 use crate::error::{Error, Result};
 use crate::store::Location;
+use serde_spanned::Spanned;
 
 /// Prefix of hidden columns holding a CSV column's raw text.
 pub const RAW_PREFIX: &str = "__raw_";
@@ -128,31 +129,30 @@ fn compression_of(spec: Option<Compression>, file: &Location) -> FileCompression
     }
 }
 
+/// The reader's options for a source: its CSV settings, or CSV's defaults for rows of another
+/// format given as text (replay, tests).
 fn csv_options(spec: &SourceSpec, batch_size: usize, max_record_bytes: usize) -> CsvOptions {
+    let csv = spec.csv();
+    let byte = |v: Option<&Spanned<String>>, default: u8| {
+        v.and_then(|v| v.get_ref().as_bytes().first().copied())
+            .unwrap_or(default)
+    };
     CsvOptions {
-        delimiter: spec
-            .delimiter
-            .as_ref()
-            .and_then(|d| d.get_ref().as_bytes().first().copied())
-            .unwrap_or(b','),
-        quote: spec
-            .quote
-            .as_ref()
-            .and_then(|q| q.get_ref().as_bytes().first().copied())
-            .unwrap_or(b'"'),
-        has_header: spec.has_header.unwrap_or(true),
-        compression: spec.compression.unwrap_or_default(),
-        on_malformed: spec.on_malformed.unwrap_or_default(),
-        quote_mode: spec.quote_mode.unwrap_or_default(),
+        delimiter: byte(csv.and_then(|c| c.delimiter.as_ref()), b','),
+        quote: byte(csv.and_then(|c| c.quote.as_ref()), b'"'),
+        has_header: csv.and_then(|c| c.has_header).unwrap_or(true),
+        compression: spec.compression().unwrap_or_default(),
+        on_malformed: csv.and_then(|c| c.on_malformed).unwrap_or_default(),
+        quote_mode: csv.and_then(|c| c.quote_mode).unwrap_or_default(),
         batch_size,
         max_record_bytes,
     }
 }
 
-/// The CSV null markers of a source (default: the empty field).
+/// The CSV null markers of a source (default, and for other formats: the empty field).
 pub fn null_values(spec: &SourceSpec) -> Vec<String> {
-    spec.null_values
-        .clone()
+    spec.csv()
+        .and_then(|c| c.null_values.clone())
         .unwrap_or_else(|| vec![String::new()])
 }
 
@@ -245,7 +245,7 @@ pub async fn scan_input(
     input: &SourceInput,
 ) -> Result<ScannedSource> {
     let template = spec.path_template();
-    if spec.is_database() && matches!(input, SourceInput::Replay(_)) {
+    if spec.database().is_some() && matches!(input, SourceInput::Replay(_)) {
         return Err(Error::source(
             name,
             template,
@@ -277,7 +277,7 @@ pub async fn scan_input(
     };
     let (format, schema, rows) = match input {
         SourceInput::Files | SourceInput::NewFiles(_) => {
-            let reader = reader(spec.file_format()).ok_or_else(|| {
+            let reader = reader(spec.format()).ok_or_else(|| {
                 Error::Internal(format!("source `{name}` reads a database, not files"))
             })?;
             let schema = with_declared_types(reader.schema(&scan).await?, spec, reader.format());
@@ -340,7 +340,7 @@ fn unread_files(
 /// The column types a replay of quarantined rows reads them with: the files' own (for CSV,
 /// as the reader infers them; otherwise as the typed scan reads them).
 async fn replay_schema(scan: &FileScan<'_>, alias: &str) -> Result<Schema> {
-    if scan.spec.file_format() == SourceFormat::Csv {
+    if scan.spec.format() == SourceFormat::Csv {
         return csv::Csv.schema(scan).await;
     }
     let typed = Box::pin(scan_input(
@@ -500,7 +500,8 @@ impl FileScan<'_> {
 /// the files do not have is the compiler's to report, at its key
 /// (`plan::unknown_declared_columns`).
 fn with_declared_types(inferred: Schema, spec: &SourceSpec, format: SourceFormat) -> Schema {
-    let (Some(declared), SourceFormat::Csv) = (&spec.columns, format) else {
+    let declared = spec.csv().and_then(|c| c.columns.as_ref());
+    let (Some(declared), SourceFormat::Csv) = (declared, format) else {
         return inferred;
     };
     let fields: Vec<ArrowField> = inferred

@@ -45,7 +45,7 @@ mod backfill;
 mod daemon;
 mod outbox;
 mod retention;
-pub mod sql;
+mod sql;
 
 use sql::{vals, Db, Value};
 
