@@ -25,8 +25,8 @@
 //! - **Neutral**: neither the shape nor the rules of canonical rows change: descriptions,
 //!   `missing_values` (which raw inputs a mapping reads as null), field order.
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use std::cmp::Ordering;
 use std::fmt;
 

@@ -25,6 +25,7 @@ pub mod error;
 pub mod fsutil;
 pub mod functions;
 pub mod inspect;
+pub mod invalid;
 pub mod logging;
 pub mod mapping_test;
 pub mod metrics;

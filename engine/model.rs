@@ -15,8 +15,8 @@
 //! Field types map onto Arrow types as listed in [`FieldType`]. Declared constraints become row
 //! rules named `<model>.<field>.<constraint>` (see [`crate::quality`]).
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use std::fmt;
 use std::sync::Arc;
 

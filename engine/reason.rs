@@ -1,8 +1,8 @@
 //! Reason templates: the text a quarantined row carries for each rule it failed, with
 //! `{name}` placeholders quoting the row's values (`value '{origin}' is not an airport`).
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use std::fmt;
 
 use serde::Serialize;

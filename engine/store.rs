@@ -15,8 +15,8 @@
 //! (`${env:…}`, `${file:…}`), which register their values with the [`Redactor`], or from the
 //! provider's chain (`AWS_*`, `GOOGLE_*`, `AZURE_*` variables); they never appear in messages.
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

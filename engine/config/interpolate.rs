@@ -12,8 +12,8 @@
 //!
 //! `$$` writes a literal `$`.
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use std::sync::{Arc, Mutex};
 
 /// A resolved template.

@@ -26,8 +26,8 @@ pub mod schedule;
 pub mod source_spec;
 pub mod spec;
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use job_file::*;
 pub use job_file::{parse_duration, DURATION_HINT};
 use mapping_file::*;

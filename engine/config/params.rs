@@ -21,8 +21,8 @@
 //! the string literal it is written in, or comment out the rest of a query. Write them inside
 //! quotes in SQL (`'${var.region}'`).
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use std::collections::BTreeMap;
 use std::ops::Range;
 

@@ -11,8 +11,8 @@
 //! decimal's precision and scale), and [`RowBatcher`] cuts the rows into batches of the
 //! extraction's batch size, naming the row and column of a value that does not convert.
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use std::borrow::Cow;
 use std::sync::Arc;
 

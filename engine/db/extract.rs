@@ -7,8 +7,8 @@
 //!       ◀── batches (channel of 2) ◀── BatchSender (counts rows, tracks the cursor's maximum)
 //! ```
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 

@@ -5,8 +5,8 @@
 //! Binary formats follow PostgreSQL's `*_recv`/`*_send` functions (src/backend/utils/adt) and
 //! the `COPY` file format of the PostgreSQL manual ("COPY", section "Binary Format").
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use futures::StreamExt;

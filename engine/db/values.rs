@@ -1,8 +1,8 @@
 //! Exact conversions between database text forms and Arrow values, shared by the MySQL and
 //! SQLite drivers (which exchange decimals and times as text).
 
-use crate::error::InvalidValue;
 use crate::invalid;
+use crate::invalid::InvalidValue;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 
 /// Parses a decimal text (`-123.45`, `1e3`, `0.5`) into an integer scaled by 10^`scale`,
