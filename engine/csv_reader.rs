@@ -22,6 +22,7 @@
 //! RFC 4180 is the reference format; the reader also accepts LF line ends and a configurable
 //! delimiter and quote.
 
+use crate::invalid::InvalidValue;
 use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Read};
@@ -266,7 +267,7 @@ pub fn infer_types(
     header: &[String],
     rows: &[csv::ByteRecord],
     null_values: &[String],
-) -> Result<Schema, String> {
+) -> Result<Schema, InvalidValue> {
     let mut buf = Vec::new();
     {
         let mut w = csv::WriterBuilder::new().from_writer(&mut buf);

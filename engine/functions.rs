@@ -7,11 +7,11 @@
 //! | `to_minutes(n)` | interval of `n` minutes | DuckDB `to_minutes` |
 //! | `parse_decimal(text, precision, scale)` | `decimal(precision, scale)` | `try_cast(text AS DECIMAL(p, s))` (arrow-cast) |
 //!
-//! Both return NULL instead of failing the run when a row's values are invalid (month 13, an
+//! Each returns NULL instead of failing the run when a row's values are invalid (month 13, an
 //! unknown time zone name), so the row fails its `cast`/`required` rule and is quarantined with
 //! its source values rather than aborting a nightly load.
 //!
-//! Both are ordinary [`ScalarUDF`]s: a plan that uses them serializes by function name, and a
+//! All are ordinary [`ScalarUDF`]s: a plan that uses them serializes by function name, and a
 //! distributed executor needs them registered too ([`register`]).
 
 use std::collections::HashMap;
@@ -354,8 +354,9 @@ impl ScalarUDFImpl for ToMinutes {
 ///
 /// The text is trimmed, then read as `[+-]digits[.digits]` (either side of the point may be
 /// empty, not both); digits beyond `scale` round half away from zero, as the cast does
-/// (arrow-cast 59 `parse_string_to_decimal_native`). `precision` is 1..=38 and `scale`
-/// 0..=`precision`, both constants.
+/// (arrow-cast 59 `parse_string_to_decimal_native`). One difference: a fraction with more
+/// than 76 digits past `scale`, which the cast's 256-bit arithmetic turns into NULL, is read
+/// and rounded. `precision` is 1..=38 and `scale` 0..=`precision`, both constants.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ParseDecimal {
     signature: Signature,

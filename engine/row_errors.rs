@@ -54,6 +54,7 @@ const NEVER_FAIL: &[&str] = &[
     "make_timestamp",
     "to_utc_timestamp",
     "to_minutes",
+    "parse_decimal",
     "coalesce",
     "nullif",
     "concat",

@@ -310,13 +310,13 @@ pub fn parse_url(text: &str) -> std::result::Result<Url, InvalidValue> {
 pub fn folder_store(
     resolved: &str,
     ctx: &datafusion::prelude::SessionContext,
-) -> std::result::Result<(Url, Arc<dyn ObjectStore>), String> {
+) -> std::result::Result<(Url, Arc<dyn ObjectStore>), InvalidValue> {
     let url = parse_url(&format!("{}/", resolved.trim_end_matches('/')))?;
     let store = ctx
         .runtime_env()
         .object_store_registry
         .get_store(&url)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| invalid!("{e}"))?;
     Ok((url, store))
 }
 

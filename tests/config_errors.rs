@@ -832,3 +832,41 @@ mode = "append"
         "{err}"
     );
 }
+
+/// A source whose kind cannot be told (`format` misspelled, no `connection`) still gets its
+/// misspelling named, and a key of the other kind inside `incremental` is one error, not two.
+#[test]
+fn a_misspelled_format_is_named_and_a_foreign_incremental_key_is_one_error() {
+    let w = Workdir::project();
+    w.write(
+        "jobs/carriers_typo.toml",
+        r#"mapping = "nycflights13_to_carrier"
+
+[sources.airlines]
+fromat = "csv"
+path = "samples/airlines.csv"
+
+[sources.planes]
+format = "csv"
+path = "samples/planes.csv"
+incremental = { column = "year" }
+
+[target]
+format = "parquet"
+table = "carriers_typo"
+mode = "append"
+"#,
+    );
+    let out = w.run(&["validate", "jobs/carriers_typo.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unknown key `fromat`"), "{err}");
+    assert!(err.contains("did you mean `format`?"), "{err}");
+    assert!(err.contains("missing required key `format`"), "{err}");
+    assert!(
+        err.contains("`incremental.column` applies only to database sources"),
+        "{err}"
+    );
+    assert!(!err.contains("missing required key `files`"), "{err}");
+    assert!(err.contains("3 problems found"), "{err}");
+}

@@ -19,36 +19,40 @@ struct Kind {
     incremental: &'static [&'static str],
 }
 
-/// The four kinds, in the order messages list them.
-fn kinds() -> [Kind; 4] {
+/// The kind of source that reads `format`, with the keys its struct accepts. Every variant has
+/// an arm, so a new format does not compile until it has its keys here.
+fn kind(format: SourceFormat) -> Kind {
     let keys = |k: Option<&'static [&'static str]>| k.unwrap_or_default();
     let files = keys(struct_fields::<FilesIncrementalSpec>());
+    let (label, keys, incremental) = match format {
+        SourceFormat::Csv => ("CSV", keys(struct_fields::<CsvSourceSpec>()), files),
+        SourceFormat::Parquet => ("Parquet", keys(struct_fields::<ParquetSourceSpec>()), files),
+        SourceFormat::Json => ("JSON", keys(struct_fields::<JsonSourceSpec>()), files),
+        SourceFormat::Database => (
+            "database",
+            keys(struct_fields::<DbSourceSpec>()),
+            keys(struct_fields::<CursorSpec>()),
+        ),
+    };
+    Kind {
+        format,
+        label,
+        keys,
+        incremental,
+    }
+}
+
+/// Every kind, in the order messages list them.
+fn kinds() -> Vec<Kind> {
     [
-        Kind {
-            format: SourceFormat::Csv,
-            label: "CSV",
-            keys: keys(struct_fields::<CsvSourceSpec>()),
-            incremental: files,
-        },
-        Kind {
-            format: SourceFormat::Parquet,
-            label: "Parquet",
-            keys: keys(struct_fields::<ParquetSourceSpec>()),
-            incremental: files,
-        },
-        Kind {
-            format: SourceFormat::Json,
-            label: "JSON",
-            keys: keys(struct_fields::<JsonSourceSpec>()),
-            incremental: files,
-        },
-        Kind {
-            format: SourceFormat::Database,
-            label: "database",
-            keys: keys(struct_fields::<DbSourceSpec>()),
-            incremental: keys(struct_fields::<CursorSpec>()),
-        },
+        SourceFormat::Csv,
+        SourceFormat::Parquet,
+        SourceFormat::Json,
+        SourceFormat::Database,
     ]
+    .into_iter()
+    .map(kind)
+    .collect()
 }
 
 /// Reads every `[sources.<name>]` of `table`, reporting each mistake; an entry with one is left
@@ -96,6 +100,7 @@ fn read_source(r: &mut Reader<'_>, root: &Table, name: &str, item: &Item) -> Opt
     } else if let Some(f) = t.get("format") {
         r.entry::<SourceFormat>(&format!("{path}.format"), f)?
     } else {
+        report_unknown_keys(r, &path, t);
         r.missing_key(
             key_path_span_in(root, &path),
             &path,
@@ -104,15 +109,32 @@ fn read_source(r: &mut Reader<'_>, root: &Table, name: &str, item: &Item) -> Opt
         );
         return None;
     };
-    let kinds = kinds();
-    let kind = kinds.iter().find(|k| k.format == format)?;
     let mut item = item.clone();
-    report_other_kinds_keys(r, &path, &mut item, kind, &kinds);
+    report_other_kinds_keys(r, &path, &mut item, &kind(format), &kinds());
     match format {
         SourceFormat::Csv => r.entry(&path, &item).map(SourceSpec::Csv),
         SourceFormat::Parquet => r.entry(&path, &item).map(SourceSpec::Parquet),
         SourceFormat::Json => r.entry(&path, &item).map(SourceSpec::Json),
         SourceFormat::Database => r.entry(&path, &item).map(SourceSpec::Database),
+    }
+}
+
+/// Reports each key of an entry whose kind is not known (no `format`, no `connection`) that no
+/// kind accepts, with the closest key any kind accepts (`fromat`: did you mean `format`?).
+fn report_unknown_keys(r: &mut Reader<'_>, path: &str, t: &dyn toml_edit::TableLike) {
+    let kinds = kinds();
+    let mut known: Vec<&str> = kinds.iter().flat_map(|k| k.keys.iter().copied()).collect();
+    known.sort_unstable();
+    known.dedup();
+    for (key, _) in t.iter().filter(|(k, _)| !known.contains(k)) {
+        let span = t.key(key).and_then(|k| k.span());
+        let hint = did_you_mean(key, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+        r.error(
+            span,
+            &format!("{path}.{key}"),
+            format!("unknown key `{key}`"),
+            hint,
+        );
     }
 }
 
@@ -163,6 +185,11 @@ fn report_other_kinds_keys(
             inc.remove(&key);
         }
     }
+    // `incremental` held only keys of another kind: reported once, not again as missing its
+    // own keys.
+    if inc.is_empty() {
+        t.remove("incremental");
+    }
 }
 
 /// "`key` applies only to <owners> sources", with what to do instead for a source of `kind`.
@@ -174,11 +201,9 @@ fn report_other_kind(
     kind: &Kind,
     owners: &[&Kind],
 ) {
-    let file_owners = owners
-        .iter()
-        .filter(|k| k.format != SourceFormat::Database)
-        .count();
-    let named = if file_owners == 3 {
+    let is_file = |k: &Kind| k.format != SourceFormat::Database;
+    let file_kinds = kinds().iter().filter(|k| is_file(k)).count();
+    let named = if owners.iter().filter(|k| is_file(k)).count() == file_kinds {
         "file".to_string()
     } else {
         owners

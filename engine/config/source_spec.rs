@@ -207,7 +207,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Csv(s) => s.compression,
             SourceSpec::Json(s) => s.compression,
-            _ => None,
+            SourceSpec::Parquet(_) | SourceSpec::Database(_) => None,
         }
     }
 
@@ -216,7 +216,7 @@ impl SourceSpec {
         let n = match self {
             SourceSpec::Csv(s) => s.infer_schema_rows.as_ref(),
             SourceSpec::Json(s) => s.infer_schema_rows.as_ref(),
-            _ => None,
+            SourceSpec::Parquet(_) | SourceSpec::Database(_) => None,
         };
         n.map_or(10_000, |n| *n.get_ref())
     }

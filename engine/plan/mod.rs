@@ -600,7 +600,7 @@ pub fn quarantine_location(
             ctx,
             redactor,
         )
-        .map_err(|e| refuse(e, "check the path and its [connections.<name>]"))?;
+        .map_err(|e| refuse(e.into(), "check the path and its [connections.<name>]"))?;
         if let Some(dir) = t.local_dir().filter(|d| !d.join("_delta_log").exists()) {
             if crate::quarantine::has_run_files(&dir) {
                 return Err(refuse(
@@ -749,7 +749,7 @@ fn object_parquet_target(
         .map(|c| c.get_ref().clone())
         .collect();
     crate::sink::object_parquet::ObjectParquetTarget::of(&job.name, resolved, partition_by, ctx)
-        .map_err(|e| path_error(job, "target.path", p, &e))
+        .map_err(|e| path_error(job, "target.path", p, &e.0))
 }
 
 /// A name for a lock file or folder from a target as shown (`s3://lake/t` → `s3___lake_t`).

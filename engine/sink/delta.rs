@@ -23,6 +23,7 @@
 //! deltalake checks the winner's commit for conflicts and retries, or fails with a conflict
 //! (then nothing of the losing run is committed).
 
+use crate::invalid::InvalidValue;
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,7 +108,7 @@ impl DeltaTarget {
                 let resolved = redactor
                     .resolve_path(p.get_ref(), &project.root)
                     .map_err(|e| path_error(p, e.into()))?;
-                locate(project, &resolved, ctx, redactor).map_err(|e| path_error(p, e))?
+                locate(project, &resolved, ctx, redactor).map_err(|e| path_error(p, e.into()))?
             }
             (None, None) => return Err(Error::Internal("target without table or path".into())),
         };
@@ -137,7 +138,7 @@ impl DeltaTarget {
         partition_by: Vec<String>,
         ctx: &SessionContext,
         redactor: &Redactor,
-    ) -> std::result::Result<DeltaTarget, String> {
+    ) -> std::result::Result<DeltaTarget, InvalidValue> {
         let (url, shown, store) = locate(project, resolved, ctx, redactor)?;
         Ok(DeltaTarget {
             url,
@@ -237,12 +238,12 @@ fn locate(
     resolved: &str,
     ctx: &SessionContext,
     redactor: &Redactor,
-) -> std::result::Result<(Url, String, Arc<dyn ObjectStore>), String> {
+) -> std::result::Result<(Url, String, Arc<dyn ObjectStore>), InvalidValue> {
     if !crate::store::is_url(resolved) {
-        return local_table(project, &project.path(resolved));
+        return local_table(project, &project.path(resolved)).map_err(InvalidValue::from);
     }
     let (url, store) =
-        crate::store::folder_store(resolved, ctx).map_err(|e| redactor.redact(&e))?;
+        crate::store::folder_store(resolved, ctx).map_err(|e| redactor.redact(&e.0))?;
     Ok((url.clone(), url.to_string(), store))
 }
 

@@ -27,6 +27,7 @@
 //! see a multi-file run: its files appear one by one during the upload (a Delta target's
 //! commit is atomic; use `format = "delta"` where that matters).
 
+use crate::invalid::InvalidValue;
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,7 +76,7 @@ impl ObjectParquetTarget {
         resolved: &str,
         partition_by: Vec<String>,
         ctx: &SessionContext,
-    ) -> std::result::Result<ObjectParquetTarget, String> {
+    ) -> std::result::Result<ObjectParquetTarget, InvalidValue> {
         let (url, store) = crate::store::folder_store(resolved, ctx)?;
         Ok(ObjectParquetTarget {
             shown: url.to_string(),
