@@ -151,44 +151,53 @@ fn report_other_kinds_keys(
     let Some(t) = item.as_table_like_mut() else {
         return;
     };
-    let top: Vec<String> = t.iter().map(|(k, _)| k.to_string()).collect();
-    for key in top {
-        if kind.keys.contains(&key.as_str()) {
-            continue;
-        }
-        let owners: Vec<&Kind> = kinds
-            .iter()
-            .filter(|k| k.keys.contains(&key.as_str()))
-            .collect();
-        if !owners.is_empty() {
-            let span = t.key(&key).and_then(|k| k.span());
-            report_other_kind(r, path, &key, span, kind, &owners);
-            t.remove(&key);
-        }
-    }
+    let here = Level { path, kind, kinds };
+    here.take_foreign_keys(r, t, "", |k| k.keys);
     let Some(inc) = t.get_mut("incremental").and_then(Item::as_table_like_mut) else {
         return;
     };
-    let nested: Vec<String> = inc.iter().map(|(k, _)| k.to_string()).collect();
-    for key in nested {
-        if kind.incremental.contains(&key.as_str()) {
-            continue;
-        }
-        let owners: Vec<&Kind> = kinds
-            .iter()
-            .filter(|k| k.incremental.contains(&key.as_str()))
-            .collect();
-        if !owners.is_empty() {
-            let span = inc.key(&key).and_then(|k| k.span());
-            let full = format!("incremental.{key}");
-            report_other_kind(r, path, &full, span, kind, &owners);
-            inc.remove(&key);
-        }
-    }
+    here.take_foreign_keys(r, inc, "incremental.", |k| k.incremental);
     // `incremental` held only keys of another kind: reported once, not again as missing its
     // own keys.
     if inc.is_empty() {
         t.remove("incremental");
+    }
+}
+
+/// The entry being read, for [`Level::take_foreign_keys`].
+struct Level<'a> {
+    path: &'a str,
+    kind: &'a Kind,
+    kinds: &'a [Kind],
+}
+
+impl Level<'_> {
+    /// In one table of the entry (its top, or its `incremental`, whose keys `keys` gives for
+    /// each kind and `prefix` names), reports and removes each key of another kind.
+    fn take_foreign_keys(
+        &self,
+        r: &mut Reader<'_>,
+        t: &mut dyn toml_edit::TableLike,
+        prefix: &str,
+        keys: fn(&Kind) -> &'static [&'static str],
+    ) {
+        let written: Vec<String> = t.iter().map(|(k, _)| k.to_string()).collect();
+        for key in written {
+            if keys(self.kind).contains(&key.as_str()) {
+                continue;
+            }
+            let owners: Vec<&Kind> = self
+                .kinds
+                .iter()
+                .filter(|k| keys(k).contains(&key.as_str()))
+                .collect();
+            if !owners.is_empty() {
+                let span = t.key(&key).and_then(|k| k.span());
+                let full = format!("{prefix}{key}");
+                report_other_kind(r, self.path, &full, span, self.kind, &owners);
+                t.remove(&key);
+            }
+        }
     }
 }
 
