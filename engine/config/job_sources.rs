@@ -194,24 +194,25 @@ impl Level<'_> {
             if !owners.is_empty() {
                 let span = t.key(&key).and_then(|k| k.span());
                 let full = format!("{prefix}{key}");
-                report_other_kind(r, self.path, &full, span, self.kind, &owners);
+                report_other_kind(r, self, &full, span, &owners);
                 t.remove(&key);
             }
         }
     }
 }
 
-/// "`key` applies only to <owners> sources", with what to do instead for a source of `kind`.
+/// "`key` applies only to <owners> sources", with what to do instead for a source of the
+/// entry's kind.
 fn report_other_kind(
     r: &mut Reader<'_>,
-    path: &str,
+    entry: &Level<'_>,
     key: &str,
     span: Option<Range<usize>>,
-    kind: &Kind,
     owners: &[&Kind],
 ) {
+    let (path, kind) = (entry.path, entry.kind);
     let is_file = |k: &Kind| k.format != SourceFormat::Database;
-    let file_kinds = kinds().iter().filter(|k| is_file(k)).count();
+    let file_kinds = entry.kinds.iter().filter(|k| is_file(k)).count();
     let named = if owners.iter().filter(|k| is_file(k)).count() == file_kinds {
         "file".to_string()
     } else {
