@@ -127,7 +127,7 @@ impl Error {
         ) {
             format!("a worker reading or computing rows stopped with an internal error ({text}); a source file may be damaged; nothing was committed")
         } else {
-            text.to_string()
+            out_of_memory(e).unwrap_or_else(|| text.to_string())
         };
         Error::Engine {
             job: job.to_string(),
@@ -188,6 +188,23 @@ impl Error {
             Error::Internal(_) => "internal",
         }
     }
+}
+
+/// When `e` is DataFusion's memory pool refusing an allocation (the run reached its
+/// `memory_limit`, and what asked for more could not spill to disk, or spilling did not free
+/// enough), the message a user acts on: what happened, DataFusion's list of the largest
+/// consumers, and what to change. `None` for any other error.
+pub fn out_of_memory(e: &datafusion::error::DataFusionError) -> Option<String> {
+    if !matches!(
+        e.find_root(),
+        datafusion::error::DataFusionError::ResourcesExhausted(_)
+    ) {
+        return None;
+    }
+    Some(format!(
+        "the run needs more memory than its `memory_limit` allows, and what asked for more could not spill to disk ({}); nothing was committed. Raise `memory_limit` (in the job file, or `[defaults]` in sluice.toml), or lower `[defaults] target_partitions`",
+        e.strip_backtrace()
+    ))
 }
 
 /// A connection or source error of Sluice's own that DataFusion carried (as an external

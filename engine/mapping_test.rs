@@ -161,6 +161,7 @@ fn test_job(project: &Project, mapping: &Mapping) -> Job {
         schedule: None,
         after: Vec::new(),
         vars: BTreeMap::new(),
+        memory_limit: None,
         run: None,
     }
 }

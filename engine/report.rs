@@ -164,6 +164,19 @@ pub struct RunReport {
     /// Database targets: rows inserted, updated and deleted by the commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadStats>,
+    /// What the run spilled to disk on reaching its `memory_limit`; absent when nothing was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spill: Option<SpillReport>,
+}
+
+/// What a run's joins, sorts, aggregations and windows wrote to disk to stay within its
+/// memory limit: DataFusion's `spill_count` and `spilled_bytes` metrics summed over the plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SpillReport {
+    /// Spill files written.
+    pub files: u64,
+    /// Bytes written to them (Arrow IPC, uncompressed).
+    pub bytes: u64,
 }
 
 /// How a run was asked for, as its report records it.

@@ -33,7 +33,7 @@ use crate::quality::{evaluate_checks, CheckResult, CheckStatus};
 use crate::quarantine::{self, QuarantineWriter, RejectedRow};
 use crate::report::{
     new_run_id, save_report, ErrorReport, NewFilesReport, OutputReport, RowCounts, RuleReport,
-    RunReport, RunStatus, StageTimes, WatermarkReport,
+    RunReport, RunStatus, SpillReport, StageTimes, WatermarkReport,
 };
 use crate::sink::delta::DeltaSink;
 use crate::sink::object_parquet::ObjectParquetSink;
@@ -111,6 +111,8 @@ struct Outcome {
     aborted: Option<String>,
     /// Values of the dataset checks' aggregates, and the checks that could not be computed.
     aggregates: crate::checks::AggregateValues,
+    /// What the plan spilled to disk, if anything.
+    spill: Option<SpillReport>,
 }
 
 /// Opens the job's target (see [`crate::sink`] for the contract every target keeps).
@@ -257,6 +259,7 @@ pub async fn run_with(
         let sink = sink_opt.insert(sink);
         // The target lock is held now.
         quarantine.sweep_crashed();
+        crate::plan::sweep_spill(project, &compiled.job, started.into());
         execute(
             &compiled,
             &run_id,
@@ -289,6 +292,7 @@ pub async fn run_with(
                 checks: Vec::new(),
                 outputs: Vec::new(),
                 error: Some(ErrorReport::new(&e, &compiled.redactor)),
+                spill: None,
             }
         }
     };
@@ -299,6 +303,7 @@ pub async fn run_with(
         checks,
         mut outputs,
         error,
+        spill,
     } = verdict;
     // The report as it will be once committed: its facts go into the commit itself.
     let will_commit = matches!(
@@ -332,6 +337,7 @@ pub async fn run_with(
         outputs,
         error,
         load: None,
+        spill,
     };
     report.finish_at(started, Utc::now());
     if let Some(sink) = sink_opt.take() {
@@ -372,6 +378,7 @@ struct Verdict {
     checks: Vec<CheckResult>,
     outputs: Vec<OutputReport>,
     error: Option<ErrorReport>,
+    spill: Option<SpillReport>,
 }
 
 /// Judges a completed pass: a `fail` rule that stopped it, or the dataset checks; then
@@ -433,6 +440,7 @@ async fn judge(
     );
     Verdict {
         status,
+        spill: o.spill,
         rules: rule_reports(compiled, &o.rule_counts, o.samples),
         counts: o.counts,
         checks,
@@ -655,6 +663,7 @@ pub fn failed_before_start(
         watermarks: Vec::new(),
         new_files: Vec::new(),
         load: None,
+        spill: None,
     };
     save_report(project, &report)?;
     record(project, &report, None, None);
@@ -776,7 +785,23 @@ async fn execute(
         return Err(e);
     }
     let redact = |t: &str| compiled.redactor.redact(t);
-    finish(tally, aborted, sink, aggregates, &redact).await
+    let mut outcome = finish(tally, aborted, sink, aggregates, &redact).await?;
+    outcome.spill = spilled(&physical);
+    Ok(outcome)
+}
+
+/// What `plan`'s operators spilled to disk, summed over every node; `None` when nothing.
+fn spilled(plan: &Arc<dyn ExecutionPlan>) -> Option<SpillReport> {
+    let mut total = SpillReport::default();
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        if let Some(m) = node.metrics() {
+            total.files += m.spill_count().unwrap_or(0) as u64;
+            total.bytes += m.spilled_bytes().unwrap_or(0) as u64;
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    (total.files > 0).then_some(total)
 }
 
 /// Finishes the staged target and the dataset checks' aggregates after the pass.
@@ -816,6 +841,7 @@ async fn finish(
         sink_metrics,
         aborted,
         aggregates,
+        spill: None,
     })
 }
 

@@ -10,6 +10,7 @@ mod crash_safety;
 mod databases;
 mod docs_reference;
 mod incremental_files;
+mod memory_limit;
 mod object_store;
 mod operations;
 mod plan_golden;

@@ -136,6 +136,13 @@ pub(crate) fn print_summary(r: &RunReport, project: &Project) {
             }
         );
     }
+    if let Some(s) = &r.spill {
+        outln!(
+            "spilled    {} to disk in {} file(s): the run reached its memory_limit",
+            bytesize::ByteSize(s.bytes).display().iec(),
+            s.files
+        );
+    }
     for w in &r.watermarks {
         outln!(
             "source {}: read {}; watermark {} {}",

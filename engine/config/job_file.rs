@@ -15,6 +15,7 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "schedule",
     "after",
     "vars",
+    "memory_limit",
 ];
 
 pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job> {
@@ -32,6 +33,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
     let mut schedule = Some(None);
     let mut after: Option<Spanned<Vec<String>>> = None;
     let mut vars = BTreeMap::new();
+    let mut memory_limit = Some(None);
     for (key, item) in table.iter() {
         match key {
             "retry" => {
@@ -55,6 +57,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
             }
             "description" => description = r.entry::<String>(key, item),
             "owner" => owner = r.entry::<String>(key, item),
+            "memory_limit" => memory_limit = r.entry::<MemoryLimit>(key, item).map(Some),
             "mapping" => mapping = r.entry::<String>(key, item),
             "sources" => sources = super::job_sources::read_sources(&mut r, &table),
             "target" => target = r.entry::<TargetSpec>(key, item),
@@ -136,6 +139,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
         schedule: schedule?,
         after: after.map(|a| a.into_inner()).unwrap_or_default(),
         vars,
+        memory_limit: memory_limit?,
         run: None,
     })
 }

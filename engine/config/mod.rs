@@ -287,6 +287,8 @@ pub struct Job {
     /// `[vars]`: the run parameters the job declares, with their default values (see
     /// [`params`]).
     pub vars: BTreeMap<String, String>,
+    /// `memory_limit`: replaces the project's `[defaults] memory_limit` for this job's runs.
+    pub memory_limit: Option<MemoryLimit>,
     /// The parameters of the run this job is prepared for ([`params::apply`]); `None` as
     /// loaded from its file.
     pub run: Option<params::RunParams>,

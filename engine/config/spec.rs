@@ -10,6 +10,8 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use crate::invalid;
+use crate::invalid::InvalidValue;
 use crate::model::Literal;
 
 pub use super::source_spec::*;
@@ -503,6 +505,65 @@ pub struct DefaultsSpec {
     /// with its line and first bytes, so one huge field cannot exhaust memory.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// Most memory a run's joins, sorts, aggregations and `unique` rules may hold at once; past
+    /// it, the operators that can spill to disk do (`None`: no limit). A job's own
+    /// `memory_limit` replaces it.
+    #[serde(default)]
+    pub memory_limit: Option<MemoryLimit>,
+    /// Folder for spill files, relative to the project root (`None`: the system's temporary
+    /// folder, `$TMPDIR` or `/tmp`).
+    #[serde(default)]
+    pub spill_dir: Option<String>,
+}
+
+/// A memory size as written in a config file: `"2GiB"`, `"512 MiB"`, `"1.5GB"`. IEC units
+/// (`KiB`, `MiB`, `GiB`, `TiB`) are powers of 1024, SI units (`KB`, `MB`, `GB`, `TB`) powers
+/// of 1000, as the `bytesize` crate parses them; a bare number is bytes. At least
+/// [`MemoryLimit::MIN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit(u64);
+
+impl MemoryLimit {
+    /// The smallest limit accepted: 1 MiB. Below it not even one batch of a join or a sort
+    /// fits, so every run would fail.
+    pub const MIN: u64 = 1 << 20;
+
+    /// Parses `text` (see [`MemoryLimit`]).
+    ///
+    /// # Errors
+    /// [`InvalidValue`] naming the text when it is not a size or is below [`MemoryLimit::MIN`].
+    pub fn parse(text: &str) -> std::result::Result<MemoryLimit, InvalidValue> {
+        let hint = "write a number and a unit, as `512MiB` or `2GiB`";
+        let size: bytesize::ByteSize = text
+            .trim()
+            .parse()
+            .map_err(|_| invalid!("`{text}` is not a memory size: {hint}"))?;
+        if size.as_u64() < Self::MIN {
+            return Err(invalid!(
+                "`{text}` is below the smallest memory limit, 1 MiB: {hint}"
+            ));
+        }
+        Ok(MemoryLimit(size.as_u64()))
+    }
+
+    /// The limit in bytes.
+    pub fn bytes(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl std::fmt::Display for MemoryLimit {
+    /// In IEC units, as `1.0 GiB`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", bytesize::ByteSize(self.0).display().iec())
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        MemoryLimit::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for DefaultsSpec {
@@ -511,6 +572,8 @@ impl Default for DefaultsSpec {
             batch_size: default_batch_size(),
             target_partitions: 0,
             max_record_bytes: default_max_record_bytes(),
+            memory_limit: None,
+            spill_dir: None,
         }
     }
 }

@@ -58,7 +58,7 @@ impl<'a> Compiler<'a> {
                 mapping.name
             ))
         })?;
-        let ctx = session(project);
+        let ctx = run_session(project, job)?;
         let mut check_diags = Diagnostics::default();
         for (key, msg, hint) in crate::checks::validate(&ctx, model, &job.checks) {
             let span = crate::config::key_path_span(&job.src, &key);

@@ -33,6 +33,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{
     Column, DFSchema, DataFusionError, ScalarValue, SchemaError, TableReference,
 };
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{
     cast, lit, try_cast, when, Expr, ExprSchemable, JoinType, LogicalPlan,
 };
@@ -530,8 +532,106 @@ impl CompiledJob {
     }
 }
 
-/// A DataFusion session configured from the project's defaults, with Sluice's functions.
+/// A DataFusion session configured from the project's defaults, with Sluice's functions, for
+/// reading metadata and quarantined rows: no memory limit, and spill files (which such reads
+/// do not make) in the system's temporary folder. A job's run uses [`run_session`].
 pub fn session(project: &Project) -> SessionContext {
+    let runtime = RuntimeEnvBuilder::new().with_object_store_registry(store_registry(project));
+    // Without a spill folder to create, building the runtime cannot fail.
+    let runtime = runtime.build().unwrap_or_default();
+    session_in(project, runtime)
+}
+
+/// The session `job` runs in: [`session`]'s settings, and the memory limit of the job (else of
+/// `[defaults]`), past which DataFusion's joins, sorts, aggregations and windows (`unique`
+/// rules) spill to `[defaults] spill_dir`; the operators that cannot spill (a hash join's
+/// build side) fail the run instead, with [`Error::Engine`] naming the limit.
+///
+/// # Errors
+/// [`Error::State`] when the spill folder cannot be created.
+pub fn run_session(project: &Project, job: &Job) -> Result<SessionContext> {
+    let d = &project.settings.defaults;
+    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(store_registry(project));
+    if let Some(limit) = job.memory_limit.or(d.memory_limit) {
+        // The five largest consumers are named in the error when the limit is reached.
+        let top = std::num::NonZeroUsize::MIN.saturating_add(4);
+        let pool = TrackConsumersPool::new(FairSpillPool::new(limit.bytes()), top);
+        runtime = runtime.with_memory_pool(std::sync::Arc::new(pool));
+    }
+    if let Some(dir) = spill_folder(project, job) {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::state(
+                &dir,
+                format!("cannot create the spill folder (`[defaults] spill_dir`): {e}"),
+            )
+        })?;
+        runtime = runtime.with_temp_file_path(dir);
+    }
+    let runtime = runtime.build().map_err(|e| {
+        let dir = d.spill_dir.as_deref().unwrap_or_default();
+        Error::state(
+            project.root.join(dir),
+            format!("cannot use the spill folder: {e}"),
+        )
+    })?;
+    Ok(session_in(project, runtime))
+}
+
+/// The folder `job`'s spill files go to, when `[defaults] spill_dir` is set:
+/// `<spill_dir>/<job>`. DataFusion makes one `datafusion-XXXXXX` folder in it per session and
+/// removes it when the session ends.
+fn spill_folder(project: &Project, job: &Job) -> Option<std::path::PathBuf> {
+    let dir = project.settings.defaults.spill_dir.as_ref()?;
+    Some(project.root.join(dir).join(&job.name))
+}
+
+/// Removes the spill folders a run of `job` killed before its end left behind (crash point:
+/// `kill -9` while executing): the `datafusion-*` folders in the job's spill folder last
+/// changed more than a second before `started`. Call with the job's target lock held, so no
+/// other run of the job is using one; this run's own folder, made while compiling after
+/// `started`, is newer (the second covers the file system's coarse clock). A folder that
+/// cannot be removed is logged and left for the next run.
+pub fn sweep_spill(project: &Project, job: &Job, started: std::time::SystemTime) {
+    let Some(dir) = spill_folder(project, job) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let cutoff = started - std::time::Duration::from_secs(1);
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with("datafusion-")
+            && e.file_type().is_ok_and(|t| t.is_dir())
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+        if stale {
+            let path = e.path();
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(folder = %path.display(), "removed the spill folder of a run that did not end")
+                }
+                Err(err) => {
+                    tracing::warn!(folder = %path.display(), error = %err, "cannot remove the spill folder of a run that did not end")
+                }
+            }
+        }
+    }
+}
+
+/// Object stores: each bucket's client from its `[connections.<name>]` (crate::store).
+fn store_registry(project: &Project) -> std::sync::Arc<crate::store::Registry> {
+    std::sync::Arc::new(crate::store::Registry::new(
+        &project.settings.stores,
+        &project.root,
+        crate::config::interpolate::Redactor::process(),
+    ))
+}
+
+/// A session over `runtime`. Joins stay hash joins under a memory limit: sort-merge joins,
+/// whose sorts could spill, needed more memory than hash joins on the flights job (the merge
+/// of spilled runs of wide rows does not spill), and sort the large input.
+fn session_in(project: &Project, runtime: RuntimeEnv) -> SessionContext {
     let d = &project.settings.defaults;
     let mut cfg = SessionConfig::new()
         .with_batch_size(d.batch_size.max(1))
@@ -548,16 +648,6 @@ pub fn session(project: &Project) -> SessionContext {
     cfg = cfg.with_extension(std::sync::Arc::new(crate::record_limit::MaxRecordBytes(
         d.max_record_bytes,
     )));
-    // Object stores: each bucket's client from its [connections.<name>] (crate::store).
-    let registry = crate::store::Registry::new(
-        &project.settings.stores,
-        &project.root,
-        crate::config::interpolate::Redactor::process(),
-    );
-    let runtime = datafusion::execution::runtime_env::RuntimeEnv {
-        object_store_registry: std::sync::Arc::new(registry),
-        ..Default::default()
-    };
     let ctx = SessionContext::new_with_config_rt(cfg, std::sync::Arc::new(runtime));
     crate::functions::register(&ctx);
     ctx

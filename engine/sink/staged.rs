@@ -106,10 +106,11 @@ impl StagedWriter {
             Some(h) => match h.await {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(e)) => {
+                    let why = crate::error::out_of_memory(&e).unwrap_or_else(|| e.to_string());
                     return Err(Error::target(
                         &self.dir,
-                        format!("writing Parquet failed: {e}"),
-                    ))
+                        format!("writing Parquet failed: {why}"),
+                    ));
                 }
                 Err(e) => return Err(Error::Internal(format!("Parquet writer task: {e}"))),
             },

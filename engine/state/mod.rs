@@ -950,6 +950,7 @@ mod tests {
 
     fn report(id: &str, status: RunStatus, written: u64) -> RunReport {
         RunReport {
+            spill: None,
             run_id: id.into(),
             job: "flights".into(),
             mapping: "m".into(),

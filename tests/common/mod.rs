@@ -131,6 +131,32 @@ pub fn query(path: &Path, sql: &str) -> Vec<RecordBatch> {
     })
 }
 
+/// Compares two Parquet folders of flights (partitioned by `origin`) as multisets of rows,
+/// with EXCEPT ALL both ways: `"<rows in a>|<rows in b>|<only in a>|<only in b>"`.
+pub fn flights_diff(a: &Path, b: &Path) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let diff = rt.block_on(async {
+        let ctx = SessionContext::new();
+        for (name, dir) in [("a", a), ("b", b)] {
+            let opts = ParquetReadOptions::default().table_partition_cols(vec![(
+                "origin".to_string(),
+                datafusion::arrow::datatypes::DataType::Utf8,
+            )]);
+            ctx.register_parquet(name, dir.to_str().unwrap(), opts)
+                .await
+                .unwrap();
+        }
+        let sql = "SELECT (SELECT count(*) FROM a) AS a_rows, (SELECT count(*) FROM b) AS b_rows, \
+                   (SELECT count(*) FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b)) AS a_only, \
+                   (SELECT count(*) FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a)) AS b_only";
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    });
+    rows(&diff).join("\n")
+}
+
 /// The batches as text lines (one per row, columns joined by `|`).
 pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
