@@ -22,17 +22,22 @@ thread_local! {
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f`, returning its panic's message as `Err` instead of unwinding further and without
-/// printing it. For library calls known to panic on damaged input (arrow-ipc 59 decoding a
-/// Parquet file's `ARROW:schema`, apache/arrow-rs#10437), so the caller can report the file.
+/// A panic caught by [`catch_quietly`]: its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Panic(pub String);
+
+/// Runs `f`, returning its panic as `Err` instead of unwinding further and without printing
+/// it. For library calls known to panic on damaged input (arrow-ipc 59 decoding a Parquet
+/// file's `ARROW:schema`, apache/arrow-rs#10437), so the caller can report the file.
 ///
 /// # Errors
-/// The panic message.
-pub fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+/// [`Panic`] with the panic's message.
+pub fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, Panic> {
     QUIET.with(|q| q.set(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     QUIET.with(|q| q.set(false));
-    result.map_err(|p| crate::producer::panic_message(p.as_ref()))
+    result.map_err(|p| Panic(crate::producer::panic_message(p.as_ref())))
 }
 
 /// True while [`catch_quietly`] runs on this thread (for a panic hook that must let those

@@ -29,18 +29,24 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Why [`connect_prefer`] could not connect: a URL it cannot parse, TLS that cannot be set
+/// up, or the server's or the network's refusal, as [`message`] words it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(pub String);
+
 /// Connects to `url` with TLS when the server offers it, without verifying its certificate
 /// (libpq's `sslmode=prefer`), giving up after `timeout`; the connection is driven by a task
 /// spawned on the current runtime.
 ///
 /// # Errors
-/// [`message`] of the failure.
+/// [`ConnectError`] with [`message`] of the failure.
 pub async fn connect_prefer(
     url: &str,
     timeout: std::time::Duration,
     application_name: &str,
-) -> Result<tokio_postgres::Client, String> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| message(&e))?;
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| ConnectError(message(&e)))?;
     config.connect_timeout(timeout);
     // A server that vanished (a failover, a cut network) is noticed within a minute.
     config.keepalives(true);
@@ -52,11 +58,11 @@ pub async fn connect_prefer(
         .danger_accept_invalid_certs(true)
         .danger_accept_invalid_hostnames(true)
         .build()
-        .map_err(|e| format!("setting up TLS: {e}"))?;
+        .map_err(|e| ConnectError(format!("setting up TLS: {e}")))?;
     let (client, connection) = config
         .connect(postgres_native_tls::MakeTlsConnector::new(tls))
         .await
-        .map_err(|e| message(&e))?;
+        .map_err(|e| ConnectError(message(&e)))?;
     tokio::spawn(connection);
     Ok(client)
 }

@@ -325,17 +325,17 @@ pub fn folder_store(
 /// `**` across `/`). Hidden objects (a name starting with `.` or `_`) are left out.
 ///
 /// # Errors
-/// The store's error (listing, permissions), or an invalid glob.
+/// [`ListError`]: an invalid glob, or the store's error (listing, permissions).
 pub async fn list(
     store: &Arc<dyn ObjectStore>,
     url: &Url,
-) -> std::result::Result<Vec<Url>, String> {
+) -> std::result::Result<Vec<Url>, ListError> {
     let key = percent_decode(url.path().trim_start_matches('/'));
     let base = format!("{}://{}/", url.scheme(), url.host_str().unwrap_or_default());
     let keys: Vec<String> = if key.contains(['*', '?', '[']) {
         let prefix = crate::config::guard::glob_base(&key);
         let prefix = prefix.to_string_lossy().to_string();
-        let matcher = glob::Pattern::new(&key).map_err(|e| format!("invalid glob: {e}"))?;
+        let matcher = glob::Pattern::new(&key)?;
         let options = glob::MatchOptions {
             require_literal_separator: true,
             require_literal_leading_dot: true,
@@ -357,34 +357,46 @@ pub async fn list(
                 let folder = ObjectPath::from(key.trim_end_matches('/'));
                 store
                     .list_with_delimiter(Some(&folder))
-                    .await
-                    .map_err(|e| e.to_string())?
+                    .await?
                     .objects
                     .into_iter()
                     .map(|m| m.location.to_string())
                     .collect()
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     };
     let mut urls: Vec<Url> = keys
         .into_iter()
         .filter(|k| !is_hidden(k))
         .map(|k| Url::parse(&base).and_then(|b| b.join(&escape_key(&k))))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<std::result::Result<_, _>>()?;
     urls.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     Ok(urls)
+}
+
+/// Why [`list`] could not list a URL's objects.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The URL's key is not a valid glob.
+    #[error("invalid glob: {0}")]
+    Glob(#[from] glob::PatternError),
+    /// The store refused or failed (permissions, network, a missing bucket).
+    #[error("{0}")]
+    Store(#[from] object_store::Error),
+    /// A listed key does not make a URL with the store's base.
+    #[error("{0}")]
+    Url(#[from] url::ParseError),
 }
 
 async fn list_all(
     store: &Arc<dyn ObjectStore>,
     prefix: Option<ObjectPath>,
-) -> std::result::Result<Vec<String>, String> {
+) -> std::result::Result<Vec<String>, object_store::Error> {
     let mut out = Vec::new();
     let mut stream = store.list(prefix.as_ref());
     while let Some(meta) = stream.next().await {
-        out.push(meta.map_err(|e| e.to_string())?.location.to_string());
+        out.push(meta?.location.to_string());
     }
     Ok(out)
 }

@@ -578,7 +578,7 @@ fn serve(url: String, inbox: mpsc::Receiver<Envelope>, ready: mpsc::Sender<Resul
             c
         }
         Err(e) => {
-            let _ = ready.send(Err(e));
+            let _ = ready.send(Err(e.0));
             return;
         }
     };
@@ -602,7 +602,7 @@ fn serve(url: String, inbox: mpsc::Receiver<Envelope>, ready: mpsc::Sender<Resul
             match connect() {
                 Ok(c) => client = c,
                 Err(e) => {
-                    let _ = reply.send(Err(e));
+                    let _ = reply.send(Err(e.0));
                     continue;
                 }
             }
