@@ -630,16 +630,21 @@ fn typed_view(
             cleaned.clone()
         };
         exprs.push(typed.clone().alias(f.name()));
-        // Raw text: the driving row's values for the quarantine, and every source's values
-        // for `parse.*` reasons. Unused ones are pruned by the optimizer.
-        exprs.push(raw.clone().alias(format!("{RAW_PREFIX}{}", f.name())));
+        let failed = cleaned.is_not_null().and(typed.is_null());
+        // Raw text: the driving row's values for the quarantine, and a lookup source's
+        // values only for `parse.*` reasons, so only where the value did not parse (a lookup's
+        // rows are a join's build side, held in memory). Unused ones are pruned by the
+        // optimizer.
+        let kept = if parsed && !scan.driving {
+            when(failed.clone(), raw.clone())
+                .otherwise(lit(datafusion::common::ScalarValue::Utf8(None)))
+                .map_err(scan.df_err())?
+        } else {
+            raw.clone()
+        };
+        exprs.push(kept.alias(format!("{RAW_PREFIX}{}", f.name())));
         if parsed {
-            exprs.push(
-                cleaned
-                    .is_not_null()
-                    .and(typed.is_null())
-                    .alias(format!("{PARSE_FAILED_PREFIX}{}", f.name())),
-            );
+            exprs.push(failed.alias(format!("{PARSE_FAILED_PREFIX}{}", f.name())));
         }
         columns.push(SourceColumn {
             name: f.name().clone(),
