@@ -259,7 +259,8 @@ pub async fn run_with(
         let sink = sink_opt.insert(sink);
         // The target lock is held now.
         quarantine.sweep_crashed();
-        crate::plan::sweep_spill(project, &compiled.job, started.into());
+        let own = compiled.ctx.runtime_env().disk_manager.temp_dir_paths();
+        crate::plan::sweep_spill(project, &compiled.job, started.into(), &own);
         execute(
             &compiled,
             &run_id,

@@ -54,7 +54,7 @@ fn a_run_over_its_memory_limit_spills_and_loads_the_same_rows() {
     let loaded = report(&free)["rows"]["written"].as_u64().unwrap();
     assert_eq!(diff, format!("{loaded}|{loaded}|0|0"));
     // The spill folder is the one configured, and the run's files are gone with it.
-    assert!(w.path().join("spill/flights").is_dir());
+    assert!(job_spill_folder(&w).is_dir());
     assert_eq!(spill_folders(&w), Vec::<String>::new());
 }
 
@@ -73,9 +73,28 @@ fn spilling(w: &Workdir) {
     );
 }
 
+/// `spill/<project>-<hash>/flights`: the one project folder in `spill/`, then the job's.
+fn job_spill_folder(w: &Workdir) -> std::path::PathBuf {
+    let projects: Vec<_> = std::fs::read_dir(w.path().join("spill"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        projects.len(),
+        1,
+        "one project folder in spill/: {projects:?}"
+    );
+    let name = projects[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert!(name.starts_with("nycflights-"), "{name}");
+    projects[0].join("flights")
+}
+
 /// The `datafusion-*` folders (one per live or killed run) in the flights job's spill folder.
 fn spill_folders(w: &Workdir) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(w.path().join("spill/flights"))
+    let mut names: Vec<String> = std::fs::read_dir(job_spill_folder(w))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().to_string())

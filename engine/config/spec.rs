@@ -516,10 +516,10 @@ pub struct DefaultsSpec {
     pub spill_dir: Option<String>,
 }
 
-/// A memory size as written in a config file: `"2GiB"`, `"512 MiB"`, `"1.5GB"`. IEC units
-/// (`KiB`, `MiB`, `GiB`, `TiB`) are powers of 1024, SI units (`KB`, `MB`, `GB`, `TB`) powers
-/// of 1000, as the `bytesize` crate parses them; a bare number is bytes. At least
-/// [`MemoryLimit::MIN`].
+/// A memory size as written in a config file, a string: `"2GiB"`, `"512 MiB"`, `"1.5GB"`. IEC
+/// units (`KiB`, `MiB`, `GiB`, `TiB`) are powers of 1024, SI units (`KB`, `MB`, `GB`, `TB`, and
+/// `K`, `M`, `G`, `T`) powers of 1000, as the `bytesize` crate parses them; a string of digits
+/// alone is bytes. At least [`MemoryLimit::MIN`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimit(u64);
 

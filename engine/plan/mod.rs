@@ -578,20 +578,49 @@ pub fn run_session(project: &Project, job: &Job) -> Result<SessionContext> {
 }
 
 /// The folder `job`'s spill files go to, when `[defaults] spill_dir` is set:
-/// `<spill_dir>/<job>`. DataFusion makes one `datafusion-XXXXXX` folder in it per session and
-/// removes it when the session ends.
+/// `<spill_dir>/<project>-<hash>/<job>`, the hash (8 hex digits of the SHA-256 of the project's
+/// canonical root) keeping apart two projects that share one `spill_dir` with the same project
+/// and job names (a dev and a prod copy). DataFusion makes one `datafusion-XXXXXX` folder in
+/// it per session and removes it when the session ends.
 fn spill_folder(project: &Project, job: &Job) -> Option<std::path::PathBuf> {
+    use sha2::Digest;
     let dir = project.settings.defaults.spill_dir.as_ref()?;
-    Some(project.root.join(dir).join(&job.name))
+    let root = std::fs::canonicalize(&project.root).unwrap_or_else(|_| project.root.clone());
+    let digest = sha2::Sha256::digest(root.to_string_lossy().as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let name: String = project
+        .settings
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Some(
+        project
+            .root
+            .join(dir)
+            .join(format!("{name}-{hash}"))
+            .join(&job.name),
+    )
 }
 
 /// Removes the spill folders a run of `job` killed before its end left behind (crash point:
-/// `kill -9` while executing): the `datafusion-*` folders in the job's spill folder last
-/// changed more than a second before `started`. Call with the job's target lock held, so no
-/// other run of the job is using one; this run's own folder, made while compiling after
-/// `started`, is newer (the second covers the file system's coarse clock). A folder that
-/// cannot be removed is logged and left for the next run.
-pub fn sweep_spill(project: &Project, job: &Job, started: std::time::SystemTime) {
+/// `kill -9` while executing): the `datafusion-*` folders in the job's spill folder other than
+/// `own` (this run's, from its session's disk manager) last changed more than a second before
+/// `started`. Call with the job's target lock held, so no other run of the job is executing;
+/// one that compiled and waits for the lock made its folder after a second before `started` at
+/// the latest. A folder that cannot be removed is logged and left for the next run.
+pub fn sweep_spill(
+    project: &Project,
+    job: &Job,
+    started: std::time::SystemTime,
+    own: &[std::path::PathBuf],
+) {
     let Some(dir) = spill_folder(project, job) else {
         return;
     };
@@ -601,6 +630,7 @@ pub fn sweep_spill(project: &Project, job: &Job, started: std::time::SystemTime)
     let cutoff = started - std::time::Duration::from_secs(1);
     for e in entries.flatten() {
         let stale = e.file_name().to_string_lossy().starts_with("datafusion-")
+            && !own.contains(&e.path())
             && e.file_type().is_ok_and(|t| t.is_dir())
             && e.metadata()
                 .and_then(|m| m.modified())
