@@ -543,9 +543,10 @@ pub fn session(project: &Project) -> SessionContext {
 }
 
 /// The session `job` runs in: [`session`]'s settings, and the memory limit of the job (else of
-/// `[defaults]`), past which DataFusion's joins, sorts, aggregations and windows (`unique`
-/// rules) spill to `[defaults] spill_dir`; the operators that cannot spill (a hash join's
-/// build side) fail the run instead, with [`Error::Engine`] naming the limit.
+/// `[defaults]`), past which DataFusion's sorts, aggregations and windows (`unique` rules)
+/// spill to `[defaults] spill_dir`; what cannot spill (a hash join's build side, the Parquet
+/// writer's row groups) fails the run instead, with an error naming the limit
+/// ([`crate::error::out_of_memory`]).
 ///
 /// # Errors
 /// [`Error::State`] when the spill folder cannot be created.
