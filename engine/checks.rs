@@ -397,8 +397,7 @@ impl DatasetAggregates {
             let batches = match q.handle.await {
                 Ok(Ok(b)) => b,
                 Ok(Err(e)) => {
-                    let why =
-                        crate::error::out_of_memory(&e).unwrap_or_else(|| e.strip_backtrace());
+                    let why = crate::error::datafusion_message(&e);
                     out.failed.push(failed_check(custom, &redact(&why)));
                     continue;
                 }

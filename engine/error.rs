@@ -207,6 +207,12 @@ pub fn out_of_memory(e: &datafusion::error::DataFusionError) -> Option<String> {
     ))
 }
 
+/// DataFusion's error as a user reads it: [`out_of_memory`]'s message when the memory pool
+/// refused an allocation, else its own text without a backtrace.
+pub fn datafusion_message(e: &datafusion::error::DataFusionError) -> String {
+    out_of_memory(e).unwrap_or_else(|| e.strip_backtrace())
+}
+
 /// A connection or source error of Sluice's own that DataFusion carried (as an external
 /// error, possibly inside context or shared wrappers), rebuilt.
 fn wrapped(e: &datafusion::error::DataFusionError) -> Option<Error> {

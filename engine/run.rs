@@ -794,15 +794,23 @@ async fn execute(
 /// What `plan`'s operators spilled to disk, summed over every node; `None` when nothing.
 fn spilled(plan: &Arc<dyn ExecutionPlan>) -> Option<SpillReport> {
     let mut total = SpillReport::default();
-    let mut stack = vec![plan.clone()];
-    while let Some(node) = stack.pop() {
+    for_each_node(plan, |node| {
         if let Some(m) = node.metrics() {
             total.files += m.spill_count().unwrap_or(0) as u64;
             total.bytes += m.spilled_bytes().unwrap_or(0) as u64;
         }
-        stack.extend(node.children().into_iter().cloned());
-    }
+    });
     (total.files > 0).then_some(total)
+}
+
+/// Calls `f` on every node of `plan`, by DataFusion's `TreeNode` walk.
+fn for_each_node(plan: &Arc<dyn ExecutionPlan>, mut f: impl FnMut(&Arc<dyn ExecutionPlan>)) {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    // The visitor never fails, so neither does the walk.
+    let _ = plan.apply(|node| {
+        f(node);
+        Ok(TreeNodeRecursion::Continue)
+    });
 }
 
 /// Finishes the staged target and the dataset checks' aggregates after the pass.
@@ -1023,8 +1031,7 @@ impl BatchWriter<'_> {
 /// the driving row counter (one window per driving file).
 fn driving_rows_read(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     let mut total = 0;
-    let mut stack = vec![plan.clone()];
-    while let Some(node) = stack.pop() {
+    for_each_node(plan, |node| {
         let makes_counter = node.schema().index_of(DRIVING_ROW_COLUMN).is_ok()
             && node
                 .children()
@@ -1033,8 +1040,7 @@ fn driving_rows_read(plan: &Arc<dyn ExecutionPlan>) -> u64 {
         if makes_counter {
             total += node.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
         }
-        stack.extend(node.children().into_iter().cloned());
-    }
+    });
     total
 }
 

@@ -552,13 +552,6 @@ impl MemoryLimit {
     }
 }
 
-impl std::fmt::Display for MemoryLimit {
-    /// In IEC units, as `1.0 GiB`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", bytesize::ByteSize(self.0).display().iec())
-    }
-}
-
 impl<'de> Deserialize<'de> for MemoryLimit {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(d)?;

@@ -106,7 +106,7 @@ impl StagedWriter {
             Some(h) => match h.await {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(e)) => {
-                    let why = crate::error::out_of_memory(&e).unwrap_or_else(|| e.to_string());
+                    let why = crate::error::datafusion_message(&e);
                     return Err(Error::target(
                         &self.dir,
                         format!("writing Parquet failed: {why}"),
