@@ -174,18 +174,17 @@ pub fn done(project: &Project, job: &Job, plan: &DatePlan, date: NaiveDate) -> R
 
 /// Refuses targets a date backfill would double or replace.
 fn check_target(job: &Job) -> Result<()> {
-    let per_date_path =
-        job.target.path.as_ref().is_some_and(|p| {
-            params::references(p.get_ref(), "${run.") && !job.target.is_database()
-        });
+    let per_date_path = job
+        .target
+        .path()
+        .is_some_and(|p| params::references(p.get_ref(), "${run."));
     // A Delta overwrite that replaces only the date's rows.
     let per_date_rows = job
         .target
-        .replace_where
-        .as_ref()
+        .replace_where()
         .is_some_and(|p| params::references(p.get_ref(), "${run."));
     let per_date_path = per_date_path || per_date_rows;
-    match job.target.mode {
+    match job.target.mode() {
         LoadMode::Append => Err(usage(
             format!("job `{}` appends, so re-running a date of the backfill would load its rows twice", job.name),
             "write each date to its own folder with `mode = \"overwrite\"` and `path = \"out/x/date=${run.date}\"`, or use `mode = \"merge\"`",

@@ -31,8 +31,8 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_spanned::Spanned;
 
 use crate::config::spec::{
-    ChecksSpec, CsvSourceSpec, ExpectedQuarantine, LoadMode, QuarantineSpec, SourceFormat,
-    SourceSpec, TargetFormat, TargetSpec, TestRows, TestSpec,
+    ChecksSpec, CsvSourceSpec, ExpectedQuarantine, LoadMode, ParquetTargetSpec, QuarantineSpec,
+    SourceFormat, SourceSpec, TargetFormat, TargetSpec, TestRows, TestSpec,
 };
 use crate::config::{Job, Mapping, Project};
 use crate::error::{Error, Result};
@@ -107,19 +107,18 @@ pub async fn run_tests(project: &Project, names: &[String]) -> Result<Vec<TestOu
 fn test_job(project: &Project, mapping: &Mapping) -> Job {
     // Nothing is written, so the target and quarantine are placeholders (a real job's may
     // need environment variables the test machine does not have).
-    let target = TargetSpec {
-        format: Some(TargetFormat::Parquet),
-        connection: None,
+    let target = TargetSpec::Parquet(ParquetTargetSpec {
+        format: Spanned::new(0..0, TargetFormat::Parquet),
         table: Some(Spanned::new(0..0, "__test".to_string())),
         path: None,
         mode: LoadMode::Overwrite,
         partition_by: Vec::new(),
-        delete_missing: false,
-        track: None,
-        on_schema_change: Default::default(),
-        replace_where: None,
-        properties: Default::default(),
-    };
+        compression: None,
+        compression_level: None,
+        row_group_size: None,
+        max_rows_per_file: None,
+        files: Default::default(),
+    });
     if let Some(j) = project.jobs.values().find(|j| j.mapping == mapping.name) {
         let mut j = j.clone();
         j.checks = ChecksSpec::default();

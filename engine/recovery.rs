@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::commit::{read_record, CommitRecord};
 use crate::config::interpolate::Redactor;
+use crate::config::spec::{DbTargetSpec, DeltaTargetSpec, TargetSpec};
 use crate::config::{Job, Project};
 use crate::error::{Error, Result};
 use crate::fsutil::Lock;
@@ -154,17 +155,16 @@ fn lock_job_at(project: &Project, job: &Job) -> Result<Lock> {
 /// record cannot be read or the store cannot be written (the run must not start then: it
 /// would read a stale watermark).
 pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
-    let record = if job.target.is_database() {
-        database_record(project, job).await?
-    } else if job.target.format == Some(crate::config::spec::TargetFormat::Delta) {
-        delta_record(project, job).await?
-    } else if let Some(target) = object_target(project, job) {
-        target.last_record().await?
-    } else {
-        match target_folder(project, job) {
-            Some((dir, shown)) => read_record(&dir, &shown)?,
-            None => None,
-        }
+    let record = match &job.target {
+        TargetSpec::Database(t) => database_record(project, job, t).await?,
+        TargetSpec::Delta(t) => delta_record(project, job, t).await?,
+        TargetSpec::Parquet(_) => match object_target(project, job) {
+            Some(target) => target.last_record().await?,
+            None => match target_folder(project, job) {
+                Some((dir, shown)) => read_record(&dir, &shown)?,
+                None => None,
+            },
+        },
     };
     let Some(record) = record else {
         return Ok(None);
@@ -197,11 +197,15 @@ pub async fn reconcile(project: &Project, job: &Job) -> Result<Option<String>> {
 }
 
 /// The commit record of `job`'s newest commit in its Delta table's log (`commitInfo`).
-async fn delta_record(project: &Project, job: &Job) -> Result<Option<CommitRecord>> {
+async fn delta_record(
+    project: &Project,
+    job: &Job,
+    t: &DeltaTargetSpec,
+) -> Result<Option<CommitRecord>> {
     // A target that does not resolve is the planner's to report, with its line.
     let ctx = crate::plan::session(project);
-    match crate::sink::delta::DeltaTarget::of(project, job, Vec::new(), &ctx, &Redactor::default())
-    {
+    let redactor = Redactor::default();
+    match crate::sink::delta::DeltaTarget::of(project, job, t, Vec::new(), &ctx, &redactor) {
         Ok(t) => t.last_record(&job.name).await,
         Err(_) => Ok(None),
     }
@@ -213,12 +217,11 @@ fn object_target(
     project: &Project,
     job: &Job,
 ) -> Option<crate::sink::object_parquet::ObjectParquetTarget> {
-    let append = job.target.mode == crate::config::spec::LoadMode::Append;
+    let append = job.target.mode() == crate::config::spec::LoadMode::Append;
     let path = job
         .target
-        .path
-        .as_ref()
-        .filter(|_| job.target.table.is_none() && append)?;
+        .path()
+        .filter(|_| job.target.table().is_none() && append)?;
     let resolved = Redactor::default()
         .resolve_path(path.get_ref(), &project.root)
         .ok()
@@ -229,10 +232,12 @@ fn object_target(
 }
 
 /// The commit record in `sluice_runs` beside a database target.
-async fn database_record(project: &Project, job: &Job) -> Result<Option<CommitRecord>> {
-    let (Some(conn), Some(table)) = (&job.target.connection, &job.target.table) else {
-        return Ok(None);
-    };
+async fn database_record(
+    project: &Project,
+    job: &Job,
+    t: &DbTargetSpec,
+) -> Result<Option<CommitRecord>> {
+    let (conn, table) = (&t.connection, &t.table);
     // A bad table name or connection is the planner's to report, with its line.
     let Ok(table) = crate::db::TableName::parse(table.get_ref()) else {
         return Ok(None);
@@ -251,7 +256,7 @@ pub fn target_folder(project: &Project, job: &Job) -> Option<(PathBuf, String)> 
     if job.target.is_database() {
         return None;
     }
-    let rel = match (&job.target.table, &job.target.path) {
+    let rel = match (job.target.table(), job.target.path()) {
         (Some(t), _) => project.settings.warehouse.join(t.get_ref()),
         (None, Some(p)) => PathBuf::from(
             Redactor::default()

@@ -134,7 +134,7 @@ pub async fn replay(
     let mut inputs = HashMap::new();
     inputs.insert(mapping.from.source.clone(), SourceInput::Replay(rows));
     let mut replay_job = job.clone();
-    replay_job.target.mode = LoadMode::Append;
+    replay_job.target.set_mode(LoadMode::Append);
     replay_job.checks = ChecksSpec::default();
     let compiled = crate::plan::compile_with(project, &replay_job, &inputs).await?;
     crate::run::run_with(

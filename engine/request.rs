@@ -34,9 +34,9 @@ use crate::run::Progress;
 /// replaced by only the range read.
 pub fn job_for(job: &Job, mode: &ExtractMode) -> Result<(Job, Option<String>)> {
     let mut job = job.clone();
-    let note = match (mode, job.target.mode) {
+    let note = match (mode, job.target.mode()) {
         (ExtractMode::FullRefresh, LoadMode::Append) => {
-            job.target.mode = LoadMode::Overwrite;
+            job.target.set_mode(LoadMode::Overwrite);
             Some("note: --full-refresh replaces the target (overwrite) instead of appending, so no row is loaded twice".to_string())
         }
         (ExtractMode::Backfill { .. }, LoadMode::Overwrite) => {

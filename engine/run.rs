@@ -145,14 +145,17 @@ async fn begin_sink(
             Box::new(DeltaSink::begin(ctx, t, lock_path, staging_root, run_id, schema).await?)
         }
         Target::Database(t) => Box::new(crate::db::sink::DbSink::begin(t).await?),
-        Target::Folder { partition_by } => {
+        Target::Folder {
+            partition_by,
+            files,
+        } => {
             let (dir, mode, parts) = (
                 &compiled.target_dir,
-                compiled.job.target.mode,
+                compiled.job.target.mode(),
                 partition_by.clone(),
             );
             Box::new(ParquetSink::begin(
-                ctx, dir, lock_path, run_id, mode, schema, parts,
+                ctx, dir, lock_path, run_id, mode, schema, parts, files,
             )?)
         }
     })

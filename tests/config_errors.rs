@@ -870,3 +870,201 @@ mode = "append"
     assert!(!err.contains("missing required key `files`"), "{err}");
     assert!(err.contains("3 problems found"), "{err}");
 }
+
+/// A target's kind (`format`, or `connection`) decides its keys, as a source's does: each key
+/// of another kind is named with the kinds it belongs to, at its own line, together with a
+/// misspelled key and a mode the kind cannot load, all in one run of `validate`.
+#[test]
+fn a_parquet_target_reports_every_key_of_another_kind_at_its_line() {
+    let w = Workdir::project();
+    w.write(
+        "jobs/carriers_keys.toml",
+        r#"mapping = "nycflights13_to_carrier"
+
+[sources.airlines]
+format = "csv"
+path = "samples/nycflights13/airlines.csv.gz"
+
+[target]
+format = "parquet"
+table = "carriers_keys"
+mode = "overwrite"
+track = ["name"]
+replace_where = "carrier = 'AA'"
+on_schema_change = "add_columns"
+partiton_by = ["carrier"]
+"#,
+    );
+    let out = w.run(&["validate", "jobs/carriers_keys.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    for (line, message) in [
+        (11, "`track` applies only to database targets"),
+        (12, "`replace_where` applies only to Delta targets"),
+        (
+            13,
+            "`on_schema_change` applies only to database and Delta targets",
+        ),
+        (14, "unknown key `partiton_by`"),
+    ] {
+        let at = format!("--> jobs/carriers_keys.toml:{line}:");
+        let found = err
+            .split("error: ")
+            .any(|d| d.starts_with(message) && d.contains(&at));
+        assert!(found, "expected {message} at {at} in:\n{err}");
+    }
+    assert!(err.contains("did you mean `partition_by`?"), "{err}");
+    assert!(err.contains("or set `format = \"delta\"`"), "{err}");
+    assert!(err.contains("4 problems found"), "{err}");
+
+    // Without the misspelling the entry is read, so its values are checked in the same run.
+    let job = w.read("jobs/carriers_keys.toml");
+    let job = job
+        .replace("mode = \"overwrite\"", "mode = \"merge\"")
+        .replace("partiton_by = [\"carrier\"]\n", "");
+    w.write("jobs/carriers_keys.toml", &job);
+    let out = w.run(&["validate", "jobs/carriers_keys.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("jobs/carriers_keys.toml:10:1"), "{err}");
+    assert!(
+        err.contains("`mode = \"merge\"` needs a Delta or database target"),
+        "{err}"
+    );
+    assert!(err.contains("4 problems found"), "{err}");
+}
+
+/// A Delta target accepts the keys Delta has (`replace_where` with `overwrite`) and names the
+/// database-only ones; a database target names the file-only ones.
+#[test]
+fn delta_and_database_targets_name_the_keys_of_the_other_kinds() {
+    let w = Workdir::project();
+    w.write(
+        "jobs/carriers_delta.toml",
+        r#"mapping = "nycflights13_to_carrier"
+
+[sources.airlines]
+format = "csv"
+path = "samples/nycflights13/airlines.csv.gz"
+
+[target]
+format = "delta"
+table = "carriers_delta"
+mode = "overwrite"
+replace_where = "carrier = 'AA'"
+track = ["name"]
+"#,
+    );
+    w.write(
+        "jobs/carriers_db_keys.toml",
+        r#"mapping = "nycflights13_to_carrier"
+
+[sources.airlines]
+format = "csv"
+path = "samples/nycflights13/airlines.csv.gz"
+
+[target]
+connection = "warehouse_pg"
+table = "carriers_copy"
+mode = "merge"
+partition_by = ["carrier"]
+properties = { "delta.appendOnly" = "false" }
+"#,
+    );
+    let out = w.run(&["validate", "jobs/carriers_delta.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("jobs/carriers_delta.toml:12:1"), "{err}");
+    assert!(
+        err.contains("`track` applies only to database targets"),
+        "{err}"
+    );
+    assert!(!err.contains("replace_where"), "{err}");
+    assert!(err.contains("1 problem found"), "{err}");
+
+    let out = w.run(&["validate", "jobs/carriers_db_keys.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("jobs/carriers_db_keys.toml:11:1"), "{err}");
+    assert!(
+        err.contains("`partition_by` applies only to Parquet targets"),
+        "{err}"
+    );
+    assert!(err.contains("jobs/carriers_db_keys.toml:12:1"), "{err}");
+    assert!(
+        err.contains("`properties` applies only to Delta targets"),
+        "{err}"
+    );
+    assert!(err.contains("a database target names its `table`"), "{err}");
+}
+
+/// A file target's Parquet settings are checked where they are written: a level outside the
+/// codec's range, a level for a codec without levels, zero rows, and a file size limit on a
+/// partitioned folder.
+#[test]
+fn parquet_file_settings_out_of_range_are_reported_at_their_line() {
+    let w = Workdir::project();
+    let job = |target: &str| {
+        format!(
+            "mapping = \"nycflights13_to_carrier\"\n\n[sources.airlines]\nformat = \"csv\"\npath = \"samples/nycflights13/airlines.csv.gz\"\n\n[target]\nformat = \"parquet\"\ntable = \"carriers_files\"\nmode = \"overwrite\"\n{target}"
+        )
+    };
+    for (target, line, message) in [
+        (
+            "compression_level = 30\n",
+            11,
+            "30 is not a zstd level: write 1 to 22",
+        ),
+        (
+            "compression = \"snappy\"\ncompression_level = 3\n",
+            12,
+            "`snappy` has no compression level",
+        ),
+        (
+            "row_group_size = 0\n",
+            11,
+            "`row_group_size` must be at least 1 (rows)",
+        ),
+        (
+            "partition_by = [\"carrier_code\"]\nmax_rows_per_file = 1000\n",
+            12,
+            "`max_rows_per_file` applies to targets without `partition_by`",
+        ),
+        ("compression = \"lzo\"\n", 11, "unknown value `lzo`"),
+    ] {
+        w.write("jobs/carriers_files.toml", &job(target));
+        let out = w.run(&["validate", "jobs/carriers_files.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = stderr(&out);
+        let at = format!("--> jobs/carriers_files.toml:{line}:");
+        let found = err
+            .split("error: ")
+            .any(|d| d.contains(message) && d.contains(&at));
+        assert!(found, "expected {message} at {at} in:\n{err}");
+    }
+    w.write(
+        "jobs/carriers_files.toml",
+        &job("compression = \"gzip\"\ncompression_level = 9\nrow_group_size = 50000\n"),
+    );
+    let out = w.run(&["validate", "jobs/carriers_files.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+/// A target whose kind cannot be told (`format` misspelled, no `connection`) still gets its
+/// misspelling named, beside the missing `format`.
+#[test]
+fn a_target_with_a_misspelled_format_names_the_misspelling() {
+    let w = Workdir::project();
+    w.write(
+        "jobs/carriers_fromat.toml",
+        "mapping = \"nycflights13_to_carrier\"\n\n[sources.airlines]\nformat = \"csv\"\npath = \"samples/nycflights13/airlines.csv.gz\"\n\n[target]\nfromat = \"parquet\"\ntable = \"carriers_fromat\"\nmode = \"overwrite\"\n",
+    );
+    let out = w.run(&["validate", "jobs/carriers_fromat.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("jobs/carriers_fromat.toml:8:1"), "{err}");
+    assert!(err.contains("unknown key `fromat`"), "{err}");
+    assert!(err.contains("did you mean `format`?"), "{err}");
+    assert!(err.contains("missing required key `format`"), "{err}");
+    assert!(err.contains("2 problems found"), "{err}");
+}

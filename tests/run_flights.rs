@@ -328,3 +328,64 @@ fn a_run_that_loads_no_rows_publishes_a_readable_empty_table() {
         assert_eq!(got, vec!["0|0".to_string()], "{job}");
     }
 }
+
+/// Every Parquet file of `dir`: its codecs, its row groups' row counts and its rows.
+fn parquet_layout(
+    dir: &std::path::Path,
+) -> Vec<(Vec<datafusion::parquet::basic::Compression>, Vec<i64>, i64)> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let files = crate::common::walk(dir)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"));
+    files
+        .map(|f| {
+            let reader = SerializedFileReader::new(std::fs::File::open(&f).unwrap()).unwrap();
+            let meta = reader.metadata();
+            let groups = meta.row_groups();
+            let mut codecs: Vec<_> = groups
+                .iter()
+                .flat_map(|g| g.columns().iter().map(|c| c.compression()))
+                .collect();
+            codecs.dedup();
+            let rows = groups.iter().map(|g| g.num_rows()).collect();
+            (codecs, rows, meta.file_metadata().num_rows())
+        })
+        .collect()
+}
+
+/// A Parquet target's files follow its `compression`, `row_group_size` and
+/// `max_rows_per_file`; without them they are zstd at level 3 with row groups of 131,072 rows.
+#[test]
+fn parquet_files_follow_the_targets_codec_row_group_and_file_size() {
+    use datafusion::parquet::basic::Compression;
+    let w = Workdir::project();
+    let out = w.run(&["run", "carriers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // (A file does not record the level it was compressed at.)
+    for (codecs, _, _) in parquet_layout(&w.path().join("warehouse/carriers")) {
+        assert!(
+            codecs.iter().all(|c| matches!(c, Compression::ZSTD(_))),
+            "the default codec: {codecs:?}"
+        );
+    }
+
+    let job = w.read("jobs/flights.toml").replace(
+        "partition_by = [\"origin\"]\n",
+        "compression = \"snappy\"\nrow_group_size = 10000\nmax_rows_per_file = 100000\n",
+    );
+    w.write("jobs/flights.toml", &job);
+    let out = w.run(&["run", "flights", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let written = report(&out)["rows"]["written"].as_i64().unwrap();
+    let layout = parquet_layout(&w.path().join("warehouse/flights"));
+    // 329,174 rows at most 100,000 (plus the batch that crosses it) to a file.
+    assert!(layout.len() >= 4, "{} files", layout.len());
+    let mut total = 0;
+    for (codecs, groups, rows) in &layout {
+        assert_eq!(codecs, &vec![Compression::SNAPPY]);
+        assert!(groups.iter().all(|&n| n <= 10_000), "row groups {groups:?}");
+        assert!(*rows <= 100_000 + 8192, "{rows} rows in one file");
+        total += rows;
+    }
+    assert_eq!(total, written);
+}

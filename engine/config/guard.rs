@@ -222,17 +222,12 @@ pub fn check_source_files<'a>(
         for (kind, out) in &outputs {
             if path.starts_with(out) {
                 let key = match *kind {
-                    "target" if job.target.path.is_some() => "target.path",
+                    "target" if job.target.path().is_some() => "target.path",
                     "target" => "target.table",
                     _ => "quarantine.path",
                 };
                 let span = match *kind {
-                    "target" => job
-                        .target
-                        .path
-                        .as_ref()
-                        .or(job.target.table.as_ref())
-                        .map(|p| p.span()),
+                    "target" => job.target.path().or(job.target.table()).map(|p| p.span()),
                     _ => job.quarantine.path.as_ref().map(|p| p.span()),
                 };
                 let mut d = job.src.diagnostic(
@@ -270,7 +265,7 @@ fn overlap(output: &Path, protected: &Path, inside_allowed: bool) -> Option<&'st
 fn outputs_of(project: &Project, job: &Job, redactor: &Redactor) -> Vec<Output> {
     let mut out = Vec::new();
     if !job.target.is_database() {
-        let written = match (&job.target.table, &job.target.path) {
+        let written = match (job.target.table(), job.target.path()) {
             (Some(t), _) => Some((
                 "target.table",
                 t.span(),

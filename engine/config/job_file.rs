@@ -60,7 +60,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
             "memory_limit" => memory_limit = r.entry::<MemoryLimit>(key, item).map(Some),
             "mapping" => mapping = r.entry::<String>(key, item),
             "sources" => sources = super::job_sources::read_sources(&mut r, &table),
-            "target" => target = r.entry::<TargetSpec>(key, item),
+            "target" => target = super::job_target::read_target(&mut r, &table, item),
             "quarantine" => quarantine = r.entry::<QuarantineSpec>(key, item).unwrap_or_default(),
             "checks" => {
                 if let Some(c) = r.entry::<ChecksSpec>(key, item) {
@@ -88,8 +88,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
         );
     }
     if let Some(t) = &target {
-        validate_target(&mut r, &table, t);
-        if t.mode == LoadMode::Overwrite {
+        if t.mode() == LoadMode::Overwrite {
             for (name, s) in &sources {
                 if let Some(span) = s.incremental_span() {
                     r.error(
@@ -101,7 +100,7 @@ pub(super) fn load_job(src: &SourceText, diags: &mut Diagnostics) -> Option<Job>
                 }
             }
         }
-        if t.mode == LoadMode::Append {
+        if t.mode() == LoadMode::Append {
             for (name, s) in &sources {
                 if let Some(lb) = s.cursor().and_then(|c| c.lookback.as_ref()) {
                     r.error(
@@ -211,170 +210,6 @@ pub const DURATION_HINT: &str =
 /// A message quoting the text.
 pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, InvalidValue> {
     humantime::parse_duration(text.trim()).map_err(|e| invalid!("`{text}` is not a duration ({e})"))
-}
-
-/// The keys only Delta targets have: `replace_where` (with `overwrite`) and `properties`.
-fn validate_delta_keys(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
-    let delta = t.format == Some(TargetFormat::Delta);
-    if let Some(p) = &t.replace_where {
-        if !delta || t.mode != LoadMode::Overwrite {
-            r.error(
-                Some(p.span()),
-                "target.replace_where",
-                "`replace_where` applies to Delta targets with `mode = \"overwrite\"`",
-                Some("set `format = \"delta\"` and `mode = \"overwrite\"`, or remove it".into()),
-            );
-        } else if p.get_ref().trim().is_empty() {
-            r.error(
-                Some(p.span()),
-                "target.replace_where",
-                "`replace_where` is empty",
-                Some(
-                    "write a predicate over partition columns, e.g. `flight_date = '2024-01-15'`"
-                        .into(),
-                ),
-            );
-        }
-    }
-    if !t.properties.is_empty() && !delta {
-        r.error(
-            key_path_span_in(table, "target.properties"),
-            "target.properties",
-            "`properties` applies to Delta targets",
-            Some("remove it, or set `format = \"delta\"`".into()),
-        );
-    }
-}
-
-pub(super) fn validate_target(r: &mut Reader<'_>, table: &Table, t: &TargetSpec) {
-    let target_span = Reader::key_span(table, "target");
-    if t.is_database() {
-        if let Some(f) = t.format {
-            let span = key_path_span_in(table, "target.format");
-            r.error(
-                span,
-                "target.format",
-                format!(
-                    "`format = \"{}\"` and `connection` both given",
-                    crate::config::spec::json_name(&f)
-                ),
-                Some("a database target has no file format: remove `format`".into()),
-            );
-        }
-        for (key, set) in [
-            ("path", t.path.is_some()),
-            ("partition_by", !t.partition_by.is_empty()),
-        ] {
-            if set {
-                r.error(
-                    key_path_span_in(table, &format!("target.{key}")),
-                    &format!("target.{key}"),
-                    format!("`{key}` applies only to Parquet targets"),
-                    Some(format!(
-                        "remove `{key}`; a database target names its `table`"
-                    )),
-                );
-            }
-        }
-        match &t.table {
-            None => r.missing_key(
-                target_span,
-                "target",
-                "table",
-                "add `table = \"<name>\"` or `table = \"<schema>.<name>\"`",
-            ),
-            Some(tb) => {
-                if let Err(e) = TableName::parse(tb.get_ref()) {
-                    r.error(Some(tb.span()), "target.table", e, None);
-                }
-            }
-        }
-    } else {
-        if t.format.is_none() {
-            r.missing_key(
-                target_span.clone(),
-                "target",
-                "format",
-                "add `format = \"parquet\"` for a warehouse table, or `connection = \"<name>\"` for a database table",
-            );
-        }
-        match (&t.table, &t.path) {
-            (None, None) => r.missing_key(
-                target_span,
-                "target",
-                "table",
-                "add `table = \"<name>\"` (a folder under the warehouse) or `path = \"...\"`",
-            ),
-            (Some(tb), Some(_)) => r.error(
-                Some(tb.span()),
-                "target.table",
-                "`table` and `path` both given",
-                Some(
-                    "keep one: `table` for the warehouse folder, `path` for any other folder"
-                        .into(),
-                ),
-            ),
-            (Some(tb), None) if !is_identifier(tb.get_ref()) => r.error(
-                Some(tb.span()),
-                "target.table",
-                format!("table name `{}` is not snake_case", tb.get_ref()),
-                None,
-            ),
-            _ => {}
-        }
-        let delta = t.format == Some(TargetFormat::Delta);
-        let supported = match t.mode {
-            LoadMode::Append | LoadMode::Overwrite => true,
-            LoadMode::Merge => delta,
-            LoadMode::Scd2 => false,
-        };
-        if !supported {
-            r.error(
-                key_path_span_in(table, "target.mode"),
-                "target.mode",
-                format!(
-                    "`mode = \"{}\"` needs a {} target",
-                    crate::config::spec::json_name(&t.mode),
-                    if t.mode == LoadMode::Merge { "Delta or database" } else { "database" }
-                ),
-                Some("Parquet targets support `append` and `overwrite`; Delta targets also `merge`; for scd2 load a database table (`connection = \"<name>\"`)".into()),
-            );
-        }
-        validate_delta_keys(r, table, t);
-        for (key, set) in [
-            ("delete_missing", t.delete_missing && !delta),
-            ("track", t.track.is_some()),
-            (
-                "on_schema_change",
-                t.on_schema_change != OnSchemaChange::Fail && !delta,
-            ),
-        ] {
-            if set {
-                r.error(
-                    key_path_span_in(table, &format!("target.{key}")),
-                    &format!("target.{key}"),
-                    format!("`{key}` applies only to database and Delta targets"),
-                    Some(format!("remove `{key}`")),
-                );
-            }
-        }
-    }
-    if t.delete_missing && !matches!(t.mode, LoadMode::Merge | LoadMode::Scd2) {
-        r.error(
-            key_path_span_in(table, "target.delete_missing"),
-            "target.delete_missing",
-            "`delete_missing` applies to `merge` and `scd2` loads",
-            Some("`overwrite` already replaces every row; remove `delete_missing`".into()),
-        );
-    }
-    if t.track.is_some() && t.mode != LoadMode::Scd2 {
-        r.error(
-            t.track.as_ref().map(Spanned::span),
-            "target.track",
-            "`track` applies to `scd2` loads",
-            Some("remove `track`, or set `mode = \"scd2\"`".into()),
-        );
-    }
 }
 
 pub(super) fn validate_checks(r: &mut Reader<'_>, c: &ChecksSpec) {

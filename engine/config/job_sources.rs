@@ -122,20 +122,11 @@ fn read_source(r: &mut Reader<'_>, root: &Table, name: &str, item: &Item) -> Opt
 /// Reports each key of an entry whose kind is not known (no `format`, no `connection`) that no
 /// kind accepts, with the closest key any kind accepts (`fromat`: did you mean `format`?).
 fn report_unknown_keys(r: &mut Reader<'_>, path: &str, t: &dyn toml_edit::TableLike) {
-    let kinds = kinds();
-    let mut known: Vec<&str> = kinds.iter().flat_map(|k| k.keys.iter().copied()).collect();
-    known.sort_unstable();
-    known.dedup();
-    for (key, _) in t.iter().filter(|(k, _)| !known.contains(k)) {
-        let span = t.key(key).and_then(|k| k.span());
-        let hint = did_you_mean(key, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
-        r.error(
-            span,
-            &format!("{path}.{key}"),
-            format!("unknown key `{key}`"),
-            hint,
-        );
-    }
+    let known: Vec<&str> = kinds()
+        .iter()
+        .flat_map(|k| k.keys.iter().copied())
+        .collect();
+    r.unknown_keys_of_any_kind(path, t, &known);
 }
 
 /// Reports each key of `item` (and of its `incremental`) that `kind` does not accept but

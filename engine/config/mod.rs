@@ -16,6 +16,7 @@ pub mod guard;
 pub mod interpolate;
 mod job_file;
 mod job_sources;
+mod job_target;
 mod mapping_file;
 mod model_file;
 pub mod params;
@@ -25,6 +26,7 @@ mod references;
 pub mod schedule;
 pub mod source_spec;
 pub mod spec;
+pub mod target_spec;
 
 use crate::invalid;
 use crate::invalid::InvalidValue;

@@ -404,10 +404,10 @@ fn apply_job(job: &mut Job, values: &Values<'_>, errors: &mut Vec<Diagnostic>) {
             replace_spanned(q, &src, format!("sources.{name}.query"), values, errors);
         }
     }
-    if let Some(p) = job.target.replace_where.as_mut() {
+    if let Some(p) = job.target.replace_where_mut() {
         replace_spanned(p, &src, "target.replace_where".into(), values, errors);
     }
-    if let Some(p) = job.target.path.as_mut() {
+    if let Some(p) = job.target.path_mut() {
         replace_spanned(p, &src, "target.path".into(), values, errors);
     }
     if let Some(p) = job

@@ -96,6 +96,24 @@ impl<'a> Reader<'a> {
         );
     }
 
+    /// Reports each key of `t` (at `path`) that is none of `known` (every key any kind of the
+    /// entry accepts, used when its kind cannot be told), with the closest known key
+    /// (`fromat`: did you mean `format`?).
+    pub fn unknown_keys_of_any_kind(
+        &mut self,
+        path: &str,
+        t: &dyn toml_edit::TableLike,
+        known: &[&str],
+    ) {
+        for (key, _) in t.iter().filter(|(k, _)| !known.contains(k)) {
+            let span = t.key(key).and_then(|k| k.span());
+            let hint =
+                did_you_mean(key, known.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            let message = format!("unknown key `{key}`");
+            self.error(span, &format!("{path}.{key}"), message, hint);
+        }
+    }
+
     /// Deserializes one entry; on failure reports a diagnostic (with a did-you-mean hint for
     /// unknown keys) and returns `None`.
     pub fn entry<T: DeserializeOwned>(&mut self, key_path: &str, item: &Item) -> Option<T> {

@@ -167,7 +167,7 @@ impl Project {
         check_bindings(j, m, diags);
         check_new_files_drive(j, m, diags);
         if let Some(model) = self.models.get(&m.model.name) {
-            for p in &j.target.partition_by {
+            for p in j.target.partition_by() {
                 if model.field(p.get_ref()).is_none() {
                     let names = model.fields.iter().map(|f| f.name.as_str());
                     let mut d = j.src.diagnostic(
@@ -200,9 +200,8 @@ impl Project {
             })
             .chain(
                 j.target
-                    .connection
-                    .as_ref()
-                    .map(|c| ("target.connection".to_string(), c)),
+                    .database()
+                    .map(|d| ("target.connection".to_string(), &d.connection)),
             );
         for (key, c) in named {
             if self.settings.connections.contains_key(c.get_ref()) {

@@ -4,8 +4,6 @@
 //! than a silently ignored setting. The reference of every key, with examples, is
 //! `docs/reference.md`; a test checks that its examples load.
 
-use std::collections::BTreeMap;
-
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -15,6 +13,7 @@ use crate::invalid::InvalidValue;
 use crate::model::Literal;
 
 pub use super::source_spec::*;
+pub use super::target_spec::*;
 
 /// One `[fields.<name>]` entry of a canonical model.
 #[derive(Debug, Clone, Deserialize)]
@@ -209,54 +208,6 @@ pub enum TargetFormat {
     /// A Delta Lake table (Parquet files plus a transaction log, `_delta_log/`), local or on
     /// an object store; one run is one Delta commit.
     Delta,
-}
-
-/// The `[target]` of a job: a Parquet table in the warehouse (`format = "parquet"`) or a
-/// database table (`connection = "<name>"`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetSpec {
-    /// Output format of a file target.
-    pub format: Option<TargetFormat>,
-    /// Database targets: the name of a `[connections.<name>]` of `sluice.toml`.
-    pub connection: Option<Spanned<String>>,
-    /// Parquet: table name under the project's warehouse folder (`warehouse/<table>`).
-    /// Database: the table, optionally schema-qualified (`analytics.flights`).
-    pub table: Option<Spanned<String>>,
-    /// Explicit folder instead of `table`; `${env:NAME}` allowed (Parquet).
-    pub path: Option<Spanned<String>>,
-    /// `append`, `overwrite`, `merge` or `scd2`.
-    pub mode: LoadMode,
-    /// Canonical fields that become Hive-style folders (`origin=JFK/`) (Parquet).
-    #[serde(default)]
-    pub partition_by: Vec<Spanned<String>>,
-    /// `merge` and `scd2`: also remove (merge) or close (scd2) the rows whose key this run did
-    /// not read. Only sound when the run reads the whole source, so not allowed with an
-    /// incremental source.
-    #[serde(default)]
-    pub delete_missing: bool,
-    /// `scd2`: the fields whose change makes a new version (default: every field that is not
-    /// part of the primary key).
-    pub track: Option<Spanned<Vec<String>>>,
-    /// What to do when the database table exists with other columns than the model's:
-    /// `fail` (default) or `add_columns` (add the model's new nullable columns).
-    #[serde(default)]
-    pub on_schema_change: OnSchemaChange,
-    /// Delta `overwrite`: replace only the rows matching this SQL predicate (usually over
-    /// partition columns, `flight_date = '${run.date}'`); every row the run writes must match
-    /// it.
-    pub replace_where: Option<Spanned<String>>,
-    /// Delta: table properties set when the table is created (`delta.appendOnly`,
-    /// `delta.logRetentionDuration`, …).
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-}
-
-impl TargetSpec {
-    /// True for a database target (`connection` given).
-    pub fn is_database(&self) -> bool {
-        self.connection.is_some()
-    }
 }
 
 /// `on_schema_change` of a database target.

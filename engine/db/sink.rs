@@ -96,7 +96,7 @@ impl DbTarget {
         mode: LoadMode,
         model: &CanonicalModel,
         with_flags: bool,
-        spec: &crate::config::spec::TargetSpec,
+        spec: &crate::config::spec::DbTargetSpec,
         started: DateTime<Utc>,
     ) -> DbTarget {
         let scd2 = mode == LoadMode::Scd2;

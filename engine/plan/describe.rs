@@ -60,14 +60,14 @@ async fn describe_target(s: &mut String, compiled: &CompiledJob, project_root: &
             Some(t) => json_name(&t.connector.kind),
             None => "parquet".to_string(),
         },
-        json_name(&job.target.mode),
-        if job.target.partition_by.is_empty() {
+        json_name(&job.target.mode()),
+        if job.target.partition_by().is_empty() {
             String::new()
         } else {
             format!(
                 ", partition_by = [{}]",
                 job.target
-                    .partition_by
+                    .partition_by()
                     .iter()
                     .map(|p| p.get_ref().as_str())
                     .collect::<Vec<_>>()

@@ -46,7 +46,8 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::config::interpolate::Redactor;
 use crate::config::spec::{
-    HasThresholds, JoinKind, LoadMode, NullPolicy, RuleAction, SourceFormat, TargetFormat,
+    DbTargetSpec, DeltaTargetSpec, HasThresholds, JoinKind, LoadMode, NullPolicy,
+    ParquetTargetSpec, RuleAction, SourceFormat, TargetFormat, TargetSpec,
 };
 use crate::config::{BusinessRule, Job, Mapping, NamedExpr, Project, ReferenceTarget, RuleTest};
 
@@ -812,6 +813,7 @@ fn lock_dir(project: &Project, shown: &str) -> PathBuf {
 fn parquet_path_target(
     project: &Project,
     job: &Job,
+    t: &ParquetTargetSpec,
     p: &serde_spanned::Spanned<String>,
     redactor: &Redactor,
     mode: &ExtractMode,
@@ -825,7 +827,7 @@ fn parquet_path_target(
         .resolve_path(p.get_ref(), &project.root)
         .map_err(|e| path_error(job, "target.path", p, &e.0))?;
     if crate::store::is_url(&resolved) {
-        let t = object_parquet_target(job, p, &resolved, mode, ctx)?;
+        let t = object_parquet_target(job, t, p, &resolved, mode, ctx)?;
         return Ok((t.shown.clone(), lock_dir(project, &t.shown), Some(t)));
     }
     let dir = project.path(resolved);
@@ -839,6 +841,7 @@ fn parquet_path_target(
 /// A config error at `target.path` for another mode, or a URL or store that cannot be set up.
 fn object_parquet_target(
     job: &Job,
+    t: &ParquetTargetSpec,
     p: &serde_spanned::Spanned<String>,
     resolved: &str,
     mode: &ExtractMode,
@@ -852,7 +855,7 @@ fn object_parquet_target(
             hint: Some("run without --full-refresh, or load a Delta table (`format = \"delta\"`), which an overwrite replaces in one commit".into()),
         });
     }
-    if job.target.mode != LoadMode::Append {
+    if t.mode != LoadMode::Append {
         let mut d = job.src.diagnostic(
             Some(p.span()),
             "target.path",
@@ -863,14 +866,16 @@ fn object_parquet_target(
         d.hint = Some("write `format = \"delta\"` to load a Delta table, whose commits are atomic on object stores, or `mode = \"append\"` (each run adds its own files)".into());
         return Err(Error::config(d));
     }
-    let partition_by = job
-        .target
-        .partition_by
-        .iter()
-        .map(|c| c.get_ref().clone())
-        .collect();
-    crate::sink::object_parquet::ObjectParquetTarget::of(&job.name, resolved, partition_by, ctx)
-        .map_err(|e| path_error(job, "target.path", p, &e.0))
+    let partition_by = job.target.partition_columns();
+    let mut target = crate::sink::object_parquet::ObjectParquetTarget::of(
+        &job.name,
+        resolved,
+        partition_by,
+        ctx,
+    )
+    .map_err(|e| path_error(job, "target.path", p, &e.0))?;
+    target.files = t.files.clone();
+    Ok(target)
 }
 
 /// A name for a lock file or folder from a target as shown (`s3://lake/t` → `s3___lake_t`).
@@ -989,6 +994,8 @@ pub enum Target {
     Folder {
         /// Hive partition columns (`partition_by`), in order.
         partition_by: Vec<String>,
+        /// How the files are laid out.
+        files: crate::config::spec::ParquetFiles,
     },
     /// A Parquet folder on an object store (append only).
     ObjectParquet(crate::sink::object_parquet::ObjectParquetTarget),
@@ -1006,15 +1013,6 @@ impl Target {
             _ => None,
         }
     }
-}
-
-/// The job's `partition_by` columns.
-fn partition_columns(job: &Job) -> Vec<String> {
-    job.target
-        .partition_by
-        .iter()
-        .map(|p| p.get_ref().clone())
-        .collect()
 }
 
 /// Where a job's valid and rejected rows go, resolved for this run.
@@ -1048,91 +1046,19 @@ impl JobOutputs {
         diags: &mut Diagnostics,
         ctx: &SessionContext,
     ) -> Result<JobOutputs> {
-        let (target_shown, target_dir, target) = match (&job.target.table, &job.target.path) {
-            _ if job.target.format == Some(TargetFormat::Delta) => {
-                if job.target.mode == LoadMode::Merge && model.primary_key().is_empty() {
-                    diags.push(job.src.diagnostic(
-                        crate::config::key_path_span(&job.src, "target.mode"),
-                        "target.mode",
-                        format!("`merge` needs a primary key, and model `{}` has none (mark its key fields `primary_key = true`)", model.name),
-                    ));
-                }
-                for f in model
-                    .fields
-                    .iter()
-                    .filter(|f| f.data_type == FieldType::Time)
-                {
-                    let mut d = job.src.diagnostic(
-                        crate::config::key_path_span(&job.src, "target.format"),
-                        "target.format",
-                        format!("model `{}` has `{}`, a `time` field, and Delta Lake has no time-of-day type", model.name, f.name),
-                    );
-                    d.hint = Some("load a Parquet or database target, or store the time another way in a new model version: minutes since midnight (`int32`) or text (`string`)".into());
-                    diags.push(d);
-                }
-                let key = model
-                    .primary_key()
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect();
-                let t = crate::sink::delta::DeltaTarget::of(project, job, key, ctx, redactor)?;
-                let dir = match t.url.to_file_path() {
-                    Ok(local) if t.url.scheme() == "file" => local,
-                    // Not a folder: names the target's lock.
-                    _ => lock_dir(project, &t.shown),
-                };
-                (t.shown.clone(), dir, Target::Delta(t))
+        let (target_shown, target_dir, target) = match &job.target {
+            TargetSpec::Delta(t) => delta_target(project, job, t, model, ctx, redactor, diags)?,
+            TargetSpec::Database(t) => {
+                let connector = crate::db::Connector::shared(
+                    project,
+                    t.connection.get_ref(),
+                    redactor,
+                    connectors,
+                )?;
+                validate_db_target(job, t, model, mode, diags);
+                database_target(project, job, t, connector, model, with_flags, diags)?
             }
-            (Some(t), _) if job.target.is_database() => {
-                let conn = job
-                    .target
-                    .connection
-                    .as_ref()
-                    .map(|c| c.get_ref().clone())
-                    .unwrap_or_default();
-                let table = crate::db::TableName::parse(t.get_ref())
-                    .map_err(|e| Error::target(t.get_ref(), e))?;
-                let connector = crate::db::Connector::shared(project, &conn, redactor, connectors)?;
-                validate_db_target(job, model, mode, diags);
-                if let Some(d) = connector.dialect().table_name_problem(&table) {
-                    let mut diag = job.src.diagnostic(Some(t.span()), "target.table", d.0);
-                    diag.hint = Some(d.1);
-                    diags.push(diag);
-                }
-                let target = crate::db::sink::DbTarget::new(
-                    connector,
-                    table,
-                    job.target.mode,
-                    model,
-                    with_flags,
-                    &job.target,
-                    chrono::Utc::now(),
-                );
-                let shown = target.shown();
-                // Not a folder: names the target's lock and appears in messages.
-                let dir = lock_dir(project, &shown);
-                (shown, dir, Target::Database(target))
-            }
-            (Some(t), _) => {
-                let rel = project.settings.warehouse.join(t.get_ref());
-                let partition_by = partition_columns(job);
-                (
-                    rel.to_string_lossy().to_string(),
-                    project.path(rel),
-                    Target::Folder { partition_by },
-                )
-            }
-            (None, Some(p)) => {
-                let (shown, dir, t) = parquet_path_target(project, job, p, redactor, mode, ctx)?;
-                let target = match t {
-                    Some(t) => Target::ObjectParquet(t),
-                    None => Target::Folder {
-                        partition_by: partition_columns(job),
-                    },
-                };
-                (shown, dir, target)
-            }
-            (None, None) => return Err(Error::Internal("target without table or path".into())),
+            TargetSpec::Parquet(t) => parquet_target(project, job, t, redactor, mode, ctx)?,
         };
         let quarantine = quarantine_location(project, job, redactor, ctx)?;
         // Again with `${...}` resolved as this run resolves them, and against the files the
@@ -1147,7 +1073,7 @@ impl JobOutputs {
                 .iter()
                 .flat_map(|s| s.files.iter().map(move |f| (s.name.as_str(), f.as_str()))),
         ));
-        for p in &job.target.partition_by {
+        for p in job.target.partition_by() {
             if let Some(f) = model.field(p.get_ref()) {
                 if matches!(
                     f.data_type,
@@ -1172,15 +1098,144 @@ impl JobOutputs {
     }
 }
 
+/// A target as shown, its folder (or the folder naming its lock), and what the run loads.
+type ResolvedTarget = (String, PathBuf, Target);
+
+/// The Delta target `t` of `job`, with the model's checks a Delta table needs (a key for
+/// `merge`, no `time` field) reported to `diags`.
+///
+/// # Errors
+/// As [`crate::sink::delta::DeltaTarget::of`].
+fn delta_target(
+    project: &Project,
+    job: &Job,
+    t: &DeltaTargetSpec,
+    model: &CanonicalModel,
+    ctx: &SessionContext,
+    redactor: &Redactor,
+    diags: &mut Diagnostics,
+) -> Result<ResolvedTarget> {
+    if t.mode == LoadMode::Merge && model.primary_key().is_empty() {
+        diags.push(job.src.diagnostic(
+            crate::config::key_path_span(&job.src, "target.mode"),
+            "target.mode",
+            format!("`merge` needs a primary key, and model `{}` has none (mark its key fields `primary_key = true`)", model.name),
+        ));
+    }
+    for f in model
+        .fields
+        .iter()
+        .filter(|f| f.data_type == FieldType::Time)
+    {
+        let mut d = job.src.diagnostic(
+            Some(t.format.span()),
+            "target.format",
+            format!(
+                "model `{}` has `{}`, a `time` field, and Delta Lake has no time-of-day type",
+                model.name, f.name
+            ),
+        );
+        d.hint = Some("load a Parquet or database target, or store the time another way in a new model version: minutes since midnight (`int32`) or text (`string`)".into());
+        diags.push(d);
+    }
+    let key = model
+        .primary_key()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let t = crate::sink::delta::DeltaTarget::of(project, job, t, key, ctx, redactor)?;
+    let dir = match t.url.to_file_path() {
+        Ok(local) if t.url.scheme() == "file" => local,
+        // Not a folder: names the target's lock.
+        _ => lock_dir(project, &t.shown),
+    };
+    Ok((t.shown.clone(), dir, Target::Delta(t)))
+}
+
+/// The database target `t` of `job` on `connector`, with the table name's problems on this
+/// kind of database reported to `diags`.
+///
+/// # Errors
+/// [`Error::Target`] for a table name that does not parse (config has checked it).
+fn database_target(
+    project: &Project,
+    job: &Job,
+    t: &DbTargetSpec,
+    connector: crate::db::Connector,
+    model: &CanonicalModel,
+    with_flags: bool,
+    diags: &mut Diagnostics,
+) -> Result<ResolvedTarget> {
+    let table = crate::db::TableName::parse(t.table.get_ref())
+        .map_err(|e| Error::target(t.table.get_ref(), e))?;
+    if let Some(d) = connector.dialect().table_name_problem(&table) {
+        let mut diag = job
+            .src
+            .diagnostic(Some(t.table.span()), "target.table", d.0);
+        diag.hint = Some(d.1);
+        diags.push(diag);
+    }
+    let target = crate::db::sink::DbTarget::new(
+        connector,
+        table,
+        t.mode,
+        model,
+        with_flags,
+        t,
+        chrono::Utc::now(),
+    );
+    let shown = target.shown();
+    // Not a folder: names the target's lock and appears in messages.
+    let dir = lock_dir(project, &shown);
+    Ok((shown, dir, Target::Database(target)))
+}
+
+/// The Parquet target `t` of `job`: a folder under the warehouse (`table`), or at `path` (a
+/// local folder or one on an object store).
+///
+/// # Errors
+/// As [`parquet_path_target`].
+fn parquet_target(
+    project: &Project,
+    job: &Job,
+    t: &ParquetTargetSpec,
+    redactor: &Redactor,
+    mode: &ExtractMode,
+    ctx: &SessionContext,
+) -> Result<ResolvedTarget> {
+    let partition_by = job.target.partition_columns();
+    let (shown, dir, object) = match (&t.table, &t.path) {
+        (Some(table), _) => {
+            let rel = project.settings.warehouse.join(table.get_ref());
+            let files = t.files.clone();
+            let folder = Target::Folder {
+                partition_by,
+                files,
+            };
+            return Ok((rel.to_string_lossy().to_string(), project.path(rel), folder));
+        }
+        (None, Some(p)) => parquet_path_target(project, job, t, p, redactor, mode, ctx)?,
+        (None, None) => return Err(Error::Internal("target without table or path".into())),
+    };
+    let target = match object {
+        Some(o) => Target::ObjectParquet(o),
+        None => Target::Folder {
+            partition_by,
+            files: t.files.clone(),
+        },
+    };
+    Ok((shown, dir, target))
+}
+
 /// Checks of a database target that need the model: `merge` and `scd2` need a primary key,
 /// `track` names fields, the `scd2` columns are free, and `delete_missing` reads everything.
 fn validate_db_target(
     job: &Job,
+    t: &DbTargetSpec,
     model: &CanonicalModel,
     mode: &ExtractMode,
     diags: &mut Diagnostics,
 ) {
-    let t = &job.target;
     let span = |key: &str| crate::config::key_path_span(&job.src, &format!("target.{key}"));
     let mut err = |key: &str, msg: String, hint: Option<String>| {
         let mut d = job.src.diagnostic(span(key), format!("target.{key}"), msg);

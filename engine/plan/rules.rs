@@ -515,7 +515,7 @@ async fn target_keys(
         // a key the table has, which its primary key refuses.
         return Ok(None);
     }
-    let dir = match (&job.target.table, &job.target.path) {
+    let dir = match (job.target.table(), job.target.path()) {
         (Some(t), _) => project.path(project.settings.warehouse.join(t.get_ref())),
         (None, Some(p)) => resolve_dir(project, p.get_ref(), redactor)
             .map_err(|e| Error::target(p.get_ref(), e))?,
@@ -527,7 +527,7 @@ async fn target_keys(
     let to_err = |e: DataFusionError| Error::engine(&job.name, redactor, &e);
     let partitions: Vec<(String, DataType)> = job
         .target
-        .partition_by
+        .partition_by()
         .iter()
         .filter_map(|p| {
             model

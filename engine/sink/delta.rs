@@ -45,7 +45,7 @@ use url::Url;
 
 use crate::commit::CommitRecord;
 use crate::config::interpolate::Redactor;
-use crate::config::spec::{LoadMode, OnSchemaChange};
+use crate::config::spec::{DeltaTargetSpec, LoadMode, OnSchemaChange, ParquetFiles};
 use crate::config::{Job, Project};
 use crate::error::{Error, Result};
 use crate::fsutil::Lock;
@@ -78,10 +78,12 @@ pub struct DeltaTarget {
     pub properties: BTreeMap<String, String>,
     /// `on_schema_change = "add_columns"`: new model fields are added to the table.
     pub add_columns: bool,
+    /// How the staged Parquet files are laid out.
+    pub files: ParquetFiles,
 }
 
 impl DeltaTarget {
-    /// The Delta target of `job`: the table's URL (`table` under the warehouse, a local
+    /// The Delta target `t` of `job`: the table's URL (`table` under the warehouse, a local
     /// `path`, or an object-store URL) with its store from `ctx`'s registry, and the load
     /// settings. `key` is the model's primary key (for merge).
     ///
@@ -90,11 +92,11 @@ impl DeltaTarget {
     pub fn of(
         project: &Project,
         job: &Job,
+        t: &DeltaTargetSpec,
         key: Vec<String>,
         ctx: &SessionContext,
         redactor: &Redactor,
     ) -> Result<DeltaTarget> {
-        let t = &job.target;
         let path_error = |p: &serde_spanned::Spanned<String>, why: String| {
             Error::config(job.src.diagnostic(Some(p.span()), "target.path", why))
         };
@@ -123,6 +125,7 @@ impl DeltaTarget {
             replace_where: t.replace_where.as_ref().map(|p| p.get_ref().clone()),
             properties: t.properties.clone(),
             add_columns: t.on_schema_change == OnSchemaChange::AddColumns,
+            files: t.files.clone(),
         })
     }
 
@@ -151,6 +154,7 @@ impl DeltaTarget {
             replace_where: None,
             properties: BTreeMap::new(),
             add_columns: false,
+            files: ParquetFiles::default(),
         })
     }
 
@@ -322,7 +326,7 @@ impl DeltaSink {
             check_columns(&target, &table, &schema)?;
         }
         let staging = staging_root.join(format!("{stem}-{run_id}"));
-        let writer = StagedWriter::start(ctx, &staging, schema.clone(), Vec::new())?;
+        let writer = StagedWriter::start(ctx, &staging, schema.clone(), Vec::new(), &target.files)?;
         Ok(DeltaSink {
             target,
             staging,

@@ -27,6 +27,7 @@
 //! see a multi-file run: its files appear one by one during the upload (a Delta target's
 //! commit is atomic; use `format = "delta"` where that matters).
 
+use crate::config::spec::ParquetFiles;
 use crate::invalid::InvalidValue;
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,8 @@ pub struct ObjectParquetTarget {
     pub store: Arc<dyn ObjectStore>,
     /// Partition columns (Hive-style folders).
     pub partition_by: Vec<String>,
+    /// How the files are laid out (the defaults unless the planner sets the target's).
+    pub files: ParquetFiles,
     /// The job appending (named in its runs' pending markers).
     pub job: String,
 }
@@ -83,6 +86,7 @@ impl ObjectParquetTarget {
             url,
             store,
             partition_by,
+            files: ParquetFiles::default(),
             job: job.to_string(),
         })
     }
@@ -263,8 +267,8 @@ impl ObjectParquetSink {
             ));
         }
         let staging = staging_root.join(format!("{stem}-{run_id}"));
-        let writer =
-            StagedWriter::start(ctx, &staging, schema.clone(), target.partition_by.clone())?;
+        let parts = target.partition_by.clone();
+        let writer = StagedWriter::start(ctx, &staging, schema.clone(), parts, &target.files)?;
         Ok(ObjectParquetSink {
             target,
             staging,

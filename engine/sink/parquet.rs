@@ -105,6 +105,7 @@ impl ParquetSink {
         mode: LoadMode,
         schema: SchemaRef,
         partition_by: Vec<String>,
+        files: &crate::config::spec::ParquetFiles,
     ) -> Result<ParquetSink> {
         let lock = target_lock(lock_path, &target.display().to_string())?;
         let parent = target
@@ -114,7 +115,7 @@ impl ParquetSink {
         remove_leftovers(target)?;
         let staging = sibling(target, "staging", run_id);
         let new_dir = sibling(target, "new", run_id);
-        let writer = StagedWriter::start(ctx, &new_dir, schema.clone(), partition_by)?;
+        let writer = StagedWriter::start(ctx, &new_dir, schema.clone(), partition_by, files)?;
         fs::create_dir_all(&staging).map_err(|e| io_err(&staging, "cannot create staging", e))?;
         // From here on, dropping the sink removes staging, whatever fails.
         let sink = ParquetSink {

@@ -7,19 +7,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::config::TableParquetOptions;
+use datafusion::common::config::{ConfigNonZeroUsize, TableParquetOptions};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::config::spec::ParquetFiles;
 use crate::error::{Error, Result};
 
-/// Rows per Parquet row group (128 Ki rows, DuckDB's default is 122,880).
-pub const ROW_GROUP_ROWS: usize = 128 * 1024;
-
-/// A running writer of zstd Parquet files into one folder.
+/// A running writer of Parquet files into one folder.
 pub struct StagedWriter {
     /// The folder written (for messages).
     dir: PathBuf,
@@ -30,7 +28,8 @@ pub struct StagedWriter {
 
 impl StagedWriter {
     /// Starts writing files with `schema` into `dir` (created by the writer), Hive-partitioned
-    /// by `partition_by` (`origin=JFK/…`) when given.
+    /// by `partition_by` (`origin=JFK/…`) when given, laid out as `files` says (codec, rows
+    /// per row group, rows per file).
     ///
     /// # Errors
     /// [`Error::Internal`] when the streaming table cannot be planned (a bug).
@@ -39,16 +38,25 @@ impl StagedWriter {
         dir: &Path,
         schema: SchemaRef,
         partition_by: Vec<String>,
+        files: &ParquetFiles,
     ) -> Result<StagedWriter> {
         let (tx, table) = crate::producer::channel_table(schema)?;
-        let df = ctx
+        // The rows per file are a session setting of DataFusion's writer: this write gets a
+        // session of its own (sharing the run's runtime, so its memory pool and spill folder).
+        let mut state = ctx.state();
+        state
+            .config_mut()
+            .options_mut()
+            .execution
+            .soft_max_rows_per_output_file =
+            ConfigNonZeroUsize::try_new(files.max_rows_per_file)
+                .map_err(|e| Error::Internal(format!("rows per file: {e}")))?;
+        let df = SessionContext::new_with_state(state)
             .read_table(Arc::new(table))
             .map_err(|e| Error::Internal(format!("streaming table: {e}")))?;
         let mut options = TableParquetOptions::default();
-        options.global.compression = Some("zstd(3)".into());
-        // A row group is buffered until complete; keep it at a size readers handle well
-        // rather than DataFusion's 1M-row default.
-        options.global.max_row_group_size = ROW_GROUP_ROWS;
+        options.global.compression = Some(files.compression.clone());
+        options.global.max_row_group_size = files.row_group_rows;
         let out = format!("{}/", dir.display());
         let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
         let writer = tokio::spawn(async move {
