@@ -42,7 +42,7 @@ def layout(path):
     groups = duckdb.sql(
         "SELECT count(DISTINCT (file_name, row_group_id)) FROM parquet_metadata($files)",
         params={"files": files},
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     return size, len(files), groups
 
 
@@ -62,12 +62,6 @@ def main(sluice, data, rounds):
     out = tempfile.mkdtemp(prefix="sluice-files-")
     projects = [project_with(out, f"v{i}", keys) for i, (_, keys) in enumerate(VARIANTS)]
     times = {i: [] for i in range(len(VARIANTS))}
-    for r in range(rounds):
-        for i, project in enumerate(projects):
-            shutil.rmtree(os.path.join(project, "warehouse"), ignore_errors=True)
-            shutil.rmtree(os.path.join(project, ".sluice"), ignore_errors=True)
-            times[i].append(timed([sluice, "--project", project, "run", "convert"], env)[:3])
-            print(f"round {r + 1} {VARIANTS[i][0]}: {times[i][-1][0]:.2f} s", flush=True)
     peers = {}
     for tool in ["duckdb", "polars"]:
         target = os.path.join(out, tool)
@@ -76,6 +70,12 @@ def main(sluice, data, rounds):
             env=env, check=True,
         )
         peers[tool] = layout(os.path.join(target, "target.parquet"))
+    for r in range(rounds):
+        for i, project in enumerate(projects):
+            shutil.rmtree(os.path.join(project, "warehouse"), ignore_errors=True)
+            shutil.rmtree(os.path.join(project, ".sluice"), ignore_errors=True)
+            times[i].append(timed([sluice, "--project", project, "run", "convert"], env)[:3])
+            print(f"round {r + 1} {VARIANTS[i][0]}: {times[i][-1][0]:.2f} s", flush=True)
     duck = peers["duckdb"][0]
     print()
     print(f"{'writer':<38} {'wall_s':>7} {'cpu_s':>7} {'rss_mib':>8} {'MiB':>8} {'files':>6} {'groups':>7} {'/duckdb':>8}")
