@@ -354,24 +354,34 @@ fn parquet_layout(
 }
 
 /// A Parquet target's files follow its `compression`, `row_group_size` and
-/// `max_rows_per_file`; without them they are zstd at level 3 with row groups of 131,072 rows.
+/// `max_rows_per_file`; without them an unpartitioned table is one zstd file (DataFusion's
+/// writer alone would make four).
 #[test]
 fn parquet_files_follow_the_targets_codec_row_group_and_file_size() {
     use datafusion::parquet::basic::Compression;
     let w = Workdir::project();
-    let out = w.run(&["run", "carriers"]);
+    let unpartitioned = w
+        .read("jobs/flights.toml")
+        .replace("partition_by = [\"origin\"]\n", "");
+    w.write("jobs/flights.toml", &unpartitioned);
+    let out = w.run(&["run", "flights"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let layout = parquet_layout(&w.path().join("warehouse/flights"));
+    assert_eq!(layout.len(), 1, "one file");
     // (A file does not record the level it was compressed at.)
-    for (codecs, _, _) in parquet_layout(&w.path().join("warehouse/carriers")) {
-        assert!(
-            codecs.iter().all(|c| matches!(c, Compression::ZSTD(_))),
-            "the default codec: {codecs:?}"
-        );
-    }
+    let (codecs, groups, _) = &layout[0];
+    assert!(
+        codecs.iter().all(|c| matches!(c, Compression::ZSTD(_))),
+        "the default codec: {codecs:?}"
+    );
+    assert!(
+        groups.iter().all(|&n| n <= 131_072),
+        "row groups {groups:?}"
+    );
 
-    let job = w.read("jobs/flights.toml").replace(
-        "partition_by = [\"origin\"]\n",
-        "compression = \"snappy\"\nrow_group_size = 10000\nmax_rows_per_file = 100000\n",
+    let job = unpartitioned.replace(
+        "mode = \"overwrite\"\n",
+        "mode = \"overwrite\"\ncompression = \"snappy\"\nrow_group_size = 10000\nmax_rows_per_file = 100000\n",
     );
     w.write("jobs/flights.toml", &job);
     let out = w.run(&["run", "flights", "--json"]);
