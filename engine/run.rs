@@ -500,7 +500,11 @@ fn refuse_delete_missing(
     o: &Outcome,
     status: RunStatus,
 ) -> Option<ErrorReport> {
-    let t = compiled.target.database().filter(|t| t.delete_missing)?;
+    let shown = match &compiled.target {
+        Target::Database(t) if t.delete_missing => t.shown(),
+        Target::Delta(t) if t.delete_missing => t.shown.clone(),
+        _ => return None,
+    };
     let rejected = o.counts.quarantined + o.counts.dropped;
     let loading = matches!(
         status,
@@ -510,7 +514,7 @@ fn refuse_delete_missing(
         class: "target".into(),
         message: format!(
             "{rejected} rows were quarantined or dropped, so `delete_missing` would delete (or close) the target rows of their keys; nothing was loaded into {}. Fix the rows (see `sluice quarantine {}`) or set `delete_missing = false`",
-            t.shown(),
+            shown,
             compiled.job.name
         ),
         transient: false,

@@ -953,6 +953,7 @@ table = "carriers_delta"
 mode = "overwrite"
 replace_where = "carrier = 'AA'"
 track = ["name"]
+compression = "snappy"
 "#,
     );
     w.write(
@@ -980,7 +981,13 @@ properties = { "delta.appendOnly" = "false" }
         "{err}"
     );
     assert!(!err.contains("replace_where"), "{err}");
-    assert!(err.contains("1 problem found"), "{err}");
+    // delta-rs writes the table's files, so the Parquet folder's file settings do not apply.
+    assert!(err.contains("jobs/carriers_delta.toml:13:1"), "{err}");
+    assert!(
+        err.contains("`compression` applies only to Parquet folders"),
+        "{err}"
+    );
+    assert!(err.contains("2 problems found"), "{err}");
 
     let out = w.run(&["validate", "jobs/carriers_db_keys.toml"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));

@@ -263,6 +263,45 @@ fn delta_merge_upserts_by_primary_key_and_deletes_missing_keys_when_asked() {
     );
 }
 
+/// `delete_missing` on a Delta merge deletes the keys a run did not read, so a run whose rows
+/// were quarantined loads nothing (their keys would go), and an incremental source is refused
+/// before anything is read (its keys outside the range would go).
+#[test]
+fn delta_delete_missing_never_deletes_a_key_the_run_did_not_read_in_full() {
+    let w = airports_project("table = \"airports_dm\"\nmode = \"merge\"\ndelete_missing = true");
+    let table = w.path().join("warehouse/airports_dm");
+    let table = table.to_str().unwrap();
+    w.write("data/airports.csv", &airports_csv(&[JFK, LGA, EWR]));
+    run_ok(&w, &["run", "airports_delta"]);
+
+    // LGA has no time zone now: quarantined, so its key is absent from the run.
+    let lga_no_zone = "LGA,La Guardia,40.777245,-73.872608,22,-5,A,NA";
+    w.write("data/airports.csv", &airports_csv(&[JFK, lga_no_zone, EWR]));
+    let o = run_with_keys(&w, &["run", "airports_delta", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let msg = report(&o)["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("1 rows were quarantined or dropped"), "{msg}");
+    assert_eq!(delta_rows(table, "faa_code"), ["EWR", "JFK", "LGA"]);
+    assert_eq!(delta_version_and_run(table).0, 0, "no new version");
+
+    let job = w.read("jobs/airports_delta.toml").replace(
+        "null_values = [\"\", \"NA\"]",
+        "null_values = [\"\", \"NA\"]\nincremental = { files = \"new\" }",
+    );
+    w.write("jobs/airports_delta.toml", &job);
+    let o = run_with_keys(&w, &["run", "airports_delta"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        show(&o).contains("`delete_missing` with an incremental source would remove every row"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(delta_rows(table, "faa_code"), ["EWR", "JFK", "LGA"]);
+}
+
 #[test]
 fn delta_append_overwrite_and_replace_where_each_make_one_commit() {
     let w = airports_project(

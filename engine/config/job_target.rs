@@ -83,16 +83,7 @@ pub(super) fn read_target(r: &mut Reader<'_>, root: &Table, item: &Item) -> Opti
             );
             t.files = read_files(r, keys, &t.partition_by)?;
         }
-        TargetSpec::Delta(t) => {
-            let keys = FileKeys(
-                &t.compression,
-                &t.compression_level,
-                &t.row_group_size,
-                &t.max_rows_per_file,
-            );
-            t.files = read_files(r, keys, &[])?;
-        }
-        TargetSpec::Database(_) => {}
+        TargetSpec::Delta(_) | TargetSpec::Database(_) => {}
     }
     Some(spec)
 }
@@ -204,6 +195,7 @@ fn other_kind_message(
     }
     let named = match owners {
         [Kind::Parquet, Kind::Delta] => "Parquet targets (`format = \"parquet\"` or `\"delta\"`)",
+        [Kind::Parquet] => "Parquet folders (`format = \"parquet\"`)",
         [Kind::Delta, Kind::Database] => "database and Delta targets",
         [Kind::Delta] => "Delta targets",
         [Kind::Database] => "database targets",
@@ -212,6 +204,10 @@ fn other_kind_message(
     let hint = match (kind, owners) {
         (Kind::Database, _) if matches!(key, "path" | "partition_by") => {
             format!("remove `{key}`; a database target names its `table`")
+        }
+        (Kind::Database, _) => format!("remove `{key}`"),
+        (Kind::Delta, [Kind::Parquet]) => {
+            format!("remove `{key}`: delta-rs writes a Delta table's files with its own settings")
         }
         (_, [Kind::Delta]) => format!("remove `{key}`, or set `format = \"delta\"`"),
         _ => format!("remove `{key}`"),

@@ -90,17 +90,6 @@ pub struct DeltaTargetSpec {
     /// `delta.logRetentionDuration`, …).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
-    /// As [`ParquetTargetSpec::compression`].
-    pub compression: Option<Spanned<ParquetCodec>>,
-    /// As [`ParquetTargetSpec::compression_level`].
-    pub compression_level: Option<Spanned<i64>>,
-    /// As [`ParquetTargetSpec::row_group_size`].
-    pub row_group_size: Option<Spanned<u64>>,
-    /// As [`ParquetTargetSpec::max_rows_per_file`].
-    pub max_rows_per_file: Option<Spanned<u64>>,
-    /// As [`ParquetTargetSpec::files`].
-    #[serde(skip)]
-    pub files: ParquetFiles,
 }
 
 /// A database table (`connection = "<name>"`).
@@ -302,12 +291,13 @@ impl TargetSpec {
             .collect()
     }
 
-    /// How the target's Parquet files are laid out (the defaults for a database target).
+    /// How the target's Parquet files are laid out (the defaults for Delta and database
+    /// targets).
     pub fn files(&self) -> ParquetFiles {
         match self {
             TargetSpec::Parquet(t) => t.files.clone(),
-            TargetSpec::Delta(t) => t.files.clone(),
-            TargetSpec::Database(_) => ParquetFiles::default(),
+            // delta-rs writes the table's files with its own settings.
+            TargetSpec::Delta(_) | TargetSpec::Database(_) => ParquetFiles::default(),
         }
     }
 

@@ -1047,7 +1047,9 @@ impl JobOutputs {
         ctx: &SessionContext,
     ) -> Result<JobOutputs> {
         let (target_shown, target_dir, target) = match &job.target {
-            TargetSpec::Delta(t) => delta_target(project, job, t, model, ctx, redactor, diags)?,
+            TargetSpec::Delta(t) => {
+                delta_target(project, job, t, model, mode, ctx, redactor, diags)?
+            }
             TargetSpec::Database(t) => {
                 let connector = crate::db::Connector::shared(
                     project,
@@ -1101,20 +1103,23 @@ impl JobOutputs {
 /// A target as shown, its folder (or the folder naming its lock), and what the run loads.
 type ResolvedTarget = (String, PathBuf, Target);
 
-/// The Delta target `t` of `job`, with the model's checks a Delta table needs (a key for
-/// `merge`, no `time` field) reported to `diags`.
+/// The Delta target `t` of `job`, with the checks a Delta table needs (a key for `merge`, no
+/// `time` field, `delete_missing` only on runs that read everything) reported to `diags`.
 ///
 /// # Errors
 /// As [`crate::sink::delta::DeltaTarget::of`].
+#[allow(clippy::too_many_arguments)]
 fn delta_target(
     project: &Project,
     job: &Job,
     t: &DeltaTargetSpec,
     model: &CanonicalModel,
+    mode: &ExtractMode,
     ctx: &SessionContext,
     redactor: &Redactor,
     diags: &mut Diagnostics,
 ) -> Result<ResolvedTarget> {
+    check_delete_missing_reads_everything(job, t.delete_missing, mode, diags);
     if t.mode == LoadMode::Merge && model.primary_key().is_empty() {
         diags.push(job.src.diagnostic(
             crate::config::key_path_span(&job.src, "target.mode"),
@@ -1285,15 +1290,29 @@ fn validate_db_target(
             }
         }
     }
-    if t.delete_missing
+    check_delete_missing_reads_everything(job, t.delete_missing, mode, diags);
+}
+
+/// `delete_missing` (database and Delta `merge`, database `scd2`) removes the keys a run did
+/// not read, so it needs a run that reads every row: not an incremental one.
+fn check_delete_missing_reads_everything(
+    job: &Job,
+    delete_missing: bool,
+    mode: &ExtractMode,
+    diags: &mut Diagnostics,
+) {
+    if delete_missing
         && *mode != ExtractMode::FullRefresh
         && job.sources.values().any(|s| s.incremental_span().is_some())
     {
-        err(
-            "delete_missing",
-            "`delete_missing` with an incremental source would remove every row the run's range did not read".into(),
-            Some("a run reading only new rows cannot tell which keys disappeared: drop `delete_missing`, or run this job only with --full-refresh".into()),
+        let span = crate::config::key_path_span(&job.src, "target.delete_missing");
+        let mut d = job.src.diagnostic(
+            span,
+            "target.delete_missing",
+            "`delete_missing` with an incremental source would remove every row the run's range did not read",
         );
+        d.hint = Some("a run reading only new rows cannot tell which keys disappeared: drop `delete_missing`, or run this job only with --full-refresh".into());
+        diags.push(d);
     }
 }
 

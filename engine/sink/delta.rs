@@ -78,8 +78,6 @@ pub struct DeltaTarget {
     pub properties: BTreeMap<String, String>,
     /// `on_schema_change = "add_columns"`: new model fields are added to the table.
     pub add_columns: bool,
-    /// How the staged Parquet files are laid out.
-    pub files: ParquetFiles,
 }
 
 impl DeltaTarget {
@@ -125,7 +123,6 @@ impl DeltaTarget {
             replace_where: t.replace_where.as_ref().map(|p| p.get_ref().clone()),
             properties: t.properties.clone(),
             add_columns: t.on_schema_change == OnSchemaChange::AddColumns,
-            files: t.files.clone(),
         })
     }
 
@@ -154,7 +151,6 @@ impl DeltaTarget {
             replace_where: None,
             properties: BTreeMap::new(),
             add_columns: false,
-            files: ParquetFiles::default(),
         })
     }
 
@@ -326,7 +322,14 @@ impl DeltaSink {
             check_columns(&target, &table, &schema)?;
         }
         let staging = staging_root.join(format!("{stem}-{run_id}"));
-        let writer = StagedWriter::start(ctx, &staging, schema.clone(), Vec::new(), &target.files)?;
+        // Staging only: delta-rs writes the rows into the table's files with its own settings.
+        let writer = StagedWriter::start(
+            ctx,
+            &staging,
+            schema.clone(),
+            Vec::new(),
+            &ParquetFiles::default(),
+        )?;
         Ok(DeltaSink {
             target,
             staging,
