@@ -6,6 +6,16 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// Asserts that `err` (validate's output) has a diagnostic starting with `message` at `line`
+/// of `file`.
+fn assert_reported_at(err: &str, file: &str, line: usize, message: &str) {
+    let at = format!("--> {file}:{line}:");
+    let found = err
+        .split("error: ")
+        .any(|d| d.starts_with(message) && d.contains(&at));
+    assert!(found, "expected {message} at {at} in:\n{err}");
+}
+
 #[test]
 fn three_mistakes_in_one_file_are_all_reported_with_lines() {
     let w = Workdir::project();
@@ -794,11 +804,7 @@ mode = "overwrite"
         (8, "unknown key `compresion`"),
         (9, "`incremental.column` applies only to database sources"),
     ] {
-        let at = format!("--> jobs/carriers_pq.toml:{line}:");
-        let found = err
-            .split("error: ")
-            .any(|d| d.starts_with(message) && d.contains(&at));
-        assert!(found, "expected {message} at {at} in:\n{err}");
+        assert_reported_at(&err, "jobs/carriers_pq.toml", line, message);
     }
     assert!(err.contains("4 problems found"), "{err}");
 }
@@ -907,11 +913,7 @@ partiton_by = ["carrier"]
         ),
         (14, "unknown key `partiton_by`"),
     ] {
-        let at = format!("--> jobs/carriers_keys.toml:{line}:");
-        let found = err
-            .split("error: ")
-            .any(|d| d.starts_with(message) && d.contains(&at));
-        assert!(found, "expected {message} at {at} in:\n{err}");
+        assert_reported_at(&err, "jobs/carriers_keys.toml", line, message);
     }
     assert!(err.contains("did you mean `partition_by`?"), "{err}");
     assert!(err.contains("or set `format = \"delta\"`"), "{err}");
@@ -1043,11 +1045,7 @@ fn parquet_file_settings_out_of_range_are_reported_at_their_line() {
         let out = w.run(&["validate", "jobs/carriers_files.toml"]);
         assert_eq!(out.status.code(), Some(2), "{}", show(&out));
         let err = stderr(&out);
-        let at = format!("--> jobs/carriers_files.toml:{line}:");
-        let found = err
-            .split("error: ")
-            .any(|d| d.contains(message) && d.contains(&at));
-        assert!(found, "expected {message} at {at} in:\n{err}");
+        assert_reported_at(&err, "jobs/carriers_files.toml", line, message);
     }
     w.write(
         "jobs/carriers_files.toml",

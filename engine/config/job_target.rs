@@ -73,40 +73,20 @@ pub(super) fn read_target(r: &mut Reader<'_>, root: &Table, item: &Item) -> Opti
         Kind::Database => r.entry("target", &item).map(TargetSpec::Database),
     }?;
     check_target(r, root, &spec);
-    match &mut spec {
-        TargetSpec::Parquet(t) => {
-            let keys = FileKeys(
-                &t.compression,
-                &t.compression_level,
-                &t.row_group_size,
-                &t.max_rows_per_file,
-            );
-            t.files = read_files(r, keys, &t.partition_by)?;
-        }
-        TargetSpec::Delta(_) | TargetSpec::Database(_) => {}
+    if let TargetSpec::Parquet(t) = &mut spec {
+        t.files = read_files(r, t)?;
     }
     Some(spec)
 }
 
-/// A file target's `compression`, `compression_level`, `row_group_size` and
-/// `max_rows_per_file`, as written.
-struct FileKeys<'a>(
-    &'a Option<Spanned<ParquetCodec>>,
-    &'a Option<Spanned<i64>>,
-    &'a Option<Spanned<u64>>,
-    &'a Option<Spanned<u64>>,
-);
-
-/// The file layout `keys` give, or `None` with an error at each value at fault. A folder
+/// The file layout `t`'s `compression`, `compression_level`, `row_group_size` and
+/// `max_rows_per_file` give, or `None` with an error at each value at fault. A folder
 /// partitioned by `partition_by` gets one file per partition value, so it takes no
 /// `max_rows_per_file`.
-fn read_files(
-    r: &mut Reader<'_>,
-    keys: FileKeys<'_>,
-    partition_by: &[Spanned<String>],
-) -> Option<ParquetFiles> {
-    let FileKeys(codec, level, row_group, per_file) = keys;
-    if let (Some(n), false) = (per_file, partition_by.is_empty()) {
+fn read_files(r: &mut Reader<'_>, t: &ParquetTargetSpec) -> Option<ParquetFiles> {
+    let (codec, level) = (&t.compression, &t.compression_level);
+    let (row_group, per_file) = (&t.row_group_size, &t.max_rows_per_file);
+    if let (Some(n), false) = (per_file, t.partition_by.is_empty()) {
         r.error(
             Some(n.span()),
             "target.max_rows_per_file",

@@ -238,15 +238,6 @@ impl TargetSpec {
         }
     }
 
-    /// The file format (`None` for a database target).
-    pub fn format(&self) -> Option<TargetFormat> {
-        match self {
-            TargetSpec::Parquet(_) => Some(TargetFormat::Parquet),
-            TargetSpec::Delta(_) => Some(TargetFormat::Delta),
-            TargetSpec::Database(_) => None,
-        }
-    }
-
     /// `table` as written: a folder under the warehouse (file targets) or a database table.
     pub fn table(&self) -> Option<&Spanned<String>> {
         match self {
@@ -289,16 +280,6 @@ impl TargetSpec {
             .iter()
             .map(|p| p.get_ref().clone())
             .collect()
-    }
-
-    /// How the target's Parquet files are laid out (the defaults for Delta and database
-    /// targets).
-    pub fn files(&self) -> ParquetFiles {
-        match self {
-            TargetSpec::Parquet(t) => t.files.clone(),
-            // delta-rs writes the table's files with its own settings.
-            TargetSpec::Delta(_) | TargetSpec::Database(_) => ParquetFiles::default(),
-        }
     }
 
     /// A Delta target's `replace_where` predicate.

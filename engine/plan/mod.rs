@@ -1208,11 +1208,10 @@ fn parquet_target(
     mode: &ExtractMode,
     ctx: &SessionContext,
 ) -> Result<ResolvedTarget> {
-    let partition_by = job.target.partition_columns();
+    let (partition_by, files) = (job.target.partition_columns(), t.files.clone());
     let (shown, dir, object) = match (&t.table, &t.path) {
         (Some(table), _) => {
             let rel = project.settings.warehouse.join(table.get_ref());
-            let files = t.files.clone();
             let folder = Target::Folder {
                 partition_by,
                 files,
@@ -1226,7 +1225,7 @@ fn parquet_target(
         Some(o) => Target::ObjectParquet(o),
         None => Target::Folder {
             partition_by,
-            files: t.files.clone(),
+            files,
         },
     };
     Ok((shown, dir, target))
