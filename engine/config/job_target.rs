@@ -107,7 +107,7 @@ fn read_files(r: &mut Reader<'_>, t: &ParquetTargetSpec) -> Option<ParquetFiles>
     };
     let mut rows = |key: &str, v: &Option<Spanned<u64>>, default: usize| match v {
         None => Some(default),
-        Some(n) if *n.get_ref() >= 1 => usize::try_from(*n.get_ref()).ok(),
+        Some(n) if *n.get_ref() >= 1 => Some(usize::try_from(*n.get_ref()).unwrap_or(usize::MAX)),
         Some(n) => {
             let message = format!("`{key}` must be at least 1 (rows)");
             r.error(Some(n.span()), &format!("target.{key}"), message, None);

@@ -151,13 +151,16 @@ pub struct ParquetFiles {
 /// row group is buffered until complete (DataFusion's default is 1M rows).
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// The zstd level unless the target says otherwise.
+pub const DEFAULT_ZSTD_LEVEL: i64 = 3;
+
 /// Rows per file unless the target says otherwise (DataFusion's default).
 pub const DEFAULT_MAX_ROWS_PER_FILE: usize = 50_000_000;
 
 impl Default for ParquetFiles {
     fn default() -> Self {
         ParquetFiles {
-            compression: "zstd(3)".into(),
+            compression: format!("zstd({DEFAULT_ZSTD_LEVEL})"),
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
             max_rows_per_file: DEFAULT_MAX_ROWS_PER_FILE,
         }
@@ -181,7 +184,7 @@ impl ParquetCodec {
             ParquetCodec::None => "uncompressed",
         };
         let (level, range) = match (self, level) {
-            (ParquetCodec::Zstd, l) => (l.unwrap_or(3), "1 to 22"),
+            (ParquetCodec::Zstd, l) => (l.unwrap_or(DEFAULT_ZSTD_LEVEL), "1 to 22"),
             (ParquetCodec::Gzip, l) => (l.unwrap_or(6), "0 to 10"),
             (ParquetCodec::Brotli, l) => (l.unwrap_or(1), "0 to 11"),
             (_, None) => return Ok(name.to_string()),
